@@ -1,0 +1,332 @@
+"""Workflow files: versioned JSON with values by name, saved atomically.
+
+    {"format": "sdgraph.workflow", "schema_version": 1, "app_version": "...",
+     "state": {"next_node_id": 8, "next_link_id": 10, "next_group_id": 1},
+     "nodes": [{"id": 3, "type": "KSampler", "pos": [x, y], "mode": "active",
+                "inputs": {"seed": 42, "steps": 20, ...}, ...}],
+     "links": [{"id": 1, "src": [4, "MODEL"], "dst": [3, "model"], "type": "MODEL"}],
+     "groups": [{"id": 1, "title": "...", "bounding": [x, y, w, h]}],
+     "view": {"center": [x, y], "scale": 1.0},
+     "extra": {...}}
+
+Input values are stored by input id, never by position. Keys this version does not know are kept on
+the node, link, group or top level and written back unchanged. Older files are brought forward by
+the migrations in `MIGRATIONS` before they are read; a file that still does not fit raises one
+`WorkflowFormatError` saying where and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from graph_engine.model import Graph, GraphError, NodeMode
+
+FORMAT = "sdgraph.workflow"
+SCHEMA_VERSION = 1
+APP_VERSION = "0.1.0"
+
+
+class WorkflowFormatError(ValueError):
+    """A workflow file that cannot be read; the message says where in the file and what is wrong."""
+
+
+# ---- migrations -------------------------------------------------------------------------------
+
+
+def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 0 (development builds) stored values under "values" and links as arrays."""
+    doc = dict(doc)
+    nodes = []
+    for n in doc.get("nodes", []):
+        if isinstance(n, dict) and "values" in n and "inputs" not in n:
+            n = dict(n)
+            n["inputs"] = n.pop("values")
+        nodes.append(n)
+    doc["nodes"] = nodes
+    links = []
+    for lk in doc.get("links", []):
+        if isinstance(lk, list) and len(lk) == 6:
+            lid, src, out, dst, inp, typ = lk
+            lk = {"id": lid, "src": [src, out], "dst": [dst, inp], "type": typ}
+        links.append(lk)
+    doc["links"] = links
+    doc["schema_version"] = 1
+    return doc
+
+
+# from-version -> function producing the next version's document
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1}
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise WorkflowFormatError(f"'schema_version' must be a whole number, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise WorkflowFormatError(
+            f"this workflow was saved by a newer sdgraph (schema {version}; this version reads up to "
+            f"{SCHEMA_VERSION}); update sdgraph to open it"
+        )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise WorkflowFormatError(f"schema version {version} is not supported")
+        doc = step(doc)
+        version = doc["schema_version"]
+    return doc
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+_NODE_KEYS = {"id", "type", "inputs", "pos", "size", "title", "mode", "color", "flags"}
+_LINK_KEYS = {"id", "src", "dst", "type"}
+_GROUP_KEYS = {"id", "title", "bounding", "color"}
+_TOP_KEYS = {"format", "schema_version", "app_version", "state", "nodes", "links", "groups", "view", "extra"}
+
+
+def _int_id(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**53:
+        raise WorkflowFormatError(f"{where}: expected a non-negative whole-number id, got {value!r}")
+    return value
+
+
+def _numbers(value: Any, n: int, where: str) -> tuple[float, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != n
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not all(math.isfinite(v) for v in value)
+    ):
+        raise WorkflowFormatError(f"{where}: expected a list of {n} finite numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _str(value: Any, where: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not optional and not value):
+        raise WorkflowFormatError(f"{where}: expected text, got {value!r}")
+    return value
+
+
+def _endpoint(value: Any, where: str) -> tuple[int, str]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise WorkflowFormatError(f"{where}: expected [node id, socket id], got {value!r}")
+    return _int_id(value[0], where), str(_str(value[1], where))
+
+
+def graph_from_dict(doc: Any) -> Graph:
+    """Build a graph from a parsed workflow document; raises `WorkflowFormatError` on anything amiss."""
+    if not isinstance(doc, dict):
+        raise WorkflowFormatError("a workflow must be a JSON object")
+    if doc.get("format") != FORMAT:
+        raise WorkflowFormatError(f"not an sdgraph workflow ('format' is {doc.get('format')!r}, expected {FORMAT!r})")
+    doc = migrate(doc)
+    graph = Graph()
+    try:
+        _fill(graph, doc)
+    except GraphError as exc:
+        raise WorkflowFormatError(str(exc)) from None
+    return graph
+
+
+def _fill(graph: Graph, doc: dict[str, Any]) -> None:
+    for key in ("nodes", "links", "groups"):
+        if not isinstance(doc.get(key, []), list):
+            raise WorkflowFormatError(f"'{key}' must be a list")
+    for i, n in enumerate(doc.get("nodes", [])):
+        where = f"nodes[{i}]"
+        if not isinstance(n, dict):
+            raise WorkflowFormatError(f"{where}: expected an object")
+        nid = _int_id(n.get("id"), f"{where}.id")
+        if nid in graph.nodes:
+            raise WorkflowFormatError(f"{where}.id: node id {nid} appears twice")
+        values = n.get("inputs", {})
+        if not isinstance(values, dict):
+            raise WorkflowFormatError(f"{where}.inputs: expected an object of values by input name")
+        mode = n.get("mode", "active")
+        if mode not in {m.value for m in NodeMode}:
+            raise WorkflowFormatError(f"{where}.mode: expected active, bypass or mute, got {mode!r}")
+        flags = n.get("flags", {})
+        if not isinstance(flags, dict):
+            raise WorkflowFormatError(f"{where}.flags: expected an object")
+        graph.add_node(
+            str(_str(n.get("type"), f"{where}.type")),
+            values,
+            id=nid,
+            pos=_numbers(n.get("pos", [0, 0]), 2, f"{where}.pos"),  # type: ignore[arg-type]
+            size=None if n.get("size") is None else _numbers(n["size"], 2, f"{where}.size"),
+            title=_str(n.get("title"), f"{where}.title", optional=True),
+            mode=NodeMode(mode),
+            color=_str(n.get("color"), f"{where}.color", optional=True),
+            flags=flags,
+            extra={k: v for k, v in n.items() if k not in _NODE_KEYS},
+        )
+    for i, lk in enumerate(doc.get("links", [])):
+        where = f"links[{i}]"
+        if not isinstance(lk, dict):
+            raise WorkflowFormatError(f"{where}: expected an object")
+        lid = _int_id(lk.get("id"), f"{where}.id")
+        src, out = _endpoint(lk.get("src"), f"{where}.src")
+        dst, inp = _endpoint(lk.get("dst"), f"{where}.dst")
+        for node_id, end in ((src, "src"), (dst, "dst")):
+            if node_id not in graph.nodes:
+                raise WorkflowFormatError(f"{where}.{end}: node {node_id} does not exist")
+        if lid in graph.links:
+            raise WorkflowFormatError(f"{where}.id: link id {lid} appears twice")
+        if graph.link_into(dst, inp) is not None:
+            raise WorkflowFormatError(f"{where}: input {inp!r} of node {dst} has two links")
+        link = graph.add_link(src, out, dst, inp, str(_str(lk.get("type"), f"{where}.type")), id=lid)
+        link.extra.update({k: v for k, v in lk.items() if k not in _LINK_KEYS})
+    for i, g in enumerate(doc.get("groups", [])):
+        where = f"groups[{i}]"
+        if not isinstance(g, dict):
+            raise WorkflowFormatError(f"{where}: expected an object")
+        gid = _int_id(g.get("id"), f"{where}.id")
+        if gid in graph.groups:
+            raise WorkflowFormatError(f"{where}.id: group id {gid} appears twice")
+        graph.add_group(
+            _str(g.get("title", ""), f"{where}.title", optional=True) or "",
+            _numbers(g.get("bounding"), 4, f"{where}.bounding"),  # type: ignore[arg-type]
+            id=gid,
+            color=_str(g.get("color"), f"{where}.color", optional=True),
+            extra={k: v for k, v in g.items() if k not in _GROUP_KEYS},
+        )
+    state = doc.get("state", {})
+    if not isinstance(state, dict):
+        raise WorkflowFormatError("'state' must be an object")
+    for key, attr in (
+        ("next_node_id", "next_node_id"),
+        ("next_link_id", "next_link_id"),
+        ("next_group_id", "next_group_id"),
+    ):
+        if key in state:
+            value = _int_id(state[key], f"state.{key}")
+            setattr(graph, attr, max(getattr(graph, attr), value))
+    view = doc.get("view", {})
+    extra = doc.get("extra", {})
+    if not isinstance(view, dict) or not isinstance(extra, dict):
+        raise WorkflowFormatError("'view' and 'extra' must be objects")
+    graph.view = dict(view)
+    graph.extra = dict(extra)
+    unknown = {k: v for k, v in doc.items() if k not in _TOP_KEYS}
+    if unknown:
+        graph.extra.setdefault("__unknown_top_level__", {}).update(unknown)
+
+
+def loads(text: str | bytes) -> Graph:
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkflowFormatError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WorkflowFormatError("not valid JSON: nested too deeply") from None
+    return graph_from_dict(doc)
+
+
+def load(path: Path | str) -> Graph:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkflowFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return loads(data)
+    except WorkflowFormatError as exc:
+        raise WorkflowFormatError(f"{path.name}: {exc}") from None
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def _num(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
+def graph_to_dict(graph: Graph) -> dict[str, Any]:
+    nodes = []
+    for n in sorted(graph.nodes.values(), key=lambda n: n.id):
+        d: dict[str, Any] = {"id": n.id, "type": n.type, "pos": [_num(n.pos[0]), _num(n.pos[1])]}
+        if n.size is not None:
+            d["size"] = [_num(n.size[0]), _num(n.size[1])]
+        if n.title:
+            d["title"] = n.title
+        d["mode"] = n.mode.value
+        if n.color:
+            d["color"] = n.color
+        if n.flags:
+            d["flags"] = n.flags
+        d["inputs"] = dict(n.values)
+        d.update(n.extra)
+        nodes.append(d)
+    links = []
+    for lk in sorted(graph.links.values(), key=lambda lk: lk.id):
+        links.append(
+            {"id": lk.id, "src": [lk.src_node, lk.src_output], "dst": [lk.dst_node, lk.dst_input], "type": lk.type}
+            | lk.extra
+        )
+    groups = []
+    for g in sorted(graph.groups.values(), key=lambda g: g.id):
+        gd: dict[str, Any] = {"id": g.id, "title": g.title, "bounding": [_num(v) for v in g.bounding]}
+        if g.color:
+            gd["color"] = g.color
+        groups.append(gd | g.extra)
+    extra = dict(graph.extra)
+    unknown_top = extra.pop("__unknown_top_level__", {})
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "app_version": APP_VERSION,
+        "state": {
+            "next_node_id": graph.next_node_id,
+            "next_link_id": graph.next_link_id,
+            "next_group_id": graph.next_group_id,
+        },
+        "nodes": nodes,
+        "links": links,
+        "groups": groups,
+        "view": graph.view,
+        "extra": extra,
+    }
+    doc.update(unknown_top)
+    return doc
+
+
+def dumps(graph: Graph) -> str:
+    return json.dumps(graph_to_dict(graph), indent=2, ensure_ascii=False) + "\n"
+
+
+def atomic_write(path: Path | str, data: bytes | str) -> None:
+    """Write via a temp file in the same folder, fsync, rename: a crash leaves the old file or the new one."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save(graph: Graph, path: Path | str) -> None:
+    atomic_write(path, dumps(graph))

@@ -1,0 +1,265 @@
+"""Is this graph runnable? Every problem at once, each naming the node, its title and the input.
+
+Validation looks only at what a run would execute: the active output nodes and everything they need,
+after bypassed nodes are passed through and muted ones cut off. A half-built branch off to the side,
+or a placeholder for a node type this install lacks, does not stop the rest of the graph from running.
+
+`can_connect` answers the editor's question while a wire is being dragged; it uses the same type
+rule as validation, so the canvas can never build a link that validation would refuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from graph_engine.model import Graph, NodeMode
+from graph_engine.node_spec import MISSING, NodeRegistry
+from graph_engine.types import types_compatible
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    node_id: int | None = None
+    title: str | None = None
+    input: str | None = None
+
+    def __str__(self) -> str:
+        if self.node_id is None:
+            return self.message
+        where = f"node {self.node_id} ({self.title})"
+        if self.input:
+            where += f", input '{self.input}'"
+        return f"{where}: {self.message}"
+
+
+class InvalidGraph(Exception):
+    """Raised instead of running a graph that has problems; carries all of them."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a node's input value comes from once bypassed nodes are looked through."""
+
+    node_id: int
+    output_id: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to "may this wire be made?": truthy when it may, else with a reason to show."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# ---- the editor's question --------------------------------------------------------------------
+
+
+def can_connect(
+    graph: Graph, registry: NodeRegistry, src_node: int, src_output: str, dst_node: int, dst_input: str
+) -> Verdict:
+    if src_node not in graph.nodes or dst_node not in graph.nodes:
+        return Verdict(False, "that node no longer exists")
+    if src_node == dst_node:
+        return Verdict(False, "a node cannot feed itself")
+    src_spec = registry.get(graph.nodes[src_node].type)
+    dst_spec = registry.get(graph.nodes[dst_node].type)
+    if src_spec is None or dst_spec is None:
+        missing = graph.nodes[src_node if src_spec is None else dst_node].type
+        return Verdict(False, f"node type {missing!r} is not installed")
+    out = src_spec.output(src_output)
+    inp = dst_spec.input(dst_input)
+    if out is None:
+        return Verdict(False, f"{src_spec.display_name} has no output {src_output!r}")
+    if inp is None:
+        return Verdict(False, f"{dst_spec.display_name} has no input {dst_input!r}")
+    reason = types_compatible(out.type, inp.type)
+    if reason:
+        return Verdict(False, reason)
+    # The link that would be replaced does not count: dragging onto a connected input swaps it.
+    edges = [
+        (lk.src_node, lk.dst_node)
+        for lk in graph.links.values()
+        if not (lk.dst_node == dst_node and lk.dst_input == dst_input)
+    ]
+    g = nx.DiGraph(edges)
+    if g.has_node(dst_node) and g.has_node(src_node) and nx.has_path(g, dst_node, src_node):
+        return Verdict(False, "would make a cycle")
+    return Verdict(True)
+
+
+# ---- resolving bypass and mute ----------------------------------------------------------------
+
+
+def resolve_source(graph: Graph, node_id: int, output_id: str, type: str) -> Source | str:
+    """Follow an output through bypassed nodes to the node that really produces it, or say why not."""
+    seen: set[int] = set()
+    while True:
+        node = graph.nodes.get(node_id)
+        if node is None:
+            return f"links to node {node_id}, which does not exist"
+        if node.mode == NodeMode.ACTIVE:
+            return Source(node_id, output_id)
+        if node.mode == NodeMode.MUTE:
+            return f"comes from node {node_id} ({node.label}), which is muted"
+        if node_id in seen:
+            return "bypassed nodes form a loop"
+        seen.add(node_id)
+        feeding = sorted(
+            (lk for lk in graph.links.values() if lk.dst_node == node_id and not types_compatible(lk.type, type)),
+            key=lambda lk: lk.id,
+        )
+        if not feeding:
+            return f"comes from node {node_id} ({node.label}), which is bypassed and has no {type} input"
+        node_id, output_id = feeding[0].src_node, feeding[0].src_output
+
+
+# ---- the run's question -----------------------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    """What validation found out on the way; the planner builds on it instead of redoing it."""
+
+    problems: list[Problem]
+    targets: list[int]
+    execution_set: set[int]
+    # node id -> input id -> Source (a wire) or the constant value after coercion
+    inputs: dict[int, dict[str, Source | Constant]]
+    dag: nx.DiGraph
+
+
+@dataclass(frozen=True)
+class Constant:
+    value: Any
+
+
+def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = None) -> Analysis:
+    problems: list[Problem] = []
+
+    def problem(code: str, message: str, node_id: int | None = None, input: str | None = None) -> None:
+        title = graph.nodes[node_id].label if node_id in graph.nodes else None
+        problems.append(Problem(code, message, node_id, title, input))
+
+    # Resolve every link into an active node once: (dst, input) -> Source | reason.
+    resolved: dict[int, dict[str, Source | str]] = {}
+    for lk in graph.links.values():
+        dst = graph.nodes.get(lk.dst_node)
+        if dst is None or dst.mode != NodeMode.ACTIVE:
+            continue
+        resolved.setdefault(lk.dst_node, {})[lk.dst_input] = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
+
+    dag = nx.DiGraph()
+    dag.add_nodes_from(nid for nid, n in graph.nodes.items() if n.mode == NodeMode.ACTIVE)
+    for dst, by_input in resolved.items():
+        for src in by_input.values():
+            if isinstance(src, Source):
+                dag.add_edge(src.node_id, dst)
+
+    # Which outputs run.
+    if targets is None:
+        chosen = [
+            nid
+            for nid, n in sorted(graph.nodes.items())
+            if n.mode == NodeMode.ACTIVE and (spec := registry.get(n.type)) is not None and spec.output_node
+        ]
+    else:
+        chosen = []
+        for nid in targets:
+            if nid not in graph.nodes:
+                problem("unknown_target", f"there is no node {nid} to run")
+            elif graph.nodes[nid].mode != NodeMode.ACTIVE:
+                problem("inactive_target", "is muted or bypassed, so it cannot be run", nid)
+            else:
+                chosen.append(nid)
+    if not chosen and not problems:
+        problem("no_output", "nothing to run: the graph has no active output node (Save or Preview)")
+
+    execution_set: set[int] = set()
+    for nid in chosen:
+        execution_set.add(nid)
+        execution_set |= nx.ancestors(dag, nid)
+
+    sub = dag.subgraph(execution_set)
+    if not nx.is_directed_acyclic_graph(sub):
+        cycle = nx.find_cycle(sub)
+        names = " → ".join(f"{a} ({graph.nodes[a].label})" for a, _ in cycle)
+        first = cycle[0][0]
+        problem("cycle", f"is part of a cycle: {names} → {first}", first)
+
+    inputs: dict[int, dict[str, Source | Constant]] = {}
+    for nid in sorted(execution_set):
+        node = graph.nodes[nid]
+        spec = registry.get(node.type)
+        if spec is None:
+            problem("unknown_type", f"node type {node.type!r} is not installed", nid)
+            continue
+        if spec.virtual:
+            continue
+        links_in = resolved.get(nid, {})
+        node_inputs: dict[str, Source | Constant] = {}
+        for input_id in links_in:
+            if spec.input(input_id) is None:
+                problem("unknown_input", "is connected, but this node type has no such input", nid, input_id)
+        for inp in spec.inputs:
+            src = links_in.get(inp.id)
+            if isinstance(src, str):
+                problem("bad_link", src, nid, inp.id)
+                continue
+            if src is not None:
+                src_spec = registry.get(graph.nodes[src.node_id].type)
+                if src_spec is None:
+                    continue  # reported on the source node itself
+                out = src_spec.output(src.output_id)
+                if out is None:
+                    problem(
+                        "bad_link",
+                        f"is connected to output {src.output_id!r}, which {src_spec.display_name} lacks",
+                        nid,
+                        inp.id,
+                    )
+                    continue
+                reason = types_compatible(out.type, inp.type)
+                if reason:
+                    problem("type_mismatch", f"{reason} (from node {src.node_id})", nid, inp.id)
+                    continue
+                node_inputs[inp.id] = src
+                continue
+            if not inp.is_widget:
+                if not inp.optional:
+                    problem("missing_input", f"required {inp.type} input is not connected", nid, inp.id)
+                continue
+            value = node.values.get(inp.id, inp.default)
+            if value is MISSING:
+                if inp.type == "COMBO" and not inp.optional:
+                    choices = inp.choice_list()
+                    detail = "nothing is available to choose" if not choices else "no choice is made"
+                    problem("missing_value", detail, nid, inp.id)
+                elif not inp.optional:
+                    problem("missing_value", "has no value", nid, inp.id)
+                continue
+            value, err = inp.check_value(value)
+            if err:
+                problem("bad_value", err, nid, inp.id)
+                continue
+            node_inputs[inp.id] = Constant(value)
+        inputs[nid] = node_inputs
+
+    return Analysis(problems, chosen, execution_set, inputs, dag)
+
+
+def validate(graph: Graph, registry: NodeRegistry, targets: list[int] | None = None) -> list[Problem]:
+    """Every problem that would stop a run of `targets` (default: every active output node)."""
+    return analyze(graph, registry, targets).problems
