@@ -19,12 +19,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graph_engine.types import ANY, WIDGET_TYPES, is_known_type
-
-if TYPE_CHECKING:
-    pass
 
 
 class _Missing:
