@@ -1,0 +1,91 @@
+"""Opening anything that holds a workflow: our JSON, and PNGs with a workflow in their text chunks.
+
+One entry point, `open_document`, for the runner, the validator and the editor, so all three accept
+the same files. Formats from other programs (ComfyUI, A1111) plug in through `IMPORTERS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graph_engine import Graph
+from graph_engine.serialization import FORMAT, WorkflowFormatError, graph_from_dict
+
+# The PNG text chunk our SaveImage writes the workflow into.
+PNG_WORKFLOW_KEY = "sdgraph_workflow"
+
+
+@dataclass
+class Document:
+    graph: Graph
+    source: str  # "sdgraph" | "sdgraph-png" | an importer's name
+    # Things the user should hear about once (missing node types, renamed models), not errors.
+    notices: list[str] = field(default_factory=list)
+
+
+# An importer looks at a parsed JSON document (or PNG text chunks) and returns a Document or None.
+Importer = Callable[[Any, dict[str, str]], Document | None]
+IMPORTERS: list[Importer] = []
+
+
+def read_png_text(path: Path) -> dict[str, str]:
+    """The PNG's tEXt/iTXt/zTXt chunks; Pillow parses them without decoding the image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise WorkflowFormatError(f"{path.name}: not a PNG image")
+            return {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise WorkflowFormatError(f"{path.name}: not a readable image ({exc})") from None
+
+
+def from_json_document(doc: Any, chunks: dict[str, str] | None = None) -> Document:
+    chunks = chunks or {}
+    if isinstance(doc, dict) and doc.get("format") == FORMAT:
+        return Document(graph_from_dict(doc), "sdgraph")
+    for importer in IMPORTERS:
+        result = importer(doc, chunks)
+        if result is not None:
+            return result
+    raise WorkflowFormatError("not a workflow this version of sdgraph can read")
+
+
+def open_document(path: Path | str) -> Document:
+    """Read a workflow from a .json file or a .png with one embedded; raises `WorkflowFormatError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowFormatError(f"{path}: no such file")
+    if path.suffix.lower() == ".png":
+        chunks = read_png_text(path)
+        if PNG_WORKFLOW_KEY in chunks:
+            try:
+                doc = json.loads(chunks[PNG_WORKFLOW_KEY])
+                document = from_json_document(doc)
+            except (ValueError, WorkflowFormatError) as exc:
+                raise WorkflowFormatError(f"{path.name}: its embedded workflow is damaged ({exc})") from None
+            document.source = "sdgraph-png"
+            return document
+        try:
+            return from_json_document(None, chunks)
+        except WorkflowFormatError:
+            raise WorkflowFormatError(f"{path.name}: this image carries no workflow") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowFormatError(f"{path.name}: cannot read it ({exc})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise WorkflowFormatError(f"{path.name}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise WorkflowFormatError(f"{path.name}: not valid JSON (nested too deeply)") from None
+    try:
+        return from_json_document(doc)
+    except WorkflowFormatError as exc:
+        raise WorkflowFormatError(f"{path.name}: {exc}") from None
