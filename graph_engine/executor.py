@@ -32,8 +32,8 @@ from graph_engine.events import (
 )
 from graph_engine.model import Graph
 from graph_engine.node_spec import NodeOutput, NodeRegistry
-from graph_engine.plan import Plan, PlannedNode, make_plan
-from graph_engine.validation import Constant, Source
+from graph_engine.plan import Plan, PlannedNode, Ref, make_plan
+from graph_engine.validation import Constant
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Executor:
             consts = []
             upstream = []
             for input_id, src in sorted(p.inputs.items()):
-                if isinstance(src, Source):
+                if isinstance(src, Ref):
                     upstream.append((input_id, sigs[src.node_id], src.output_id))
                 else:
                     consts.append((input_id, src.value))
@@ -158,8 +158,8 @@ class Executor:
                     result.status = "cancelled"
                     break
                 kwargs = {
-                    input_id: (results[src.node_id][p.spec.output_index(src.output_id)])
-                    if isinstance(src, Source)
+                    input_id: results[src.node_id][src.index]
+                    if isinstance(src, Ref)
                     else src.value
                     for input_id, src in p.inputs.items()
                 }
@@ -197,7 +197,7 @@ class Executor:
                 emit(NodeFinished(p.id, time.perf_counter() - t0, ui))
             # Drop what no later node reads, so memory follows the graph's width, not its length.
             for src in p.inputs.values():
-                if isinstance(src, Source):
+                if isinstance(src, Ref):
                     remaining[src.node_id] -= 1
                     if remaining[src.node_id] == 0 and src.node_id not in targets:
                         results.pop(src.node_id, None)

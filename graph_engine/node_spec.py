@@ -52,10 +52,12 @@ class Input:
     tooltip: str = ""
     # A seed-like INT: the editor offers fixed / increment / decrement / randomize after each run.
     control_after_generate: bool = False
+    # A number or text that only arrives over a wire (no inline widget), e.g. Add's operands.
+    force_input: bool = False
 
     @property
     def is_widget(self) -> bool:
-        return self.type in WIDGET_TYPES
+        return self.type in WIDGET_TYPES and not self.force_input
 
     @property
     def display_name(self) -> str:
@@ -157,12 +159,16 @@ def Boolean(id: str, default: bool = False, **kw: Any) -> Input:
 
 
 def Combo(id: str, choices: Choices, default: str | None = None, **kw: Any) -> Input:
-    """A choice from a list; with no default the first choice is used (computed lists may be empty)."""
+    """A choice from a list. A fixed list defaults to its first entry; a computed one (files on disk)
+    has no default, so a workflow never silently picks whichever model happens to sort first."""
+    if default is None and not callable(choices) and choices:
+        default = choices[0]
     return Input(id, "COMBO", MISSING if default is None else default, choices=choices, **kw)
 
 
 def Socket(id: str, type: str, *, optional: bool = False, **kw: Any) -> Input:
-    return Input(id, type, optional=optional, **kw)
+    """An input that only arrives over a wire, whatever its type."""
+    return Input(id, type, optional=optional, force_input=type in WIDGET_TYPES, **kw)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,20 @@ from graph_engine.validation import Constant, InvalidGraph, Source, analyze
 
 
 @dataclass(frozen=True)
+class Ref:
+    """An input read from another node's result tuple at `index` (the position of `output_id`)."""
+
+    node_id: int
+    output_id: str
+    index: int
+
+
+@dataclass(frozen=True)
 class PlannedNode:
     id: int
     spec: NodeSpec
     title: str
-    inputs: dict[str, Source | Constant]
+    inputs: dict[str, Ref | Constant]
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,14 @@ def make_plan(graph: Graph, registry: NodeRegistry, targets: list[int] | None = 
         assert spec is not None  # analyze() reported unknown types
         if spec.virtual:
             continue
-        node_inputs = analysis.inputs[nid]
-        order.append(PlannedNode(nid, spec, graph.nodes[nid].label, node_inputs))
-        for src in node_inputs.values():
+        node_inputs: dict[str, Ref | Constant] = {}
+        for input_id, src in analysis.inputs[nid].items():
             if isinstance(src, Source):
+                src_spec = registry.get(graph.nodes[src.node_id].type)
+                assert src_spec is not None
+                node_inputs[input_id] = Ref(src.node_id, src.output_id, src_spec.output_index(src.output_id))
                 consumers[src.node_id] = consumers.get(src.node_id, 0) + 1
+            else:
+                node_inputs[input_id] = src
+        order.append(PlannedNode(nid, spec, graph.nodes[nid].label, node_inputs))
     return Plan(tuple(order), tuple(analysis.targets), consumers)
