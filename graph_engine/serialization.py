@@ -42,6 +42,8 @@ class WorkflowFormatError(ValueError):
 def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     """Schema 0 (development builds) stored values under "values" and links as arrays."""
     doc = dict(doc)
+    if not isinstance(doc.get("nodes", []), list) or not isinstance(doc.get("links", []), list):
+        raise WorkflowFormatError("'nodes' and 'links' must be lists")
     nodes = []
     for n in doc.get("nodes", []):
         if isinstance(n, dict) and "values" in n and "inputs" not in n:
@@ -151,7 +153,7 @@ def _fill(graph: Graph, doc: dict[str, Any]) -> None:
         if not isinstance(values, dict):
             raise WorkflowFormatError(f"{where}.inputs: expected an object of values by input name")
         mode = n.get("mode", "active")
-        if mode not in {m.value for m in NodeMode}:
+        if not isinstance(mode, str) or mode not in {m.value for m in NodeMode}:
             raise WorkflowFormatError(f"{where}.mode: expected active, bypass or mute, got {mode!r}")
         flags = n.get("flags", {})
         if not isinstance(flags, dict):
