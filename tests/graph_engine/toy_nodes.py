@@ -127,3 +127,32 @@ ALL = [number, add, scale, show, dice, blob, latent_sink, image_sink, choose, st
 
 def registry() -> NodeRegistry:
     return NodeRegistry(ALL)
+
+
+@node(
+    "WriteText",
+    category="output",
+    inputs=[Socket("value", "ANY"), String("name", "out")],
+    output_node=True,
+)
+def write_text(ctx: ExecutionContext, value: Any, name: str) -> NodeOutput:
+    _record(ctx, "WriteText")
+    path = ctx.output_dir / f"{name}.txt"
+    path.write_text(repr(value))
+    return NodeOutput((), {"images": [{"path": str(path), "filename": path.name, "type": "output"}]})
+
+
+@node(
+    "Sleepy", category="misc", inputs=[Socket("x", "INT"), Int("steps", 100, min=1, max=10000)], outputs=[Output("INT")]
+)
+def sleepy(ctx: ExecutionContext, x: int, steps: int) -> tuple[int]:
+    import time
+
+    for i in range(steps):
+        time.sleep(0.05)
+        ctx.progress(i + 1, steps)
+    return (x,)
+
+
+ALL += [write_text, sleepy]
+NODES = ALL

@@ -1,0 +1,5 @@
+"""`python -m app` does what the `sdgraph` command does."""
+
+from app.cli import main
+
+raise SystemExit(main())

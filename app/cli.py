@@ -1,0 +1,287 @@
+"""`sdgraph`: the window with no arguments, and run / validate / nodes for scripts and servers.
+
+Exit codes: 0 done; 1 a node failed (named on stderr); 2 the workflow or the arguments are invalid
+(every problem listed, no traceback); 130 interrupted. Progress goes to stderr and the paths of
+written files to stdout, so `sdgraph run w.json | xargs open` works.
+
+Nothing heavy is imported at module level: `sdgraph --help` and the window must not wait for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad arguments or an unusable workflow: exit 2 with these messages."""
+
+    def __init__(self, *messages: str) -> None:
+        self.messages = list(messages)
+        super().__init__("\n".join(messages))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdgraph",
+        description="A node-graph studio for diffusion image generation. With no command, opens the window.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", help="open the window, optionally with a workflow or a PNG")
+    gui.add_argument("file", nargs="?", help="a workflow .json or a .png with an embedded workflow")
+
+    run = sub.add_parser("run", help="run a workflow headless")
+    run.add_argument("workflow", help="a workflow .json (sdgraph or ComfyUI) or a .png with one embedded")
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=VALUE",
+        help="override an input; NODE is a node id or title (repeatable)",
+    )
+    run.add_argument(
+        "--model-alias",
+        dest="aliases",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="use model file NEW wherever the workflow names OLD (repeatable)",
+    )
+    run.add_argument("--output-dir", type=Path, help="where output images go (default: the settings' folder)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: settings)")
+    run.add_argument("--precision", choices=["exact", "fast"], help="exact (fp32 on CPU) or fast (bf16/fp16)")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan without running")
+
+    val = sub.add_parser("validate", help="check a workflow and list every problem")
+    val.add_argument("workflow")
+
+    nodes = sub.add_parser("nodes", help="list every node type and its inputs")
+    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _err(message: str) -> None:
+    print(f"sdgraph: {message}", file=sys.stderr)
+
+
+def _open(path: str) -> Any:
+    from app.documents import open_document
+    from graph_engine import WorkflowFormatError
+
+    try:
+        document = open_document(path)
+    except WorkflowFormatError as exc:
+        raise UsageError(str(exc)) from None
+    for notice in document.notices:
+        _err(notice)
+    return document
+
+
+def _find_node(graph: Any, key: str) -> int:
+    if key.isdigit() and int(key) in graph.nodes:
+        return int(key)
+    matches = [n.id for n in graph.nodes.values() if (n.title or "").lower() == key.lower()]
+    if not matches:
+        matches = [n.id for n in graph.nodes.values() if n.type.lower() == key.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"--set: no node with id or title {key!r}")
+    raise UsageError(f"--set: {key!r} names {len(matches)} nodes ({', '.join(map(str, matches))}); use an id")
+
+
+def _parse_value(raw: str, input_type: str) -> Any:
+    """Command-line text to the input's type, so `--set 3.seed=42` gives an int and `text=42` a string."""
+    if input_type in ("STRING", "COMBO"):
+        return raw
+    if input_type == "BOOLEAN":
+        lowered = raw.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def apply_sets(graph: Any, registry: Any, sets: Sequence[str]) -> None:
+    problems = []
+    for item in sets:
+        target, sep, raw = item.partition("=")
+        node_key, dot, input_id = target.rpartition(".")
+        if not sep or not dot or not node_key or not input_id:
+            problems.append(f"--set {item!r}: expected NODE.INPUT=VALUE")
+            continue
+        try:
+            nid = _find_node(graph, node_key)
+        except UsageError as exc:
+            problems.extend(exc.messages)
+            continue
+        node = graph.nodes[nid]
+        spec = registry.get(node.type)
+        inp = spec.input(input_id) if spec else None
+        if spec is not None and (inp is None or not inp.is_widget):
+            names = ", ".join(i.id for i in spec.inputs if i.is_widget) or "none"
+            problems.append(f"--set {item!r}: node {nid} ({node.label}) has no value input {input_id!r} ({names})")
+            continue
+        graph.set_value(nid, input_id, _parse_value(raw, inp.type if inp else "STRING"))
+    if problems:
+        raise UsageError(*problems)
+
+
+def apply_aliases(graph: Any, registry: Any, aliases: Sequence[str]) -> None:
+    """Replace model file names: every COMBO value equal to OLD becomes NEW."""
+    mapping = {}
+    for item in aliases:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise UsageError(f"--model-alias {item!r}: expected OLD=NEW")
+        mapping[old] = new
+    for node in graph.nodes.values():
+        spec = registry.get(node.type)
+        if spec is None:
+            continue
+        for inp in spec.inputs:
+            if inp.type == "COMBO" and node.values.get(inp.id) in mapping:
+                graph.set_value(node.id, inp.id, mapping[node.values[inp.id]])
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from nodes import builtin_registry
+
+    registry = builtin_registry()
+    if args.json:
+        json.dump([spec.describe() for spec in registry], sys.stdout, indent=2, default=str)
+        print()
+        return EXIT_OK
+    for spec in registry:
+        flag = " [output]" if spec.output_node else ""
+        print(f"{spec.type}  ({spec.display_name}, {spec.category}){flag}")
+        for inp in spec.inputs:
+            detail = inp.type
+            if inp.is_widget and inp.default is not None and repr(inp.default) != "MISSING":
+                detail += f" = {inp.default!r}"
+            if inp.min is not None or inp.max is not None:
+                detail += f" [{inp.min}, {inp.max}]"
+            if inp.optional:
+                detail += " (optional)"
+            print(f"    in   {inp.id}: {detail}")
+        for out in spec.outputs:
+            print(f"    out  {out.id}: {out.type}")
+    return EXIT_OK
+
+
+def _problems_or_none(graph: Any, registry: Any) -> list[str]:
+    from graph_engine import validate
+
+    return [str(p) for p in validate(graph, registry)]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nodes import builtin_registry
+
+    document = _open(args.workflow)
+    problems = _problems_or_none(document.graph, builtin_registry())
+    if problems:
+        raise UsageError(*problems)
+    print(f"{args.workflow}: valid ({len(document.graph.nodes)} nodes)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.progress import ProgressReporter
+    from app.settings import Settings
+    from graph_engine import CancelToken, Executor, InvalidGraph, make_plan
+    from graph_engine.serialization import graph_to_dict
+    from nodes import builtin_registry
+
+    registry = builtin_registry()
+    document = _open(args.workflow)
+    graph = document.graph
+    apply_aliases(graph, registry, args.aliases)
+    apply_sets(graph, registry, args.sets)
+    try:
+        plan = make_plan(graph, registry)
+    except InvalidGraph as exc:
+        raise UsageError(*(str(p) for p in exc.problems)) from None
+    if args.dry_run:
+        for p in plan.order:
+            print(f"{p.id}\t{p.spec.type}\t{p.title}")
+        return EXIT_OK
+
+    settings = Settings.load()
+    output_dir = args.output_dir or settings.output_path
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executor = Executor(
+        registry,
+        device=args.device or settings.device,
+        output_dir=output_dir,
+        settings={"precision": args.precision or settings.precision, "settings": settings},
+    )
+    token = CancelToken()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if token.cancelled:  # a second Ctrl+C: stop now
+            raise KeyboardInterrupt
+        _err("stopping at the next step (Ctrl+C again to quit now)")
+        token.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with ProgressReporter(graph, plan) as reporter:
+            result = executor.execute(plan, on_event=reporter.on_event, cancel=token, workflow=graph_to_dict(graph))
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for ui in result.ui.values():
+        for image in ui.get("images", []):
+            if image.get("type") == "output":
+                print(image["path"])
+    if result.status == "cancelled":
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    if result.status == "failed":
+        assert result.error is not None
+        _err(str(result.error))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None or args.command == "gui":
+            from app.gui import main as gui_main
+
+            return gui_main(getattr(args, "file", None))
+        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}[args.command]
+        return command(args)
+    except UsageError as exc:
+        for message in exc.messages:
+            _err(message)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

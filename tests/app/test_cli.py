@@ -1,0 +1,145 @@
+"""The headless runner, end to end in subprocesses: exit codes, stdout/stderr, no torch for --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from graph_engine import Graph
+from graph_engine.serialization import save
+
+ROOT = Path(__file__).parents[2]
+
+
+def sdgraph(*args: str, home: Path, **kw) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SDGRAPH_HOME": str(home), "SDGRAPH_NODE_MODULES": "tests.graph_engine.toy_nodes"}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, **kw
+    )
+
+
+def workflow(tmp_path: Path, *, value: int = 2, fail: bool = False, sleepy: bool = False) -> Path:
+    g = Graph()
+    n = g.add_node("Number", {"value": value}, title="Start").id
+    mid = n
+    if fail:
+        mid = g.add_node("Fail", {"limit": 100}, title="Divider").id
+        g.add_link(n, "INT", mid, "x", "INT")
+    if sleepy:
+        mid = g.add_node("Sleepy", {"steps": 400}).id
+        g.add_link(n, "INT", mid, "x", "INT")
+    w = g.add_node("WriteText", {"name": "result"}).id
+    g.add_link(mid, "INT", w, "value", "INT")
+    path = tmp_path / "w.json"
+    save(g, path)
+    return path
+
+
+def test_help_does_not_import_torch(tmp_path):
+    env = {**os.environ, "SDGRAPH_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "usage: sdgraph" in proc.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "PySide6" not in imported and "diffusers" not in imported
+
+
+def test_run_writes_files_and_prints_their_paths(tmp_path):
+    out = tmp_path / "out"
+    proc = sdgraph("run", str(workflow(tmp_path)), "--output-dir", str(out), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out / "result.txt")
+    assert (out / "result.txt").read_text() == "2"
+    assert "Traceback" not in proc.stderr
+
+
+def test_set_overrides_by_id_and_title(tmp_path):
+    out = tmp_path / "out"
+    proc = sdgraph("run", str(workflow(tmp_path)), "--set", "Start.value=41", "--output-dir", str(out), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "result.txt").read_text() == "41"
+    proc = sdgraph("run", str(workflow(tmp_path)), "--set", "1.value=7", "--output-dir", str(out), home=tmp_path)
+    assert (out / "result.txt").read_text() == "7"
+
+
+def test_invalid_arguments_and_workflow_exit_2_listing_everything(tmp_path):
+    path = workflow(tmp_path)
+    proc = sdgraph("run", str(path), "--set", "Nope.value=1", "--set", "Start.colour=3", "--set", "junk", home=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "sdgraph: --set: no node with id or title 'Nope'",
+        "sdgraph: --set 'Start.colour=3': node 1 (Start) has no value input 'colour' (value)",
+        "sdgraph: --set 'junk': expected NODE.INPUT=VALUE",
+    ]
+    proc = sdgraph("run", str(path), "--set", "Start.value=5000", home=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "sdgraph: node 1 (Start), input 'value': 5000 is above the maximum 1000"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    proc = sdgraph("validate", str(bad), home=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("sdgraph: bad.json: not valid JSON")
+    assert "Traceback" not in proc.stderr
+    proc = sdgraph("run", str(tmp_path / "missing.json"), home=tmp_path)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    proc = sdgraph("run", home=tmp_path)
+    assert proc.returncode == 2  # argparse's own usage error
+
+
+def test_failing_node_exits_1_and_is_named(tmp_path):
+    proc = sdgraph("run", str(workflow(tmp_path, fail=True)), "--output-dir", str(tmp_path), home=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "sdgraph: node 2 (Divider): ZeroDivisionError: division by zero"
+    assert "Traceback" not in proc.stderr
+
+
+def test_dry_run_prints_plan_and_runs_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = sdgraph("run", str(workflow(tmp_path)), "--dry-run", "--output-dir", str(out), home=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == ["1\tNumber\tStart", "2\tWriteText\tWriteText"]
+    assert not out.exists()
+
+
+def test_validate_ok(tmp_path):
+    proc = sdgraph("validate", str(workflow(tmp_path)), home=tmp_path)
+    assert proc.returncode == 0 and "valid (2 nodes)" in proc.stdout
+
+
+def test_nodes_json_lists_inputs(tmp_path):
+    proc = sdgraph("nodes", "--json", home=tmp_path)
+    assert proc.returncode == 0
+    specs = {s["type"]: s for s in json.loads(proc.stdout)}
+    assert specs["Number"]["inputs"] == [
+        {"id": "value", "type": "INT", "optional": False, "default": 1, "min": -1000, "max": 1000, "step": 1}
+    ]
+    assert specs["WriteText"]["output_node"] is True
+    text = sdgraph("nodes", home=tmp_path).stdout
+    assert "Number  (Number, math)" in text and "in   value: INT = 1 [-1000, 1000]" in text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_interrupt_exits_130(tmp_path):
+    env = {**os.environ, "SDGRAPH_HOME": str(tmp_path), "SDGRAPH_NODE_MODULES": "tests.graph_engine.toy_nodes"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "run", str(workflow(tmp_path, sleepy=True)), "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)  # start-up plus a few steps
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "result.txt").exists()
