@@ -1,0 +1,1 @@
+"""Loading Stable Diffusion checkpoints (single files and diffusers folders) offline."""

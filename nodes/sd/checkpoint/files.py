@@ -1,0 +1,274 @@
+"""Reading checkpoint files: the safetensors header, lazily mapped tensors, and the pickle gate.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (name -> dtype, shape,
+byte range) and one flat data blob. Everything the detector needs (names and shapes) is in the
+header, so we parse it ourselves: opening a 7 GB checkpoint to decide what it is then costs one small
+read, and the same parse lets us say *why* a file is damaged (truncated download, garbage header)
+instead of surfacing a Rust panic from deep inside a loader.
+
+Tensors are read through ``safetensors.safe_open``, which memory-maps the file: a tensor obtained
+from it shares the page cache, so weights that are already in the target dtype are never copied and
+the ones that need a cast are converted one at a time (no full-precision copy of the whole model).
+
+Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) can execute code when loaded. They are read only
+through ``torch.load(weights_only=True, mmap=True)`` and only when the caller passes
+``allow_pickle=True``; nothing else in the project unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nodes.sd.errors import CorruptCheckpointError, PickleRefusedError
+
+if TYPE_CHECKING:
+    import torch
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+# Bytes per element for every dtype the safetensors format defines.
+_DTYPE_SIZES: dict[str, float] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "F4": 0.5,
+    "F6_E2M3": 0.75,
+    "F6_E3M2": 0.75,
+}
+# A real header is a few hundred KB even for SDXL; anything near this is garbage, not metadata.
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the header says about one tensor."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The parsed header of one safetensors file; reading it touches no tensor data."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: info.shape for name, info in self.tensors.items()}
+
+
+def is_pickle_file(path: Path) -> bool:
+    return path.suffix.lower() in PICKLE_SUFFIXES
+
+
+def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
+    """Parse and validate the header; raise ``CorruptCheckpointError`` naming what is wrong.
+
+    Validation checks that every byte range lies inside the file, matches its dtype and shape, and
+    that the ranges tile the data blob exactly, which is what a truncated or partially overwritten
+    file violates.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CorruptCheckpointError(path, f"the file is only {size} bytes long")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > _MAX_HEADER_BYTES or header_len + 8 > size:
+                raise CorruptCheckpointError(
+                    path,
+                    f"the header claims {header_len} bytes but the file has {size} bytes "
+                    "(not a safetensors file, or cut off)",
+                )
+            raw = f.read(header_len)
+    except OSError as exc:
+        raise CorruptCheckpointError(path, f"it cannot be read ({exc.strerror or exc})") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(path, f"the header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError(path, "the header is not a JSON object")
+
+    data_len = size - 8 - header_len
+    metadata_raw = header.pop("__metadata__", None) or {}
+    metadata = {str(k): str(v) for k, v in metadata_raw.items()} if isinstance(metadata_raw, dict) else {}
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        tensors[name] = _parse_entry(path, name, entry, data_len)
+    _check_coverage(path, tensors, data_len)
+    return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata)
+
+
+def _parse_entry(path: Path, name: str, entry: Any, data_len: int) -> TensorInfo:
+    try:
+        dtype = str(entry["dtype"])
+        shape = tuple(int(d) for d in entry["shape"])
+        start, end = (int(o) for o in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpointError(path, f"the header entry for {name!r} is malformed") from exc
+    if dtype not in _DTYPE_SIZES:
+        raise CorruptCheckpointError(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if any(d < 0 for d in shape) or not 0 <= start <= end:
+        raise CorruptCheckpointError(path, f"tensor {name!r} has an impossible shape or byte range")
+    expected = math.ceil(math.prod(shape) * _DTYPE_SIZES[dtype])
+    if end - start != expected:
+        raise CorruptCheckpointError(
+            path, f"tensor {name!r} ({dtype}{list(shape)}) should take {expected} bytes, not {end - start}"
+        )
+    if end > data_len:
+        raise CorruptCheckpointError(
+            path,
+            f"tensor {name!r} ends at byte {end} of the data but the file holds only {data_len} "
+            "(the file is truncated)",
+        )
+    return TensorInfo(dtype=dtype, shape=shape, start=start, end=end)
+
+
+def _check_coverage(path: Path, tensors: dict[str, TensorInfo], data_len: int) -> None:
+    """The format requires byte ranges that tile the data exactly; overlaps or holes mean damage."""
+    position = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start != position:
+            raise CorruptCheckpointError(path, f"the tensor data has a gap or overlap at byte {position}")
+        position = info.end
+    if position != data_len:
+        raise CorruptCheckpointError(path, f"the file has {data_len - position} unexpected bytes after the last tensor")
+
+
+class LazyStateDict(Mapping[str, "torch.Tensor"]):
+    """A read-only state dict whose tensors are memory-mapped on first access and cast on the way out.
+
+    diffusers' key-conversion functions take a dict; handing them this mapping means only the keys
+    they actually use are read, and each arrives already in the component's target dtype, so a
+    bf16 load of an fp32 file never holds an fp32 copy of more than one tensor.
+    """
+
+    def __init__(
+        self,
+        handle: Any,
+        keys: list[str],
+        *,
+        dtype: torch.dtype | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self._handle = handle
+        self._keys = keys
+        self._key_set = set(keys)
+        self._dtype = dtype
+        self._source = source
+
+    def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
+        return LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._key_set:
+            raise KeyError(key)
+        try:
+            tensor = self._handle.get_tensor(key)
+        except Exception as exc:  # safetensors raises its own SafetensorError subclasses
+            source = self._source or Path("?")
+            raise CorruptCheckpointError(source, f"tensor {key!r} cannot be read ({exc})") from exc
+        if self._dtype is not None and tensor.is_floating_point() and tensor.dtype != self._dtype:
+            tensor = tensor.to(self._dtype)
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+
+class MappedStateDict(LazyStateDict):
+    """A plain dict of tensors (from a pickle file) behind the same lazy, casting interface."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None) -> None:
+        super().__init__(_DictHandle(tensors), list(tensors), dtype=dtype)
+        self._tensors = tensors
+
+    def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
+        return MappedStateDict(self._tensors, dtype=dtype)
+
+
+class _DictHandle:
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        return self._tensors[key]
+
+
+def open_state_dict(path: str | Path, *, allow_pickle: bool = False) -> LazyStateDict:
+    """Open a checkpoint file for lazy reading, validating safetensors headers first."""
+    path = Path(path)
+    if is_pickle_file(path):
+        return MappedStateDict(load_pickle_checkpoint(path, allow_pickle=allow_pickle))
+    header = read_safetensors_header(path)
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:
+        raise CorruptCheckpointError(path, f"safetensors could not open it ({exc})") from exc
+    return LazyStateDict(handle, list(header.tensors), source=path)
+
+
+def read_shapes(path: str | Path, *, allow_pickle: bool = False) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of every tensor; for safetensors this reads the header only."""
+    path = Path(path)
+    if is_pickle_file(path):
+        tensors = load_pickle_checkpoint(path, allow_pickle=allow_pickle)
+        return {k: tuple(v.shape) for k, v in tensors.items()}
+    return read_safetensors_header(path).shapes()
+
+
+def load_pickle_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load a ``.ckpt``/``.pt`` with the restricted unpickler, only when explicitly allowed.
+
+    ``weights_only=True`` refuses arbitrary classes; ``mmap=True`` keeps the tensors on disk until
+    touched. Lightning-style files nest the weights under ``state_dict``.
+    """
+    path = Path(path)
+    if not allow_pickle:
+        raise PickleRefusedError(path)
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CorruptCheckpointError(path, f"torch.load (weights only) failed: {exc}") from exc
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise CorruptCheckpointError(path, f"it holds a {type(obj).__name__}, not a dict of tensors")
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
