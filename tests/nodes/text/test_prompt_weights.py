@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -57,6 +58,7 @@ def test_weights_are_capped() -> None:
 # Bias generation toward the syntax characters so that hypothesis explores nesting and escapes.
 syntaxy_text = st.text(alphabet=st.sampled_from(list("()[]:\\ .0123456789ab,é!\n")) | st.characters(), max_size=60)
 
+EXPLICIT_ZERO = re.compile(r":\s*(0+\.?0*|\.0+)\s*\)")
 SYNTAX_CHARS = set("()[]\\:.0123456789") | {" ", "\t", "\r", "\n"}
 
 
@@ -68,6 +70,8 @@ def test_any_string_parses_with_sane_weights(prompt: str) -> None:
         assert text, "segments are never empty"
         assert math.isfinite(weight)
         assert 0.0 <= weight <= MAX_WEIGHT
+        if not EXPLICIT_ZERO.search(prompt):
+            assert weight > 0.0, "only an explicit (x:0) can produce weight 0"
     for (_, w1), (_, w2) in itertools.pairwise(segments):
         assert w1 != w2, "adjacent equal weights are merged"
     # Only syntax characters can disappear; nothing is invented or reordered beyond that.
