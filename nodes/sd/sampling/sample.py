@@ -1,0 +1,110 @@
+"""Model-free sampling driver: noise the latent, run a registered sampler, honour an inpainting mask.
+
+This is what a KSampler-style node calls once it has a denoiser ``D(x, σ) -> x0`` (model + CFG) and a
+schedule. Starting sample: ``latent + scale·noise``; for txt2img the latent is zeros, for img2img /
+denoise < 1 it is the encoded image and the schedule starts lower (see ``schedules.sigmas_for``).
+
+Inpainting follows ComfyUI's KSamplerX0Inpaint semantics (mask 1 = regenerate, 0 = keep): before every
+denoiser call the kept region of the sample is replaced by the original latent noised to the current σ
+with the *same* initial noise, and the prediction there is replaced by the original latent, so the
+sampler sees a consistent picture and the kept region ends exactly at the original.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .model_sampling import Denoiser, ModelSampling
+from .noise import NoiseSource, initial_noise
+from .samplers import SAMPLERS, Callback
+
+StartScale = Literal["sigma", "sigma_max", "comfyui"]
+
+
+def _bcast(sigma: Tensor, like: Tensor) -> Tensor:
+    return sigma.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _mask_to(mask: Tensor, latent: Tensor) -> Tensor:
+    """Resize a [B|1, (1|C), H, W] or [H, W] mask to the latent grid and batch (bilinear, like ComfyUI)."""
+    m = mask.to(dtype=torch.float32)
+    while m.ndim < 4:
+        m = m.unsqueeze(0)
+    if m.shape[-2:] != latent.shape[-2:]:
+        m = torch.nn.functional.interpolate(m, size=tuple(latent.shape[-2:]), mode="bilinear")
+    if m.shape[0] != latent.shape[0]:
+        reps = -(-latent.shape[0] // m.shape[0])
+        m = m.repeat(reps, 1, 1, 1)[: latent.shape[0]]
+    return m.to(device=latent.device, dtype=latent.dtype)
+
+
+def masked_denoiser(denoiser: Denoiser, latent: Tensor, noise: Tensor, mask: Tensor) -> Denoiser:
+    """Wrap ``denoiser`` for inpainting (KSamplerX0Inpaint semantics); ``mask`` already on the latent grid."""
+    keep = 1.0 - mask
+
+    def wrapped(x: Tensor, sigma: Tensor) -> Tensor:
+        renoised = latent + noise * _bcast(sigma, x)
+        x_in = x * mask + renoised * keep
+        return denoiser(x_in, sigma) * mask + latent * keep
+
+    return wrapped
+
+
+def run_sampler(
+    denoise_fn: Denoiser,
+    latent: Tensor,
+    sigmas: Tensor,
+    sampler_name: str,
+    seed: int,
+    add_noise: bool = True,
+    noise_mask: Tensor | None = None,
+    callback: Callback | None = None,
+    start_scale: StartScale = "sigma",
+    *,
+    model_sampling: ModelSampling | None = None,
+    batch_index: list[int] | None = None,
+) -> Tensor:
+    """Sample from ``latent`` along ``sigmas`` with the named sampler; returns the latent at sigmas[-1].
+
+    ``start_scale="sigma"`` (alias ``"sigma_max"``; the default, for diffusers parity) starts at
+    ``latent + sigmas[0]·noise``; ``"comfyui"`` uses √(1+σ²) when sigmas[0] is the model's σ_max (needs
+    ``model_sampling``). ``add_noise=False`` uses zero noise (continuing a partly denoised latent).
+    Per-step noise comes from ``NoiseSource(seed)``, a stream separate from the initial noise. An empty
+    or single-entry schedule returns the latent unchanged (denoise <= 0).
+    """
+    try:
+        sampler = SAMPLERS[sampler_name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {sampler_name!r}; known: {sorted(SAMPLERS)}") from None
+    if sigmas.numel() < 2:
+        return latent
+    if add_noise:
+        noise = initial_noise(seed, latent.shape, batch_index=batch_index).to(latent.device, latent.dtype)
+    else:
+        noise = torch.zeros_like(latent)
+
+    sigma0 = float(sigmas[0])
+    if start_scale in ("sigma", "sigma_max"):
+        x = latent + noise * sigma0
+    elif start_scale == "comfyui":
+        if model_sampling is None:
+            raise ValueError('start_scale="comfyui" needs model_sampling to know σ_max')
+        x = model_sampling.noise_scaling(sigma0, noise, latent, mode="comfyui")
+    else:
+        raise ValueError(f"unknown start_scale {start_scale!r}")
+
+    denoiser = denoise_fn
+    mask: Tensor | None = None
+    if noise_mask is not None:
+        mask = _mask_to(noise_mask, latent)
+        denoiser = masked_denoiser(denoise_fn, latent, noise, mask)
+        x = x * mask + (latent + noise * sigma0) * (1.0 - mask)
+
+    out = sampler(denoiser, x, sigmas, noise=NoiseSource(seed), callback=callback)
+    if mask is not None:
+        last = float(sigmas[-1])
+        out = out * mask + (latent + noise * last) * (1.0 - mask)
+    return out

@@ -1,0 +1,61 @@
+"""DDIM and LCM: samplers that jump through the x0 prediction rather than following a slope.
+
+DDIM (Song et al. 2021) writes the next sample as ``D + σ'·ε̂`` with ε̂ = (x − D)/σ the implied noise;
+with η = 0 this is algebraically the Euler step of the probability-flow ODE, and with η > 0 it equals
+ancestral sampling with the same η (the DDIM σ_t(η) in VE units is ``ancestral_split``'s σ_up).
+LCM (Luo et al. 2023, "Latent Consistency Models", multistep sampling, Alg. 1) discards the old sample
+entirely: predict x0, then re-noise it with *fresh* noise to the next level.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..model_sampling import Denoiser
+from ..noise import NoiseSource
+from ._common import Callback, ancestral_split, call, report, require_noise, sigma_list
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource | None = None,
+    callback: Callback | None = None,
+    eta: float = 0.0,
+) -> Tensor:
+    """DDIM (Song et al. 2021) in σ units: x' = D + √(σ'² − σ_up²)·ε̂ + σ_up·z; η = 0 by default."""
+    src = require_noise(noise, "ddim") if eta > 0.0 else None
+    s = sigma_list(sigmas)
+    n = len(s) - 1
+    for i in range(n):
+        denoised = call(denoiser, x, s[i])
+        down, up = ancestral_split(s[i], s[i + 1], eta)
+        eps = (x - denoised) / s[i]
+        x = denoised + eps * down
+        if up > 0.0 and src is not None:
+            x = x + src.like(x) * up
+        report(callback, i, n, x, s[i], s[i + 1], denoised)
+    return x
+
+
+def sample_lcm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """LCM multistep consistency sampling (Luo et al. 2023, Alg. 1): x0 prediction, then fresh noise σ'."""
+    src = require_noise(noise, "lcm")
+    s = sigma_list(sigmas)
+    n = len(s) - 1
+    for i in range(n):
+        denoised = call(denoiser, x, s[i])
+        x = denoised
+        if s[i + 1] > 0.0:
+            x = x + src.like(x) * s[i + 1]
+        report(callback, i, n, x, s[i], s[i + 1], denoised)
+    return x

@@ -1,0 +1,183 @@
+"""Noise schedules: which noise levels σ a sampler visits, from σ_max down to 0.
+
+A schedule is a 1-D float32 tensor of ``steps + 1`` descending sigmas that ends in 0; sampler *i* moves
+the sample from ``sigmas[i]`` to ``sigmas[i+1]``. Keeping schedules as plain tensors (k-diffusion style)
+lets every sampler run on every schedule and makes img2img "start part-way down a longer schedule".
+
+Names follow ComfyUI (``normal``, ``karras``, ``exponential``, ``sgm_uniform``, ``simple``,
+``ddim_uniform``, ``beta``) and each is built from the published rule; ``linspace_diffusers`` reproduces
+diffusers' EulerDiscreteScheduler(timestep_spacing="linspace") bit for bit, which differs from
+``normal`` only in interpolating σ linearly rather than log-linearly between table entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model_sampling import ModelSampling
+
+ScheduleFn = Callable[[ModelSampling, int], Tensor]
+
+
+def _finish(sigmas: np.ndarray | list[float] | Tensor) -> Tensor:
+    """Append the terminal 0 and fix the dtype so every schedule has the same contract."""
+    body = torch.as_tensor(np.asarray(sigmas, dtype=np.float64), dtype=torch.float64)
+    return torch.cat([body, body.new_zeros(1)]).to(torch.float32)
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    """Karras et al. 2022 (eq. 5): n sigmas uniform in σ^(1/ρ), plus the final 0.
+
+    Model-independent so the KarrasScheduler node can take σ_min/σ_max/ρ directly. Computed in
+    float64 (like diffusers' use_karras_sigmas) and returned as float32.
+    """
+    _check_steps(n)
+    ramp = np.linspace(0.0, 1.0, n)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return _finish((hi + ramp * (lo - hi)) ** rho)
+
+
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """n sigmas uniform in log σ (equal ratios between neighbours), plus the final 0."""
+    _check_steps(n)
+    return _finish(np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n)))
+
+
+def karras(ms: ModelSampling, steps: int) -> Tensor:
+    """Karras ρ=7 over the model's continuous [σ_min, σ_max]; concentrates steps at low noise."""
+    return karras_sigmas(steps, ms.sigma_min, ms.sigma_max, 7.0)
+
+
+def exponential(ms: ModelSampling, steps: int) -> Tensor:
+    """Log-uniform sigmas over the model's [σ_min, σ_max]."""
+    return exponential_sigmas(steps, ms.sigma_min, ms.sigma_max)
+
+
+def _uniform_timesteps(ms: ModelSampling, count: int, keep: int) -> Tensor:
+    """``count`` evenly spaced (fractional) timesteps from t(σ_max) to t(σ_min); keep the first ``keep``."""
+    t_max = float(ms.timestep(ms.sigma_max))
+    t_min = float(ms.timestep(ms.sigma_min))
+    ts = torch.linspace(t_max, t_min, count, dtype=torch.float64)[:keep]
+    return _finish(ms.sigma(ts.float()).double())
+
+
+def normal(ms: ModelSampling, steps: int) -> Tensor:
+    """ComfyUI "normal": ``steps`` uniform timesteps 999…0, σ by log-linear interpolation."""
+    _check_steps(steps)
+    return _uniform_timesteps(ms, steps, steps)
+
+
+def sgm_uniform(ms: ModelSampling, steps: int) -> Tensor:
+    """Stability "sgm" convention: steps+1 uniform timesteps 999…0, drop the last (t=0) one."""
+    _check_steps(steps)
+    return _uniform_timesteps(ms, steps + 1, steps)
+
+
+def simple(ms: ModelSampling, steps: int) -> Tensor:
+    """Walk the σ table from the top with stride n/steps (diffusers "trailing" spacing)."""
+    _check_steps(steps)
+    table = ms.sigmas.double()
+    stride = len(table) / steps
+    return _finish(torch.stack([table[-(1 + int(i * stride))] for i in range(steps)]))
+
+
+def ddim_uniform(ms: ModelSampling, steps: int) -> Tensor:
+    """Classic DDIM spacing: table indices 1, 1+c, 1+2c, … with c = ⌊n/steps⌋, descending.
+
+    Exactly ``steps`` entries, which equals diffusers' "leading" spacing with steps_offset=1. ComfyUI
+    walks until the end of the table instead, so for step counts that do not divide 1000 it runs a few
+    extra steps; we keep the steps+1 contract.
+    """
+    _check_steps(steps)
+    stride = max(ms.num_train_timesteps // steps, 1)
+    idx = [min(1 + k * stride, ms.num_train_timesteps - 1) for k in range(steps)][::-1]
+    return _finish(ms.sigmas.double()[idx])
+
+
+def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> Tensor:
+    """Beta-quantile timesteps (Lee et al. 2024, arXiv 2407.12173), read from the σ table.
+
+    Puts more steps at both ends of the noise range. Consecutive duplicate timesteps (possible at
+    large step counts) are dropped as ComfyUI does, so the result can be shorter than steps+1; a
+    duplicate would otherwise be a zero-length step, which multistep solvers cannot divide by.
+    """
+    from scipy import stats
+
+    _check_steps(steps)
+    n = ms.num_train_timesteps
+    q = 1.0 - np.linspace(0.0, 1.0, steps, endpoint=False)
+    ts = np.rint(stats.beta.ppf(q, alpha, beta_) * (n - 1)).astype(np.int64)
+    keep = [int(t) for i, t in enumerate(ts) if i == 0 or t != ts[i - 1]]
+    return _finish(ms.sigmas.double()[keep])
+
+
+def linspace_diffusers(ms: ModelSampling, steps: int) -> Tensor:
+    """diffusers EulerDiscreteScheduler(timestep_spacing="linspace") sigmas, bit for bit.
+
+    Same timesteps as :func:`normal` but σ is interpolated *linearly* between table entries (numpy
+    ``interp`` on the float32 table), which is what diffusers' default SD pipelines use.
+    """
+    _check_steps(steps)
+    n = ms.num_train_timesteps
+    ts = np.linspace(0, n - 1, steps, dtype=np.float32)[::-1].copy()
+    table = ms.sigmas.numpy()
+    sig = np.interp(ts, np.arange(0, n), table)
+    return torch.from_numpy(np.concatenate([sig, [0.0]]).astype(np.float32))
+
+
+SCHEDULERS: dict[str, ScheduleFn] = {
+    "normal": normal,
+    "karras": karras,
+    "exponential": exponential,
+    "sgm_uniform": sgm_uniform,
+    "simple": simple,
+    "ddim_uniform": ddim_uniform,
+    "beta": beta,
+    "linspace_diffusers": linspace_diffusers,
+}
+
+
+def sigmas_for(
+    ms: ModelSampling,
+    scheduler: str,
+    steps: int,
+    denoise: float = 1.0,
+    *,
+    discard_penultimate: bool = False,
+) -> Tensor:
+    """Schedule for a KSampler-style run, with ComfyUI's denoise < 1 rule.
+
+    denoise < 1 builds the schedule for ⌊steps/denoise⌋ steps and keeps its last steps+1 sigmas, so the
+    number of model calls stays ``steps`` and the start level is a point *on* the longer schedule;
+    denoise <= 0 gives an empty tensor (the sampler then returns its input unchanged).
+    ``discard_penultimate`` reproduces ComfyUI's treatment of dpm_2/dpm_2_ancestral/uni_pc(_bh2)
+    (schedule one step longer, drop the second-to-last sigma); see
+    ``samplers.DISCARD_PENULTIMATE_SIGMA_SAMPLERS``.
+    """
+    try:
+        fn = SCHEDULERS[scheduler]
+    except KeyError:
+        raise ValueError(f"unknown scheduler {scheduler!r}; known: {sorted(SCHEDULERS)}") from None
+    _check_steps(steps)
+    if denoise <= 0.0:
+        return torch.zeros(0, dtype=torch.float32)
+
+    def build(n: int) -> Tensor:
+        if not discard_penultimate:
+            return fn(ms, n)
+        longer = fn(ms, n + 1)
+        return torch.cat([longer[:-2], longer[-1:]])
+
+    if denoise >= 0.9999:
+        return build(steps)
+    return build(int(steps / denoise))[-(steps + 1) :]

@@ -1,0 +1,140 @@
+"""Every sampler × every schedule against a problem with a known answer.
+
+If the data are i.i.d. N(μ, s²) per element, the ideal denoiser is exact in closed form: with
+x = x0 + σ·ε, E[x0 | x] = μ + s²/(s²+σ²)·(x − μ). Sampling with it must reproduce N(μ, s²), and the
+probability-flow ODE has the exact solution x(σ') = μ + (x(σ) − μ)·√(s²+σ'²)/√(s²+σ²), which lets us
+measure the convergence order of the deterministic solvers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from nodes.sd.sampling import SAMPLERS, SCHEDULERS, ModelSampling, NoiseSource, sigmas_for
+from nodes.sd.sampling.samplers.unipc import sample_uni_pc
+
+MU, S = 0.3, 1.0
+MS = ModelSampling()
+# Samplers that call the denoiser twice per step get half the steps, i.e. the same budget of 30 calls.
+TWO_EVAL = {"heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"}
+# Schedules whose last non-zero step is a large jump in log σ (σ ≈ 0.15 → 0.029 at 30 steps, because the
+# table's σ(t) falls like √t near t = 0 and these space t, not σ, uniformly).
+HARD_FINAL_STEP = {"normal", "linspace_diffusers", "ddim_uniform"}
+
+# Allowed |std/s − 1| per sampler as (other schedules, HARD_FINAL_STEP schedules). The sampling error of a
+# 16384-element std is ≈0.6 %; the rest is discretisation error. Brackets: the worst value measured on
+# exactly this set-up; bounds are ≈1.5× that. These errors shrink with more steps (the convergence test
+# below checks the deterministic ones), and for dpmpp_2m/dpmpp_2m_sde/uni_pc the same trajectories come
+# out of diffusers (test_sampling_parity.py), so a large bound there documents the algorithm, not a bug.
+STD_TOL: dict[str, tuple[float, float]] = {
+    "lms": (0.02, 0.02),  # 4th-order multistep [1.1 %, 1.1 %]
+    "heun": (0.06, 0.06),  # 2nd order, 15 steps [3.9 %, 2.1 %]
+    "dpm_2": (0.05, 0.05),  # 2nd order, 15 steps [2.4 %, 3.2 %]
+    "euler": (0.07, 0.07),  # 1st order: error ∝ 1/steps [4.2 %, 3.5 %]
+    "ddim": (0.07, 0.07),  # η = 0 DDIM is the Euler step [4.2 %, 3.5 %]
+    # Multistep solvers extrapolate D over the step ratio r = h_prev/h; on the big final λ-step of the
+    # HARD_FINAL_STEP schedules r ≈ 0.2 and the extrapolation overshoots (more so with bh1's B(h) = h).
+    "dpmpp_2m": (0.03, 0.07),  # [1.6 %, 4.4 %]
+    "uni_pc_bh2": (0.03, 0.06),  # [1.1 %, 3.4 %]
+    "uni_pc": (0.03, 0.11),  # [1.1 %, 7.6 %]
+    "dpmpp_2m_sde": (0.04, 0.18),  # [2.0 %, 13.3 %]
+    # Ancestral/SDE steps plug in D = E[x0|x] as if x0 were known, ignoring its posterior spread; the
+    # missing variance vanishes only as steps → ∞.
+    "dpm_2_ancestral": (0.09, 0.09),  # [5.8 %, 5.6 %]
+    "dpmpp_2s_ancestral": (0.07, 0.07),  # [4.5 %, 4.4 %]
+    "dpmpp_sde": (0.05, 0.05),  # [3.3 %, 2.9 %]
+    "euler_ancestral": (0.14, 0.14),  # 1st order *and* ancestral, the worst combination [9.6 %, 8.1 %]
+    "lcm": (0.03, 0.03),  # exact given a perfect consistency function: sampling error only [0.4 %]
+}
+
+
+def ideal_denoiser(x: Tensor, sigma: Tensor) -> Tensor:
+    s2 = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) ** 2
+    return MU + S * S / (S * S + s2) * (x - MU)
+
+
+def consistency_fn(x: Tensor, sigma: Tensor) -> Tensor:
+    """The exact ODE end point: what a perfect consistency model (LCM) predicts instead of E[x0|x]."""
+    s2 = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) ** 2
+    return MU + S / torch.sqrt(S * S + s2) * (x - MU)
+
+
+def start_sample(sigma0: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Exact marginal at σ0: N(μ, s² + σ0²). (σ0·noise alone would miss the data's mean and variance.)"""
+    z = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(1234), dtype=dtype)
+    return MU + z * math.sqrt(S * S + sigma0**2)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_recovers_gaussian_data(sampler: str, scheduler: str) -> None:
+    steps = 15 if sampler in TWO_EVAL else 30
+    sigmas = sigmas_for(MS, scheduler, steps)
+    x = start_sample(float(sigmas[0]))
+    denoiser = consistency_fn if sampler == "lcm" else ideal_denoiser
+    out = SAMPLERS[sampler](denoiser, x, sigmas, noise=NoiseSource(7))
+    assert torch.isfinite(out).all()
+    # Every update is affine in x − μ, so the mean can only drift through a bug; measured ≤0.5 % (noise).
+    assert abs(out.mean().item() - MU) < 0.02 * S
+    tol = STD_TOL[sampler][1 if scheduler in HARD_FINAL_STEP else 0]
+    assert abs(out.std().item() / S - 1.0) < tol
+
+
+def _flow_error(sampler: str, steps: int) -> float:
+    """Max error vs the exact ODE solution on a log-uniform grid 10 → 0.05 (no σ=0 step)."""
+    sigmas = torch.exp(torch.linspace(math.log(10.0), math.log(0.05), steps + 1, dtype=torch.float64))
+    x = start_sample(10.0, torch.float64)
+    exact = MU + (x - MU) * math.sqrt(S * S + 0.05**2) / math.sqrt(S * S + 100.0)
+    if sampler == "uni_pc_full_order":
+        out = sample_uni_pc(ideal_denoiser, x, sigmas, order=3, lower_order_final=False)
+    else:
+        out = SAMPLERS[sampler](ideal_denoiser, x, sigmas)
+    return (out - exact).abs().max().item()
+
+
+@pytest.mark.parametrize(
+    ("sampler", "min_order"),
+    [
+        ("euler", 0.8),
+        ("ddim", 0.8),
+        ("heun", 1.8),
+        ("dpm_2", 1.8),
+        ("dpmpp_2m", 1.8),
+        # LMS is 4th order but starts with Euler/2nd/3rd-order warm-up steps; measured 3.3 at 20→40.
+        ("lms", 3.0),
+        # UniPC-3 with its corrector is 4th order once the final steps keep full order; measured 3.5.
+        ("uni_pc_full_order", 3.0),
+    ],
+)
+def test_deterministic_solvers_converge_at_their_order(sampler: str, min_order: float) -> None:
+    """Halving the step must shrink the error by ≥ 2^order: catches a wrong coefficient that the
+    moment test above (loose by design) would let through."""
+    coarse, fine = _flow_error(sampler, 20), _flow_error(sampler, 40)
+    assert math.log2(coarse / fine) > min_order
+
+
+def test_ddim_eta0_is_euler_and_eta1_is_ancestral() -> None:
+    from nodes.sd.sampling.samplers.misc import sample_ddim
+
+    sigmas = sigmas_for(MS, "karras", 12)
+    x = start_sample(float(sigmas[0]))
+    euler = SAMPLERS["euler"](ideal_denoiser, x, sigmas)
+    torch.testing.assert_close(SAMPLERS["ddim"](ideal_denoiser, x, sigmas), euler, atol=1e-5, rtol=1e-5)
+    ancestral = SAMPLERS["euler_ancestral"](ideal_denoiser, x, sigmas, noise=NoiseSource(3))
+    ddim1 = sample_ddim(ideal_denoiser, x, sigmas, noise=NoiseSource(3), eta=1.0)
+    torch.testing.assert_close(ddim1, ancestral, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_stops_at_nonzero_final_sigma(sampler: str) -> None:
+    """A schedule cut short (KSamplerAdvanced leftover noise) ends at that noise level, not at x0."""
+    sigmas = sigmas_for(MS, "karras", 20)[:11]  # ends at σ ≈ 1.09: target std ≈ 1.48, x0 would be 1.0
+    x = start_sample(float(sigmas[0]))
+    denoiser = consistency_fn if sampler == "lcm" else ideal_denoiser
+    out = SAMPLERS[sampler](denoiser, x, sigmas, noise=NoiseSource(7))
+    expected_std = math.sqrt(S * S + float(sigmas[-1]) ** 2)
+    assert abs(out.std().item() / expected_std - 1.0) < 0.1  # measured ≤ 6.4 % (euler_ancestral)
