@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 
-def signature(parts: Iterable[object]) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(repr(part).encode())
-        h.update(b"\x1f")
-    return h.digest()
+def signature(parts: tuple[object, ...]) -> bytes:
+    """A 128-bit digest of the parts' repr: constants are JSON-like values, upstream parts are digests."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
 
 
 def estimate_nbytes(value: Any, _depth: int = 0) -> int:

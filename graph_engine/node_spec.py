@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from graph_engine.types import ANY, WIDGET_TYPES, is_known_type
@@ -233,14 +234,23 @@ class NodeSpec:
             if inp.is_widget and inp.type != "COMBO" and inp.default is MISSING and not inp.optional:
                 raise ValueError(f"node {self.type!r}: widget input {inp.id!r} needs a default")
 
+    @cached_property
+    def _inputs_by_id(self) -> dict[str, Input]:
+        return {i.id: i for i in self.inputs}
+
+    @cached_property
+    def _output_index(self) -> dict[str, int]:
+        return {o.id: n for n, o in enumerate(self.outputs)}
+
     def input(self, input_id: str) -> Input | None:
-        return next((i for i in self.inputs if i.id == input_id), None)
+        return self._inputs_by_id.get(input_id)
 
     def output(self, output_id: str) -> Output | None:
-        return next((o for o in self.outputs if o.id == output_id), None)
+        index = self._output_index.get(output_id)
+        return None if index is None else self.outputs[index]
 
     def output_index(self, output_id: str) -> int:
-        return next(i for i, o in enumerate(self.outputs) if o.id == output_id)
+        return self._output_index[output_id]
 
     def default_values(self) -> dict[str, Any]:
         """Values a new node starts with: widget defaults, or the first choice of a combo."""

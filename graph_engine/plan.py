@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
-
 from graph_engine.model import Graph
 from graph_engine.node_spec import NodeRegistry, NodeSpec
 from graph_engine.validation import Constant, InvalidGraph, Source, analyze
@@ -49,11 +47,9 @@ def make_plan(graph: Graph, registry: NodeRegistry, targets: list[int] | None = 
     analysis = analyze(graph, registry, targets)
     if analysis.problems:
         raise InvalidGraph(analysis.problems)
-    sub = analysis.dag.subgraph(analysis.execution_set)
-    # Lexicographic order makes runs reproducible: the same graph always runs in the same order.
     order: list[PlannedNode] = []
     consumers: dict[int, int] = {}
-    for nid in nx.lexicographical_topological_sort(sub):
+    for nid in analysis.order:
         spec = registry.get(graph.nodes[nid].type)
         assert spec is not None  # analyze() reported unknown types
         if spec.virtual:

@@ -135,10 +135,10 @@ class Analysis:
 
     problems: list[Problem]
     targets: list[int]
-    execution_set: set[int]
+    # The nodes that run, in topological order (empty when there is a cycle).
+    order: list[int]
     # node id -> input id -> Source (a wire) or the constant value after coercion
     inputs: dict[int, dict[str, Source | Constant]]
-    dag: nx.DiGraph
 
 
 @dataclass(frozen=True)
@@ -161,12 +161,10 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
             continue
         resolved.setdefault(lk.dst_node, {})[lk.dst_input] = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
 
-    dag = nx.DiGraph()
-    dag.add_nodes_from(nid for nid, n in graph.nodes.items() if n.mode == NodeMode.ACTIVE)
+    # What each active node reads from, for walking back from the outputs.
+    preds: dict[int, list[int]] = {}
     for dst, by_input in resolved.items():
-        for src in by_input.values():
-            if isinstance(src, Source):
-                dag.add_edge(src.node_id, dst)
+        preds[dst] = [src.node_id for src in by_input.values() if isinstance(src, Source)]
 
     # Which outputs run.
     if targets is None:
@@ -187,13 +185,23 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
     if not chosen and not problems:
         problem("no_output", "nothing to run: the graph has no active output node (Save or Preview)")
 
-    execution_set: set[int] = set()
-    for nid in chosen:
-        execution_set.add(nid)
-        execution_set |= nx.ancestors(dag, nid)
+    # The outputs and everything upstream of them: one walk back from all outputs at once.
+    execution_set: set[int] = set(chosen)
+    stack = list(chosen)
+    while stack:
+        for src in preds.get(stack.pop(), ()):
+            if src not in execution_set:
+                execution_set.add(src)
+                stack.append(src)
 
-    sub = dag.subgraph(execution_set)
-    if not nx.is_directed_acyclic_graph(sub):
+    sub = nx.DiGraph()
+    sub.add_nodes_from(execution_set)
+    sub.add_edges_from((src, dst) for dst in execution_set for src in preds.get(dst, ()))
+    try:
+        # Lexicographic order makes runs reproducible: the same graph always runs in the same order.
+        order = list(nx.lexicographical_topological_sort(sub))
+    except nx.NetworkXUnfeasible:
+        order = []
         cycle = nx.find_cycle(sub)
         names = " → ".join(f"{a} ({graph.nodes[a].label})" for a, _ in cycle)
         first = cycle[0][0]
@@ -257,7 +265,7 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
             node_inputs[inp.id] = Constant(value)
         inputs[nid] = node_inputs
 
-    return Analysis(problems, chosen, execution_set, inputs, dag)
+    return Analysis(problems, chosen, order, inputs)
 
 
 def validate(graph: Graph, registry: NodeRegistry, targets: list[int] | None = None) -> list[Problem]:
