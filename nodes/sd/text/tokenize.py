@@ -58,13 +58,13 @@ class TokenChunk:
 def tokenize_text(text: str) -> list[int]:
     """BPE ids of ``text`` without BOS/EOS, after open_clip-style cleaning.
 
-    ``split_special_tokens`` makes a literal ``"<|endoftext|>"`` typed in a prompt tokenize as
-    ordinary characters, as open_clip does, instead of ending the sequence early.
+    The shared tokenizer splits special tokens, so a literal ``"<|endoftext|>"`` typed in a prompt
+    tokenizes as ordinary characters, as open_clip does, instead of ending the sequence early.
     """
     cleaned = clean_text(text)
     if not cleaned:
         return []
-    encoding = clip_tokenizer()(cleaned, add_special_tokens=False, split_special_tokens=True, verbose=False)
+    encoding = clip_tokenizer()(cleaned, add_special_tokens=False, verbose=False)
     return list(encoding.input_ids)
 
 

@@ -84,28 +84,39 @@ def load_vocab(bpe_path: Path = BPE_PATH) -> tuple[dict[str, int], tuple[tuple[s
     return vocab, merges  # type: ignore[return-value]
 
 
-def build_clip_tokenizer(pad_token: str = EOS_TOKEN) -> CLIPTokenizer:
+def build_clip_tokenizer(pad_token: str = EOS_TOKEN, split_special_tokens: bool = False) -> CLIPTokenizer:
     """A new Hugging Face CLIP tokenizer built from the in-memory vocabulary (no files, no Hub).
 
-    ``pad_token`` exists so tests can reproduce diffusers' SD2/SDXL tokenizer configuration (``"!"``);
-    our own code always uses the shared :func:`clip_tokenizer`.
+    Configured like the published CLIP tokenizers (``model_max_length`` 77). ``pad_token`` exists so
+    tests can reproduce diffusers' SD2/SDXL configuration (``"!"``). ``split_special_tokens=True`` makes
+    literal ``"<|endoftext|>"`` text in a prompt tokenize as characters, as open_clip does.
     """
     from transformers import CLIPTokenizer
 
     vocab, merges = load_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
+    return CLIPTokenizer(
+        vocab=dict(vocab),
+        merges=list(merges),
+        pad_token=pad_token,
+        model_max_length=77,
+        split_special_tokens=split_special_tokens,
+    )
 
 
 @functools.cache
 def clip_tokenizer() -> CLIPTokenizer:
-    """The shared CLIP tokenizer; pads with ``<|endoftext|>`` (49407) like CLIP-L.
+    """The process-wide tokenizer used by :mod:`nodes.sd.text.tokenize`.
 
-    OpenCLIP's zero padding is applied afterwards by :mod:`nodes.sd.text.tokenize` rather than by
-    configuring ``"!"`` as pad token, because the latter makes the tokenizer turn every ``!`` in a prompt
-    into id 0 (diffusers #4153, transformers #24925). One instance per process: construction costs
-    about a second and the Rust tokenizer is safe to share. Do not mutate it.
+    It pads with ``<|endoftext|>`` (49407) like CLIP-L; OpenCLIP's zero padding is applied afterwards by
+    :mod:`nodes.sd.text.tokenize` rather than by configuring ``"!"`` as pad token, because the latter
+    makes the tokenizer turn every ``!`` in a prompt into id 0 (diffusers #4153, transformers #24925).
+    Special-token splitting is its default so our calls never toggle backend state.
+
+    Built once per process (about a second). Keep it private: transformers stores padding/truncation
+    settings on the shared Rust object, so handing it to code that pads or truncates (a diffusers
+    pipeline) would make concurrent use racy — give such code :func:`build_clip_tokenizer` instead.
     """
-    return build_clip_tokenizer()
+    return build_clip_tokenizer(split_special_tokens=True)
 
 
 def clean_text(text: str) -> str:

@@ -21,7 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from nodes.sd.clip import ClipModel
 from nodes.sd.text.tokenize import tokenize_text
-from nodes.sd.text.vocab import build_clip_tokenizer, clip_tokenizer
+from nodes.sd.text.vocab import build_clip_tokenizer
 
 PROMPT = "a photo of an astronaut riding a horse on mars, highly detailed"
 LAYERS = 3
@@ -77,7 +77,7 @@ def _sd_pipe(encoder: CLIPTextModel, pad_token: str) -> StableDiffusionPipeline:
     return StableDiffusionPipeline(
         vae=None,
         text_encoder=encoder,
-        tokenizer=clip_tokenizer() if pad_token == "<|endoftext|>" else build_clip_tokenizer(pad_token),
+        tokenizer=build_clip_tokenizer(pad_token),
         unet=None,
         scheduler=EulerDiscreteScheduler(steps_offset=1),
         safety_checker=None,
@@ -92,7 +92,7 @@ def _xl_pipe(clip_l: CLIPTextModel | None, clip_g: CLIPTextModelWithProjection) 
         vae=None,
         text_encoder=clip_l,
         text_encoder_2=clip_g,
-        tokenizer=None if clip_l is None else clip_tokenizer(),
+        tokenizer=None if clip_l is None else build_clip_tokenizer(),
         tokenizer_2=build_clip_tokenizer("!"),
         unet=None,
         scheduler=EulerDiscreteScheduler(),
