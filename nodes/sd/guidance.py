@@ -1,0 +1,80 @@
+"""Guidance: turning a model and its conditioning into the denoiser `D(x, σ) -> x0` samplers need.
+
+Classifier-free guidance mixes the predictions with and without the prompt,
+ε̂ = ε̂_uncond + s·(ε̂_cond − ε̂_uncond), evaluated as one batched UNet call [uncond, cond]. At s = 1
+the unconditional half cannot matter, so it is skipped (half the work). Several conditioning entries
+on one side (Conditioning Combine) are each predicted and averaged, as ComfyUI does.
+
+The mix is done on the raw network output (ε or v) before converting to x0. Both conversions are
+linear in the output, so this equals mixing x0 predictions, and it is exactly what diffusers'
+pipelines compute, which the parity tests rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nodes.sd.conditioning import CondEntry
+from nodes.sd.model import DiffusionModel
+from nodes.sd.sampling.model_sampling import Denoiser
+
+
+def _t_for(model: DiffusionModel, sigma: Tensor) -> Tensor:
+    return model.model_sampling.timestep(sigma.float().cpu())
+
+
+def _mean_output(
+    model: DiffusionModel, x_in: Tensor, t: Tensor, groups: Sequence[Sequence[CondEntry]], hw: tuple[int, int]
+) -> list[Tensor]:
+    """Predict for every entry of every group in one batch; return each group's mean prediction."""
+    flat = [c for g in groups for c in g]
+    batch = x_in.shape[0]
+    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw)
+    chunks = out.split(batch)
+    means, k = [], 0
+    for g in groups:
+        means.append(torch.stack(chunks[k : k + len(g)]).mean(0))
+        k += len(g)
+    return means
+
+
+@dataclass(frozen=True, eq=False)
+class Guider:
+    """The GUIDER socket's value: a model with its conditioning and a guidance scale."""
+
+    model: DiffusionModel
+    positive: Sequence[CondEntry]
+    negative: Sequence[CondEntry] | None = None
+    cfg: float = 1.0
+
+    def denoiser(self, image_hw: tuple[int, int]) -> Denoiser:
+        model, ms = self.model, self.model.model_sampling
+        use_uncond = self.negative is not None and self.cfg != 1.0
+        if not self.positive:
+            raise ValueError("the positive conditioning is empty")
+
+        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
+            sigma = sigma.reshape(-1)
+            if sigma.numel() == 1:
+                sigma = sigma.expand(x.shape[0])
+            x_in = ms.calculate_input(sigma, x)
+            t = _t_for(model, sigma)
+            if use_uncond:
+                assert self.negative is not None
+                uncond, cond = _mean_output(model, x_in, t, [self.negative, self.positive], image_hw)
+                out = uncond + self.cfg * (cond - uncond)
+            else:
+                (out,) = _mean_output(model, x_in, t, [self.positive], image_hw)
+            return ms.calculate_denoised(sigma, out.to(x.dtype), x)
+
+        return denoise
+
+
+def cfg_guider(
+    model: DiffusionModel, positive: Sequence[CondEntry], negative: Sequence[CondEntry], cfg: float
+) -> Guider:
+    return Guider(model, positive, negative, cfg)

@@ -1,0 +1,138 @@
+"""The values that travel on MODEL and VAE wires, and how a MODEL is asked for a prediction.
+
+A `DiffusionModel` is a light handle: the (shared, never copied) diffusers UNet, what family it is,
+how its noise schedule works, and the LoRA patches applied on top. Loaders and LoRA nodes return new
+handles around the same UNet, so a graph can hold the base model and a LoRA'd one at no extra memory;
+the patches are hooked in only while that handle is being sampled (`DiffusionModel.active`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nodes.sd.conditioning import CondEntry, sdxl_time_ids
+from nodes.sd.sampling.model_sampling import ModelSampling
+
+
+@dataclass(frozen=True)
+class WeightPatch:
+    """A low-rank update `W += strength · up @ down` to one module, applied as a forward hook."""
+
+    module: torch.nn.Module
+    down: Tensor
+    up: Tensor
+    scale: float
+
+
+@contextlib.contextmanager
+def patches_applied(patches: Sequence[WeightPatch]) -> Iterator[None]:
+    """Hook LoRA updates into their modules for the duration of a call, then remove them: the weights
+    themselves are never modified, so the same UNet serves every handle in the graph."""
+    handles = []
+    try:
+        for p in patches:
+            handles.append(p.module.register_forward_hook(_lora_hook(p)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _lora_hook(p: WeightPatch) -> Any:
+    def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+        x = args[0]
+        down = p.down.to(device=x.device, dtype=x.dtype)
+        up = p.up.to(device=x.device, dtype=x.dtype)
+        if isinstance(module, torch.nn.Conv2d):
+            delta = torch.nn.functional.conv2d(x, down, stride=module.stride, padding=module.padding)
+            delta = torch.nn.functional.conv2d(delta, up)
+        else:
+            delta = torch.nn.functional.linear(torch.nn.functional.linear(x, down), up)
+        return output + delta * p.scale
+
+    return hook
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """The MODEL socket's value."""
+
+    unet: Any  # diffusers UNet2DConditionModel
+    family: str  # sd1 | sd2 | sdxl | sdxl_refiner
+    prediction_type: str  # epsilon | v_prediction
+    model_sampling: ModelSampling
+    latent_channels: int = 4
+    inpainting: bool = False
+    source: str = ""
+    patches: tuple[WeightPatch, ...] = field(default=())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def with_patches(self, extra: Sequence[WeightPatch]) -> DiffusionModel:
+        return replace(self, patches=(*self.patches, *extra))
+
+    def active(self) -> contextlib.AbstractContextManager[None]:
+        return patches_applied(self.patches)
+
+    def predict(self, x_in: Tensor, t: Tensor, conds: Sequence[CondEntry], image_hw: tuple[int, int]) -> Tensor:
+        """One UNet call on a batch: `x_in` is [N·B, C, h, w], `conds` one entry per N-block of the batch.
+
+        Returns the raw network output (ε or v) in float32. Embeddings of different lengths (a long
+        prompt against a short negative) are repeated to a common multiple of 77 tokens, which leaves
+        cross-attention unchanged.
+        """
+        per = x_in.shape[0] // len(conds)
+        embeds = _same_length([c.embeds for c in conds])
+        context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(self.device, self.dtype)
+        kwargs: dict[str, Any] = {}
+        if self.family in ("sdxl", "sdxl_refiner"):
+            h, w = image_hw
+            pooled, time_ids = [], []
+            for c in conds:
+                if c.pooled is None:
+                    raise ValueError("SDXL needs pooled text embeddings; encode the prompt with the SDXL checkpoint")
+                pooled.append(c.pooled.expand(per, -1))
+                ids = sdxl_time_ids(c.extras, image_width=w, image_height=h, refiner=self.family == "sdxl_refiner")
+                time_ids.append(ids.expand(per, -1))
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": torch.cat(pooled).to(self.device, self.dtype),
+                "time_ids": torch.cat(time_ids).to(self.device, self.dtype),
+            }
+        x = x_in.to(self.device, self.dtype)
+        t = t.to(self.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        out = self.unet(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
+        return out.float()
+
+
+def _same_length(embeds: list[Tensor]) -> list[Tensor]:
+    lengths = {e.shape[1] for e in embeds}
+    if len(lengths) == 1:
+        return embeds
+    import math
+
+    target = math.lcm(*lengths)
+    return [e.repeat(1, target // e.shape[1], 1) for e in embeds]
+
+
+@dataclass(frozen=True, eq=False)
+class VAEModel:
+    """The VAE socket's value: the autoencoder and the factor between its latents and the UNet's."""
+
+    vae: Any  # diffusers AutoencoderKL
+    scaling_factor: float
+    family: str = "sd1"
+    source: str = ""
