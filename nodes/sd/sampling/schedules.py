@@ -125,7 +125,8 @@ def linspace_diffusers(ms: ModelSampling, steps: int) -> Tensor:
     """diffusers EulerDiscreteScheduler(timestep_spacing="linspace") sigmas, bit for bit.
 
     Same timesteps as :func:`normal` but σ is interpolated *linearly* between table entries (numpy
-    ``interp`` on the float32 table), which is what diffusers' default SD pipelines use.
+    ``interp`` on the float32 table), which is what diffusers' default SD pipelines use. Quirk kept for
+    parity: at steps=1 diffusers' ``linspace(0, 999, 1)`` is [0], so the single step starts at σ_min.
     """
     _check_steps(steps)
     n = ms.num_train_timesteps

@@ -7,7 +7,7 @@ sample at ``sigmas[-1]``. Samplers in :data:`STOCHASTIC_SAMPLERS` need ``noise=N
 
 from __future__ import annotations
 
-from ._common import Callback, SamplerFn, StepInfo, ancestral_split
+from ._common import Callback, SamplerFn, StepInfo, StepNoise, ancestral_split
 from .dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral, sample_dpmpp_sde
 from .karras import (
     sample_dpm_2,
@@ -64,5 +64,6 @@ __all__ = [
     "Callback",
     "SamplerFn",
     "StepInfo",
+    "StepNoise",
     "ancestral_split",
 ]

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,13 @@ class StepInfo:
 Callback = Callable[[StepInfo], None]
 
 
+class StepNoise(Protocol):
+    """Where stochastic samplers get fresh N(0, 1) noise; :class:`..noise.NoiseSource` is the standard
+    one. A protocol so tests can replay recorded noise and a Brownian-tree source could be plugged in."""
+
+    def like(self, x: Tensor) -> Tensor: ...
+
+
 class SamplerFn(Protocol):
     """Uniform sampler signature. ``noise`` is required by stochastic samplers, ignored by others.
 
@@ -53,7 +59,7 @@ class SamplerFn(Protocol):
         x: Tensor,
         sigmas: Tensor,
         *,
-        noise: NoiseSource | None = None,
+        noise: StepNoise | None = None,
         callback: Callback | None = None,
     ) -> Tensor: ...
 
@@ -75,7 +81,7 @@ def report(
         callback(StepInfo(i=i, n=n, x=x, sigma=sigma, sigma_next=sigma_next, denoised=denoised))
 
 
-def require_noise(noise: NoiseSource | None, name: str) -> NoiseSource:
+def require_noise(noise: StepNoise | None, name: str) -> StepNoise:
     """Stochastic samplers refuse to invent a seed: silent fallback noise would break reproducibility."""
     if noise is None:
         raise ValueError(f"sampler {name!r} injects noise and needs a NoiseSource (noise=...)")

@@ -20,8 +20,7 @@ import math
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
-from ._common import Callback, ancestral_split, call, report, require_noise, sigma_list
+from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list
 
 
 def _toward(x: Tensor, denoised: Tensor, sigma: float, sigma_to: float) -> Tensor:
@@ -35,7 +34,7 @@ def sample_dpmpp_2s_ancestral(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
 ) -> Tensor:
@@ -59,7 +58,7 @@ def sample_dpmpp_2s_ancestral(
 
 
 def _bridge_pair(
-    src: NoiseSource, like: Tensor, sigma: float, sigma_mid: float, sigma_next: float
+    src: StepNoise, like: Tensor, sigma: float, sigma_mid: float, sigma_next: float
 ) -> tuple[Tensor, Tensor]:
     """Unit-variance noise for the nested intervals [σ, σ_mid] ⊂ [σ, σ'] of one Brownian path in time σ.
 
@@ -80,7 +79,7 @@ def sample_dpmpp_sde(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
     r: float = 0.5,
@@ -115,7 +114,7 @@ def sample_dpmpp_2m(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): second order from the previous step's x0 prediction."""
@@ -145,7 +144,7 @@ def sample_dpmpp_2m_sde(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
 ) -> Tensor:

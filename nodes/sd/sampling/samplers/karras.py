@@ -14,8 +14,7 @@ import math
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
-from ._common import Callback, ancestral_split, call, report, require_noise, sigma_list, to_d
+from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list, to_d
 
 
 def sample_euler(
@@ -23,7 +22,7 @@ def sample_euler(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with first-order step)."""
@@ -41,7 +40,7 @@ def sample_euler_ancestral(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
 ) -> Tensor:
@@ -64,7 +63,7 @@ def sample_heun(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1, deterministic); Euler on the last step."""
@@ -99,7 +98,7 @@ def sample_dpm_2(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """DPM-Solver-2 style midpoint method in log σ (Karras et al. 2022, sec. 3 / Lu et al. 2022)."""
@@ -117,7 +116,7 @@ def sample_dpm_2_ancestral(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 1.0,
 ) -> Tensor:

@@ -13,8 +13,7 @@ from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
-from ._common import Callback, call, report, sigma_list, to_d
+from ._common import Callback, StepNoise, call, report, sigma_list, to_d
 
 
 def lms_coefficients(nodes: list[float], a: float, b: float) -> list[float]:
@@ -35,7 +34,7 @@ def sample_lms(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     order: int = 4,
 ) -> Tensor:

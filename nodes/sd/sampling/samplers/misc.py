@@ -12,8 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
-from ._common import Callback, ancestral_split, call, report, require_noise, sigma_list
+from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list
 
 
 def sample_ddim(
@@ -21,7 +20,7 @@ def sample_ddim(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     eta: float = 0.0,
 ) -> Tensor:
@@ -45,7 +44,7 @@ def sample_lcm(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """LCM multistep consistency sampling (Luo et al. 2023, Alg. 1): x0 prediction, then fresh noise σ'."""

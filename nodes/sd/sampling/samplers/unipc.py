@@ -18,8 +18,7 @@ import numpy as np
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ..noise import NoiseSource
-from ._common import Callback, call, report, sigma_list
+from ._common import Callback, StepNoise, call, report, sigma_list
 
 Variant = Literal["bh1", "bh2"]
 
@@ -82,7 +81,7 @@ def sample_uni_pc(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     order: int = 3,
     variant: Variant = "bh1",
@@ -120,7 +119,7 @@ def sample_uni_pc_bh2(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise: NoiseSource | None = None,
+    noise: StepNoise | None = None,
     callback: Callback | None = None,
     order: int = 3,
     lower_order_final: bool = True,
