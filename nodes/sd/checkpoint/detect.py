@@ -216,6 +216,8 @@ def detect_family(shapes: Shapes, path: str | Path = "?") -> str:
         return "sdxl"
     if idx.has(REFINER_CLIP_G_PREFIX + "token_embedding.weight"):
         return "sdxl_refiner"
+    if idx.has(SDXL_CLIP_L_PREFIX + "embeddings.token_embedding.weight"):
+        return "sdxl"  # CLIP-L at SGM's embedder 0 only exists in SDXL base (even if bigG is missing)
     if idx.has(SD2_OPENCLIP_PREFIX + "token_embedding.weight"):
         return "sd2"
     if idx.has(SD1_CLIP_PREFIX + "embeddings.token_embedding.weight"):
