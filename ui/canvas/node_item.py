@@ -1,0 +1,392 @@
+"""The drawing of one node: a single QGraphicsItem that paints its title, sockets and widgets.
+
+Sockets and widgets are not child items and never `QGraphicsProxyWidget`s: one item per node keeps a
+500-node graph at 500 items, and painted widgets stay crisp at any zoom (QtNodes #521). Interaction is
+done by the view, which asks `hit()` what lies under the cursor and then edits the model through undo
+commands; the item only mirrors the model (`refresh()` after a graph notification) plus view-only run
+state (queued/running/... border, progress, elapsed time, error text, result thumbnails).
+
+Painting is cheap: the layout and the body/header paths are computed when the node changes, not per
+paint; fonts and pens come from `ui.theme`'s caches; the item uses `DeviceCoordinateCache`, so a
+repaint of an unchanged node is a pixmap blit. Below `theme.LOD_THRESHOLD` zoom, text and widgets are
+skipped; the geometry does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPixmap
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
+
+from graph_engine.model import Node, NodeMode
+from graph_engine.node_spec import Input, NodeSpec
+from ui import theme
+from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
+from ui.canvas.seed import seed_mode
+
+if TYPE_CHECKING:
+    from graph_engine.model import Graph
+
+NODE_Z = 1.0
+ARROW_W = 14.0  # the clickable step arrows at each end of a number widget
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a point on a node is: kind is output/input/widget/control/title/body; part refines a widget."""
+
+    kind: str
+    key: str = ""
+    part: str = ""
+
+
+def format_value(inp: Input, value: Any) -> str:
+    if value is None:
+        return "—"
+    if inp.type == "FLOAT" and isinstance(value, int | float):
+        step = inp.round or inp.step or 0.01
+        decimals = max(0, min(6, len(f"{step:.10f}".rstrip("0").split(".")[1]) if step < 1 else 0))
+        return f"{value:.{decimals}f}"
+    if inp.type == "BOOLEAN":
+        return "true" if value else "false"
+    return str(value)
+
+
+class NodeItem(QGraphicsItem):
+    def __init__(self, graph: Graph, node_id: int, spec: NodeSpec | None, *, linked: set[str] | None = None) -> None:
+        super().__init__()
+        self.graph = graph
+        self.node_id = node_id
+        self.spec = spec
+        self.note = is_note(spec)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setZValue(NODE_Z)
+        # view-only state
+        self.run_state = ""
+        self.progress: tuple[int, int] | None = None
+        self.elapsed: float | None = None
+        self.message: str | None = None
+        self.problems: list[str] = []
+        self.images: list[QImage] = []
+        self._thumb: QPixmap | None = None
+        self._linked: set[str] = set()
+        self.layout: NodeLayout
+        self._body = QPainterPath()
+        self._header = QPainterPath()
+        self._bounds = QRectF()
+        self._message_rect = QRectF()
+        self.refresh(linked)
+
+    # ---- model mirroring -------------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node:
+        return self.graph.nodes[self.node_id]
+
+    def refresh(self, linked: set[str] | None = None) -> None:
+        """Re-read the node from the model (title, size, links, images) and rebuild cached geometry.
+
+        `linked` (the wired input ids) can be passed when the caller already knows it, which saves a
+        scan of all links per node when a whole graph is loaded.
+        """
+        node = self.node
+        self._linked = set(self.graph.inputs_of(self.node_id)) if linked is None else set(linked)
+        aspects = [img.height() / img.width() for img in self.images[:1] if img.width() > 0]
+        lay = compute_layout(self.graph, node, self.spec, aspects)
+        self.prepareGeometryChange()
+        self.layout = lay
+        body = QPainterPath()
+        body.addRoundedRect(lay.rect, theme.CORNER, theme.CORNER)
+        self._body = body
+        clip = QPainterPath()
+        clip.addRect(lay.title_rect)
+        self._header = body.intersected(clip)  # the body's rounded top, square at the bottom
+        self._thumb = None
+        if self.images and lay.image_rect is not None:
+            self._thumb = QPixmap.fromImage(
+                self.images[0].scaled(
+                    int(lay.image_rect.width() * 2),
+                    int(lay.image_rect.height() * 2),
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
+        self._update_message_rect()
+        pad = theme.SOCKET_RADIUS + 3
+        self._bounds = lay.rect.adjusted(-pad, -22, pad, 4).united(self._message_rect)
+        self.setPos(QPointF(*node.pos))
+        self.setToolTip("\n".join(self.problems) if self.problems else "")
+        self.update()
+
+    def _update_message_rect(self) -> None:
+        if not self.message:
+            self._message_rect = QRectF()
+            return
+        fm = theme.label_metrics()
+        w = self.layout.width
+        text_rect = fm.boundingRect(QRectF(0, 0, w - 12, 400), int(Qt.TextFlag.TextWordWrap), self.message)
+        h = min(text_rect.height(), fm.lineSpacing() * 6) + 10
+        self._message_rect = QRectF(0, self.layout.height + 6, w, h)
+
+    def set_run_state(
+        self, state: str, progress: tuple[int, int] | None, elapsed: float | None, message: str | None
+    ) -> None:
+        geometry = (message or None) != (self.message or None)
+        self.run_state, self.progress, self.elapsed, self.message = state, progress, elapsed, message
+        if geometry:
+            self.refresh()
+        else:
+            self.update()
+
+    def set_images(self, images: list[QImage]) -> None:
+        self.images = list(images)
+        self.refresh()
+
+    def set_problems(self, messages: list[str]) -> None:
+        self.problems = list(messages)
+        self.setToolTip("\n".join(messages))
+        self.update()
+
+    # ---- geometry --------------------------------------------------------------------------------
+
+    def boundingRect(self) -> QRectF:
+        return self._bounds
+
+    def shape(self) -> QPainterPath:
+        return self._body
+
+    def input_pos(self, input_id: str) -> QPointF:
+        slot = self.layout.inputs.get(input_id)
+        local = slot.center if slot else QPointF(0.0, theme.TITLE_HEIGHT / 2)
+        return self.mapToScene(local)
+
+    def output_pos(self, output_id: str) -> QPointF:
+        slot = self.layout.outputs.get(output_id)
+        local = slot.center if slot else QPointF(self.layout.width, theme.TITLE_HEIGHT / 2)
+        return self.mapToScene(local)
+
+    def widget_scene_rect(self, input_id: str) -> QRectF:
+        return self.mapRectToScene(self.layout.widgets[input_id].rect)
+
+    def hit(self, scene_pos: QPointF, *, socket_radius: float = theme.SOCKET_HIT) -> Hit | None:
+        """What is under `scene_pos`: a socket (within `socket_radius`), a widget part, title or body."""
+        p = self.mapFromScene(scene_pos)
+        r2 = socket_radius * socket_radius
+        for slot in self.layout.outputs.values():
+            d = p - slot.center
+            if d.x() * d.x() + d.y() * d.y() <= r2:
+                return Hit("output", slot.id)
+        for slot in self.layout.inputs.values():
+            d = p - slot.center
+            if d.x() * d.x() + d.y() * d.y() <= r2:
+                return Hit("input", slot.id)
+        if not self.layout.rect.contains(p):
+            return None
+        if self.layout.title_rect.contains(p):
+            return Hit("title")
+        for row in self.layout.widgets.values():
+            if row.control_rect is not None and row.control_rect.contains(p):
+                return Hit("control", row.input.id)
+            if row.rect.contains(p):
+                if row.input.id in self._linked:
+                    return Hit("body")
+                part = "center"
+                if row.input.type in ("INT", "FLOAT"):
+                    if p.x() < row.rect.left() + ARROW_W:
+                        part = "dec"
+                    elif p.x() > row.rect.right() - ARROW_W:
+                        part = "inc"
+                return Hit("widget", row.input.id, part)
+        return Hit("body")
+
+    # ---- painting --------------------------------------------------------------------------------
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        node = self.node
+        lay = self.layout
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())  # type: ignore[attr-defined]
+        detailed = lod >= theme.LOD_THRESHOLD
+        if node.mode == NodeMode.MUTE:
+            painter.setOpacity(theme.MUTE_OPACITY)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.NOTE_BODY if self.note else theme.NODE_BODY)
+        painter.drawPath(self._body)
+        if self.note:
+            header = theme.NOTE_HEADER
+        elif self.spec is None:
+            header = theme.MISSING_TYPE_HEADER
+        else:
+            header = QColor(node.color) if node.color else theme.category_color(self.spec.category)
+        painter.setBrush(header)
+        painter.drawPath(self._header)
+        if node.mode == NodeMode.BYPASS:
+            painter.setBrush(theme.BYPASS_TINT)
+            painter.drawPath(self._body)
+
+        if detailed:
+            self._paint_text(painter, node, lay)
+        self._paint_sockets(painter, lay, detailed)
+        if self._thumb is not None and lay.image_rect is not None:
+            painter.drawPixmap(lay.image_rect, self._thumb, QRectF(self._thumb.rect()))
+        self._paint_run_state(painter, lay, detailed)
+
+        # border last, over everything
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        if self.run_state in theme.STATE_COLORS:
+            painter.setPen(theme.pen(theme.STATE_COLORS[self.run_state].name(), 2.5))
+        elif self.isSelected():
+            painter.setPen(theme.pen(theme.NODE_SELECTED.name(), 1.6))
+        elif node.mode == NodeMode.BYPASS:
+            painter.setPen(theme.pen(theme.BYPASS_BORDER.name(), 1.6))
+        else:
+            painter.setPen(theme.pen(theme.NODE_BORDER.name(), 1.0))
+        painter.drawPath(self._body)
+        if self.isSelected() and self.run_state:
+            painter.setPen(theme.pen(theme.NODE_SELECTED.name(), 1.0))
+            painter.drawRoundedRect(lay.rect.adjusted(-3, -3, 3, 3), theme.CORNER + 2, theme.CORNER + 2)
+
+    def _paint_text(self, painter: QPainter, node: Node, lay: NodeLayout) -> None:
+        painter.setFont(theme.title_font())
+        painter.setPen(theme.NOTE_TEXT if self.note else theme.TITLE_TEXT)
+        title = node.title or (self.spec.display_name if self.spec else f"{node.type} (not installed)")
+        right_pad = 12.0 + (48.0 if self.elapsed is not None else 0.0)
+        painter.drawText(
+            lay.title_rect.adjusted(12, 0, -right_pad, 0),
+            int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
+            theme.title_metrics().elidedText(title, Qt.TextElideMode.ElideRight, lay.width - 12 - right_pad),
+        )
+        painter.setFont(theme.label_font())
+        painter.setPen(theme.LABEL_TEXT)
+        align_l = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft)
+        align_r = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight)
+        for slot in lay.inputs.values():
+            if slot.widget is None:
+                r = QRectF(12, slot.center.y() - theme.ROW_HEIGHT / 2, lay.width / 2, theme.ROW_HEIGHT)
+                painter.drawText(r, align_l, slot.label)
+        for slot in lay.outputs.values():
+            r = QRectF(lay.width / 2 - 12, slot.center.y() - theme.ROW_HEIGHT / 2, lay.width / 2, theme.ROW_HEIGHT)
+            painter.drawText(r, align_r, slot.label)
+        values = node.values
+        for row in lay.widgets.values():
+            self._paint_widget(painter, row, values.get(row.input.id, row.input.default))
+
+    def _paint_widget(self, painter: QPainter, row: WidgetRow, value: Any) -> None:
+        inp, rect = row.input, row.rect
+        fm = theme.label_metrics()
+        align_l = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft)
+        align_r = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight)
+        if self.note:
+            painter.setPen(theme.NOTE_TEXT)
+            painter.drawText(rect, int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignTop), str(value or ""))
+            return
+        if inp.id in self._linked:
+            painter.setPen(theme.LABEL_TEXT)
+            painter.drawText(rect.adjusted(4, 0, 0, 0), align_l, inp.display_name)
+            return
+        painter.setPen(theme.pen(theme.WIDGET_BORDER.name()))
+        painter.setBrush(theme.WIDGET_BG)
+        radius = min(rect.height() / 2, 8.0)
+        painter.drawRoundedRect(rect, radius, radius)
+        text_rect = rect.adjusted(ARROW_W if inp.type in ("INT", "FLOAT") else 8, 0, -ARROW_W, 0)
+        if inp.type == "STRING" and inp.multiline:
+            painter.setPen(theme.VALUE_TEXT if value else theme.DIM_TEXT)
+            painter.drawText(
+                rect.adjusted(6, 3, -6, -3),
+                int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignTop),
+                str(value) if value else inp.display_name,
+            )
+            return
+        painter.setPen(theme.DIM_TEXT)
+        painter.drawText(text_rect, align_l, inp.display_name)
+        label_w = fm.horizontalAdvance(inp.display_name) + 12
+        if inp.type in ("INT", "FLOAT"):
+            painter.setPen(theme.WIDGET_ARROW)
+            painter.drawText(QRectF(rect.left() + 3, rect.top(), ARROW_W, rect.height()), align_l, "◀")
+            painter.drawText(QRectF(rect.right() - ARROW_W - 2, rect.top(), ARROW_W, rect.height()), align_r, "▶")
+        if inp.type == "BOOLEAN":
+            pill = QRectF(rect.right() - 34, rect.center().y() - 6, 26, 12)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(theme.TOGGLE_ON if value else theme.TOGGLE_OFF)
+            painter.drawRoundedRect(pill, 6, 6)
+            painter.setBrush(QBrush(theme.VALUE_TEXT))
+            knob_x = pill.right() - 6 if value else pill.left() + 6
+            painter.drawEllipse(QPointF(knob_x, pill.center().y()), 4.5, 4.5)
+            painter.setPen(theme.VALUE_TEXT)
+            painter.drawText(text_rect.adjusted(0, 0, -32, 0), align_r, format_value(inp, value))
+        else:
+            shown = format_value(inp, value) + (" ▾" if inp.type == "COMBO" else "")
+            avail = text_rect.width() - label_w
+            painter.setPen(theme.VALUE_TEXT)
+            painter.drawText(text_rect, align_r, fm.elidedText(shown, Qt.TextElideMode.ElideMiddle, max(avail, 10)))
+        if row.control_rect is not None:
+            painter.setPen(theme.DIM_TEXT)
+            mode_text = f"{seed_mode(self.graph, self.node_id)} ▾"
+            inner = row.control_rect.adjusted(8, 0, -8, 0)
+            room = inner.width() - fm.horizontalAdvance(mode_text) - 8
+            label = fm.elidedText("control after generate", Qt.TextElideMode.ElideRight, max(room, 0))
+            painter.drawText(inner, align_l, label)
+            painter.setPen(theme.VALUE_TEXT)
+            painter.drawText(inner, align_r, mode_text)
+
+    def _paint_sockets(self, painter: QPainter, lay: NodeLayout, detailed: bool) -> None:
+        r = theme.SOCKET_RADIUS
+        for slots in (lay.inputs.values(), lay.outputs.values()):
+            for slot in slots:
+                color = theme.type_color(slot.type)
+                if slot.widget is not None and slot.id not in self._linked:
+                    if not detailed:
+                        continue
+                    # an unwired widget input: a small hollow socket, so it can still take a wire
+                    painter.setPen(theme.pen(color.name(), 1.2))
+                    painter.setBrush(Qt.BrushStyle.NoBrush)
+                    painter.drawEllipse(slot.center, r - 1.5, r - 1.5)
+                    continue
+                painter.setPen(theme.pen(theme.NODE_BORDER.name(), 1.0))
+                painter.setBrush(color)
+                painter.drawEllipse(slot.center, r, r)
+
+    def _paint_run_state(self, painter: QPainter, lay: NodeLayout, detailed: bool) -> None:
+        if self.progress is not None and self.progress[1] > 0:
+            done, total = self.progress
+            bar = QRectF(0, lay.title_rect.bottom() - 3, lay.width, 3)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(theme.PROGRESS_BG)
+            painter.drawRect(bar)
+            painter.setBrush(theme.PROGRESS_FG)
+            painter.drawRect(QRectF(bar.left(), bar.top(), bar.width() * min(1.0, done / total), bar.height()))
+        if not detailed:
+            return
+        painter.setFont(theme.label_font())
+        if self.elapsed is not None:
+            painter.setPen(theme.LABEL_TEXT)
+            painter.drawText(
+                lay.title_rect.adjusted(0, 0, -10, 0),
+                int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight),
+                f"{self.elapsed:.1f}s",
+            )
+        if self.run_state in theme.STATE_COLORS:
+            color = theme.STATE_COLORS[self.run_state]
+            text = self.run_state
+            if self.run_state == "running" and self.progress is not None:
+                text = f"running {self.progress[0]}/{self.progress[1]}"
+            w = theme.label_metrics().horizontalAdvance(text) + 12
+            badge = QRectF(lay.width - w - 4, -19, w, 16)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(color)
+            painter.drawRoundedRect(badge, 4, 4)
+            painter.setPen(theme.BACKGROUND)
+            painter.drawText(badge, int(Qt.AlignmentFlag.AlignCenter), text)
+        if self.message and not self._message_rect.isNull():
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(theme.ERROR_TEXT_BG)
+            painter.drawRoundedRect(self._message_rect, 4, 4)
+            painter.setPen(theme.ERROR_TEXT)
+            painter.drawText(
+                self._message_rect.adjusted(6, 5, -6, -5),
+                int(Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignTop),
+                self.message,
+            )

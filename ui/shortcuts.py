@@ -1,0 +1,78 @@
+"""Keyboard shortcuts as data: one table, from which the canvas and the window build their QActions.
+
+Keeping the keymap as data (like ComfyUI's `defaults.ts` or NodeGraphQt's `hotkeys.json`) means the
+help dialog, a future settings page and the actions themselves can never disagree.
+
+Each shortcut has a `scope`:
+
+- ``"canvas"`` actions are built by `GraphView` itself, with `WidgetWithChildrenShortcut` context, so
+  they fire only while the canvas has focus (Delete must not delete nodes while typing in a panel);
+- ``"window"`` actions (undo, redo, run, save...) belong to the main window, which usually makes them
+  from `QUndoStack.createUndoAction` and friends. The canvas never binds them, because two actions on
+  one key sequence in the same window make Qt treat the key as ambiguous and fire neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QAction, QKeySequence
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    action_id: str
+    keys: tuple[str, ...]
+    description: str
+    scope: str = "canvas"
+
+    def sequences(self) -> list[QKeySequence]:
+        return [QKeySequence(k) for k in self.keys]
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("canvas.search", ("Tab",), "Add a node: open the search at the cursor"),
+    Shortcut("canvas.fit", ("F", "Home"), "Fit the view to the whole graph"),
+    Shortcut("canvas.zoom_in", ("Ctrl+=", "Ctrl++"), "Zoom in"),
+    Shortcut("canvas.zoom_out", ("Ctrl+-",), "Zoom out"),
+    Shortcut("edit.select_all", ("Ctrl+A",), "Select every node"),
+    Shortcut("edit.delete", ("Delete", "Backspace"), "Delete the selected nodes (and their links)"),
+    Shortcut("edit.copy", ("Ctrl+C",), "Copy the selected nodes and the links between them"),
+    Shortcut("edit.cut", ("Ctrl+X",), "Cut the selected nodes"),
+    Shortcut("edit.paste", ("Ctrl+V",), "Paste nodes at the cursor"),
+    Shortcut("edit.duplicate", ("Ctrl+D",), "Duplicate the selected nodes"),
+    Shortcut("edit.bypass", ("Ctrl+B",), "Bypass the selected nodes (inputs pass through)"),
+    Shortcut("edit.mute", ("Ctrl+M",), "Mute the selected nodes (they and what needs them do not run)"),
+    Shortcut("edit.group", ("Ctrl+G",), "Put a group around the selected nodes"),
+    Shortcut("edit.undo", ("Ctrl+Z",), "Undo", scope="window"),
+    Shortcut("edit.redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo", scope="window"),
+    Shortcut("run.queue", ("Ctrl+Return",), "Run the graph", scope="window"),
+    Shortcut("run.cancel", ("Ctrl+Alt+Return",), "Cancel the run", scope="window"),
+    Shortcut("file.open", ("Ctrl+O",), "Open a workflow", scope="window"),
+    Shortcut("file.save", ("Ctrl+S",), "Save the workflow", scope="window"),
+)
+
+BY_ID: dict[str, Shortcut] = {s.action_id: s for s in SHORTCUTS}
+
+
+def build_actions(
+    parent: QObject,
+    handlers: Mapping[str, Callable[[], object]],
+    *,
+    scope: str = "canvas",
+    context: Qt.ShortcutContext = Qt.ShortcutContext.WidgetWithChildrenShortcut,
+) -> dict[str, QAction]:
+    """One QAction per shortcut of `scope` that has a handler; the caller adds them to a widget."""
+    actions: dict[str, QAction] = {}
+    for sc in SHORTCUTS:
+        if sc.scope != scope or sc.action_id not in handlers:
+            continue
+        action = QAction(sc.description, parent)
+        action.setObjectName(sc.action_id)
+        action.setShortcuts(sc.sequences())
+        action.setShortcutContext(context)
+        action.triggered.connect(lambda _checked=False, fn=handlers[sc.action_id]: fn())
+        actions[sc.action_id] = action
+    return actions

@@ -1,0 +1,182 @@
+"""The canvas's dark theme: colours, fonts, pens and node metrics in one place.
+
+Everything a `paint()` needs is built once here and reused, so painting a node allocates nothing big.
+Fonts and pens need a running `QGuiApplication`, so they are created lazily on first use (cached) rather
+than at import time; colours are plain `QColor`s and safe to build early.
+
+Socket and wire colours come from the engine's type table (`graph_engine.types.TYPES`) so the canvas,
+the properties panel and any legend agree on what a LATENT looks like.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import cache
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPen
+
+from graph_engine.types import TYPES
+
+# ---- palette ------------------------------------------------------------------------------------
+
+BACKGROUND = QColor("#1e1f22")
+GRID_MINOR = QColor("#26282c")
+GRID_MAJOR = QColor("#2f3237")
+
+NODE_BODY = QColor("#2b2d31")
+NODE_BORDER = QColor("#111214")
+NODE_SELECTED = QColor("#f0f0f0")
+TITLE_TEXT = QColor("#e8e8e8")
+LABEL_TEXT = QColor("#b8bcc4")
+VALUE_TEXT = QColor("#e6e6e6")
+DIM_TEXT = QColor("#8a8f98")
+WIDGET_BG = QColor("#1f2023")
+WIDGET_BORDER = QColor("#3a3d43")
+WIDGET_ARROW = QColor("#8a8f98")
+TOGGLE_ON = QColor("#5c9ded")
+TOGGLE_OFF = QColor("#44474d")
+
+# Bypassed nodes are tinted purple, muted ones are drawn faded (the ComfyUI convention users know).
+BYPASS_TINT = QColor(150, 70, 200, 90)
+BYPASS_BORDER = QColor("#9b5de5")
+MUTE_OPACITY = 0.35
+
+NOTE_BODY = QColor("#4a4326")
+NOTE_HEADER = QColor("#6b5f2a")
+NOTE_TEXT = QColor("#f1e7b5")
+
+GROUP_FILL = QColor(90, 110, 140, 45)
+GROUP_BORDER = QColor(120, 140, 170, 140)
+GROUP_TITLE = QColor("#cfd6e0")
+
+MISSING_TYPE_HEADER = QColor("#7a2e2e")
+
+PROBLEM = QColor("#ff5252")
+ERROR_TEXT_BG = QColor("#3b1f1f")
+ERROR_TEXT = QColor("#ffb4b4")
+
+# Run states drawn as a border and a small badge.
+STATE_COLORS: dict[str, QColor] = {
+    "queued": QColor("#8d99ae"),
+    "running": QColor("#4caf50"),
+    "cached": QColor("#4fc3f7"),
+    "done": QColor("#7cb342"),
+    "error": QColor("#ff5252"),
+}
+PROGRESS_BG = QColor("#1a1b1e")
+PROGRESS_FG = QColor("#4caf50")
+
+REFUSAL_BG = QColor(60, 20, 20, 230)
+REFUSAL_TEXT = QColor("#ffd0d0")
+
+SEARCH_STYLE = """
+QFrame#nodeSearch { background: #26282c; border: 1px solid #4a4d55; border-radius: 6px; }
+QLineEdit { background: #1b1c1f; color: #e8e8e8; border: 1px solid #3a3d43; padding: 4px; }
+QListWidget { background: #26282c; color: #d8d8d8; border: none; }
+QListWidget::item:selected { background: #3d5a80; color: white; }
+"""
+
+EDITOR_STYLE = "background: #1b1c1f; color: #e8e8e8; border: 1px solid #5c9ded;"
+
+# Title-bar colours by node category; unknown categories get a stable colour from a hash.
+CATEGORY_COLORS: dict[str, QColor] = {
+    "loaders": QColor("#3d5a80"),
+    "conditioning": QColor("#7a5230"),
+    "latent": QColor("#7a3b5e"),
+    "sampling": QColor("#2f6b4f"),
+    "image": QColor("#35607a"),
+    "utils": QColor("#5a5a5a"),
+}
+_HASHED = [QColor(c) for c in ("#4a5d7a", "#6a4a7a", "#4a7a6a", "#7a6a4a", "#5a7a4a", "#7a4a55")]
+
+# ---- metrics (scene units) ----------------------------------------------------------------------
+
+NODE_MIN_WIDTH = 200.0
+TITLE_HEIGHT = 26.0
+ROW_HEIGHT = 22.0
+MULTILINE_ROWS = 4
+CORNER = 6.0
+SOCKET_RADIUS = 5.0
+# How far from a socket's centre a press or a drop still counts as hitting it.
+SOCKET_HIT = 10.0
+PADDING = 8.0
+WIDGET_HEIGHT = 18.0
+IMAGE_MAX_HEIGHT = 320.0
+NOTE_SIZE = (260.0, 160.0)
+GROUP_TITLE_HEIGHT = 28.0
+PROBLEM_PEN_WIDTH = 3.0  # device pixels: a cosmetic pen, so it stays visible when zoomed out
+# Below this zoom, text and widgets are not drawn (node geometry is unchanged).
+LOD_THRESHOLD = 0.45
+GRID_STEP = 20.0
+GRID_MAJOR_EVERY = 5
+
+
+def type_color(type_name: str) -> QColor:
+    """The colour of a socket/wire type, from the engine's table (grey for unknown types)."""
+    return _type_color(type_name)
+
+
+@cache
+def _type_color(type_name: str) -> QColor:
+    info = TYPES.get(type_name)
+    return QColor(info.color if info else "#9e9e9e")
+
+
+@cache
+def category_color(category: str) -> QColor:
+    """Title-bar colour for a category; stable across runs so a user learns it."""
+    top = category.split("/", 1)[0]
+    if top in CATEGORY_COLORS:
+        return CATEGORY_COLORS[top]
+    return _HASHED[zlib.crc32(top.encode()) % len(_HASHED)]
+
+
+# ---- fonts and pens (lazy: they need a QGuiApplication) -----------------------------------------
+
+
+@cache
+def title_font() -> QFont:
+    f = QFont()
+    f.setPointSizeF(9.5)
+    f.setBold(True)
+    return f
+
+
+@cache
+def label_font() -> QFont:
+    f = QFont()
+    f.setPointSizeF(8.5)
+    return f
+
+
+@cache
+def group_font() -> QFont:
+    f = QFont()
+    f.setPointSizeF(12.0)
+    f.setBold(True)
+    return f
+
+
+@cache
+def title_metrics() -> QFontMetricsF:
+    return QFontMetricsF(title_font())
+
+
+@cache
+def label_metrics() -> QFontMetricsF:
+    return QFontMetricsF(label_font())
+
+
+@cache
+def pen(color: str, width: float = 1.0, cosmetic: bool = False) -> QPen:
+    """A shared pen. Keyed by the colour's name so callers pass `QColor.name(HexArgb)` or a literal."""
+    p = QPen(QColor(color), width)
+    p.setCosmetic(cosmetic)
+    p.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
+    return p
+
+
+def problem_pen() -> QPen:
+    """The outline for nodes with problems: width in device pixels, so zooming out never hides it."""
+    return pen(PROBLEM.name(), PROBLEM_PEN_WIDTH, True)
