@@ -1,0 +1,53 @@
+"""Fixtures for the window, run-controller and autosave tests.
+
+Every test gets its own SDGRAPH_HOME (so settings, recent files and autosaves never touch a real
+user's folder) and, where it awaits runs, its own qasync event loop, modelled on qasync's own test
+fixture: created on pytest-qt's QApplication, set as the current loop, closed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo on the path
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+from app.gui import pin_bool_refcounts  # noqa: E402
+
+# PySide6 6.12.0 on Python 3.11 drops a reference to True on every Python-side emit(); without this a
+# test session aborts at exit with "Fatal Python error: bool_dealloc" (see app.gui.pin_bool_refcounts).
+pin_bool_refcounts()
+
+
+@pytest.fixture(autouse=True)
+def sdgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("SDGRAPH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def qloop(qapp: object) -> Iterator[asyncio.AbstractEventLoop]:
+    import qasync
+
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        yield loop
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    if errors:
+        raise AssertionError(f"errors in the event loop: {errors}")

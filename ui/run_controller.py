@@ -1,0 +1,453 @@
+"""Running the open document from the window without ever freezing it.
+
+The run goes through the same `Executor` as `sdgraph run`, on one worker thread (a single-thread
+`ThreadPoolExecutor` awaited through qasync's `run_in_executor`), so the Qt event loop keeps painting
+and taking input while a sampler works for minutes.
+
+What runs is a snapshot: the graph is copied (through its JSON form, which is also the workflow that
+SaveImage embeds) and validated on the Qt thread before anything starts. The user may keep editing
+the live graph during the run; the worker never reads it. An invalid graph never starts: its problems
+go to the canvas (`set_problems`) and the log instead.
+
+Events arrive on the worker thread. They are put in a small mailbox (`EventPump`) that keeps only the
+newest progress and preview per node, and the Qt thread empties it on a 50 ms timer, so the canvas
+sees at most ~20 updates a second however fast a sampler reports, and previews (converted to QImage
+on the Qt thread) at most ~10 a second. Order is kept for everything else, so a node's last progress
+always lands before its Finished/Failed.
+
+A failure never escapes as an exception: a node's error is shown on that node (its `NodeError`
+string, never a traceback), an unexpected error in the engine is logged, and the graph is untouched.
+Cancelling sets the run's `CancelToken`; the engine notices at the next `ctx.progress()` (the next
+sampler step) and the run ends with status "cancelled".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QImage
+
+from graph_engine import CancelToken, Executor, Graph, InvalidGraph, NodeRegistry, Problem, ResultCache, RunResult
+from graph_engine.events import (
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodePreview,
+    NodeProgress,
+    NodeStarted,
+    RunStarted,
+)
+from graph_engine.serialization import graph_from_dict, graph_to_dict
+from graph_engine.validation import validate
+from ui.images import load_ui_images, qimage_from_array
+
+PUMP_INTERVAL_MS = 50  # ~20 canvas updates a second
+PREVIEW_MIN_INTERVAL_S = 0.1  # live previews at most ~10 a second
+
+
+# `ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run.
+SeedControl = Callable[[Graph, int, NodeRegistry], Any]
+
+
+class RunView(Protocol):
+    """What the controller needs from the canvas (`ui.canvas.GraphView` provides it)."""
+
+    def set_node_state(
+        self,
+        node_id: int,
+        state: str,
+        *,
+        progress: tuple[int, int] | None = None,
+        elapsed: float | None = None,
+        message: str | None = None,
+    ) -> None: ...
+
+    def set_node_images(self, node_id: int, images: list[QImage]) -> None: ...
+
+    def set_problems(self, problems: list[Problem]) -> None: ...
+
+    def clear_run_state(self) -> None: ...
+
+
+class EventPump:
+    """A thread-safe mailbox from the worker to the Qt thread that coalesces the chatty events.
+
+    Progress and previews only matter as "the newest one per node", so a new one replaces the pending
+    one in place; everything else is kept, in order. `take()` empties the box.
+    """
+
+    _COALESCED = (NodeProgress, NodePreview)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event | None] = []
+        self._slot: dict[tuple[type, int], int] = {}
+
+    def put(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, self._COALESCED):
+                key = (type(event), event.node_id)
+                index = self._slot.get(key)
+                if index is not None:
+                    self._events[index] = event
+                    return
+                self._slot[key] = len(self._events)
+            elif isinstance(event, NodeFinished | NodeFailed):
+                # Later progress for this node would be stale; earlier pending progress stays before us.
+                self._slot.pop((NodeProgress, event.node_id), None)
+                self._slot.pop((NodePreview, event.node_id), None)
+            self._events.append(event)
+
+    def take(self) -> list[Event]:
+        with self._lock:
+            events, self._events, self._slot = self._events, [], {}
+        return [e for e in events if e is not None]
+
+
+def executor_from_settings(registry: NodeRegistry, settings: Any | None) -> Executor:
+    """The window's Executor, configured like `sdgraph run` from the user's settings.
+
+    The device string is passed on as written ("auto" included): deciding what "auto" means needs
+    torch, which the UI must not import; the nodes resolve it when they first touch the device.
+    """
+    if settings is None:
+        return Executor(registry)
+    data = asdict(settings)
+    data.pop("recent_files", None)
+    extra = data.pop("extra", {}) or {}
+    return Executor(
+        registry,
+        cache=ResultCache(max(0, int(settings.cache_budget_mb)) * 1024**2),
+        device=settings.device,
+        output_dir=settings.output_path,
+        settings={**extra, **data},
+    )
+
+
+def snapshot(graph: Graph) -> tuple[Graph, dict[str, Any]]:
+    """An independent copy of the graph for the worker, plus its workflow document (for embedding)."""
+    workflow = json.loads(json.dumps(graph_to_dict(graph)))
+    return graph_from_dict(json.loads(json.dumps(workflow))), workflow
+
+
+class RunController(QObject):
+    """Runs one document's graph on a worker thread and shows the run on its canvas.
+
+    `await run()` returns the `RunResult` (or None when the graph was invalid, or the run was
+    dropped from the queue by Cancel); `finished` carries the same value for code that prefers signals.
+    One controller, and so one Executor with its result cache, per open document: a re-run after a
+    small edit only re-executes what changed.
+    """
+
+    started = Signal()
+    finished = Signal(object)  # RunResult | None
+    # No bool payloads: PySide6 6.12 on Python 3.11 drops a reference to True/False on every Python-side
+    # emit of a bool, and after a few hundred emits the interpreter aborts (bool_dealloc). Read `running`.
+    runningChanged = Signal()
+    queueChanged = Signal(int)  # runs waiting behind the current one
+    problemsFound = Signal(list)  # list[Problem]: the run did not start
+    previewChanged = Signal(int, QImage)  # node id, live preview
+    imagesReady = Signal(int, list)  # node id, list[tuple[Path, QImage]]: an output node's final images
+    logMessage = Signal(str, str, object)  # level ("info" | "warning" | "error"), text, node id or None
+    nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
+    seedsChanged = Signal()  # seed controls edited the live graph (not an undo step; the document is modified)
+
+    def __init__(
+        self,
+        graph: Graph,
+        registry: NodeRegistry,
+        view: RunView | None = None,
+        *,
+        executor: Executor | None = None,
+        settings: Any | None = None,
+        seed_control: SeedControl | None = None,
+        before_run: Callable[[], None] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.graph = graph
+        self.registry = registry
+        self.view = view
+        self.executor = executor or executor_from_settings(registry, settings)
+        self._seed_control = seed_control
+        self._before_run = before_run
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdgraph-run")
+        self._lock = asyncio.Lock()
+        self._token: CancelToken | None = None
+        self._generation = 0  # bumped by cancel(): runs queued before it are dropped
+        self._waiting = 0
+        self._running = False
+        self._pump: EventPump | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(PUMP_INTERVAL_MS)
+        self._timer.timeout.connect(self._drain)
+        self._running_since: dict[int, float] = {}
+        self._progress: dict[int, tuple[int, int]] = {}
+        self._pending_preview: NodePreview | None = None
+        self._last_preview = 0.0
+        self.last_result: RunResult | None = None
+
+    # ---- public -----------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    def check(self) -> list[Problem]:
+        """Validate the live graph and show the problems on the canvas (an empty list clears them)."""
+        problems = validate(self.graph, self.registry)
+        if self.view is not None:
+            self.view.set_problems(problems)
+        return problems
+
+    async def run(self, targets: list[int] | None = None) -> RunResult | None:
+        """Run once (after any run already going). None: invalid graph, or dropped by Cancel."""
+        generation = self._generation
+        self._waiting += 1
+        self.queueChanged.emit(self._waiting - (1 if self._running else 0))
+        try:
+            async with self._lock:
+                self._waiting -= 1
+                self.queueChanged.emit(self._waiting)
+                if generation != self._generation:
+                    return None
+                return await self._run_once(targets)
+        finally:
+            if self._waiting < 0:
+                self._waiting = 0
+
+    async def run_many(self, count: int, targets: list[int] | None = None) -> list[RunResult]:
+        """Run ×N: one after another, applying seed controls between runs; stops at the first failure."""
+        results: list[RunResult] = []
+        generation = self._generation
+        for _ in range(max(0, count)):
+            if generation != self._generation:
+                break
+            result = await self.run(targets)
+            if result is None:
+                break
+            results.append(result)
+            if result.status != "done":
+                break
+        return results
+
+    def cancel(self) -> None:
+        """Stop the current run at its next step and drop every queued one."""
+        self._generation += 1
+        if self._token is not None:
+            self._token.cancel()
+            self.logMessage.emit("info", "cancelling…", None)
+
+    def shutdown(self) -> None:
+        """The document is closing: stop the run and let the worker thread end on its own."""
+        self.cancel()
+        self._timer.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- one run ----------------------------------------------------------------------------------
+
+    async def _run_once(self, targets: list[int] | None) -> RunResult | None:
+        copy, workflow = snapshot(self.graph)
+        problems = validate(copy, self.registry, targets)
+        if self.view is not None:
+            self.view.set_problems(problems)
+        if problems:
+            for p in problems:
+                self.logMessage.emit("error", str(p), p.node_id)
+            self.problemsFound.emit(problems)
+            self.finished.emit(None)
+            return None
+        if self._before_run is not None:
+            self._before_run()
+
+        token = CancelToken()
+        pump = EventPump()
+        self._token, self._pump = token, pump
+        self._running_since.clear()
+        self._progress.clear()
+        self._pending_preview = None
+        if self.view is not None:
+            self.view.clear_run_state()
+        self._set_running(True)
+        self.started.emit()
+        self._timer.start()
+        loop = asyncio.get_running_loop()
+        result: RunResult | None = None
+        engine_error: str | None = None
+        try:
+            result, engine_error = await loop.run_in_executor(
+                self._pool, self._work, copy, targets, pump, token, workflow
+            )
+        finally:
+            self._timer.stop()
+            self._drain()
+            self._token = self._pump = None
+            self._set_running(False)
+        self._finish(result, engine_error)
+        self.last_result = result
+        self.finished.emit(result)
+        return result
+
+    def _work(
+        self, graph: Graph, targets: list[int] | None, pump: EventPump, token: CancelToken, workflow: dict[str, Any]
+    ) -> tuple[RunResult, str | None]:
+        """The worker thread's whole job. Never raises: the awaiting side always gets a RunResult,
+        plus a message when the engine itself (not a node) failed."""
+        started = time.perf_counter()
+        try:
+            result = self.executor.run(graph, targets=targets, on_event=pump.put, cancel=token, workflow=workflow)
+            return result, None
+        except InvalidGraph as exc:  # the graph changed meaning between check and run (a model file vanished)
+            message = "the graph cannot run:\n" + str(exc)
+        except Exception as exc:  # a bug in the engine: report it, keep the window and the graph
+            message = f"the run stopped unexpectedly: {type(exc).__name__}: {exc}"
+        return RunResult("failed", {}, {}, [], [], time.perf_counter() - started), message
+
+    def _set_running(self, running: bool) -> None:
+        if self._running != running:
+            self._running = running
+            self.runningChanged.emit()
+
+    # ---- events on the Qt thread ------------------------------------------------------------------
+
+    def _state(self, node_id: int, state: str, **kw: Any) -> None:
+        if node_id not in self.graph.nodes:  # deleted during the run
+            return
+        if self.view is not None:
+            self.view.set_node_state(node_id, state, **kw)
+        self.nodeStateChanged.emit(node_id, state)
+
+    def _drain(self) -> None:
+        pump = self._pump
+        if pump is not None:
+            for event in pump.take():
+                self._apply(event)
+        now = time.perf_counter()
+        if self._pending_preview is not None and now - self._last_preview >= PREVIEW_MIN_INTERVAL_S:
+            self._show_preview(self._pending_preview)
+        for node_id, since in self._running_since.items():  # the elapsed clock ticks without events too
+            self._state(node_id, "running", progress=self._progress.get(node_id), elapsed=now - since)
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            for node_id in event.node_ids:
+                self._state(node_id, "queued")
+        elif isinstance(event, NodeCached):
+            self._state(event.node_id, "cached")
+        elif isinstance(event, NodeStarted):
+            self._running_since[event.node_id] = time.perf_counter()
+            self._state(event.node_id, "running", elapsed=0.0)
+        elif isinstance(event, NodeProgress):
+            self._progress[event.node_id] = (event.step, event.total)
+            since = self._running_since.get(event.node_id, time.perf_counter())
+            self._state(
+                event.node_id, "running", progress=(event.step, event.total), elapsed=time.perf_counter() - since
+            )
+        elif isinstance(event, NodePreview):
+            self._pending_preview = event
+        elif isinstance(event, NodeFinished):
+            self._running_since.pop(event.node_id, None)
+            progress = self._progress.pop(event.node_id, None)
+            self._state(event.node_id, "done", progress=progress, elapsed=event.seconds)
+            if event.ui:
+                self._show_images(event.node_id, event.ui)
+        elif isinstance(event, NodeFailed):
+            self._running_since.pop(event.node_id, None)
+            self._progress.pop(event.node_id, None)
+            if event.message == "cancelled":
+                self._state(event.node_id, "", message="cancelled")
+            else:
+                self._state(event.node_id, "error", message=event.message)
+                self.logMessage.emit("error", event.message, event.node_id)
+
+    def _show_preview(self, event: NodePreview) -> None:
+        self._pending_preview = None
+        self._last_preview = time.perf_counter()
+        try:
+            image = qimage_from_array(event.image)
+        except (ValueError, TypeError) as exc:
+            self.logMessage.emit("warning", f"preview could not be shown: {exc}", event.node_id)
+            return
+        self.previewChanged.emit(event.node_id, image)
+
+    def _show_images(self, node_id: int, ui: dict[str, Any]) -> None:
+        loaded = load_ui_images(ui)
+        if not loaded:
+            return
+        if node_id in self.graph.nodes and self.view is not None:
+            self.view.set_node_images(node_id, [img for _, img in loaded])
+        self.imagesReady.emit(node_id, loaded)
+
+    def _finish(self, result: RunResult | None, engine_error: str | None = None) -> None:
+        """After the last event: settle leftover states, show cached outputs' images, apply seed controls."""
+        self._pending_preview = None
+        for node_id in list(self._running_since):
+            self._state(node_id, "")
+        self._running_since.clear()
+        if result is None:
+            return
+        ran = set(result.executed) | set(result.cached)
+        for node_id, ui in result.ui.items():
+            if node_id in result.cached:  # NodeCached carries no ui; the result does
+                self._show_images(node_id, ui)
+        if self.view is not None and result.status != "done":
+            # Nodes still "queued" never ran; clear them so the canvas shows where the run stopped.
+            for node_id in self.graph.nodes:
+                if node_id not in ran and (result.error is None or node_id != result.error.node_id):
+                    self.view.set_node_state(node_id, "")
+        if engine_error is not None:
+            self.logMessage.emit("error", engine_error, None)
+        elif result.status == "done":
+            self.logMessage.emit(
+                "info",
+                f"done in {result.seconds:.2f} s ({len(result.executed)} ran, {len(result.cached)} cached)",
+                None,
+            )
+            self._apply_seed_controls()
+        elif result.status == "cancelled":
+            self.logMessage.emit("info", f"cancelled after {result.seconds:.2f} s", None)
+
+    def _apply_seed_controls(self) -> None:
+        """fixed / increment / decrement / randomize, applied to the live graph after a finished run."""
+        if self._seed_control is None:
+            return
+        changed = False
+        for node_id, node in list(self.graph.nodes.items()):
+            spec = self.registry.get(node.type)
+            if spec is not None and any(i.control_after_generate for i in spec.inputs):
+                changed |= bool(self._seed_control(self.graph, node_id, self.registry))
+        if changed:
+            self.seedsChanged.emit()
+
+
+def default_seed_control() -> SeedControl | None:
+    """The canvas's `apply_seed_control`, or None while the canvas does not provide it."""
+    try:
+        from ui.canvas import apply_seed_control
+    except ImportError:
+        return None
+    return apply_seed_control  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "EventPump",
+    "RunController",
+    "RunView",
+    "SeedControl",
+    "default_seed_control",
+    "executor_from_settings",
+    "snapshot",
+]
