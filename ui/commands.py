@@ -38,8 +38,16 @@ from ui.clipboard import link_record, node_record, payload_to_records, restore_l
 
 
 class _Missing:
+    """A singleton that survives `copy.deepcopy` (commands deep-copy old values, and compare with `is`)."""
+
     def __repr__(self) -> str:
         return "ABSENT"
+
+    def __copy__(self) -> _Missing:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Missing:
+        return self
 
 
 # A key that was not in `node.values` / `node.extra` before the edit; reverting removes it again.
