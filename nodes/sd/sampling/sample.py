@@ -29,10 +29,15 @@ def _bcast(sigma: Tensor, like: Tensor) -> Tensor:
 
 
 def _mask_to(mask: Tensor, latent: Tensor) -> Tensor:
-    """Resize a [B|1, (1|C), H, W] or [H, W] mask to the latent grid and batch (bilinear, like ComfyUI)."""
+    """Bring a MASK ([H, W], [B, H, W] as ComfyUI passes it, or [B, 1|C, H, W]) onto the latent's grid
+    and batch: bilinear resize (pixel-space masks are 8× larger), batch repeated cyclically."""
     m = mask.to(dtype=torch.float32)
-    while m.ndim < 4:
-        m = m.unsqueeze(0)
+    if m.ndim == 2:
+        m = m[None, None]
+    elif m.ndim == 3:
+        m = m[:, None]
+    elif m.ndim != 4:
+        raise ValueError(f"noise_mask must have 2 to 4 dimensions, got shape {tuple(mask.shape)}")
     if m.shape[-2:] != latent.shape[-2:]:
         m = torch.nn.functional.interpolate(m, size=tuple(latent.shape[-2:]), mode="bilinear")
     if m.shape[0] != latent.shape[0]:
