@@ -14,8 +14,8 @@ turning the raw network output (ε or v) into an x0 prediction, and how the init
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -78,14 +78,14 @@ class ModelSampling:
         self.log_sigmas: Tensor = self.sigmas.log()
 
     @classmethod
-    def from_config(cls, config: dict[str, object]) -> ModelSampling:
-        """Build from a diffusers scheduler config dict, so pipelines' own configs can be reused."""
+    def from_config(cls, config: Mapping[str, Any]) -> ModelSampling:
+        """Build from a diffusers scheduler config, so a pipeline's own scheduler settings carry over."""
         return cls(
-            beta_schedule=str(config.get("beta_schedule", "scaled_linear")),  # type: ignore[arg-type]
-            beta_start=float(config.get("beta_start", 0.00085)),  # type: ignore[arg-type]
-            beta_end=float(config.get("beta_end", 0.012)),  # type: ignore[arg-type]
-            num_train_timesteps=int(config.get("num_train_timesteps", 1000)),  # type: ignore[call-overload]
-            prediction_type=str(config.get("prediction_type", "epsilon")),  # type: ignore[arg-type]
+            beta_schedule=config.get("beta_schedule", "scaled_linear"),
+            beta_start=float(config.get("beta_start", 0.00085)),
+            beta_end=float(config.get("beta_end", 0.012)),
+            num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+            prediction_type=config.get("prediction_type", "epsilon"),
         )
 
     @property

@@ -12,7 +12,8 @@ sampler sees a consistent picture and the kept region ends exactly at the origin
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -71,6 +72,7 @@ def run_sampler(
     *,
     model_sampling: ModelSampling | None = None,
     batch_index: list[int] | None = None,
+    sampler_options: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Sample from ``latent`` along ``sigmas`` with the named sampler; returns the latent at sigmas[-1].
 
@@ -78,7 +80,9 @@ def run_sampler(
     ``latent + sigmas[0]·noise``; ``"comfyui"`` uses √(1+σ²) when sigmas[0] is the model's σ_max (needs
     ``model_sampling``). ``add_noise=False`` uses zero noise (continuing a partly denoised latent).
     Per-step noise comes from ``NoiseSource(seed)``, a stream separate from the initial noise. An empty
-    or single-entry schedule returns the latent unchanged (denoise <= 0).
+    or single-entry schedule returns the latent unchanged (denoise <= 0). ``sampler_options`` are extra
+    keyword arguments of the chosen sampler (e.g. ``eta`` for ancestral ones, ``order`` for lms/uni_pc).
+    Latents should be float32: the samplers keep the sample in its own dtype.
     """
     try:
         sampler = SAMPLERS[sampler_name]
@@ -108,7 +112,8 @@ def run_sampler(
         denoiser = masked_denoiser(denoise_fn, latent, noise, mask)
         x = x * mask + (latent + noise * sigma0) * (1.0 - mask)
 
-    out = sampler(denoiser, x, sigmas, noise=NoiseSource(seed), callback=callback)
+    run: Callable[..., Tensor] = sampler  # options are sampler-specific, outside the shared protocol
+    out = run(denoiser, x, sigmas, noise=NoiseSource(seed), callback=callback, **dict(sampler_options or {}))
     if mask is not None:
         last = float(sigmas[-1])
         out = out * mask + (latent + noise * last) * (1.0 - mask)

@@ -229,6 +229,14 @@ def test_stochastic_samplers_are_seeded(sampler: str) -> None:
         SAMPLERS[sampler](shrink, x, sigmas)
 
 
+def test_sampler_options_reach_the_sampler() -> None:
+    sigmas = sigmas_for(MS, "karras", 6)
+    latent = torch.zeros(1, 4, 4, 4)
+    deterministic = run_sampler(shrink, latent, sigmas, "euler", seed=2)
+    eta0 = run_sampler(shrink, latent, sigmas, "euler_ancestral", seed=2, sampler_options={"eta": 0.0})
+    torch.testing.assert_close(eta0, deterministic)  # η = 0 ancestral is plain Euler
+
+
 def test_unknown_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown sampler"):
         run_sampler(shrink, torch.zeros(1, 4, 4, 4), sigmas_for(MS, "karras", 3), "nope", seed=0)

@@ -48,6 +48,7 @@ class StepNoise(Protocol):
 
 class SamplerFn(Protocol):
     """Uniform sampler signature. ``noise`` is required by stochastic samplers, ignored by others.
+    Some samplers take extra keyword options (``eta``, ``order``, ``variant``, …) with defaults.
 
     The callback runs synchronously after every step and may raise to cancel the run; samplers never
     catch its exceptions.
