@@ -358,9 +358,9 @@ def derive_unet_config(
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attn]
     cfg["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attn)]
     cfg["mid_block_type"] = "UNetMidBlock2DCrossAttn"
-    cfg["transformer_layers_per_block"] = (
-        transformer_layers[0] if len(set(transformer_layers)) == 1 else transformer_layers
-    )
+    # One depth everywhere attention exists collapses to an int, as in the public configs.
+    used_depths = {d for d in depths if d} | {mid_depth}
+    cfg["transformer_layers_per_block"] = used_depths.pop() if len(used_depths) == 1 else transformer_layers
     cfg["use_linear_projection"] = linear_proj.pop() if linear_proj else cfg["use_linear_projection"]
     context = _cross_attention_dim(idx)
     if context is None:

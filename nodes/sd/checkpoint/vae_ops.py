@@ -31,6 +31,11 @@ def _factors(vae: AutoencoderKL, scaling_factor: float | None) -> tuple[float, f
     return scale, float(shift) if shift is not None else 0.0
 
 
+def downscale_factor(vae: AutoencoderKL) -> int:
+    """Pixels per latent cell along each side: 8 for every released SD VAE (4 levels, 3 downsamplers)."""
+    return int(2 ** (len(vae.config.block_out_channels) - 1))
+
+
 def _model_dtype_device(vae: AutoencoderKL) -> tuple[torch.dtype, torch.device]:
     param = next(vae.parameters())
     return param.dtype, param.device
@@ -50,7 +55,7 @@ def _with_fp32_fallback(vae: AutoencoderKL, run: Callable[[AutoencoderKL], torch
 
 @torch.inference_mode()
 def decode(vae: AutoencoderKL, latents: torch.Tensor, *, scaling_factor: float | None = None) -> torch.Tensor:
-    """Scaled latents ``[B, C, h, w]`` -> IMAGE ``float32 [B, 8h, 8w, 3]`` in 0..1 on the CPU."""
+    """Scaled latents ``[B, C, h, w]`` -> IMAGE ``float32 [B, 8h, 8w, 3]`` in 0..1 on the CPU (8 = SD VAEs)."""
     scale, shift = _factors(vae, scaling_factor)
 
     def run(model: AutoencoderKL) -> torch.Tensor:
@@ -74,16 +79,17 @@ def encode(
 ) -> torch.Tensor:
     """IMAGE ``[B, H, W, C]`` 0..1 -> scaled latents ``float32 [B, C, H/8, W/8]`` on the CPU.
 
-    H and W are centre-cropped to multiples of 8 (what the VAE can represent), as ComfyUI does.
+    H and W are centre-cropped to multiples of the VAE's cell size (8 for SD), as ComfyUI does.
     Only the first 3 channels are used (an alpha channel is dropped).
     """
     if image.ndim != 4:
         raise ValueError(f"expected an IMAGE of shape [B, H, W, C], got {tuple(image.shape)}")
     scale, shift = _factors(vae, scaling_factor)
     _, height, width, _ = image.shape
-    h8, w8 = height // 8 * 8, width // 8 * 8
+    cell = downscale_factor(vae)
+    h8, w8 = height // cell * cell, width // cell * cell
     if h8 == 0 or w8 == 0:
-        raise ValueError(f"image {height}x{width} is smaller than the VAE's 8x8 pixel cell")
+        raise ValueError(f"image {height}x{width} is smaller than the VAE's {cell}x{cell} pixel cell")
     top, left = (height - h8) // 2, (width - w8) // 2
     pixels = image[:, top : top + h8, left : left + w8, :3].permute(0, 3, 1, 2).float() * 2 - 1
 

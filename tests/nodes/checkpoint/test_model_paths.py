@@ -1,0 +1,173 @@
+"""Model folders: listing, extra roots (ComfyUI yaml, A1111), resolving names safely."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nodes.sd import model_paths
+from nodes.sd.errors import ModelNotFoundError, UnsafePathError
+from nodes.sd.model_paths import ModelFolders, read_comfyui_extra_paths, sdgraph_home
+
+
+def _touch(path: Path, content: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    root = tmp_path / "home"
+    monkeypatch.setenv("SDGRAPH_HOME", str(root))
+    ck = root / "models" / "checkpoints"
+    _touch(ck / "sd15.safetensors")
+    _touch(ck / "xl" / "juggernaut.safetensors")
+    _touch(ck / "old" / "classic.ckpt")
+    _touch(ck / "notes.txt")
+    _touch(ck / ".hidden.safetensors")
+    _touch(ck / "sd15.safetensors.sdgraph.json")
+    _touch(ck / "pipe" / "model_index.json", b"{}")
+    _touch(ck / "pipe" / "unet" / "diffusion_pytorch_model.safetensors")
+    _touch(root / "models" / "vae" / "vae-ft-mse.safetensors")
+    _touch(root / "models" / "loras" / "style" / "ink.safetensors")
+    return root
+
+
+def test_home_comes_from_the_environment(home: Path) -> None:
+    assert sdgraph_home() == home
+
+
+def test_listing(home: Path) -> None:
+    folders = ModelFolders.default()
+    assert folders.list_models("checkpoints") == [
+        "old/classic.ckpt",
+        "pipe",
+        "sd15.safetensors",
+        "xl/juggernaut.safetensors",
+    ]
+    entries = {e.name: e for e in folders.entries("checkpoints")}
+    assert entries["old/classic.ckpt"].needs_pickle
+    assert entries["pipe"].format == "diffusers"
+    assert not entries["sd15.safetensors"].needs_pickle
+    assert model_paths.list_models("vae") == ["vae-ft-mse.safetensors"]
+    assert model_paths.list_models("loras") == ["style/ink.safetensors"]
+
+
+def test_resolve(home: Path) -> None:
+    ck = home / "models" / "checkpoints"
+    assert model_paths.resolve("checkpoints", "xl/juggernaut.safetensors") == ck / "xl" / "juggernaut.safetensors"
+    assert model_paths.resolve("checkpoints", "xl\\juggernaut.safetensors") == ck / "xl" / "juggernaut.safetensors"
+    assert model_paths.resolve("checkpoints", "pipe") == ck / "pipe"
+
+
+def test_missing_model_lists_closest_matches_first(home: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        model_paths.resolve("checkpoints", "sd15.safetensor")
+    err = info.value
+    assert err.available[0] == "sd15.safetensors"
+    assert set(err.available) == set(ModelFolders.default().list_models("checkpoints"))
+    assert "Closest matches: 'sd15.safetensors'" in str(err)
+    with pytest.raises(ModelNotFoundError) as info:
+        model_paths.resolve("checkpoints", "juggernaut.safetensors")
+    assert info.value.available[0] == "xl/juggernaut.safetensors"
+
+
+def test_empty_folder_says_where_to_put_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SDGRAPH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(ModelNotFoundError, match="models/vae folder"):
+        model_paths.resolve("vae", "x.safetensors")
+
+
+@pytest.mark.parametrize(
+    "name", ["../vae/vae-ft-mse.safetensors", "xl/../../vae/vae-ft-mse.safetensors", "..\\secret.safetensors"]
+)
+def test_dot_dot_is_refused(home: Path, name: str) -> None:
+    with pytest.raises(UnsafePathError, match=r"'\.\.'"):
+        model_paths.resolve("checkpoints", name)
+
+
+def test_absolute_paths_are_refused(home: Path) -> None:
+    target = home / "models" / "checkpoints" / "sd15.safetensors"
+    for name in [str(target), "C:\\models\\x.safetensors", "\\\\server\\share\\x.safetensors"]:
+        with pytest.raises(UnsafePathError, match="absolute"):
+            model_paths.resolve("checkpoints", name)
+
+
+def test_symlinks_out_of_the_folder_are_refused_and_not_listed(home: Path, tmp_path: Path) -> None:
+    outside = _touch(tmp_path / "elsewhere" / "stolen.safetensors")
+    ck = home / "models" / "checkpoints"
+    os.symlink(outside, ck / "link.safetensors")
+    os.symlink(outside.parent, ck / "linkdir")
+    os.symlink(ck / "sd15.safetensors", ck / "inside_link.safetensors")
+    with pytest.raises(UnsafePathError, match="outside"):
+        model_paths.resolve("checkpoints", "link.safetensors")
+    with pytest.raises(UnsafePathError, match="outside"):
+        model_paths.resolve("checkpoints", "linkdir/stolen.safetensors")
+    names = model_paths.list_models("checkpoints")
+    assert "link.safetensors" not in names and not any(n.startswith("linkdir") for n in names)
+    assert model_paths.resolve("checkpoints", "inside_link.safetensors").name == "inside_link.safetensors"
+
+
+def test_extra_root_and_priority(home: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    _touch(extra / "checkpoints" / "sd15.safetensors")
+    _touch(extra / "checkpoints" / "other.safetensors")
+    folders = ModelFolders.default()
+    folders.add_root(extra)
+    assert "other.safetensors" in folders.list_models("checkpoints")
+    assert folders.resolve("checkpoints", "sd15.safetensors") == home / "models" / "checkpoints" / "sd15.safetensors"
+    assert folders.resolve("checkpoints", "other.safetensors") == extra / "checkpoints" / "other.safetensors"
+
+
+def test_comfyui_extra_model_paths_yaml(home: Path, tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    _touch(comfy / "models" / "checkpoints" / "comfy_model.safetensors")
+    _touch(comfy / "models" / "loras" / "a.safetensors")
+    _touch(comfy / "more_loras" / "b.safetensors")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(
+        f"""
+comfyui:
+    base_path: {comfy}
+    checkpoints: models/checkpoints/
+    vae: models/vae/
+    loras: |
+        models/loras/
+        more_loras/
+    upscale_models: models/upscale_models/
+relative:
+    base_path: ComfyUI
+    checkpoints: models/checkpoints
+"""
+    )
+    pairs = read_comfyui_extra_paths(yaml_file)
+    assert ("checkpoints", comfy / "models/checkpoints/") in pairs
+    assert ("loras", comfy / "more_loras") in pairs
+    assert ("checkpoints", tmp_path / "ComfyUI" / "models/checkpoints") in pairs
+    assert not any(kind == "upscale_models" for kind, _ in pairs)
+    folders = ModelFolders.default()
+    folders.add_comfyui_yaml(yaml_file)
+    assert "comfy_model.safetensors" in folders.list_models("checkpoints")
+    assert folders.list_models("loras") == ["a.safetensors", "b.safetensors", "style/ink.safetensors"]
+
+
+def test_a1111_install(home: Path, tmp_path: Path) -> None:
+    webui = tmp_path / "stable-diffusion-webui"
+    _touch(webui / "models" / "Stable-diffusion" / "v1-5-pruned.safetensors")
+    _touch(webui / "models" / "VAE" / "kl-f8.safetensors")
+    _touch(webui / "models" / "Lora" / "detail.safetensors")
+    folders = ModelFolders.default()
+    folders.add_a1111(webui)
+    assert "v1-5-pruned.safetensors" in folders.list_models("checkpoints")
+    assert "kl-f8.safetensors" in folders.list_models("vae")
+    assert "detail.safetensors" in folders.list_models("loras")
+    with pytest.raises(Exception, match="AUTOMATIC1111"):
+        folders.add_a1111(tmp_path / "nothing")
+
+
+def test_unknown_kind(home: Path) -> None:
+    with pytest.raises(ValueError, match="unknown model kind"):
+        model_paths.list_models("embeddings")
