@@ -1,0 +1,545 @@
+"""LoRA: small low-rank weight updates, read from a file and hooked onto a model's layers.
+
+A LoRA file holds, for some ``Linear``/``Conv2d`` layers of a UNet and its text encoders, two thin
+matrices ``down`` (rank × in) and ``up`` (out × rank) and usually an ``alpha``. Applying it at strength
+``s`` means using the weight ``W + s · (alpha / rank) · up @ down`` instead of ``W`` (for a conv layer,
+``down`` is a conv kernel of the layer's size and ``up`` a 1×1 conv).
+
+We never write that sum into the weights. :func:`apply_lora` turns each file entry into a
+:class:`nodes.sd.model.WeightPatch` on the real module and returns *new handles*: a
+:class:`~nodes.sd.model.DiffusionModel` with extra patches, and a :class:`PatchedClip`. The patches are
+forward hooks that exist only while that handle samples or encodes, so the base model, the LoRA'd model
+and a second LoRA'd model can all live in one graph on one copy of the weights, and nothing has to be
+undone when the graph changes.
+
+File formats read by :func:`load_lora` (``.safetensors`` only; pickles can run code when loaded):
+
+* **kohya / sd-scripts** — ``lora_unet_<path>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``, where
+  ``<path>`` is a module path with ``_`` for ``.``, in diffusers naming
+  (``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``) or original LDM naming
+  (``lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q``, ``…_in_layers_2`` for a resnet's
+  first conv). Text encoders: ``lora_te_text_model_encoder_layers_0_self_attn_q_proj`` (SD1/SD2), SDXL
+  ``lora_te1_…`` (CLIP-L) and ``lora_te2_…`` (OpenCLIP bigG). LoCon-style conv entries are plain
+  ``lora_down``/``lora_up`` pairs on conv layers and are supported.
+* **diffusers / peft** — ``unet.<module path>.lora_A.weight`` / ``.lora_B.weight``, older
+  ``….lora.down.weight`` / ``….lora.up.weight``, ``….lora_linear_layer.down/up.weight`` (text encoder) and
+  the attention-processor form ``….attn1.processor.to_q_lora.down.weight``; prefixes ``unet.``,
+  ``text_encoder.``, ``text_encoder_2.``; an optional ``<module path>.alpha``. Also LDM paths under
+  ``diffusion_model.`` (as ComfyUI saves them).
+
+Scale is ``alpha / rank`` when the file gives an alpha, else 1 (peft keeps alpha in a JSON config that
+single-file LoRAs do not carry, and diffusers then uses alpha = rank).
+
+Not supported (the file is refused with the offending keys named, unless ``strict=False``, which skips
+them and lists them in :attr:`LoraFile.ignored`): LyCORIS LoHa/LoKr/OFT/GLoRA, LoCon's Tucker
+``lora_mid``, DoRA (``dora_scale`` / ``lora_magnitude_vector``), full or bias diffs (``.diff``,
+``.diff_b``), embeddings bundled into a LoRA, and LoRAs for other architectures (SD3/Flux
+``transformer.…``). Keys that name a layer the model lacks or a layer of another shape are not skipped
+either: :func:`apply_lora` raises :class:`LoraMismatchError`, because a LoRA that only partly fits was
+made for a different model and would silently do something else than intended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nodes.sd.clip import ClipModel
+from nodes.sd.conditioning import Conditioning
+from nodes.sd.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
+from nodes.sd.model import DiffusionModel, WeightPatch, patches_applied
+
+__all__ = [
+    "LoraFile",
+    "LoraFormatError",
+    "LoraLayer",
+    "LoraMismatchError",
+    "PatchedClip",
+    "apply_lora",
+    "load_lora",
+]
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+class LoraFormatError(ModelError):
+    """The file is not a LoRA we can read: not safetensors, an unsupported adapter type, or incomplete."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"Cannot use LoRA {self.path.name!r}: {problem}")
+
+
+class LoraMismatchError(ModelError):
+    """The LoRA was made for a different model: some of its layers are missing or shaped differently."""
+
+    def __init__(self, path: str | Path, family: str, problems: Sequence[str], hint: str = "") -> None:
+        self.path = Path(path)
+        self.family = family
+        self.problems = list(problems)
+        msg = f"lora {self.path.name!r} does not fit this {family} model: {'; '.join(self.problems)}."
+        if hint:
+            msg += f" Its metadata says it was trained for {hint}."
+        msg += f" Pick a LoRA made for {family} models."
+        super().__init__(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------
+
+UNET = "unet"
+TEXT_ENCODER = "text_encoder"  # SD1/SD2's only encoder, SDXL's CLIP-L
+TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's and the refiner's OpenCLIP bigG
+
+
+@dataclass(frozen=True, eq=False)
+class LoraLayer:
+    """One low-rank update as written in the file, before it is matched to a model.
+
+    ``key`` is the file's name for the layer (e.g. ``lora_unet_…_to_q`` or ``unet.….to_q``), ``target``
+    the model part (``"unet"``, ``"text_encoder"``, ``"text_encoder_2"``), ``path`` the module path with
+    ``_`` for ``.`` and no ``text_model_`` prefix — the one spelling kohya and diffusers names share.
+    """
+
+    key: str
+    target: str
+    path: str
+    down: Tensor
+    up: Tensor
+    alpha: float | None
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def scale(self) -> float:
+        """``alpha / rank`` (1 without alpha): how strongly the file means its update at strength 1."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+
+@dataclass(frozen=True, eq=False)
+class LoraFile:
+    """The readable contents of one LoRA file; matched against a model only by :func:`apply_lora`."""
+
+    path: Path
+    layers: tuple[LoraLayer, ...]
+    format: str  # "kohya", "diffusers" or "kohya+diffusers"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()  # keys skipped with strict=False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def trained_for(self) -> str:
+        """What the training tool wrote as the base model ("" if nothing), for error messages."""
+        md = self.metadata
+        for key in ("modelspec.architecture", "ss_base_model_version", "ss_sd_model_name"):
+            if md.get(key):
+                return md[key]
+        if md.get("ss_v2") == "True":
+            return "sd_v2"
+        return ""
+
+    def targets(self) -> set[str]:
+        return {layer.target for layer in self.layers}
+
+
+# (prefix, target, the rest is a dotted module path)
+_PREFIXES: tuple[tuple[str, str, bool], ...] = (
+    ("lora_unet_", UNET, False),
+    ("lora_te1_", TEXT_ENCODER, False),
+    ("lora_te2_", TEXT_ENCODER_2, False),
+    ("lora_te_", TEXT_ENCODER, False),
+    ("unet.", UNET, True),
+    ("text_encoder.", TEXT_ENCODER, True),
+    ("text_encoder_2.", TEXT_ENCODER_2, True),
+    ("model.diffusion_model.", UNET, True),
+    ("diffusion_model.", UNET, True),
+)
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".lora_down.weight", "down"),
+    (".lora_up.weight", "up"),
+    (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"),
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".lora_linear_layer.down.weight", "down"),
+    (".lora_linear_layer.up.weight", "up"),
+)
+_PROCESSOR = re.compile(r"(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight")
+# Markers of adapter types we do not implement, for a message that says what the file is.
+_UNSUPPORTED_KINDS: tuple[tuple[str, str], ...] = (
+    ("hada_", "LyCORIS LoHa"),
+    ("lokr_", "LyCORIS LoKr"),
+    ("oft_", "OFT"),
+    ("lora_mid", "LoCon Tucker (lora_mid)"),
+    ("dora_scale", "DoRA"),
+    ("lora_magnitude_vector", "DoRA"),
+    (".diff", "full weight diff"),
+    (".w_norm", "norm-layer diff"),
+    (".b_norm", "norm-layer diff"),
+    (".a1.weight", "GLoRA"),
+    ("lora_embedding_", "embedding LoRA"),
+    ("transformer.", "a transformer (SD3/Flux-style) model"),
+    ("lora_transformer_", "a transformer (SD3/Flux-style) model"),
+)
+
+
+def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
+    """Read a LoRA ``.safetensors`` file in kohya or diffusers/peft naming.
+
+    Only safetensors: the other LoRA containers are pickles, which can run code when loaded. Keys we do
+    not understand raise :class:`LoraFormatError` naming them (a LoHa or DoRA applied as if it were a
+    plain LoRA would look plausible and be wrong); ``strict=False`` skips them instead, listing them in
+    :attr:`LoraFile.ignored`, as long as something usable is left.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        why = (
+            "pickle files (.ckpt/.pt/.pth/.bin) can run code when loaded"
+            if path.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+            else f"{path.suffix or 'files without an extension'} is not a LoRA format"
+        )
+        raise LoraFormatError(path, f"only .safetensors LoRA files are read; {why}. Convert it to .safetensors.")
+    if not path.is_file():
+        raise ModelNotFoundError("loras", path.name, reason=f"{path} does not exist")
+    tensors, metadata = _read_safetensors(path)
+
+    parts: dict[str, dict[str, Tensor]] = {}
+    alphas: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for key, tensor in tensors.items():
+        if key.endswith(".alpha"):
+            alphas[key.removesuffix(".alpha")] = tensor
+            continue
+        base_role = _split_key(key)
+        if base_role is None:
+            unknown.append(key)
+            continue
+        base, role = base_role
+        parts.setdefault(base, {})[role] = tensor
+
+    layers: list[LoraLayer] = []
+    formats: set[str] = set()
+    incomplete: list[str] = []
+    for base, pair in parts.items():
+        target_path = _split_base(base)
+        if target_path is None:
+            unknown.extend(f"{base} ({role})" for role in pair)
+            continue
+        if set(pair) != {"down", "up"}:
+            incomplete.append(base)
+            continue
+        target, module_path, fmt = target_path
+        down, up = pair["down"], pair["up"]
+        if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
+            raise LoraFormatError(
+                path,
+                f"{base}: down {tuple(down.shape)} and up {tuple(up.shape)} are not a low-rank pair "
+                "(up's second dimension must equal down's first)",
+            )
+        alpha = alphas.pop(base, None)
+        formats.add(fmt)
+        layers.append(
+            LoraLayer(base, target, module_path, down, up, None if alpha is None else float(alpha.float().item()))
+        )
+    if incomplete:
+        raise LoraFormatError(
+            path, f"{len(incomplete)} layer(s) have only one of their two matrices (first: {incomplete[0]})"
+        )
+    unknown.extend(f"{base}.alpha" for base in alphas)  # an alpha without its layer
+    if unknown and (strict or not layers):
+        raise LoraFormatError(path, _describe_unknown(unknown, bool(layers)))
+    if not layers:
+        raise LoraFormatError(path, "the file contains no LoRA layers")
+    return LoraFile(
+        path=path,
+        layers=tuple(layers),
+        format="+".join(sorted(formats)),
+        metadata=metadata,
+        ignored=tuple(sorted(unknown)),
+    )
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
+    except Exception as exc:  # SafetensorError, OSError, … : all mean "not a readable file"
+        raise CorruptCheckpointError(path, f"not a readable safetensors file ({exc})") from exc
+    return tensors, metadata
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """``…to_q.lora_down.weight`` → (``…to_q``, ``"down"``); ``None`` for keys that are not LoRA matrices."""
+    for suffix, role in _SUFFIXES:
+        if key.endswith(suffix):
+            return key.removesuffix(suffix), role
+    if m := _PROCESSOR.fullmatch(key):
+        module = f"{m[1]}.{m[2]}" + (".0" if m[2] == "to_out" else "")
+        return module, m[3]
+    return None
+
+
+def _split_base(base: str) -> tuple[str, str, str] | None:
+    """A layer's key without suffix → (target, module path in ``_`` spelling, format), ``None`` if unknown."""
+    for prefix, target, dotted in _PREFIXES:
+        if base.startswith(prefix):
+            rest = base.removeprefix(prefix)
+            if dotted:
+                rest = rest.replace(".", "_")
+            if target != UNET:
+                rest = rest.removeprefix("text_model_")
+            return target, rest, "diffusers" if dotted else "kohya"
+    return None
+
+
+def _describe_unknown(keys: Sequence[str], has_layers: bool) -> str:
+    kinds = sorted({kind for key in keys for marker, kind in _UNSUPPORTED_KINDS if marker in key})
+    shown = ", ".join(repr(k) for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    msg = f"{len(keys)} key(s) are not plain LoRA weights: {shown}"
+    if kinds:
+        msg += f". They look like {' / '.join(kinds)}, which is not supported (plain LoRA and LoCon are)"
+    if has_layers:
+        msg += ". Load it with strict=False to use only its plain LoRA layers"
+    return msg
+
+
+# --------------------------------------------------------------------------------------------
+# Matching to a model and applying
+# --------------------------------------------------------------------------------------------
+
+_PatchableModule = torch.nn.Linear | torch.nn.Conv2d
+
+
+class PatchedClip(ClipModel):
+    """A :class:`ClipModel` whose text encoders carry LoRA patches while it encodes.
+
+    It is a ``ClipModel`` (same family, encoders, layer setting, tokenizer) so every node that takes a
+    CLIP takes it; the patches are hooked in only inside :meth:`encode`, so the unpatched handle it was
+    made from keeps encoding as before. ``with_last_layer`` keeps the patches; applying another LoRA adds
+    to them.
+    """
+
+    __slots__ = ("_patches",)
+
+    def __init__(self, base: ClipModel, patches: Iterable[WeightPatch]) -> None:
+        super().__init__(base.family, base.text_encoders, base.layer_idx)
+        inherited = base.patches if isinstance(base, PatchedClip) else ()
+        self._patches: tuple[WeightPatch, ...] = (*inherited, *patches)
+
+    @property
+    def patches(self) -> tuple[WeightPatch, ...]:
+        return self._patches
+
+    def with_last_layer(self, stop_at_clip_layer: int) -> PatchedClip:
+        return PatchedClip(ClipModel.with_last_layer(self, stop_at_clip_layer), self._patches)
+
+    def encode(self, text: str, extras: Mapping[str, Any] | None = None) -> Conditioning:
+        with patches_applied(self._patches):
+            return super().encode(text, extras)
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchedClip({self.family!r}, {len(self.text_encoders)} encoder(s), layer_idx={self.layer_idx}, "
+            f"{len(self._patches)} patch(es))"
+        )
+
+
+def apply_lora(
+    model: DiffusionModel,
+    clip: ClipModel | None,
+    lora: LoraFile,
+    strength_model: float,
+    strength_clip: float,
+) -> tuple[DiffusionModel, ClipModel | None]:
+    """LoraLoader: new MODEL and CLIP handles carrying ``lora`` at the given strengths.
+
+    A strength of 0 returns that input itself (nothing is checked or hooked). ``clip`` may be ``None``
+    (model-only LoRA loading); the file's text-encoder layers are then not used. Every layer of the parts
+    being patched must exist in the model with the LoRA's shapes, else :class:`LoraMismatchError` lists
+    what did not fit — a LoRA for SDXL on an SD1 model, say, fails here instead of producing noise.
+    """
+    model_layers = [ly for ly in lora.layers if ly.target == UNET] if strength_model else []
+    clip_layers = [ly for ly in lora.layers if ly.target != UNET] if strength_clip and clip is not None else []
+    if clip is None and strength_model and not model_layers:
+        raise LoraMismatchError(
+            lora.path,
+            model.family,
+            ["it only changes the text encoders, and no CLIP was given (use the LoRA loader with a CLIP input)"],
+        )
+
+    problems: list[str] = []
+    model_patches: list[WeightPatch] = []
+    if model_layers:
+        modules = _unet_modules(model.unet)
+        model_patches, found = _patches_for(model_layers, modules, float(strength_model))
+        problems += _problems("UNet", model_layers, found)
+    clip_patches: list[WeightPatch] = []
+    if clip_layers:
+        assert clip is not None
+        slots = _encoder_slots(clip.family)
+        for target in (TEXT_ENCODER, TEXT_ENCODER_2):
+            layers = [ly for ly in clip_layers if ly.target == target]
+            label = "text encoder" if target == TEXT_ENCODER else "text encoder 2"
+            if not layers:
+                continue
+            if target not in slots:
+                problems.append(f"its {len(layers)} {label} layers have no {label} in a {clip.family} CLIP")
+                continue
+            modules = _text_modules(clip.text_encoders[slots.index(target)])
+            patches, found = _patches_for(layers, modules, float(strength_clip))
+            clip_patches += patches
+            problems += _problems(label, layers, found)
+    if problems:
+        family = model.family if model_layers or clip is None else clip.family
+        raise LoraMismatchError(lora.path, family, problems, lora.trained_for)
+
+    new_model = model.with_patches(model_patches) if model_patches else model
+    new_clip = PatchedClip(clip, clip_patches) if clip is not None and clip_patches else clip
+    return new_model, new_clip
+
+
+def _encoder_slots(family: str) -> list[str]:
+    from nodes.sd.checkpoint.detect import expected_text_encoders
+
+    return expected_text_encoders(family)
+
+
+def _unet_modules(unet: torch.nn.Module) -> dict[str, tuple[str, _PatchableModule]]:
+    """Every Linear/Conv2d of the UNet under its diffusers *and* its LDM name, ``_``-spelled.
+
+    kohya files use either naming (and sd-scripts' SDXL files the LDM one); the LDM names come from the
+    same layout table the checkpoint writer uses, so both spellings resolve to the one real module.
+    """
+    from nodes.sd.checkpoint.detect import UNET_PREFIX
+    from nodes.sd.checkpoint.ldm_layout import unet_to_ldm
+
+    config = getattr(unet, "config", None)
+    table: dict[str, tuple[str, _PatchableModule]] = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+            continue
+        table[name.replace(".", "_")] = (name, module)
+        if config is None:
+            continue
+        try:
+            (ldm_key,) = unet_to_ldm({f"{name}.weight": module.weight}, config)
+        except (ValueError, KeyError):
+            continue  # a layer the LDM layout has no name for: reachable by its diffusers name only
+        ldm_name = ldm_key.removeprefix(UNET_PREFIX).removesuffix(".weight")
+        table.setdefault(ldm_name.replace(".", "_"), (name, module))
+    return table
+
+
+def _text_modules(encoder: torch.nn.Module) -> dict[str, tuple[str, _PatchableModule]]:
+    """Linear layers of a transformers CLIP text model, ``_``-spelled without the ``text_model.`` prefix.
+
+    transformers 5 dropped the ``text_model`` level from ``CLIPTextModel`` but kept it in
+    ``CLIPTextModelWithProjection``; LoRA files always include it. Stripping it on both sides makes either
+    encoder class match either spelling.
+    """
+    table: dict[str, tuple[str, _PatchableModule]] = {}
+    for name, module in encoder.named_modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+            table[name.removeprefix("text_model.").replace(".", "_")] = (name, module)
+    return table
+
+
+@dataclass
+class _Found:
+    missing: list[LoraLayer] = field(default_factory=list)
+    misfit: list[str] = field(default_factory=list)
+
+
+def _patches_for(
+    layers: Sequence[LoraLayer], modules: Mapping[str, tuple[str, _PatchableModule]], strength: float
+) -> tuple[list[WeightPatch], _Found]:
+    patches: list[WeightPatch] = []
+    found = _Found()
+    for layer in layers:
+        entry = modules.get(layer.path)
+        if entry is None:
+            found.missing.append(layer)
+            continue
+        name, module = entry
+        fitted = _fit(module, layer.down, layer.up)
+        if fitted is None:
+            found.misfit.append(f"{name}: LoRA {_lora_shape(layer)}, layer {_module_shape(module)}")
+            continue
+        down, up = fitted
+        device = module.weight.device
+        patches.append(WeightPatch(module, down.to(device), up.to(device), layer.scale * strength))
+    return patches, found
+
+
+def _problems(label: str, layers: Sequence[LoraLayer], found: _Found) -> list[str]:
+    out = []
+    n = len(layers)
+    if found.missing:
+        out.append(f"{len(found.missing)} of {n} {label} layers are not in the model (first: {found.missing[0].key})")
+    if found.misfit:
+        out.append(f"{len(found.misfit)} of {n} {label} layers have other shapes (first: {found.misfit[0]})")
+    return out
+
+
+def _fit(module: _PatchableModule, down: Tensor, up: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The pair reshaped for the module's hook (2-D for Linear, 4-D for Conv2d), or ``None`` if it does not fit.
+
+    A 1×1 conv and a Linear are the same map, and files disagree about which they store (SD1's
+    ``proj_in`` is a 1×1 conv, SD2/SDXL's a Linear), so 1×1 kernels are converted either way. A conv
+    LoRA's down kernel must match the layer's kernel because the hook runs it with the layer's stride and
+    padding.
+    """
+    if isinstance(module, torch.nn.Conv2d):
+        if down.ndim == 2:
+            down = down[:, :, None, None]
+        if up.ndim == 2:
+            up = up[:, :, None, None]
+        ok = (
+            module.groups == 1
+            and tuple(module.dilation) == (1, 1)
+            and down.shape[1] == module.in_channels
+            and tuple(down.shape[2:]) == tuple(module.kernel_size)
+            and up.shape[0] == module.out_channels
+            and tuple(up.shape[2:]) == (1, 1)
+        )
+        return (down, up) if ok else None
+    if down.ndim == 4:
+        if tuple(down.shape[2:]) != (1, 1):
+            return None
+        down = down.flatten(1)
+    if up.ndim == 4:
+        if tuple(up.shape[2:]) != (1, 1):
+            return None
+        up = up.flatten(1)
+    ok = down.shape[1] == module.in_features and up.shape[0] == module.out_features
+    return (down, up) if ok else None
+
+
+def _lora_shape(layer: LoraLayer) -> str:
+    kernel = f" {layer.down.shape[2]}×{layer.down.shape[3]}" if layer.down.ndim == 4 else ""
+    return f"{layer.down.shape[1]}→{layer.rank}→{layer.up.shape[0]}{kernel}"
+
+
+def _module_shape(module: _PatchableModule) -> str:
+    if isinstance(module, torch.nn.Conv2d):
+        kh, kw = module.kernel_size
+        return f"Conv2d {module.in_channels}→{module.out_channels} {kh}×{kw}"
+    return f"Linear {module.in_features}→{module.out_features}"
