@@ -16,6 +16,7 @@ still be fed by a wire; socket inputs (MODEL, LATENT, ...) only arrive over a wi
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class Input:
     control_after_generate: bool = False
     # A number or text that only arrives over a wire (no inline widget), e.g. Add's operands.
     force_input: bool = False
+    # Pixel sizes a VAE can represent must be multiples of 8.
+    multiple_of: int | None = None
 
     @property
     def is_widget(self) -> bool:
@@ -100,7 +103,15 @@ class Input:
                 return value, f"expected one of the choices, got {_short(value)}"
             choices = self.choice_list()
             if value not in choices:
+                if callable(self.choices):  # files on disk: the closest names are the useful hint
+                    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.3)
+                    if not choices:
+                        return value, f"{value!r} is not available (there is nothing to choose from)"
+                    hint = f"closest: {', '.join(map(repr, close))}" if close else _list_preview(choices)
+                    return value, f"{value!r} is not available ({hint})"
                 return value, f"{value!r} is not one of the choices ({_list_preview(choices)})"
+        if self.multiple_of and isinstance(value, int) and value % self.multiple_of:
+            return value, f"{value} is not a multiple of {self.multiple_of}"
         if t in ("INT", "FLOAT"):
             if self.min is not None and value < self.min:
                 return value, f"{value} is below the minimum {_num(self.min)}"

@@ -28,12 +28,17 @@ def _t_for(model: DiffusionModel, sigma: Tensor) -> Tensor:
 
 
 def _mean_output(
-    model: DiffusionModel, x_in: Tensor, t: Tensor, groups: Sequence[Sequence[CondEntry]], hw: tuple[int, int]
+    model: DiffusionModel,
+    x_in: Tensor,
+    t: Tensor,
+    groups: Sequence[Sequence[CondEntry]],
+    hw: tuple[int, int],
+    concat: Tensor | None,
 ) -> list[Tensor]:
     """Predict for every entry of every group in one batch; return each group's mean prediction."""
     flat = [c for g in groups for c in g]
     batch = x_in.shape[0]
-    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw)
+    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw, concat)
     chunks = out.split(batch)
     means, k = [], 0
     for g in groups:
@@ -51,7 +56,8 @@ class Guider:
     negative: Sequence[CondEntry] | None = None
     cfg: float = 1.0
 
-    def denoiser(self, image_hw: tuple[int, int]) -> Denoiser:
+    def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> Denoiser:
+        """`concat`: extra input channels for inpainting models (see `inpaint_concat`)."""
         model, ms = self.model, self.model.model_sampling
         use_uncond = self.negative is not None and self.cfg != 1.0
         if not self.positive:
@@ -65,10 +71,10 @@ class Guider:
             t = _t_for(model, sigma)
             if use_uncond:
                 assert self.negative is not None
-                uncond, cond = _mean_output(model, x_in, t, [self.negative, self.positive], image_hw)
+                uncond, cond = _mean_output(model, x_in, t, [self.negative, self.positive], image_hw, concat)
                 out = uncond + self.cfg * (cond - uncond)
             else:
-                (out,) = _mean_output(model, x_in, t, [self.positive], image_hw)
+                (out,) = _mean_output(model, x_in, t, [self.positive], image_hw, concat)
             return ms.calculate_denoised(sigma, out.to(x.dtype), x)
 
         return denoise
@@ -78,3 +84,20 @@ def cfg_guider(
     model: DiffusionModel, positive: Sequence[CondEntry], negative: Sequence[CondEntry], cfg: float
 ) -> Guider:
     return Guider(model, positive, negative, cfg)
+
+
+def inpaint_concat(samples: Tensor, noise_mask: Tensor | None) -> Tensor:
+    """[mask, masked-image latent] for an inpainting UNet's extra 5 input channels.
+
+    The latent from "VAE Encode (for Inpainting)" already is the masked image's latent and carries the
+    mask; without a mask the whole image is to be generated (mask 1 everywhere).
+    """
+    b, _, h, w = samples.shape
+    if noise_mask is None:
+        mask = torch.ones(b, 1, h, w)
+    else:
+        m = noise_mask.float().reshape(-1, 1, *noise_mask.shape[-2:])
+        mask = torch.nn.functional.interpolate(m, size=(h, w), mode="bilinear")
+        if mask.shape[0] != b:
+            mask = mask.expand(b, -1, -1, -1)
+    return torch.cat([mask.round(), samples.float()], dim=1)

@@ -86,12 +86,20 @@ class DiffusionModel:
     def active(self) -> contextlib.AbstractContextManager[None]:
         return patches_applied(self.patches)
 
-    def predict(self, x_in: Tensor, t: Tensor, conds: Sequence[CondEntry], image_hw: tuple[int, int]) -> Tensor:
+    def predict(
+        self,
+        x_in: Tensor,
+        t: Tensor,
+        conds: Sequence[CondEntry],
+        image_hw: tuple[int, int],
+        concat: Tensor | None = None,
+    ) -> Tensor:
         """One UNet call on a batch: `x_in` is [N·B, C, h, w], `conds` one entry per N-block of the batch.
 
         Returns the raw network output (ε or v) in float32. Embeddings of different lengths (a long
         prompt against a short negative) are repeated to a common multiple of 77 tokens, which leaves
-        cross-attention unchanged.
+        cross-attention unchanged. `concat` ([B, 5, h, w]: mask and masked-image latent) is appended
+        to the input channels of inpainting models, unscaled, as they were trained.
         """
         per = x_in.shape[0] // len(conds)
         embeds = _same_length([c.embeds for c in conds])
@@ -110,7 +118,10 @@ class DiffusionModel:
                 "text_embeds": torch.cat(pooled).to(self.device, self.dtype),
                 "time_ids": torch.cat(time_ids).to(self.device, self.dtype),
             }
-        x = x_in.to(self.device, self.dtype)
+        x = x_in
+        if concat is not None:
+            x = torch.cat([x, concat.to(x).repeat(len(conds), 1, 1, 1)], dim=1)
+        x = x.to(self.device, self.dtype)
         t = t.to(self.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])

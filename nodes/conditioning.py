@@ -1,0 +1,95 @@
+"""Prompt nodes: encode text with CLIP, combine and zero out conditioning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph_engine import ExecutionContext, InputError, Int, Output, Socket, String, node
+
+
+@node(
+    "CLIPTextEncode",
+    display_name="Encode Prompt",
+    category="conditioning",
+    inputs=[String("text", "", multiline=True), Socket("clip", "CLIP")],
+    outputs=[Output("CONDITIONING")],
+)
+def clip_text_encode(ctx: ExecutionContext, text: str, clip: Any) -> tuple[Any]:
+    """Encodes a prompt; `(word:1.2)`, `(word)` and `[word]` change a word's weight, and prompts longer
+    than 75 tokens are encoded in 77-token chunks."""
+    if clip is None:
+        raise InputError("clip", "no text encoder: this checkpoint has none")
+    return (clip.encode(text),)
+
+
+@node(
+    "CLIPTextEncodeSDXL",
+    display_name="Encode Prompt (SDXL size)",
+    category="conditioning",
+    inputs=[
+        Socket("clip", "CLIP"),
+        Int("width", 1024, min=0, max=16384),
+        Int("height", 1024, min=0, max=16384),
+        Int("crop_w", 0, min=0, max=16384),
+        Int("crop_h", 0, min=0, max=16384),
+        Int("target_width", 1024, min=0, max=16384),
+        Int("target_height", 1024, min=0, max=16384),
+        String("text_g", "", multiline=True),
+        String("text_l", "", multiline=True),
+    ],
+    outputs=[Output("CONDITIONING")],
+)
+def clip_text_encode_sdxl(
+    ctx: ExecutionContext,
+    clip: Any,
+    width: int,
+    height: int,
+    crop_w: int,
+    crop_h: int,
+    target_width: int,
+    target_height: int,
+    text_g: str,
+    text_l: str,
+) -> tuple[Any]:
+    """SDXL prompt with size conditioning (the size the model is told the image had and is cropped from).
+    Both encoders read `text_g`; `text_l` is used when `text_g` is empty."""
+    extras = {
+        "width": width,
+        "height": height,
+        "crop_w": crop_w,
+        "crop_h": crop_h,
+        "target_width": target_width,
+        "target_height": target_height,
+    }
+    return (clip.encode(text_g or text_l, extras),)
+
+
+@node(
+    "ConditioningCombine",
+    display_name="Combine Conditioning",
+    category="conditioning",
+    inputs=[Socket("conditioning_1", "CONDITIONING"), Socket("conditioning_2", "CONDITIONING")],
+    outputs=[Output("CONDITIONING")],
+)
+def conditioning_combine(ctx: ExecutionContext, conditioning_1: Any, conditioning_2: Any) -> tuple[Any]:
+    """Both prompts guide the image; the sampler averages their predictions."""
+    from nodes.sd.conditioning import combine
+
+    return (combine(conditioning_1, conditioning_2),)
+
+
+@node(
+    "ConditioningZeroOut",
+    display_name="Zero Out Conditioning",
+    category="conditioning",
+    inputs=[Socket("conditioning", "CONDITIONING")],
+    outputs=[Output("CONDITIONING")],
+)
+def conditioning_zero_out(ctx: ExecutionContext, conditioning: Any) -> tuple[Any]:
+    """All-zero embeddings of the same shape: the usual SDXL negative."""
+    from nodes.sd.conditioning import zero_out
+
+    return (zero_out(conditioning),)
+
+
+NODES = [clip_text_encode, clip_text_encode_sdxl, conditioning_combine, conditioning_zero_out]

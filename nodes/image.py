@@ -1,0 +1,98 @@
+"""Image nodes: load, scale, save (with the workflow embedded) and preview."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from graph_engine import Combo, ExecutionContext, InputError, Int, NodeOutput, Output, Socket, String, node
+from nodes.folders import list_input_images, resolve_input_image
+
+
+def _image_hash(values: Mapping[str, Any]) -> str:
+    """Editing the file on disk changes its hash, so the graph re-reads it."""
+    return hashlib.sha256(resolve_input_image(values["image"]).read_bytes()).hexdigest()
+
+
+@node(
+    "LoadImage",
+    display_name="Load Image",
+    category="image",
+    inputs=[Combo("image", list_input_images)],
+    outputs=[Output("IMAGE"), Output("MASK")],
+    fingerprint=_image_hash,
+)
+def load_image(ctx: ExecutionContext, image: str) -> tuple[Any, Any]:
+    """An image from the input folder; its transparency becomes the MASK (1 = transparent)."""
+    from nodes.sd.images import load_image as load
+
+    try:
+        path = resolve_input_image(image)
+        return load(path)
+    except (ValueError, OSError) as exc:
+        raise InputError("image", str(exc)) from None
+
+
+@node(
+    "ImageScale",
+    display_name="Upscale Image",
+    category="image/upscaling",
+    inputs=[
+        Socket("image", "IMAGE"),
+        Combo("upscale_method", ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]),
+        Int("width", 512, min=0, max=16384),
+        Int("height", 512, min=0, max=16384),
+        Combo("crop", ["disabled", "center"]),
+    ],
+    outputs=[Output("IMAGE")],
+)
+def image_scale(
+    ctx: ExecutionContext, image: Any, upscale_method: str, width: int, height: int, crop: str
+) -> tuple[Any]:
+    """Resizes images (0 for one side keeps the aspect ratio)."""
+    if width == 0 and height == 0:
+        return (image,)
+    from nodes.sd.resize import resize_image
+
+    return (resize_image(image, width, height, upscale_method, crop),)
+
+
+@node(
+    "SaveImage",
+    display_name="Save Image",
+    category="image",
+    inputs=[Socket("images", "IMAGE"), String("filename_prefix", "sdgraph")],
+    output_node=True,
+)
+def save_image(ctx: ExecutionContext, images: Any, filename_prefix: str) -> NodeOutput:
+    """Writes PNGs into the output folder with the workflow embedded, so the image reopens as its graph."""
+    from nodes.sd.images import save_images
+
+    try:
+        saved = save_images(images, ctx.output_dir, filename_prefix, ctx.workflow)
+    except ValueError as exc:
+        raise InputError("filename_prefix", str(exc)) from None
+    return NodeOutput((), {"images": saved})
+
+
+@node(
+    "PreviewImage",
+    display_name="Preview Image",
+    category="image",
+    inputs=[Socket("images", "IMAGE")],
+    output_node=True,
+)
+def preview_image(ctx: ExecutionContext, images: Any) -> NodeOutput:
+    """Shows images without keeping them (they go to a temporary folder)."""
+    from nodes.sd.images import save_images
+
+    folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = save_images(images, folder, f"preview_{ctx.node_id}", ctx.workflow, kind="temp", compress_level=1)
+    return NodeOutput((), {"images": saved})
+
+
+NODES = [load_image, image_scale, save_image, preview_image]

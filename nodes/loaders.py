@@ -1,0 +1,96 @@
+"""Loader nodes: checkpoints, VAEs, LoRAs, and the CLIP layer setting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from graph_engine import Combo, ExecutionContext, Float, InputError, Int, Output, Socket, node
+from nodes.folders import list_models, model_identity
+
+
+def _fingerprint(kind: str, input_id: str) -> Any:
+    def fingerprint(values: Mapping[str, Any]) -> tuple[str, int, int]:
+        return model_identity(kind, values[input_id])
+
+    return fingerprint
+
+
+@node(
+    "CheckpointLoaderSimple",
+    display_name="Load Checkpoint",
+    category="loaders",
+    inputs=[Combo("ckpt_name", lambda: list_models("checkpoints"))],
+    outputs=[Output("MODEL"), Output("CLIP"), Output("VAE")],
+    fingerprint=_fingerprint("checkpoints", "ckpt_name"),
+)
+def checkpoint_loader(ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any]:
+    """Loads an SD 1.x, 2.x or SDXL checkpoint (.safetensors or a diffusers folder); the family and
+    architecture are read from the weights."""
+    from nodes.sd.loading import load_checkpoint
+
+    return load_checkpoint(ctx, ckpt_name)
+
+
+@node(
+    "VAELoader",
+    display_name="Load VAE",
+    category="loaders",
+    inputs=[Combo("vae_name", lambda: list_models("vae"))],
+    outputs=[Output("VAE")],
+    fingerprint=_fingerprint("vae", "vae_name"),
+)
+def vae_loader(ctx: ExecutionContext, vae_name: str) -> tuple[Any]:
+    """Loads a standalone VAE, to use instead of the checkpoint's own."""
+    from nodes.sd.loading import load_vae
+
+    return (load_vae(ctx, vae_name),)
+
+
+@node(
+    "LoraLoader",
+    display_name="Load LoRA",
+    category="loaders",
+    inputs=[
+        Socket("model", "MODEL"),
+        Socket("clip", "CLIP"),
+        Combo("lora_name", lambda: list_models("loras")),
+        Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
+        Float("strength_clip", 1.0, min=-100.0, max=100.0, step=0.01),
+    ],
+    outputs=[Output("MODEL"), Output("CLIP")],
+    fingerprint=_fingerprint("loras", "lora_name"),
+)
+def lora_loader(
+    ctx: ExecutionContext, model: Any, clip: Any, lora_name: str, strength_model: float, strength_clip: float
+) -> tuple[Any, Any]:
+    """Applies a LoRA (kohya or diffusers format) to the model and text encoder without copying weights."""
+    if strength_model == 0 and strength_clip == 0:
+        return model, clip
+    from nodes.sd import lora
+    from nodes.sd.errors import ModelError
+    from nodes.sd.loading import resolve
+
+    path = resolve("loras", lora_name, "lora_name")
+    try:
+        return lora.apply_lora(model, clip, lora.load_lora(path), strength_model, strength_clip)
+    except ModelError as exc:
+        raise InputError("lora_name", str(exc)) from None
+
+
+@node(
+    "CLIPSetLastLayer",
+    display_name="CLIP Set Last Layer",
+    category="conditioning",
+    inputs=[Socket("clip", "CLIP"), Int("stop_at_clip_layer", -1, min=-24, max=-1)],
+    outputs=[Output("CLIP")],
+)
+def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: int) -> tuple[Any]:
+    """Reads the text encoder's output from an earlier layer ("clip skip")."""
+    try:
+        return (clip.with_last_layer(stop_at_clip_layer),)
+    except ValueError as exc:
+        raise InputError("stop_at_clip_layer", str(exc)) from None
+
+
+NODES = [checkpoint_loader, vae_loader, lora_loader, clip_set_last_layer]

@@ -1,0 +1,287 @@
+"""Sampling nodes: KSampler, KSamplerAdvanced, and the custom set where sampler, schedule, noise and
+guidance are separate pieces (KSamplerSelect, BasicScheduler, KarrasScheduler, RandomNoise,
+DisableNoise, CFGGuider, BasicGuider, SamplerCustomAdvanced)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph_engine import Combo, ExecutionContext, Float, InputError, Int, Output, Socket, node
+
+# The names ComfyUI workflows use, so they map one to one (a test checks these match the registries
+# in nodes/sd/sampling, which are not imported here to keep torch out of the window's start-up).
+SAMPLER_NAMES = [
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpmpp_2s_ancestral",
+    "dpmpp_sde",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
+    "lcm",
+]
+SCHEDULER_NAMES = [
+    "normal",
+    "karras",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linspace_diffusers",
+]
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def _seed(id: str) -> Any:
+    return Int(id, 0, min=0, max=MAX_SEED, control_after_generate=True)
+
+
+@node(
+    "KSampler",
+    display_name="KSampler",
+    category="sampling",
+    inputs=[
+        Socket("model", "MODEL"),
+        _seed("seed"),
+        Int("steps", 20, min=1, max=10000),
+        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+        Combo("sampler_name", SAMPLER_NAMES),
+        Combo("scheduler", SCHEDULER_NAMES),
+        Socket("positive", "CONDITIONING"),
+        Socket("negative", "CONDITIONING"),
+        Socket("latent_image", "LATENT"),
+        Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
+    ],
+    outputs=[Output("LATENT")],
+)
+def ksampler(
+    ctx: ExecutionContext,
+    model: Any,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Any,
+    negative: Any,
+    latent_image: Any,
+    denoise: float,
+) -> tuple[Any]:
+    """Denoises the latent with the model, guided by the prompts; denoise < 1 keeps part of the input."""
+    from nodes.sd.ksampler import ksampler as run
+
+    return (run(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise),)
+
+
+@node(
+    "KSamplerAdvanced",
+    display_name="KSampler (Advanced)",
+    category="sampling",
+    inputs=[
+        Socket("model", "MODEL"),
+        Combo("add_noise", ["enable", "disable"]),
+        _seed("noise_seed"),
+        Int("steps", 20, min=1, max=10000),
+        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+        Combo("sampler_name", SAMPLER_NAMES),
+        Combo("scheduler", SCHEDULER_NAMES),
+        Socket("positive", "CONDITIONING"),
+        Socket("negative", "CONDITIONING"),
+        Socket("latent_image", "LATENT"),
+        Int("start_at_step", 0, min=0, max=10000),
+        Int("end_at_step", 10000, min=0, max=10000),
+        Combo("return_with_leftover_noise", ["disable", "enable"]),
+    ],
+    outputs=[Output("LATENT")],
+)
+def ksampler_advanced(
+    ctx: ExecutionContext,
+    model: Any,
+    add_noise: str,
+    noise_seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Any,
+    negative: Any,
+    latent_image: Any,
+    start_at_step: int,
+    end_at_step: int,
+    return_with_leftover_noise: str,
+) -> tuple[Any]:
+    """Runs part of a schedule (start/end step), e.g. a base model's first steps then a refiner's rest."""
+    from nodes.sd.ksampler import ksampler as run
+
+    out = run(
+        ctx,
+        model,
+        noise_seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent_image,
+        1.0,
+        add_noise=add_noise == "enable",
+        start_step=start_at_step,
+        last_step=end_at_step,
+        force_full_denoise=return_with_leftover_noise == "disable",
+    )
+    return (out,)
+
+
+@node(
+    "KSamplerSelect",
+    display_name="Sampler",
+    category="sampling/custom_sampling/samplers",
+    inputs=[Combo("sampler_name", SAMPLER_NAMES)],
+    outputs=[Output("SAMPLER")],
+)
+def ksampler_select(ctx: ExecutionContext, sampler_name: str) -> tuple[Any]:
+    """Picks a sampling algorithm."""
+    from nodes.sd.ksampler import SamplerChoice
+
+    return (SamplerChoice(sampler_name),)
+
+
+@node(
+    "BasicScheduler",
+    display_name="Schedule",
+    category="sampling/custom_sampling/schedulers",
+    inputs=[
+        Socket("model", "MODEL"),
+        Combo("scheduler", SCHEDULER_NAMES),
+        Int("steps", 20, min=1, max=10000),
+        Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
+    ],
+    outputs=[Output("SIGMAS")],
+)
+def basic_scheduler(ctx: ExecutionContext, model: Any, scheduler: str, steps: int, denoise: float) -> tuple[Any]:
+    """The noise levels to step through, from the model's own noise table."""
+    from nodes.sd.ksampler import schedule
+
+    return (schedule(model, scheduler, steps, denoise),)
+
+
+@node(
+    "KarrasScheduler",
+    display_name="Karras Schedule",
+    category="sampling/custom_sampling/schedulers",
+    inputs=[
+        Int("steps", 20, min=1, max=10000),
+        Float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
+        Float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01),
+        Float("rho", 7.0, min=0.0, max=100.0, step=0.01),
+    ],
+    outputs=[Output("SIGMAS")],
+)
+def karras_scheduler(ctx: ExecutionContext, steps: int, sigma_max: float, sigma_min: float, rho: float) -> tuple[Any]:
+    """Karras et al. (2022) noise levels between sigma_max and sigma_min, denser near the end."""
+    from nodes.sd.sampling import karras_sigmas
+
+    if sigma_min <= 0 or sigma_max <= sigma_min:
+        raise InputError("sigma_min", f"need 0 < sigma_min < sigma_max (got {sigma_min} and {sigma_max})")
+    return (karras_sigmas(steps, sigma_min, sigma_max, rho),)
+
+
+@node(
+    "RandomNoise",
+    display_name="Random Noise",
+    category="sampling/custom_sampling/noise",
+    inputs=[_seed("noise_seed")],
+    outputs=[Output("NOISE")],
+)
+def random_noise(ctx: ExecutionContext, noise_seed: int) -> tuple[Any]:
+    """Starting noise from a seed (drawn on the CPU, so a seed gives the same image on any device)."""
+    from nodes.sd.ksampler import Noise
+
+    return (Noise(noise_seed),)
+
+
+@node("DisableNoise", display_name="No Noise", category="sampling/custom_sampling/noise", outputs=[Output("NOISE")])
+def disable_noise(ctx: ExecutionContext) -> tuple[Any]:
+    """No added noise: continue from a latent that still carries its own."""
+    from nodes.sd.ksampler import Noise
+
+    return (Noise(None),)
+
+
+@node(
+    "CFGGuider",
+    display_name="CFG Guider",
+    category="sampling/custom_sampling/guiders",
+    inputs=[
+        Socket("model", "MODEL"),
+        Socket("positive", "CONDITIONING"),
+        Socket("negative", "CONDITIONING"),
+        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+    ],
+    outputs=[Output("GUIDER")],
+)
+def cfg_guider(ctx: ExecutionContext, model: Any, positive: Any, negative: Any, cfg: float) -> tuple[Any]:
+    """Classifier-free guidance: ε̂ = ε̂_uncond + cfg·(ε̂_cond − ε̂_uncond); cfg 1 skips the negative."""
+    from nodes.sd.guidance import Guider
+
+    return (Guider(model, positive, negative, cfg),)
+
+
+@node(
+    "BasicGuider",
+    display_name="Basic Guider",
+    category="sampling/custom_sampling/guiders",
+    inputs=[Socket("model", "MODEL"), Socket("conditioning", "CONDITIONING")],
+    outputs=[Output("GUIDER")],
+)
+def basic_guider(ctx: ExecutionContext, model: Any, conditioning: Any) -> tuple[Any]:
+    """The prompt alone, no negative (for guidance-distilled models)."""
+    from nodes.sd.guidance import Guider
+
+    return (Guider(model, conditioning, None, 1.0),)
+
+
+@node(
+    "SamplerCustomAdvanced",
+    display_name="Custom Sampler",
+    category="sampling/custom_sampling",
+    inputs=[
+        Socket("noise", "NOISE"),
+        Socket("guider", "GUIDER"),
+        Socket("sampler", "SAMPLER"),
+        Socket("sigmas", "SIGMAS"),
+        Socket("latent_image", "LATENT"),
+    ],
+    outputs=[Output("LATENT", "output"), Output("LATENT", "denoised_output")],
+)
+def sampler_custom_advanced(
+    ctx: ExecutionContext, noise: Any, guider: Any, sampler: Any, sigmas: Any, latent_image: Any
+) -> tuple[Any, Any]:
+    """Samples with separately chosen noise, guidance, algorithm and schedule; also returns the last
+    prediction of the clean image."""
+    from nodes.sd.ksampler import sample
+
+    out, denoised = sample(ctx, guider, latent_image, sigmas, sampler.name, noise)
+    return out, dict(out, samples=denoised)
+
+
+NODES = [
+    ksampler,
+    ksampler_advanced,
+    ksampler_select,
+    basic_scheduler,
+    karras_scheduler,
+    random_noise,
+    disable_noise,
+    cfg_guider,
+    basic_guider,
+    sampler_custom_advanced,
+]

@@ -1,0 +1,169 @@
+"""What the sampling nodes do: schedule, noise, guide, sample, report.
+
+KSampler, KSamplerAdvanced and SamplerCustomAdvanced all end in `sample()`: a guider's denoiser, a
+sigma list, a sampler name and a noise seed. Progress goes to the node's context once per step (which
+is also where a cancel request stops the run) and, when someone is watching, a preview of the
+predicted image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from graph_engine import ExecutionContext
+from nodes.sd.conditioning import CondEntry
+from nodes.sd.guidance import Guider, inpaint_concat
+from nodes.sd.model import DiffusionModel
+from nodes.sd.previews import latent_to_rgb
+from nodes.sd.sampling import (
+    DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    StepInfo,
+    initial_noise,
+    run_sampler,
+    sigmas_for,
+)
+
+
+class SamplingError(Exception):
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """The SAMPLER socket's value."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The NOISE socket's value: a seed, or None for no noise (continuing a partly denoised latent)."""
+
+    seed: int | None
+
+
+def schedule(model: DiffusionModel, scheduler: str, steps: int, denoise: float, sampler_name: str = "") -> Tensor:
+    return sigmas_for(
+        model.model_sampling,
+        scheduler,
+        steps,
+        denoise,
+        discard_penultimate=sampler_name in DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    )
+
+
+def step_reporter(
+    ctx: ExecutionContext, family: str, n: int, timeline: list[dict[str, Any]] | None = None
+) -> Callable[[StepInfo], None]:
+    def on_step(info: StepInfo) -> None:
+        if timeline is not None:
+            timeline.append(
+                {
+                    "step": info.i + 1,
+                    "sigma": info.sigma_next,
+                    "x": info.x[:1].detach().float().cpu(),
+                    "denoised": info.denoised[:1].detach().float().cpu(),
+                }
+            )
+        if ctx.on_preview is not None:
+            ctx.preview(latent_to_rgb(info.denoised, family))
+        ctx.progress(info.i + 1, n)
+
+    return on_step
+
+
+def sample(
+    ctx: ExecutionContext,
+    guider: Guider,
+    latent: Mapping[str, Any],
+    sigmas: Tensor,
+    sampler_name: str,
+    noise: Noise,
+) -> tuple[dict[str, Any], Tensor]:
+    """Run one sampling job; returns the new LATENT dict and the last x0 prediction."""
+    model = guider.model
+    samples: Tensor = latent["samples"]
+    if samples.shape[1] != model.latent_channels:
+        raise SamplingError(
+            f"the latent has {samples.shape[1]} channels but this {model.family} model expects {model.latent_channels}"
+        )
+    device = model.device
+    hw = (samples.shape[-2] * 8, samples.shape[-1] * 8)
+    n = max(int(sigmas.numel()) - 1, 0)
+    timeline: list[dict[str, Any]] | None = [] if ctx.settings.get("record_timeline") else None
+    if timeline is not None and n:
+        # Frame 0 is the starting point: the latent plus the seed's noise at the first sigma.
+        start = samples.float()
+        if noise.seed is not None:
+            start = start + initial_noise(noise.seed, samples.shape) * float(sigmas[0])
+        timeline.append({"step": 0, "sigma": float(sigmas[0]), "x": start[:1].clone(), "denoised": None})
+    last_denoised: list[Tensor] = []
+    reporter = step_reporter(ctx, model.family, n, timeline)
+
+    def on_step(info: StepInfo) -> None:
+        last_denoised[:] = [info.denoised]
+        reporter(info)
+
+    x0 = samples.to(device=device, dtype=torch.float32)
+    mask = latent.get("noise_mask")
+    concat = inpaint_concat(samples, mask).to(device) if model.inpainting else None
+    with torch.inference_mode(), model.active():
+        out = run_sampler(
+            guider.denoiser(hw, concat),
+            x0,
+            sigmas.to(device),
+            sampler_name,
+            noise.seed if noise.seed is not None else 0,
+            add_noise=noise.seed is not None,
+            noise_mask=None if mask is None else mask.to(device),
+            callback=on_step,
+            start_scale="sigma",
+        )
+    if not torch.isfinite(out).all():
+        raise SamplingError(
+            "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"
+        )
+    if timeline is not None:
+        ctx.records["timeline"] = {"frames": timeline, "family": model.family, "sigmas": sigmas.tolist()}
+    result = {k: v for k, v in latent.items() if k != "samples"}
+    result["samples"] = out.float().cpu()
+    denoised = last_denoised[0].float().cpu() if last_denoised else result["samples"]
+    return result, denoised
+
+
+def ksampler(
+    ctx: ExecutionContext,
+    model: DiffusionModel,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Sequence[CondEntry],
+    negative: Sequence[CondEntry],
+    latent: Mapping[str, Any],
+    denoise: float = 1.0,
+    *,
+    add_noise: bool = True,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+) -> dict[str, Any]:
+    """KSampler and KSamplerAdvanced: a schedule for `steps`, optionally cut to [start_step, last_step]."""
+    sigmas = schedule(model, scheduler, steps, denoise, sampler_name)
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[: last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return dict(latent)
+        sigmas = sigmas[start_step:]
+    guider = Guider(model, positive, negative, cfg)
+    out, _ = sample(ctx, guider, latent, sigmas, sampler_name, Noise(seed if add_noise else None))
+    return out

@@ -1,0 +1,61 @@
+"""From a model name in a workflow to the MODEL, CLIP and VAE values the graph passes around."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from graph_engine import ExecutionContext, InputError
+from nodes.folders import model_folders
+from nodes.sd.clip import ClipModel
+from nodes.sd.errors import ModelError
+from nodes.sd.model import DiffusionModel, VAEModel
+from nodes.sd.runtime import device_for, dtypes_for, manager
+from nodes.sd.sampling import ModelSampling
+
+
+def resolve(kind: str, name: str, input_id: str) -> Path:
+    try:
+        return model_folders().resolve(kind, name)
+    except ModelError as exc:
+        raise InputError(input_id, str(exc)) from None
+
+
+def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, ClipModel, VAEModel]:
+    path = resolve("checkpoints", name, "ckpt_name")
+    device = device_for(ctx.device)
+    unet_dtype, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
+    try:
+        ckpt: Any = manager().checkpoint(
+            path, device=device, dtype=unet_dtype, vae_dtype=vae_dtype, text_dtype=text_dtype
+        )
+    except ModelError as exc:
+        raise InputError("ckpt_name", str(exc)) from None
+    config = dict(ckpt.scheduler_config, prediction_type=ckpt.prediction_type)
+    model = DiffusionModel(
+        unet=ckpt.unet,
+        family=ckpt.family,
+        prediction_type=ckpt.prediction_type,
+        model_sampling=ModelSampling.from_config(config),
+        latent_channels=ckpt.latent_channels,
+        inpainting=ckpt.inpainting,
+        source=name,
+    )
+    clip = ClipModel(ckpt.family, ckpt.text_encoders)
+    if ckpt.vae is None:
+        raise InputError("ckpt_name", f"{name} has no VAE; add a Load VAE node")
+    vae = VAEModel(ckpt.vae, ckpt.vae_scaling_factor, ckpt.family, name)
+    return model, clip, vae
+
+
+def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
+    path = resolve("vae", name, "vae_name")
+    device = device_for(ctx.device)
+    _, vae_dtype, _ = dtypes_for(device, ctx.settings)
+    try:
+        loaded: Any = manager().vae(path, device=device, dtype=vae_dtype)
+    except ModelError as exc:
+        raise InputError("vae_name", str(exc)) from None
+    vae = getattr(loaded, "vae", loaded)
+    scaling = float(getattr(loaded, "scaling_factor", None) or vae.config.scaling_factor)
+    return VAEModel(vae, scaling, getattr(loaded, "family", "sd1"), name)

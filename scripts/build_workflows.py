@@ -1,0 +1,204 @@
+"""Writes the shipped workflows in workflows/ through the graph model, so they are valid by
+construction and at the current schema version. Run after a schema change:
+
+    .venv/bin/python scripts/build_workflows.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+
+from graph_engine import Graph  # noqa: E402
+from graph_engine.serialization import save  # noqa: E402
+
+SD15 = "v1-5-pruned-emaonly.safetensors"
+SD15_INPAINT = "sd-v1-5-inpainting.safetensors"
+SDXL = "sd_xl_base_1.0.safetensors"
+POSITIVE = "beautiful scenery nature glass bottle landscape, purple galaxy bottle"
+NEGATIVE = "text, watermark"
+
+
+class Builder:
+    def __init__(self) -> None:
+        self.g = Graph()
+
+    def add(self, type: str, pos: tuple[float, float], title: str | None = None, **values: object) -> int:
+        return self.g.add_node(type, dict(values), pos=pos, title=title).id
+
+    def link(self, src: int, out: str, dst: int, inp: str, type: str) -> None:
+        self.g.add_link(src, out, dst, inp, type)
+
+    def note(self, pos: tuple[float, float], text: str, size: tuple[float, float] = (320, 140)) -> None:
+        self.g.add_node("Note", {"text": text}, pos=pos, size=size)
+
+
+def prompt_pair(b: Builder, ckpt: int, x: float = 420) -> tuple[int, int]:
+    pos = b.add("CLIPTextEncode", (x, 60), "Positive prompt", text=POSITIVE)
+    neg = b.add("CLIPTextEncode", (x, 300), "Negative prompt", text=NEGATIVE)
+    b.link(ckpt, "CLIP", pos, "clip", "CLIP")
+    b.link(ckpt, "CLIP", neg, "clip", "CLIP")
+    return pos, neg
+
+
+def ksampler(
+    b: Builder,
+    pos: tuple[float, float],
+    model: int,
+    positive: int,
+    negative: int,
+    latent: int,
+    latent_out: str = "LATENT",
+    title: str | None = None,
+    **values: object,
+) -> int:
+    defaults = {
+        "seed": 156680208700286,
+        "steps": 20,
+        "cfg": 8.0,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "denoise": 1.0,
+    }
+    k = b.add("KSampler", pos, title, **(defaults | values))
+    b.link(model, "MODEL", k, "model", "MODEL")
+    b.link(positive, "CONDITIONING", k, "positive", "CONDITIONING")
+    b.link(negative, "CONDITIONING", k, "negative", "CONDITIONING")
+    b.link(latent, latent_out, k, "latent_image", "LATENT")
+    return k
+
+
+def decode_save(b: Builder, x: float, latent: int, vae: int, prefix: str, y: float = 60, out: str = "LATENT") -> int:
+    dec = b.add("VAEDecode", (x, y))
+    b.link(latent, out, dec, "samples", "LATENT")
+    b.link(vae, "VAE", dec, "vae", "VAE")
+    save = b.add("SaveImage", (x + 240, y), filename_prefix=prefix)
+    b.link(dec, "IMAGE", save, "images", "IMAGE")
+    return save
+
+
+def txt2img() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    k = ksampler(b, (880, 60), ckpt, pos, neg, empty)
+    decode_save(b, 1260, k, ckpt, "txt2img")
+    return b.g
+
+
+def img2img() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    load = b.add("LoadImage", (20, 480), image="example.png")
+    enc = b.add("VAEEncode", (420, 540))
+    b.link(load, "IMAGE", enc, "pixels", "IMAGE")
+    b.link(ckpt, "VAE", enc, "vae", "VAE")
+    k = ksampler(b, (880, 60), ckpt, pos, neg, enc, denoise=0.75)
+    decode_save(b, 1260, k, ckpt, "img2img")
+    b.note(
+        (880, 520),
+        "denoise 0.75 keeps the composition of the input image and repaints its details; "
+        "lower keeps more of it, 1.0 ignores it.",
+    )
+    return b.g
+
+
+def inpaint() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15_INPAINT)
+    pos, neg = prompt_pair(b, ckpt)
+    load = b.add("LoadImage", (20, 480), "Image with transparent area", image="example_masked.png")
+    enc = b.add("VAEEncodeForInpaint", (420, 540), grow_mask_by=6)
+    b.link(load, "IMAGE", enc, "pixels", "IMAGE")
+    b.link(load, "MASK", enc, "mask", "MASK")
+    b.link(ckpt, "VAE", enc, "vae", "VAE")
+    k = ksampler(b, (880, 60), ckpt, pos, neg, enc)
+    decode_save(b, 1260, k, ckpt, "inpaint")
+    b.note(
+        (880, 520),
+        "The transparent pixels of the loaded image are the mask: only they are repainted. "
+        "Use an inpainting checkpoint at denoise 1.0.",
+    )
+    return b.g
+
+
+def hires_fix() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    k1 = ksampler(b, (880, 60), ckpt, pos, neg, empty, title="First pass")
+    up = b.add("LatentUpscale", (880, 520), upscale_method="nearest-exact", width=768, height=768, crop="disabled")
+    b.link(k1, "LATENT", up, "samples", "LATENT")
+    k2 = ksampler(b, (1260, 420), ckpt, pos, neg, up, title="Second pass", steps=14, denoise=0.5)
+    decode_save(b, 1260, k1, ckpt, "hires_first_pass", y=60)
+    decode_save(b, 1640, k2, ckpt, "hires", y=420)
+    return b.g
+
+
+def sdxl() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SDXL)
+    pos = b.add("CLIPTextEncode", (420, 60), "Positive prompt", text=POSITIVE)
+    b.link(ckpt, "CLIP", pos, "clip", "CLIP")
+    neg = b.add("ConditioningZeroOut", (420, 320), "Empty negative")
+    b.link(pos, "CONDITIONING", neg, "conditioning", "CONDITIONING")
+    empty = b.add("EmptyLatentImage", (420, 480), width=1024, height=1024, batch_size=1)
+    k = ksampler(b, (880, 60), ckpt, pos, neg, empty, steps=25, cfg=7.0, sampler_name="dpmpp_2m", scheduler="karras")
+    decode_save(b, 1260, k, ckpt, "sdxl")
+    return b.g
+
+
+def custom_sampling() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    noise = b.add("RandomNoise", (880, 20), noise_seed=42)
+    guider = b.add("CFGGuider", (880, 160), cfg=7.5)
+    b.link(ckpt, "MODEL", guider, "model", "MODEL")
+    b.link(pos, "CONDITIONING", guider, "positive", "CONDITIONING")
+    b.link(neg, "CONDITIONING", guider, "negative", "CONDITIONING")
+    sampler = b.add("KSamplerSelect", (880, 340), sampler_name="dpmpp_2m")
+    sched = b.add("BasicScheduler", (880, 440), scheduler="karras", steps=20, denoise=1.0)
+    b.link(ckpt, "MODEL", sched, "model", "MODEL")
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    sca = b.add("SamplerCustomAdvanced", (1260, 160))
+    b.link(noise, "NOISE", sca, "noise", "NOISE")
+    b.link(guider, "GUIDER", sca, "guider", "GUIDER")
+    b.link(sampler, "SAMPLER", sca, "sampler", "SAMPLER")
+    b.link(sched, "SIGMAS", sca, "sigmas", "SIGMAS")
+    b.link(empty, "LATENT", sca, "latent_image", "LATENT")
+    decode_save(b, 1640, sca, ckpt, "custom", y=160, out="output")
+    b.note(
+        (1260, 460),
+        "Noise, guidance, sampling algorithm and schedule are separate nodes here: swap any "
+        "one without touching the others.",
+    )
+    return b.g
+
+
+WORKFLOWS = {
+    "txt2img": txt2img,
+    "img2img": img2img,
+    "inpaint": inpaint,
+    "hires_fix": hires_fix,
+    "sdxl": sdxl,
+    "custom_sampling": custom_sampling,
+}
+
+
+def main() -> None:
+    out = ROOT / "workflows"
+    out.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        save(build(), out / f"{name}.json")
+        print(out / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
