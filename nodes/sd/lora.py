@@ -193,8 +193,8 @@ _UNSUPPORTED_KINDS: tuple[tuple[str, str], ...] = (
     (".b_norm", "norm-layer diff"),
     (".a1.weight", "GLoRA"),
     ("lora_embedding_", "embedding LoRA"),
-    ("transformer.", "a transformer (SD3/Flux-style) model"),
-    ("lora_transformer_", "a transformer (SD3/Flux-style) model"),
+    ("transformer.", "a LoRA for an SD3/Flux-style transformer"),
+    ("lora_transformer_", "a LoRA for an SD3/Flux-style transformer"),
 )
 
 
@@ -218,7 +218,7 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
         raise ModelNotFoundError("loras", path.name, reason=f"{path} does not exist")
     tensors, metadata = _read_safetensors(path)
 
-    parts: dict[str, dict[str, Tensor]] = {}
+    parts: dict[str, dict[str, tuple[str, Tensor]]] = {}  # base → role → (file key, tensor)
     alphas: dict[str, Tensor] = {}
     unknown: list[str] = []
     for key, tensor in tensors.items():
@@ -230,7 +230,7 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
             unknown.append(key)
             continue
         base, role = base_role
-        parts.setdefault(base, {})[role] = tensor
+        parts.setdefault(base, {})[role] = (key, tensor)
 
     layers: list[LoraLayer] = []
     formats: set[str] = set()
@@ -238,13 +238,13 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
     for base, pair in parts.items():
         target_path = _split_base(base)
         if target_path is None:
-            unknown.extend(f"{base} ({role})" for role in pair)
+            unknown.extend(key for key, _ in pair.values())
             continue
         if set(pair) != {"down", "up"}:
             incomplete.append(base)
             continue
         target, module_path, fmt = target_path
-        down, up = pair["down"], pair["up"]
+        down, up = pair["down"][1], pair["up"][1]
         if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
             raise LoraFormatError(
                 path,
@@ -315,7 +315,8 @@ def _describe_unknown(keys: Sequence[str], has_layers: bool) -> str:
     shown = ", ".join(repr(k) for k in keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
     msg = f"{len(keys)} key(s) are not plain LoRA weights: {shown}"
     if kinds:
-        msg += f". They look like {' / '.join(kinds)}, which is not supported (plain LoRA and LoCon are)"
+        msg += f". They look like {' / '.join(kinds)}, which is not supported"
+        msg += " (plain LoRA and LoCon for SD1/SD2/SDXL are)"
     if has_layers:
         msg += ". Load it with strict=False to use only its plain LoRA layers"
     return msg
