@@ -16,6 +16,7 @@ module can be tested without a QApplication.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 from typing import Any
@@ -43,7 +44,7 @@ def node_record(node: Node) -> dict[str, Any]:
         "pos": tuple(node.pos),
         "size": None if node.size is None else tuple(node.size),
         "title": node.title,
-        "mode": node.mode.value,
+        "mode": NodeMode(node.mode).value,  # Graph.add_node also accepts a plain str
         "color": node.color,
         "flags": copy.deepcopy(node.flags),
         "extra": copy.deepcopy(node.extra),
@@ -198,6 +199,31 @@ def write_system_clipboard(payload: dict[str, Any]) -> None:
     mime.setData(MIME_TYPE, text.encode())
     mime.setText(text)
     QGuiApplication.clipboard().setMimeData(mime)
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(_downgrade_to_text_at_exit)
+        _exit_hook_registered = True
+
+
+_exit_hook_registered = False
+
+
+def _downgrade_to_text_at_exit() -> None:
+    """Swap our Python-made QMimeData for plain text before the interpreter shuts down.
+
+    PySide6 (6.11 and 6.12 checked) segfaults at exit when a QMimeData created from Python is still on
+    the clipboard as the application is torn down. Text set with `setText` is created on the C++ side
+    and is safe; it still pastes, here (`read_system_clipboard` accepts the JSON text) and elsewhere.
+    """
+    from PySide6.QtGui import QGuiApplication
+
+    app = QGuiApplication.instance()
+    if app is None:
+        return
+    clipboard = QGuiApplication.clipboard()
+    mime = clipboard.mimeData()
+    if mime is not None and mime.hasFormat(MIME_TYPE):
+        clipboard.setText(mime.text())
 
 
 def read_system_clipboard() -> dict[str, Any] | None:

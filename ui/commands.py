@@ -466,7 +466,7 @@ def set_title_command(graph: Graph, node_id: int, title: str | None) -> GraphCom
 
 def set_mode_command(graph: Graph, node_ids: list[int], mode: NodeMode | str) -> GraphCommand:
     mode = NodeMode(mode)
-    edits: list[Edit] = [SetMode(i, graph.node(i).mode.value, mode.value) for i in sorted(node_ids)]
+    edits: list[Edit] = [SetMode(i, NodeMode(graph.node(i).mode).value, mode.value) for i in sorted(node_ids)]
     verb = {"active": "Activate", "bypass": "Bypass", "mute": "Mute"}[mode.value]
     return GraphCommand(graph, f"{verb} {_plural(len(node_ids), 'node')}", edits)
 

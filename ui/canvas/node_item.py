@@ -229,12 +229,11 @@ class NodeItem(QGraphicsItem):
 
         if detailed:
             self._paint_text(painter, node, lay)
-        self._paint_sockets(painter, lay, detailed)
         if self._thumb is not None and lay.image_rect is not None:
             painter.drawPixmap(lay.image_rect, self._thumb, QRectF(self._thumb.rect()))
         self._paint_run_state(painter, lay, detailed)
 
-        # border last, over everything
+        # the border over the body, the header and the tint
         painter.setBrush(Qt.BrushStyle.NoBrush)
         if self.run_state in theme.STATE_COLORS:
             painter.setPen(theme.pen(theme.STATE_COLORS[self.run_state].name(), 2.5))
@@ -248,6 +247,8 @@ class NodeItem(QGraphicsItem):
         if self.isSelected() and self.run_state:
             painter.setPen(theme.pen(theme.NODE_SELECTED.name(), 1.0))
             painter.drawRoundedRect(lay.rect.adjusted(-3, -3, 3, 3), theme.CORNER + 2, theme.CORNER + 2)
+        # sockets sit on the border, so they go on top of it
+        self._paint_sockets(painter, lay, detailed)
 
     def _paint_text(self, painter: QPainter, node: Node, lay: NodeLayout) -> None:
         painter.setFont(theme.title_font())
