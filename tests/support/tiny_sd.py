@@ -50,12 +50,13 @@ def tiny_configs(family: str, *, inpainting: bool = False) -> dict[str, dict[str
     """Configs of the tiny models, derived from the shipped family configs."""
     unet = base_config(family, "unet")
     vae = base_config(family, "vae")
+    # Four levels, like the real VAE: pixels are 8× the latent size, so sizes mean what they mean in use.
     vae.update(
-        block_out_channels=[32, 64],
+        block_out_channels=[32, 32, 32, 32],  # 32 norm groups, as real VAEs (not stored in the weights)
         layers_per_block=1,
         sample_size=32,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
     )
     configs: dict[str, dict[str, Any]] = {"vae": vae}
     if family == "sd1":
