@@ -223,7 +223,8 @@ class ModelManager:
             return self._loaders[kind]
         from nodes.sd.checkpoint.load import load_checkpoint, load_vae
 
-        return {"checkpoint": load_checkpoint, "vae": load_vae}[kind]
+        loaders: dict[str, Loader] = {"checkpoint": load_checkpoint, "vae": load_vae}
+        return loaders[kind]
 
     def _adopt(self, key: ModelKey) -> _Entry | None:
         """A model dropped from the cache but still held by a caller is reused, not loaded twice."""

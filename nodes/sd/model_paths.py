@@ -210,7 +210,7 @@ def read_comfyui_extra_paths(yaml_path: str | Path) -> list[tuple[str, Path]]:
     Each top-level section has an optional ``base_path`` (relative to the yaml file's folder when not
     absolute) and per-kind entries holding one or more folders, one per line.
     """
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     yaml_path = Path(yaml_path).expanduser()
     try:

@@ -682,7 +682,8 @@ def _single_tensor_reader(path: Path) -> TensorReader:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            return f.get_tensor(key)
+            tensor: torch.Tensor = f.get_tensor(key)
+            return tensor
 
     return read
 

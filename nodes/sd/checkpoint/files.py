@@ -191,7 +191,7 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         if key not in self._key_set:
             raise KeyError(key)
         try:
-            tensor = self._handle.get_tensor(key)
+            tensor: torch.Tensor = self._handle.get_tensor(key)
         except Exception as exc:  # safetensors raises its own SafetensorError subclasses
             source = self._source or Path("?")
             raise CorruptCheckpointError(source, f"tensor {key!r} cannot be read ({exc})") from exc

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import init_empty_weights
+from accelerate import init_empty_weights  # type: ignore[import-untyped]
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     convert_ldm_clip_checkpoint,
@@ -334,14 +334,11 @@ class _converting:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, ModelError):
-            return False
-        if isinstance(exc, KeyError | IndexError | ValueError | RuntimeError):
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, KeyError | IndexError | ValueError | RuntimeError) and not isinstance(exc, ModelError):
             raise MissingComponentError(
                 self.path, self.component, f"its weights could not be converted: {type(exc).__name__}: {exc}"
             ) from exc
-        return False
 
 
 def _build(

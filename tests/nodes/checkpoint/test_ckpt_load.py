@@ -59,7 +59,7 @@ def test_every_family_loads_bit_exact(tiny_checkpoint, family: str, layout: str)
     for name in ARCH_FIELDS:
         got, want = ck.unet.config.get(name), expected_unet.get(name)
         assert (list(got) if isinstance(got, tuple) else got) == want, name
-    assert list(ck.vae.config.block_out_channels) == [32, 64]
+    assert list(ck.vae.config.block_out_channels) == [32, 32, 32, 32]
     assert ck.vae_scaling_factor == (0.13025 if family.startswith("sdxl") else 0.18215)
     for key in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps", "prediction_type"):
         assert key in ck.scheduler_config

@@ -73,8 +73,8 @@ def test_decode_and_encode_use_image_and_latent_conventions(tiny_sd1_file: Path)
     vae = load_vae(tiny_sd1_file)
     latents = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     image = vae_ops.decode(vae, latents)
-    assert vae_ops.downscale_factor(vae) == 2  # the tiny VAE has 2 levels; released SD VAEs give 8
-    assert image.shape == (2, 8, 8, 3) and image.dtype == torch.float32
+    assert vae_ops.downscale_factor(vae) == 8  # four levels, like the released SD VAEs
+    assert image.shape == (2, 32, 32, 3) and image.dtype == torch.float32
     assert image.min() >= 0 and image.max() <= 1 and image.device.type == "cpu"
     with torch.no_grad():
         direct = vae.decode(latents / vae.config.scaling_factor).sample
@@ -90,11 +90,11 @@ def test_decode_and_encode_use_image_and_latent_conventions(tiny_sd1_file: Path)
 def test_encode_crops_to_multiples_of_eight_and_drops_alpha(tiny_sd1_file: Path) -> None:
     vae = load_vae(tiny_sd1_file)
     rgba = torch.rand(1, 21, 19, 4)
-    # 21x19 -> centre crop 20x18 -> 10x9 latent cells of 2x2 pixels.
-    assert vae_ops.encode(vae, rgba).shape == (1, 4, 10, 9)
-    assert torch.equal(vae_ops.encode(vae, rgba), vae_ops.encode(vae, rgba[:, :20, :18, :3]))
-    with pytest.raises(ValueError, match="2x2 pixel cell"):
-        vae_ops.encode(vae, torch.rand(1, 1, 4, 3))
+    # 21x19 -> centre crop 16x16 (offsets 2, 1) -> 2x2 latent cells of 8x8 pixels.
+    assert vae_ops.encode(vae, rgba).shape == (1, 4, 2, 2)
+    assert torch.equal(vae_ops.encode(vae, rgba), vae_ops.encode(vae, rgba[:, 2:18, 1:17, :3]))
+    with pytest.raises(ValueError, match="8x8 pixel cell"):
+        vae_ops.encode(vae, torch.rand(1, 4, 20, 3))
 
 
 def test_half_precision_nan_is_retried_in_fp32(tiny_sd1_file: Path, monkeypatch) -> None:
