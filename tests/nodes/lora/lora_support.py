@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from nodes.sd.conditioning import CondEntry
 from nodes.sd.model import DiffusionModel
 from nodes.sd.sampling import ModelSampling
 
@@ -99,3 +100,59 @@ def merged(root: torch.nn.Module, planned: Sequence[Planned], strength: float) -
 
 def diffusion_model(unet: torch.nn.Module, family: str = "sd1") -> DiffusionModel:
     return DiffusionModel(unet=unet, family=family, prediction_type="epsilon", model_sampling=ModelSampling())
+
+
+PROMPT = "a watercolor fox in the snow"
+TOL = 1e-5
+
+# (file key base, the diffusers module it must patch) — the mapping is written out by hand on purpose.
+KOHYA_DIFFUSERS_NAMES = [
+    (
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+    ),
+    (
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
+    ),
+    ("lora_unet_down_blocks_0_resnets_1_conv1", "down_blocks.0.resnets.1.conv1"),  # 3×3 conv
+    ("lora_unet_mid_block_attentions_0_proj_in", "mid_block.attentions.0.proj_in"),  # SD1: 1×1 conv
+    (
+        "lora_unet_up_blocks_1_attentions_2_transformer_blocks_0_attn2_to_out_0",
+        "up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_out.0",
+    ),
+]
+KOHYA_LDM_NAMES = [
+    (
+        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_out_0",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+    ),
+    ("lora_unet_input_blocks_2_0_out_layers_3", "down_blocks.0.resnets.1.conv2"),
+    ("lora_unet_input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"),  # stride-2 conv
+    ("lora_unet_middle_block_2_in_layers_2", "mid_block.resnets.1.conv1"),
+    (
+        "lora_unet_output_blocks_3_1_transformer_blocks_0_ff_net_2",
+        "up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2",
+    ),
+    ("lora_unet_output_blocks_5_1_proj_out", "up_blocks.1.attentions.2.proj_out"),
+    ("lora_unet_time_embed_0", "time_embedding.linear_1"),
+]
+KOHYA_TE = [
+    ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", "encoder.layers.0.self_attn.q_proj"),
+    ("lora_te_text_model_encoder_layers_1_self_attn_out_proj", "encoder.layers.1.self_attn.out_proj"),
+    ("lora_te_text_model_encoder_layers_1_mlp_fc1", "encoder.layers.1.mlp.fc1"),
+]
+
+
+def unet_out(model: DiffusionModel) -> Tensor:
+    """One prediction through the MODEL handle's own entry point (which hooks its patches in)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 8, 8, generator=gen)
+    ctx = torch.randn(1, 5, 32, generator=gen)
+    with model.active():
+        return model.predict(x, torch.tensor([10.0, 700.0]), [CondEntry(ctx)], (64, 64))
+
+
+def max_diff(a: Tensor, b: Tensor) -> float:
+    assert a.shape == b.shape
+    return float((a.detach() - b.detach()).abs().max())

@@ -12,63 +12,20 @@ from nodes.sd.clip import ClipModel
 from nodes.sd.conditioning import CondEntry
 from nodes.sd.lora import PatchedClip, apply_lora, load_lora
 from nodes.sd.model import DiffusionModel
-from tests.nodes.lora.lora_support import LoraWriter, Planned, diffusion_model, merged
+from tests.nodes.lora.lora_support import (
+    KOHYA_DIFFUSERS_NAMES,
+    KOHYA_LDM_NAMES,
+    KOHYA_TE,
+    PROMPT,
+    TOL,
+    LoraWriter,
+    Planned,
+    diffusion_model,
+    max_diff,
+    merged,
+    unet_out,
+)
 from tests.support.tiny_sd import TinyModels, build_tiny_models
-
-PROMPT = "a watercolor fox in the snow"
-TOL = 1e-5
-
-# (file key base, the diffusers module it must patch) — the mapping is written out by hand on purpose.
-KOHYA_DIFFUSERS_NAMES = [
-    (
-        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
-    ),  # noqa: E501
-    (
-        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k",
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k",
-    ),  # noqa: E501
-    ("lora_unet_down_blocks_0_resnets_1_conv1", "down_blocks.0.resnets.1.conv1"),  # 3×3 conv
-    ("lora_unet_mid_block_attentions_0_proj_in", "mid_block.attentions.0.proj_in"),  # SD1: 1×1 conv
-    (
-        "lora_unet_up_blocks_1_attentions_2_transformer_blocks_0_attn2_to_out_0",
-        "up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_out.0",
-    ),  # noqa: E501
-]
-KOHYA_LDM_NAMES = [
-    (
-        "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_out_0",
-        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
-    ),  # noqa: E501
-    ("lora_unet_input_blocks_2_0_out_layers_3", "down_blocks.0.resnets.1.conv2"),
-    ("lora_unet_input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"),  # stride-2 conv
-    ("lora_unet_middle_block_2_in_layers_2", "mid_block.resnets.1.conv1"),
-    (
-        "lora_unet_output_blocks_3_1_transformer_blocks_0_ff_net_2",
-        "up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2",
-    ),  # noqa: E501
-    ("lora_unet_output_blocks_5_1_proj_out", "up_blocks.1.attentions.2.proj_out"),
-    ("lora_unet_time_embed_0", "time_embedding.linear_1"),
-]
-KOHYA_TE = [
-    ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", "encoder.layers.0.self_attn.q_proj"),
-    ("lora_te_text_model_encoder_layers_1_self_attn_out_proj", "encoder.layers.1.self_attn.out_proj"),
-    ("lora_te_text_model_encoder_layers_1_mlp_fc1", "encoder.layers.1.mlp.fc1"),
-]
-
-
-def unet_out(model: DiffusionModel) -> Tensor:
-    """One prediction through the MODEL handle's own entry point (which hooks its patches in)."""
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 4, 8, 8, generator=gen)
-    ctx = torch.randn(1, 5, 32, generator=gen)
-    with model.active():
-        return model.predict(x, torch.tensor([10.0, 700.0]), [CondEntry(ctx)], (64, 64))
-
-
-def max_diff(a: Tensor, b: Tensor) -> float:
-    assert a.shape == b.shape
-    return float((a - b).abs().max())
 
 
 def kohya_sd1_file(sd1: TinyModels, path: Path) -> tuple[Path, list[Planned], list[Planned]]:
@@ -247,7 +204,7 @@ def test_sdxl_te1_te2_and_ldm_unet(tmp_path: Path) -> None:
             (
                 "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k",
                 "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k",
-            ),  # noqa: E501
+            ),
             ("lora_unet_input_blocks_5_1_proj_in", "down_blocks.1.attentions.1.proj_in"),  # SDXL: Linear
             ("lora_unet_output_blocks_0_0_skip_connection", "up_blocks.0.resnets.0.conv_shortcut"),
             ("lora_unet_label_emb_0_0", "add_embedding.linear_1"),
@@ -260,7 +217,7 @@ def test_sdxl_te1_te2_and_ldm_unet(tmp_path: Path) -> None:
             "lora_te1_text_model_encoder_layers_0_self_attn_v_proj",
             alpha=1.0,
         )
-    ]  # noqa: E501
+    ]
     te2 = [
         w.kohya(clip_g, f"text_model.{m}", f"lora_te2_text_model_{m.replace('.', '_')}", alpha=2.0)
         for m in ("encoder.layers.0.mlp.fc1", "encoder.layers.1.self_attn.q_proj")
