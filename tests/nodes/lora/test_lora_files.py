@@ -131,7 +131,7 @@ def test_other_shapes_named(sd1: TinyModels, sd1_model: DiffusionModel, tmp_path
     with pytest.raises(
         LoraMismatchError,
         match=r"1 of 2 UNet layers have other shapes \(first: conv_in: LoRA 4→4→32 1×1, layer Conv2d 4→32 3×3\)",
-    ):  # noqa: E501
+    ):
         apply_lora(sd1_model, None, load_lora(path), 1.0, 1.0)
 
 
