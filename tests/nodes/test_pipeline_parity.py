@@ -14,7 +14,7 @@ import torch
 
 from graph_engine import Executor, Graph
 from nodes import builtin_registry
-from tests.support.tiny_sd import build_tiny_models, write_single_file
+from tests.support.tiny_sd import build_tiny_models, write_diffusers_folder, write_single_file
 
 PROMPT = "a (red:1.0) fox jumping over a lazy dog, photograph"
 SEED = 1234
@@ -102,10 +102,11 @@ def diffusers_latents(models, family: str) -> torch.Tensor:
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe(prompt=PROMPT.replace("(red:1.0)", "red"), **common).images
+    # SD2's OpenCLIP encoder was trained with zero padding: diffusers configures that as pad token "!" (id 0).
     pipe = StableDiffusionPipeline(
         vae=models.vae,
         text_encoder=models.text_encoders[0],
-        tokenizer=build_clip_tokenizer(),
+        tokenizer=build_clip_tokenizer(pad_token="!" if family == "sd2" else "<|endoftext|>"),
         unet=models.unet,
         scheduler=scheduler,
         safety_checker=None,
@@ -116,17 +117,31 @@ def diffusers_latents(models, family: str) -> torch.Tensor:
     return pipe(prompt=PROMPT.replace("(red:1.0)", "red"), negative_prompt="", **common).images
 
 
-@pytest.mark.parametrize("family", ["sd1", "sdxl"])
-def test_ksampler_matches_diffusers_pipeline(family, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("family", "layout"),
+    [
+        ("sd1", "single_file"),
+        ("sd1", "diffusers"),
+        ("sd2", "single_file"),
+        ("sdxl", "single_file"),
+        ("sdxl", "diffusers"),
+    ],
+)
+def test_ksampler_matches_diffusers_pipeline(family, layout, tmp_path):
     import nodes.folders
 
     root = tmp_path / "models"
     (root / "checkpoints").mkdir(parents=True)
     models = build_tiny_models(family, seed=3)
-    write_single_file(models, root / "checkpoints" / f"parity_{family}.safetensors")
+    if layout == "single_file":
+        name = f"parity_{family}.safetensors"
+        write_single_file(models, root / "checkpoints" / name)
+    else:
+        name = f"parity_{family}"
+        write_diffusers_folder(models, root / "checkpoints" / name)
     nodes.folders.configure(extra_roots=[str(root)])
     try:
-        ours = run_graph_latents(tmp_path, f"parity_{family}.safetensors", family)
+        ours = run_graph_latents(tmp_path, name, family)
     finally:
         nodes.folders.configure()
     with torch.inference_mode():
