@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodes.sd.errors import CorruptCheckpointError, PickleRefusedError
+from nodes.sd.errors import CorruptCheckpointError, ModelError, PickleRefusedError
 
 if TYPE_CHECKING:
     import torch
@@ -265,6 +266,12 @@ def load_pickle_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> d
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        # Not damage: the file holds Python objects besides tensors (old training callbacks, or worse).
+        raise ModelError(
+            f"{path} contains Python objects other than weights, which the safe loader (weights only) "
+            f"refuses: {str(exc).splitlines()[0]}. Convert it to .safetensors with a tool you trust."
+        ) from exc
     except Exception as exc:
         raise CorruptCheckpointError(path, f"torch.load (weights only) failed: {exc}") from exc
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
