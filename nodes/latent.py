@@ -1,8 +1,8 @@
 """Latent nodes: empty latents, VAE encode/decode, inpainting masks, latent upscale.
 
-A LATENT is a dict, as in ComfyUI: `samples` is a float32 tensor [B, 4, H/8, W/8] in the UNet's
-(scaled) latent space, and `noise_mask` (optional, [B, 1, H, W] or [B, H, W], 1 = regenerate)
-limits sampling to part of the image.
+A LATENT is a dict, as in ComfyUI: `samples` is a float32 tensor [B, 4, H/8, W/8] of the VAE's own
+latents (the sampler applies the model's scale factor on the way in and out), and `noise_mask`
+(optional, [B, 1, H, W] or [B, H, W], 1 = regenerate) limits sampling to part of the image.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def vae_decode(ctx: ExecutionContext, samples: Any, vae: Any) -> tuple[Any]:
     from nodes.sd.checkpoint.vae_ops import decode
 
     with torch.inference_mode():
-        image = decode(vae.vae, samples["samples"], scaling_factor=vae.scaling_factor)
+        image = decode(vae.vae, samples["samples"], scaling_factor=1.0)
     if not torch.isfinite(image).all():
         raise InputError("samples", "the decoded image contains NaN values; the latent is corrupt")
     return (image,)
@@ -68,7 +68,7 @@ def vae_encode(ctx: ExecutionContext, pixels: Any, vae: Any) -> tuple[Any]:
     from nodes.sd.checkpoint.vae_ops import encode
 
     with torch.inference_mode():
-        return ({"samples": encode(vae.vae, pixels, scaling_factor=vae.scaling_factor)},)
+        return ({"samples": encode(vae.vae, pixels, scaling_factor=1.0)},)
 
 
 @node(
@@ -93,7 +93,7 @@ def vae_encode_for_inpaint(ctx: ExecutionContext, pixels: Any, vae: Any, mask: A
 
     pixels, noise_mask = prepare_inpaint(pixels, mask, grow_mask_by)
     with torch.inference_mode():
-        latent = encode(vae.vae, pixels, scaling_factor=vae.scaling_factor)
+        latent = encode(vae.vae, pixels, scaling_factor=1.0)
     return ({"samples": latent, "noise_mask": noise_mask},)
 
 

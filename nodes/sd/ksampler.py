@@ -93,12 +93,13 @@ def sample(
             f"the latent has {samples.shape[1]} channels but this {model.family} model expects {model.latent_channels}"
         )
     device = model.device
+    scale = model.latent_scale
     hw = (samples.shape[-2] * 8, samples.shape[-1] * 8)
     n = max(int(sigmas.numel()) - 1, 0)
     timeline: list[dict[str, Any]] | None = [] if ctx.settings.get("record_timeline") else None
     if timeline is not None and n:
         # Frame 0 is the starting point: the latent plus the seed's noise at the first sigma.
-        start = samples.float()
+        start = samples.float() * scale
         if noise.seed is not None:
             start = start + initial_noise(noise.seed, samples.shape) * float(sigmas[0])
         timeline.append({"step": 0, "sigma": float(sigmas[0]), "x": start[:1].clone(), "denoised": None})
@@ -109,9 +110,9 @@ def sample(
         last_denoised[:] = [info.denoised]
         reporter(info)
 
-    x0 = samples.to(device=device, dtype=torch.float32)
+    x0 = samples.to(device=device, dtype=torch.float32) * scale
     mask = latent.get("noise_mask")
-    concat = inpaint_concat(samples, mask).to(device) if model.inpainting else None
+    concat = inpaint_concat(samples * scale, mask).to(device) if model.inpainting else None
     with torch.inference_mode(), model.active():
         out = run_sampler(
             guider.denoiser(hw, concat),
@@ -129,10 +130,17 @@ def sample(
             "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"
         )
     if timeline is not None:
-        ctx.records["timeline"] = {"frames": timeline, "family": model.family, "sigmas": sigmas.tolist()}
+        # Frames are in the model's (scaled) space, where latent previews are defined; divide by
+        # `latent_scale` before decoding one with the VAE.
+        ctx.records["timeline"] = {
+            "frames": timeline,
+            "family": model.family,
+            "sigmas": sigmas.tolist(),
+            "latent_scale": scale,
+        }
     result = {k: v for k, v in latent.items() if k != "samples"}
-    result["samples"] = out.float().cpu()
-    denoised = last_denoised[0].float().cpu() if last_denoised else result["samples"]
+    result["samples"] = out.float().cpu() / scale
+    denoised = last_denoised[0].float().cpu() / scale if last_denoised else result["samples"]
     return result, denoised
 
 

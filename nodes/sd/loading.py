@@ -38,14 +38,14 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, C
         prediction_type=ckpt.prediction_type,
         model_sampling=ModelSampling.from_config(config),
         latent_channels=ckpt.latent_channels,
+        latent_scale=float(ckpt.vae_scaling_factor),
         inpainting=ckpt.inpainting,
         source=name,
     )
     clip = ClipModel(ckpt.family, ckpt.text_encoders)
     if ckpt.vae is None:
         raise InputError("ckpt_name", f"{name} has no VAE; add a Load VAE node")
-    vae = VAEModel(ckpt.vae, ckpt.vae_scaling_factor, ckpt.family, name)
-    return model, clip, vae
+    return model, clip, VAEModel(ckpt.vae, name)
 
 
 def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
@@ -56,6 +56,4 @@ def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
         loaded: Any = manager().vae(path, device=device, dtype=vae_dtype)
     except ModelError as exc:
         raise InputError("vae_name", str(exc)) from None
-    vae = getattr(loaded, "vae", loaded)
-    scaling = float(getattr(loaded, "scaling_factor", None) or vae.config.scaling_factor)
-    return VAEModel(vae, scaling, getattr(loaded, "family", "sd1"), name)
+    return VAEModel(getattr(loaded, "vae", loaded), name)

@@ -68,6 +68,9 @@ class DiffusionModel:
     prediction_type: str  # epsilon | v_prediction
     model_sampling: ModelSampling
     latent_channels: int = 4
+    # LATENT values hold the VAE's own latents; the UNet works on them times this factor. Keeping the
+    # factor with the model (not the VAE) lets any VAE file decode any model's latents correctly.
+    latent_scale: float = 0.18215
     inpainting: bool = False
     source: str = ""
     patches: tuple[WeightPatch, ...] = field(default=())
@@ -141,9 +144,7 @@ def _same_length(embeds: list[Tensor]) -> list[Tensor]:
 
 @dataclass(frozen=True, eq=False)
 class VAEModel:
-    """The VAE socket's value: the autoencoder and the factor between its latents and the UNet's."""
+    """The VAE socket's value. It encodes to and decodes from raw latents (no model scale applied)."""
 
     vae: Any  # diffusers AutoencoderKL
-    scaling_factor: float
-    family: str = "sd1"
     source: str = ""
