@@ -58,6 +58,9 @@ class Input:
     force_input: bool = False
     # Pixel sizes a VAE can represent must be multiples of 8.
     multiple_of: int | None = None
+    # How the editor draws a widget: "" (its type's default) or "slider" (a bounded INT/FLOAT dragged
+    # along a track, for values one explores by sweeping, like Add Noise's t). A hint, never a rule.
+    display: str = ""
 
     @property
     def is_widget(self) -> bool:
@@ -229,6 +232,9 @@ class NodeSpec:
     virtual: bool = False
     # Extra cache-key material read from constant inputs, e.g. a file's modification time.
     fingerprint: FingerprintFn | None = None
+    # Cheap to re-run: the editor may run the graph again by itself (debounced) when one of this node's
+    # values changes, so a slider scrubs through results. Only nodes downstream of it re-execute.
+    live: bool = False
 
     def __post_init__(self) -> None:
         if not self.display_name:
@@ -295,6 +301,8 @@ class NodeSpec:
                 d["label"] = i.label
             if i.tooltip:
                 d["tooltip"] = i.tooltip
+            if i.display:
+                d["display"] = i.display
             return d
 
         return {
@@ -305,6 +313,7 @@ class NodeSpec:
             "version": self.version,
             "output_node": self.output_node,
             "nondeterministic": self.nondeterministic,
+            "live": self.live,
             "inputs": [inp(i) for i in self.inputs],
             "outputs": [{"id": o.id, "type": o.type, "label": o.display_name} for o in self.outputs],
         }
@@ -323,6 +332,7 @@ def node(
     nondeterministic: bool = False,
     virtual: bool = False,
     fingerprint: FingerprintFn | None = None,
+    live: bool = False,
 ) -> Callable[[ExecuteFn], NodeSpec]:
     """Turn an execute function into a `NodeSpec`; the function's docstring becomes the description."""
 
@@ -340,6 +350,7 @@ def node(
             nondeterministic=nondeterministic,
             virtual=virtual,
             fingerprint=fingerprint,
+            live=live,
         )
 
     return wrap

@@ -22,6 +22,8 @@ NODE_MODULES = (
     "nodes.latent",
     "nodes.sampling",
     "nodes.image",
+    "nodes.noise_lab",
+    "nodes.sweep",
 )
 
 

@@ -1,0 +1,114 @@
+"""Noise lab: the Add Noise node, which shows the forward diffusion process one timestep at a time.
+
+Feed it an image (with the VAE that encodes it) or a latent, drag `t` from 0 to 1000 and watch the
+picture dissolve into static: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. The node reports ᾱ_t, √ᾱ_t, √(1−ᾱ_t) and
+SNR = ᾱ/(1−ᾱ) in its `ui` payload (drawn on the node under its widgets) and a cheap latent preview.
+It is `live`: the editor re-runs it (and only what is downstream: the decode and the preview, since
+the encode upstream is cached) shortly after `t` changes. The maths is in `nodes.sd.forward`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from graph_engine import Combo, ExecutionContext, InputError, Int, NodeOutput, Output, Socket, node
+
+SCHEDULES = ["scaled_linear", "linear", "cosine"]  # = nodes.sd.forward.SCHEDULES, without importing torch
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+# A LATENT alone does not say which VAE made it; SD1/SD2's factor is the common case. Connect the VAE
+# to use its own factor (SDXL: 0.13025).
+DEFAULT_LATENT_SCALE = 0.18215
+
+
+@node(
+    "AddNoise",
+    display_name="Add Noise (forward diffusion)",
+    category="latent/noise lab",
+    inputs=[
+        Socket("image", "IMAGE", optional=True, tooltip="an image to noise; needs the VAE to encode it"),
+        Socket("latent", "LATENT", optional=True, tooltip="or a latent to noise directly"),
+        Socket("vae", "VAE", optional=True, tooltip="encodes the image; its scaling factor maps latents"),
+        Int(
+            "t",
+            500,
+            min=0,
+            max=1000,
+            step=10,
+            display="slider",
+            tooltip="0 = the clean image (ᾱ = 1); 1000 = the schedule's last step (almost pure noise)",
+        ),
+        Combo("schedule", SCHEDULES, tooltip="how fast the signal fades: SD's scaled-linear, DDPM linear, cosine"),
+        Int("seed", 0, min=0, max=MAX_SEED, tooltip="the noise ε; the same seed as a KSampler gives its start noise"),
+    ],
+    outputs=[Output("LATENT")],
+    live=True,
+)
+def add_noise(
+    ctx: ExecutionContext,
+    t: int,
+    schedule: str,
+    seed: int,
+    image: Any = None,
+    latent: Any = None,
+    vae: Any = None,
+) -> NodeOutput:
+    """Noises the input to timestep t, as diffusion training does, so you can see what the model undoes."""
+    import torch
+
+    from nodes.sd.forward import add_noise as forward
+    from nodes.sd.forward import noise_level
+    from nodes.sd.previews import latent_to_rgb
+
+    if image is None and latent is None:
+        raise InputError("image", "connect an image (with a VAE) or a latent to add noise to")
+    if image is not None and latent is not None:
+        raise InputError("latent", "connect either an image or a latent, not both")
+    scale = DEFAULT_LATENT_SCALE
+    if vae is not None:
+        scale = float(vae.vae.config.scaling_factor)
+    with torch.inference_mode():
+        if image is not None:
+            if vae is None:
+                raise InputError("vae", "an image must be encoded first: connect the VAE (e.g. the checkpoint's)")
+            from nodes.sd.checkpoint.vae_ops import encode
+
+            raw = encode(vae.vae, image, scaling_factor=1.0)
+        else:
+            raw = latent["samples"]
+        level = noise_level(schedule, int(t))  # type: ignore[arg-type]
+        x_t, _ = forward(raw.float() * scale, level, seed)
+    out = {"samples": x_t / scale}
+    if latent is not None:
+        out = {**{k: v for k, v in latent.items() if k != "samples"}, "samples": x_t / scale}
+    rgb = latent_to_rgb(x_t, "sd1")
+    ui: dict[str, Any] = {
+        "text": level.lines(),
+        "figures": level.figures(),
+        "images": [_save_preview(ctx, rgb, f"{t}_{schedule}_{seed}", int(raw.shape[-1]) * 8, int(raw.shape[-2]) * 8)],
+    }
+    return NodeOutput((out,), ui)
+
+
+def _save_preview(ctx: ExecutionContext, rgb: Any, key: str, width: int, height: int) -> dict[str, Any]:
+    """The latent preview at pixel size, named by node and (t, schedule, seed) and overwritten in place:
+    a slider scrubbing t makes hundreds of runs, and a bounded set of names keeps the temporary folder
+    from filling up, while a cached result for another t still points at its own picture."""
+    from PIL import Image
+
+    from nodes.sd.images import PNG_WORKFLOW_KEY, png_bytes, write_atomic
+
+    folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"add_noise_{ctx.node_id}_{key}.png"
+    img = Image.fromarray(rgb).resize((width, height), Image.Resampling.NEAREST)
+    text = {}
+    if ctx.workflow is not None:
+        text[PNG_WORKFLOW_KEY] = json.dumps(ctx.workflow, ensure_ascii=False)
+    write_atomic(path, png_bytes(img, text, 1))
+    return {"path": str(path), "filename": path.name, "subfolder": "", "type": "temp"}
+
+
+NODES = [add_noise]
