@@ -22,11 +22,13 @@ from nodes.sd.model import DiffusionModel
 from nodes.sd.previews import latent_to_rgb
 from nodes.sd.sampling import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
+    ModelSampling,
     StepInfo,
     initial_noise,
     run_sampler,
     sigmas_for,
 )
+from nodes.sd.timeline import make_frame
 
 
 class SamplingError(Exception):
@@ -58,18 +60,15 @@ def schedule(model: DiffusionModel, scheduler: str, steps: int, denoise: float, 
 
 
 def step_reporter(
-    ctx: ExecutionContext, family: str, n: int, timeline: list[dict[str, Any]] | None = None
+    ctx: ExecutionContext,
+    family: str,
+    n: int,
+    timeline: list[dict[str, Any]] | None = None,
+    model_sampling: ModelSampling | None = None,
 ) -> Callable[[StepInfo], None]:
     def on_step(info: StepInfo) -> None:
-        if timeline is not None:
-            timeline.append(
-                {
-                    "step": info.i + 1,
-                    "sigma": info.sigma_next,
-                    "x": info.x[:1].detach().float().cpu(),
-                    "denoised": info.denoised[:1].detach().float().cpu(),
-                }
-            )
+        if timeline is not None and model_sampling is not None:
+            timeline.append(make_frame(info.i + 1, info.sigma_next, info.x, info.denoised, model_sampling, family))
         if ctx.on_preview is not None:
             ctx.preview(latent_to_rgb(info.denoised, family))
         ctx.progress(info.i + 1, n)
@@ -102,9 +101,9 @@ def sample(
         start = samples.float() * scale
         if noise.seed is not None:
             start = start + initial_noise(noise.seed, samples.shape) * float(sigmas[0])
-        timeline.append({"step": 0, "sigma": float(sigmas[0]), "x": start[:1].clone(), "denoised": None})
+        timeline.append(make_frame(0, float(sigmas[0]), start, None, model.model_sampling, model.family))
     last_denoised: list[Tensor] = []
-    reporter = step_reporter(ctx, model.family, n, timeline)
+    reporter = step_reporter(ctx, model.family, n, timeline, model.model_sampling)
 
     def on_step(info: StepInfo) -> None:
         last_denoised[:] = [info.denoised]
@@ -130,8 +129,8 @@ def sample(
             "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"
         )
     if timeline is not None:
-        # Frames are in the model's (scaled) space, where latent previews are defined; divide by
-        # `latent_scale` before decoding one with the VAE.
+        # Frames (see nodes.sd.timeline) are in the model's (scaled) space, where latent previews are
+        # defined; divide by `latent_scale` before decoding one with the VAE (`decode_frame` does).
         ctx.records["timeline"] = {
             "frames": timeline,
             "family": model.family,

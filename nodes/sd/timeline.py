@@ -1,0 +1,128 @@
+"""The denoising timeline: what a sampler run looked like at every step, cheap to keep and to scrub.
+
+When the run's settings ask for it (`record_timeline`), `nodes.sd.ksampler.sample` stores in
+`ctx.records["timeline"]` a dict with `frames`, `family`, `sigmas` and `latent_scale`. There are
+steps + 1 frames: frame 0 is the start (the input latent plus the seed's noise at the first σ, i.e. pure
+noise for text-to-image) and frame k ≥ 1 is the state after step k, whose last frame holds the final
+latent. Each frame is a dict:
+
+* ``step`` (0…steps), ``sigma`` (the noise level of ``x``: σ_k, 0 for the last frame), ``t`` (the
+  model's timestep for that σ, `ModelSampling.timestep`: a table index 0…999, fractional);
+* ``x`` and ``denoised``: the raw latents [1, C, h, w] in the model's scaled space (``denoised`` is the
+  x̂₀ prediction made during step k, at σ_{k−1}; None for frame 0), kept so one step can be decoded
+  with the full VAE on request (`decode_frame`);
+* ``preview_x`` and ``preview_denoised``: uint8 [h, w, 3] Latent2RGB previews (None for frame 0's x̂₀).
+  The x preview shows x/√(σ²+1), the variance-preserving x_t the UNet was trained on
+  (x_t = √ᾱ·x₀ + √(1−ᾱ)·ε, the same picture the Add Noise node draws); the raw sample x = x₀ + σ·ε has
+  a std of ~15 at the start and would just clip to a flat colour.
+
+The previews cost a 4×3 matrix product per step; the UI only ever needs them and the numbers, so it
+can show and export a timeline without touching torch. This module imports torch only inside the
+functions that need it (`make_frame`, `decode_frame`), so the UI may import the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from nodes.sd.sampling import ModelSampling
+
+Frame = dict[str, Any]
+ANIMATION_SUFFIXES = (".gif", ".webp")
+
+
+def make_frame(
+    step: int, sigma: float, x: Tensor, denoised: Tensor | None, model_sampling: ModelSampling, family: str
+) -> Frame:
+    """One timeline frame from the sampler's state (first batch item only: previews show one image)."""
+    from nodes.sd.previews import latent_to_rgb
+
+    x1 = x[:1].detach().float().cpu()
+    d1 = None if denoised is None else denoised[:1].detach().float().cpu()
+    return {
+        "step": int(step),
+        "sigma": float(sigma),
+        "t": float(model_sampling.timestep(float(sigma))) if sigma > 0 else 0.0,
+        "x": x1,
+        "denoised": d1,
+        "preview_x": latent_to_rgb(x1 / math.sqrt(float(sigma) ** 2 + 1.0), family),
+        "preview_denoised": None if d1 is None else latent_to_rgb(d1, family),
+    }
+
+
+def decode_frame(vae: Any, frame: Mapping[str, Any], latent_scale: float, which: str = "denoised") -> np.ndarray:
+    """Decode one step with the full VAE: uint8 [H, W, 3]. Slow next to the previews, so on request only.
+
+    `vae` is the VAE socket's value (`VAEModel`) or a diffusers AutoencoderKL. ``which="denoised"``
+    decodes the x̂₀ prediction (frame 0 has none, so its x is used), ``"x"`` the noisy sample, scaled
+    to the VP x_t like its preview.
+    """
+    import torch
+
+    from nodes.sd.checkpoint.vae_ops import decode
+
+    if which not in ("denoised", "x"):
+        raise ValueError(f"which must be 'denoised' or 'x', not {which!r}")
+    latent = frame.get("denoised") if which == "denoised" else None
+    if latent is None:
+        latent = frame["x"] / math.sqrt(float(frame["sigma"]) ** 2 + 1.0)
+    autoencoder = getattr(vae, "vae", vae)
+    with torch.inference_mode():
+        image = decode(autoencoder, latent / latent_scale, scaling_factor=1.0)
+    return (image[0].clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)  # type: ignore[no-any-return]
+
+
+def frame_label(frame: Mapping[str, Any], steps: int) -> str:
+    return f"step {frame['step']}/{steps}   t {frame['t']:.0f}   σ {frame['sigma']:.3f}"
+
+
+def compose_frame(frame: Mapping[str, Any], steps: int, scale: int = 4, *, label: bool = True) -> Image.Image:
+    """x_t and x̂₀ previews side by side (upscaled `scale`×, nearest), with the step's numbers on top."""
+    x = np.asarray(frame["preview_x"], dtype=np.uint8)
+    h, w = x.shape[:2]
+    d = frame.get("preview_denoised")
+    d = np.full_like(x, 40) if d is None else np.asarray(d, dtype=np.uint8)
+    gap = 2
+    header = 14 if label else 0
+    canvas = Image.new("RGB", (2 * w * scale + gap, h * scale + header), (24, 24, 24))
+    size = (w * scale, h * scale)
+    canvas.paste(Image.fromarray(x).resize(size, Image.Resampling.NEAREST), (0, header))
+    canvas.paste(Image.fromarray(d).resize(size, Image.Resampling.NEAREST), (w * scale + gap, header))
+    if label:
+        ImageDraw.Draw(canvas).text((3, 1), frame_label(frame, steps), fill=(230, 230, 230))
+    return canvas
+
+
+def export_animation(
+    frames: Sequence[Mapping[str, Any]], path: str | Path, *, scale: int = 4, duration_ms: int = 200
+) -> int:
+    """Write the timeline as an animated GIF or WebP (by suffix), one animation frame per timeline frame
+    (steps + 1 of them: the noise start, then one per step). The last frame lingers so the result is
+    seen before the loop restarts. Returns the number of frames written."""
+    path = Path(path)
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise ValueError(f"export as .gif or .webp, not {path.suffix or 'no suffix'!r}")
+    if not frames:
+        raise ValueError("the timeline is empty: run a sampler with timeline recording on first")
+    steps = max(int(f["step"]) for f in frames)
+    images = [compose_frame(f, steps, scale) for f in frames]
+    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 5]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".webp":
+        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, lossless=True)
+    else:
+        # Pillow merges consecutive identical GIF frames (the last steps often look alike); the step
+        # label drawn on every frame keeps them distinct, so the file has one frame per timeline frame.
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False, disposal=1
+        )
+    return len(images)
