@@ -66,7 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodes = sub.add_parser("nodes", help="list every node type and its inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_export_parser(sub)
     return parser
+
+
+def _add_export_parser(sub: Any) -> None:
+    exp = sub.add_parser("export", help="write a workflow in ComfyUI's UI or API format")
+    exp.add_argument("workflow", help="any workflow sdgraph opens (.json or .png)")
+    exp.add_argument("--format", required=True, choices=["comfy-ui", "comfy-api"], help="UI graph or API prompt")
+    exp.add_argument("-o", "--output", required=True, type=Path, help="the .json file to write")
+    exp.add_argument("--model-alias", dest="aliases", action="append", default=[], metavar="OLD=NEW")
+    exp.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -267,6 +277,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """ComfyUI JSON for a workflow, e.g. to queue it on a ComfyUI server (`comfy-api`)."""
+    from app.comfy_png import export_graph
+    from nodes import builtin_registry
+
+    registry = builtin_registry()
+    graph = _open(args.workflow).graph
+    apply_aliases(graph, registry, args.aliases)
+    apply_sets(graph, registry, args.sets)
+    try:
+        export_graph(graph, args.format, args.output)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(args.output)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -275,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.gui import main as gui_main
 
             return gui_main(getattr(args, "file", None))
-        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}[args.command]
+        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}[args.command]
         return command(args)
     except UsageError as exc:
         for message in exc.messages:

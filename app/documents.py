@@ -27,6 +27,8 @@ class Document:
     notices: list[str] = field(default_factory=list)
 
 
+_UNREADABLE = "not a workflow this version of sdgraph can read"
+
 # An importer looks at a parsed JSON document (or PNG text chunks) and returns a Document or None.
 Importer = Callable[[Any, dict[str, str]], Document | None]
 IMPORTERS: list[Importer] = []
@@ -53,7 +55,7 @@ def from_json_document(doc: Any, chunks: dict[str, str] | None = None) -> Docume
         result = importer(doc, chunks)
         if result is not None:
             return result
-    raise WorkflowFormatError("not a workflow this version of sdgraph can read")
+    raise WorkflowFormatError(_UNREADABLE)
 
 
 def open_document(path: Path | str) -> Document:
@@ -73,7 +75,9 @@ def open_document(path: Path | str) -> Document:
             return document
         try:
             return from_json_document(None, chunks)
-        except WorkflowFormatError:
+        except WorkflowFormatError as exc:
+            if str(exc) != _UNREADABLE:  # an importer recognised the chunks but found them damaged
+                raise WorkflowFormatError(f"{path.name}: {exc}") from None
             raise WorkflowFormatError(f"{path.name}: this image carries no workflow") from None
     try:
         text = path.read_text(encoding="utf-8")
@@ -89,3 +93,13 @@ def open_document(path: Path | str) -> Document:
         return from_json_document(doc)
     except WorkflowFormatError as exc:
         raise WorkflowFormatError(f"{path.name}: {exc}") from None
+
+
+def _register_builtin_importers() -> None:
+    """ComfyUI and A1111 formats; imported here (not at the top) because they build on `Document`."""
+    from app.comfy_png import IMPORTERS as comfy_importers
+
+    IMPORTERS.extend(i for i in comfy_importers if i not in IMPORTERS)
+
+
+_register_builtin_importers()
