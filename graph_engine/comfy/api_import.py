@@ -3,7 +3,8 @@
 This is what `POST /prompt` receives, what "Export (API)" writes and what ComfyUI puts in the `prompt`
 PNG chunk. Values are already by name; a link is `["<source id>", output_slot]`; list values are
 wrapped as `{"__value__": [...]}`. There are no positions, notes, reroutes, primitives or muted nodes:
-the frontend removed them before sending. We lay the nodes out in columns by depth so the editor shows
+the frontend removed them before sending. A widget value the file leaves out gets its declared default
+(as in the UI import), so the graph says what will run. We lay the nodes out in columns by depth so the editor shows
 something readable.
 
 Placeholders (types we lack) keep their named values in `node.values` and get output socket ids from
@@ -33,7 +34,7 @@ from graph_engine.comfy.common import (
     short,
 )
 from graph_engine.model import Graph, GraphError
-from graph_engine.node_spec import NodeRegistry
+from graph_engine.node_spec import MISSING, NodeRegistry
 from graph_engine.types import ANY
 
 # Inputs older frontends sent for buttons; the backend ignores them.
@@ -107,6 +108,10 @@ def import_api(doc: dict[str, Any], registry: NodeRegistry) -> ComfyImport:
                 values[name] = value["__value__"]
             elif value is not None:
                 values[name] = value
+        if spec is not None:  # as the UI import does: a widget the file leaves out has its declared default
+            for inp in spec.inputs:
+                if inp.is_widget and inp.default is not MISSING and inp.id not in values:
+                    values[inp.id] = inp.default
         comfy: dict[str, Any] = {}
         if str(ids[key]) != key:
             comfy["id"] = key

@@ -96,11 +96,9 @@ def to_api(graph: Graph, registry: NodeRegistry) -> dict[str, Any]:
                     f"{src.output_id!r}"
                 )
             inputs[lk.dst_input] = [str(comfy_key(graph.nodes[src.node_id])), slot]
-        prompt[str(comfy_key(node))] = {
-            "inputs": inputs,
-            "class_type": node.type,
-            "_meta": {"title": node.title or node.type},
-        }
+        entry = {"inputs": inputs, "class_type": node.type, "_meta": {"title": node.title or node.type}}
+        entry.update(comfy.get("api", {}))  # keys such as `is_changed` that the API file had
+        prompt[str(comfy_key(node))] = entry
     return prompt
 
 

@@ -1,0 +1,56 @@
+"""Shared helpers for the ComfyUI tests: where the anchor files are, and the "executable view" of a graph.
+
+The executable view is what a run (or a ComfyUI server) sees: active, non-virtual nodes; for each,
+its type, its widget values by name (defaults filled in; `None` for a placeholder, whose positional
+values have no names in the UI format) and its links as `input -> (source ComfyUI id, output slot)`,
+looked through bypassed nodes. A UI file and its API twin must give the same view: the UI file's
+Notes, PrimitiveNodes, Reroutes and muted nodes do not appear in it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from graph_engine import Graph, NodeMode, NodeRegistry
+from graph_engine.comfy import output_slot
+from graph_engine.comfy.export import comfy_key
+from graph_engine.node_spec import MISSING
+from graph_engine.validation import Source, resolve_source
+
+ANCHORS = Path(__file__).parents[2] / ".." / "shared" / "anchors" / "comfyui-workflows"
+ANCHOR_FILES = sorted(ANCHORS.glob("*.json"))
+PAIRS = sorted(
+    {p.name.split(".")[0] for p in ANCHORS.glob("*.workflow.json")}
+    & {p.name.split(".")[0] for p in ANCHORS.glob("*.api.json")}
+)
+
+
+def read_anchor(name: str) -> Any:
+    return json.loads((ANCHORS / name).read_text(encoding="utf-8"))
+
+
+def executable_view(graph: Graph, registry: NodeRegistry) -> dict[str, tuple[str, dict[str, Any] | None, dict]]:
+    view: dict[str, tuple[str, dict[str, Any] | None, dict]] = {}
+    for node in graph.nodes.values():
+        spec = registry.get(node.type)
+        if node.mode != NodeMode.ACTIVE or (spec is not None and spec.virtual):
+            continue
+        links: dict[str, tuple[str, int | None]] = {}
+        for name, lk in graph.inputs_of(node.id).items():
+            src = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
+            if isinstance(src, Source):
+                links[name] = (
+                    str(comfy_key(graph.nodes[src.node_id])),
+                    output_slot(graph, registry, src.node_id, src.output_id),
+                )
+        values = None
+        if spec is not None:
+            values = {
+                i.id: node.values.get(i.id, i.default)
+                for i in spec.inputs
+                if i.is_widget and i.id not in links and node.values.get(i.id, i.default) is not MISSING
+            }
+        view[str(comfy_key(node))] = (node.type, values, links)
+    return view

@@ -1,0 +1,186 @@
+"""Every ComfyUI reference workflow opens; UI/API twins give the same executable graph; round trips hold.
+
+The anchors (`shared/anchors/comfyui-workflows/`, see its README) are real files ComfyUI wrote, in
+matched pairs: the UI `workflow` and the API `prompt` from the same PNG. What "the same graph" means
+is `support.executable_view`: node types, widget values by name and links by socket, for the nodes a
+server would run. One pair differs on purpose (default_txt2img_sd15: the two files come from
+different repositories, so only the structure is compared).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.documents import open_document
+from graph_engine import NodeMode
+from graph_engine.comfy import load_comfy, to_api, to_ui
+from graph_engine.serialization import graph_to_dict
+from nodes import builtin_registry
+from tests.comfy.support import ANCHOR_FILES, ANCHORS, PAIRS, executable_view, read_anchor
+
+REGISTRY = builtin_registry()
+
+# Files whose node types we lack, and exactly the types each must report.
+MISSING = {
+    "flux_dev_sampler_custom_advanced": {
+        "DualCLIPLoader",
+        "UNETLoader",
+        "FluxGuidance",
+        "EmptySD3LatentImage",
+        "ModelSamplingFlux",
+    },
+    "default_txt2img_zimage_turbo_newer_frontend": {
+        "UNETLoader",
+        "CLIPLoader",
+        "ModelSamplingAuraFlow",
+        "EmptySD3LatentImage",
+    },
+    "sdxl_turbo_sampler_custom": {"SamplerCustom", "SDTurboScheduler"},
+}
+# Pairs whose two files are not the same moment of the same graph (see the anchors' README).
+STRUCTURE_ONLY = {"default_txt2img_sd15"}
+
+
+def stem(path) -> str:
+    return path.name.split(".")[0]
+
+
+def test_anchor_files_are_there():
+    assert len(ANCHOR_FILES) == 18, ANCHORS
+    assert len(PAIRS) == 8
+
+
+@pytest.mark.parametrize("path", ANCHOR_FILES, ids=lambda p: p.name)
+def test_every_anchor_opens_and_reports_exactly_its_missing_types(path):
+    document = open_document(path)
+    graph = document.graph
+    missing = MISSING.get(stem(path), set())
+    assert {n.type for n in graph.nodes.values() if REGISTRY.get(n.type) is None} == missing
+    type_notices = [n for n in document.notices if "node type" in n]
+    if missing:
+        (notice,) = type_notices
+        listed = notice.split(": ", 1)[1].split(". ")[0].split(", ")
+        assert sorted(listed) == sorted(missing)
+    else:
+        assert type_notices == []
+    # Nothing but missing types and model files is reported on opening.
+    assert all("node type" in n or "model file" in n for n in document.notices), document.notices
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_ui_and_api_twins_give_the_same_executable_graph(name):
+    ui = load_comfy(read_anchor(f"{name}.workflow.json"), REGISTRY)
+    api = load_comfy(read_anchor(f"{name}.api.json"), REGISTRY)
+    ui_view, api_view = executable_view(ui.graph, REGISTRY), executable_view(api.graph, REGISTRY)
+    if name in STRUCTURE_ONLY:
+        ui_view = {k: (t, None, links) for k, (t, _, links) in ui_view.items()}
+        api_view = {k: (t, None, links) for k, (t, _, links) in api_view.items()}
+    assert ui_view == api_view
+    assert set(ui.missing_types) == set(api.missing_types) == MISSING.get(name, set())
+
+
+def test_sdxl_ui_file_resolves_primitives_notes_and_converted_widgets():
+    """24 UI nodes: 8 Notes stay (as our Note), 4 PrimitiveNodes are pushed into the widgets they feed."""
+    result = load_comfy(read_anchor("sdxl_base_refiner_ksampler_advanced.workflow.json"), REGISTRY)
+    graph = result.graph
+    types = sorted(n.type for n in graph.nodes.values())
+    assert types.count("Note") == 9 and "PrimitiveNode" not in types
+    assert len(graph.nodes) == 20 and len(graph.groups) == 8
+    base, refiner = graph.nodes[10], graph.nodes[11]
+    assert base.values == {
+        "add_noise": "enable",
+        "noise_seed": 721897303308196,
+        "steps": 25,
+        "cfg": 8,
+        "sampler_name": "euler",
+        "scheduler": "normal",
+        "start_at_step": 0,
+        "end_at_step": 20,
+        "return_with_leftover_noise": "enable",
+    }
+    assert base.extra["control_after_generate"] == "randomize"
+    assert refiner.extra["control_after_generate"] == "fixed"
+    assert (refiner.values["start_at_step"], refiner.values["steps"]) == (20, 25)
+    assert refiner.title == "KSampler (Advanced) - REFINER"
+    # Converted widgets fed by a primitive hold its value and have no link.
+    assert "steps" not in graph.inputs_of(10) and "text" not in graph.inputs_of(15)
+    assert graph.nodes[15].values["text"].startswith("evening sunset")
+    note = graph.nodes[36]
+    assert note.values["text"].startswith("This is a checkpoint model loader")
+    assert note.title == "Note - Load Checkpoint BASE"
+    group = graph.groups[1]
+    assert (group.title, group.bounding, group.color) == ("Base Prompt", (579, 189, 252, 361), "#3f789e")
+    raw = {n["id"]: n for n in read_anchor("sdxl_base_refiner_ksampler_advanced.workflow.json")["nodes"]}
+    for nid, node in graph.nodes.items():
+        assert list(node.pos) == raw[nid]["pos"]
+
+
+def test_legacy_boolean_control_and_load_image_upload_entry():
+    inpaint = load_comfy(read_anchor("inpaint_vae_encode_for_inpaint.workflow.json"), REGISTRY).graph
+    assert inpaint.nodes[3].extra["control_after_generate"] == "randomize"  # the file says `true`
+    assert inpaint.nodes[3].values["seed"] == 1040111309094545
+    assert inpaint.nodes[20].values == {"image": "yosemite_inpaint_example.png"}  # "image" button dropped
+    assert inpaint.nodes[26].values == {"grow_mask_by": 6}  # saved before the widget existed: default
+
+
+def test_muted_node_is_kept_but_not_exported():
+    graph = load_comfy(read_anchor("sdxl_turbo_sampler_custom.workflow.json"), REGISTRY).graph
+    assert graph.nodes[27].mode == NodeMode.MUTE
+    placeholder = graph.nodes[13]
+    assert placeholder.type == "SamplerCustom"
+    comfy = placeholder.extra["comfy"]
+    assert comfy["widgets_values"] == [True, 0, "fixed", 1]
+    assert [i["name"] for i in comfy["inputs"]] == [
+        "model",
+        "positive",
+        "negative",
+        "sampler",
+        "sigmas",
+        "latent_image",
+    ]
+    assert [o["name"] for o in comfy["outputs"]] == ["output", "denoised_output"]
+    assert {lk.dst_input for lk in graph.inputs_of(13).values()} == {
+        "model",
+        "positive",
+        "negative",
+        "sampler",
+        "sigmas",
+        "latent_image",
+    }
+
+
+@pytest.mark.parametrize("name", [p for p in PAIRS if p not in MISSING])
+def test_ui_file_exports_to_its_api_twin(name):
+    """Our API export of the UI file equals the prompt ComfyUI itself wrote (titles aside)."""
+    ui = load_comfy(read_anchor(f"{name}.workflow.json"), REGISTRY).graph
+    exported = to_api(ui, REGISTRY)
+    expected = read_anchor(f"{name}.api.json")
+    for entry in expected.values():
+        entry["inputs"].pop("choose file to upload", None)
+    got = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in exported.items()}
+    want = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in expected.items()}
+    if name in STRUCTURE_ONLY:
+        got, want = ({k: v["class_type"] for k, v in d.items()} for d in (got, want))
+    elif name == "inpaint_vae_encode_for_inpaint":  # its API file predates VAEEncodeForInpaint.grow_mask_by
+        got["26"]["inputs"].pop("grow_mask_by")
+    assert got == want
+
+
+@pytest.mark.parametrize("path", [p for p in ANCHOR_FILES if p.name.endswith(".workflow.json")], ids=stem)
+def test_ui_round_trip_gives_the_same_graph(path):
+    first = load_comfy(json.loads(path.read_text()), REGISTRY).graph
+    again = load_comfy(json.loads(json.dumps(to_ui(first, REGISTRY))), REGISTRY).graph
+    assert graph_to_dict(again) == graph_to_dict(first)
+
+
+@pytest.mark.parametrize("path", [p for p in ANCHOR_FILES if p.name.endswith(".api.json")], ids=stem)
+def test_api_round_trip_gives_the_same_graph(path):
+    first = load_comfy(json.loads(path.read_text()), REGISTRY).graph
+    exported = to_api(first, REGISTRY)
+    again = load_comfy(json.loads(json.dumps(exported)), REGISTRY).graph
+    assert graph_to_dict(again) == graph_to_dict(first)
+    # API -> UI -> graph keeps the executable graph (the UI export adds sizes and properties).
+    via_ui = load_comfy(json.loads(json.dumps(to_ui(first, REGISTRY))), REGISTRY).graph
+    assert executable_view(via_ui, REGISTRY) == executable_view(first, REGISTRY)
