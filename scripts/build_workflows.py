@@ -182,6 +182,109 @@ def custom_sampling() -> Graph:
     return b.g
 
 
+def forward_noise() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 60), ckpt_name=SD15)
+    load = b.add("LoadImage", (20, 340), image="example.png")
+    noise = b.add("AddNoise", (420, 120), t=500, schedule="scaled_linear", seed=0)
+    b.link(load, "IMAGE", noise, "image", "IMAGE")
+    b.link(ckpt, "VAE", noise, "vae", "VAE")
+    dec = b.add("VAEDecode", (800, 120))
+    b.link(noise, "LATENT", dec, "samples", "LATENT")
+    b.link(ckpt, "VAE", dec, "vae", "VAE")
+    prev = b.add("PreviewImage", (1040, 120), "What the noisy latent looks like")
+    b.link(dec, "IMAGE", prev, "images", "IMAGE")
+    b.note(
+        (420, 560),
+        "The forward process. Training a diffusion model starts by destroying images: at timestep t the "
+        "image (as a latent x₀) is mixed with Gaussian noise ε as x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. Drag t: at 0 "
+        "you see the image, by 500 it is mostly static, at 1000 almost pure noise. The numbers on the node "
+        "are the mix: √ᾱ of image, √(1−ᾱ) of noise, and the signal-to-noise ratio SNR = ᾱ/(1−ᾱ).",
+        size=(420, 190),
+    )
+    b.note(
+        (880, 560),
+        "Schedules decide how fast the image fades. Stable Diffusion's scaled-linear schedule keeps √ᾱ ≈ 0.07 "
+        "of the image even at t = 1000 (SNR ≈ 0.005), which is why SD struggles with very dark or very bright "
+        "images; DDPM's linear schedule ends at SNR ≈ 4e-5, and the cosine schedule destroys the image more "
+        "evenly over t. The node's small picture is the latent itself; the preview is what the VAE decodes.",
+        size=(420, 190),
+    )
+    return b.g
+
+
+def denoise_timeline() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    k = ksampler(b, (880, 60), ckpt, pos, neg, empty, steps=20, sampler_name="euler")
+    decode_save(b, 1260, k, ckpt, "timeline")
+    b.note(
+        (880, 520),
+        "Noise prediction. The sampler starts from pure noise (step 0) and at every step the UNet predicts the "
+        "noise ε̂ in the current x_t. Removing it gives a guess of the finished image, x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ, "
+        "and the sampler moves x_t part of the way towards that guess, to a lower noise level σ.",
+        size=(420, 170),
+    )
+    b.note(
+        (1320, 520),
+        "Open the Timeline panel before you run: it records every step. Scrub it to see x_t (left) get cleaner "
+        "and x̂₀ (right) sharpen from a blurry average into details: the composition is decided in the first "
+        "few steps, the fine texture in the last ones. Decode any step with the full VAE, or export a GIF.",
+        size=(420, 170),
+    )
+    return b.g
+
+
+def guidance_sweep() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    sweep = b.add(
+        "XYSweep",
+        (880, 60),
+        "CFG × seed",
+        seed=156680208700286,
+        steps=20,
+        cfg=7.5,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+        x_input="cfg",
+        x_values="1, 3, 5, 7.5, 9, 12",
+        y_input="seed",
+        y_values="1, 2",
+    )
+    for src, out, inp, typ in [
+        (ckpt, "MODEL", "model", "MODEL"),
+        (pos, "CONDITIONING", "positive", "CONDITIONING"),
+        (neg, "CONDITIONING", "negative", "CONDITIONING"),
+        (empty, "LATENT", "latent_image", "LATENT"),
+        (ckpt, "VAE", "vae", "VAE"),
+    ]:
+        b.link(src, out, sweep, inp, typ)
+    save = b.add("SaveImage", (1300, 60), filename_prefix="guidance_sweep")
+    b.link(sweep, "IMAGE", save, "images", "IMAGE")
+    b.note(
+        (880, 620),
+        "Classifier-free guidance. At every step the UNet runs twice: once with your prompt (ε̂_cond) and once "
+        "with the negative prompt (ε̂_uncond). The sampler uses ε̂ = ε̂_uncond + s·(ε̂_cond − ε̂_uncond): s = 1 is "
+        "the plain conditional model, larger s pushes the image further in the direction the prompt points.",
+        size=(420, 170),
+    )
+    b.note(
+        (1320, 620),
+        "Read the grid left to right: at cfg 1 the image ignores much of the prompt and looks washed out; "
+        "around 7–9 it follows the prompt with natural colours, which is why that is the usual range; at 12 and "
+        "above colours saturate, contrast burns and details repeat, because the extrapolation overshoots what "
+        "the model ever saw in training. The rows repeat the sweep for another seed. The prompts are encoded once.",
+        size=(420, 190),
+    )
+    return b.g
+
+
 WORKFLOWS = {
     "txt2img": txt2img,
     "img2img": img2img,
@@ -189,6 +292,9 @@ WORKFLOWS = {
     "hires_fix": hires_fix,
     "sdxl": sdxl,
     "custom_sampling": custom_sampling,
+    "forward_noise": forward_noise,
+    "denoise_timeline": denoise_timeline,
+    "guidance_sweep": guidance_sweep,
 }
 
 

@@ -58,8 +58,28 @@ def shrink(graph) -> None:
             v["steps"] = 3
 
 
+def expected_sizes(graph) -> set[tuple[int, int]]:
+    """The sizes shrink() asked for, plus the labelled grid an XY Sweep of 64 px cells makes."""
+    from nodes.sd.grid import grid_layout
+    from nodes.sweep import label, parse_values
+
+    sizes = {(64, 64), (96, 96)}
+    for node in graph.nodes.values():
+        if node.type == "XYSweep":
+            v = node.values
+            xs = [label(v["x_input"], x) for x in parse_values("x", v["x_input"], v["x_values"])]
+            ys = (
+                []
+                if v["y_input"] == "none"
+                else [label(v["y_input"], y) for y in parse_values("y", v["y_input"], v["y_values"])]
+            )
+            sizes.add(grid_layout(len(xs), max(len(ys), 1), 64, 64, xs, ys).size)
+    return sizes
+
+
 def test_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} >= {"txt2img", "img2img", "inpaint", "hires_fix", "sdxl", "custom_sampling"}
+    assert {p.stem for p in WORKFLOWS} >= {"forward_noise", "denoise_timeline", "guidance_sweep"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -75,10 +95,11 @@ def test_shipped_workflow_runs_end_to_end(path, tiny_models, no_network, tmp_pat
     assert result.status == "done", result.error
     saved = [img for ui in result.ui.values() for img in ui.get("images", [])]
     assert saved, "the workflow saved nothing"
+    sizes = expected_sizes(graph)
     for entry in saved:
         with Image.open(entry["path"]) as img:
             pixels = np.asarray(img.convert("RGB"), dtype=np.float32)
-            assert img.size in ((64, 64), (96, 96))  # the sizes shrink() asked for
+            assert img.size in sizes
             embedded = json.loads(img.text["sdgraph_workflow"])
         assert pixels.std() > 0, "a constant image"
         assert embedded == workflow

@@ -157,3 +157,30 @@ def test_declaration_is_live_with_a_slider():
     t = add_noise_node.input("t")
     assert t is not None and t.display == "slider" and (t.min, t.max) == (0, 1000)
     assert add_noise_node.describe()["inputs"][3]["display"] == "slider"
+
+
+def test_moving_t_reruns_only_the_noise_and_what_follows(tiny_models, tmp_path):
+    """The shipped forward-noise workflow: the image load and VAE encode are cached across t changes."""
+    from pathlib import Path
+
+    from graph_engine import Executor
+    from graph_engine.serialization import load
+    from nodes import builtin_registry
+    from nodes.folders import input_dir
+    from tests.support.model_root import TINY_NAMES, write_test_image
+
+    write_test_image(input_dir() / "example.png")
+    graph = load(Path(__file__).parents[3] / "workflows" / "forward_noise.json")
+    for n in graph.nodes.values():
+        if "ckpt_name" in n.values:
+            n.values["ckpt_name"] = TINY_NAMES["sd1"]
+    (noise_id,) = [i for i, n in graph.nodes.items() if n.type == "AddNoise"]
+    ex = Executor(builtin_registry(), output_dir=tmp_path)
+    first = ex.run(graph)
+    assert first.status == "done", first.error
+    graph.set_value(noise_id, "t", 900)
+    second = ex.run(graph)
+    assert second.status == "done", second.error
+    assert {graph.nodes[i].type for i in second.executed} == {"AddNoise", "VAEDecode", "PreviewImage"}
+    assert second.ui[noise_id]["figures"]["t"] == 900.0
+    assert second.ui[noise_id]["figures"]["alpha_bar"] < first.ui[noise_id]["figures"]["alpha_bar"]
