@@ -11,7 +11,7 @@ from pathlib import Path
 
 from graph_engine import Graph
 from graph_engine.serialization import graph_to_dict, save
-from ui.autosave import AutosaveStore, Autosaver
+from ui.autosave import Autosaver, AutosaveStore
 
 
 def dead_pid() -> int:

@@ -1,0 +1,145 @@
+"""The desktop app's entry point: a QApplication on a qasync event loop, showing the main window.
+
+`main(path)` is what `sdgraph` (no arguments) and `sdgraph gui FILE` call. It stays thin: set up Qt,
+the dark palette and the asyncio loop, open the window with the default txt2img workflow (or the
+file given), offer crash recovery, and run the loop until the window closes.
+
+Startup speed is part of the contract: nothing here (or in the window) imports torch, which would add
+seconds before the first paint; the SD nodes import it inside `execute`. For measuring, setting
+`SDGRAPH_STARTUP_PROBE=1` makes the process print one line once the window is shown,
+`SDGRAPH_SHOWN <unix time> torch=<0|1>`, and quit (see `bench/canvas.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+PROBE_ENV = "SDGRAPH_STARTUP_PROBE"
+
+
+def emit_drops_a_reference() -> bool:
+    """Whether this PySide6 has the stray-decref bug: `SignalInstance.emit()` returning True unowned."""
+    from PySide6.QtCore import QObject, Signal
+
+    class _Probe(QObject):
+        ping = Signal()
+
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(8):
+        probe.ping.emit()
+    return sys.getrefcount(True) <= before - 8
+
+
+def pin_bool_refcounts() -> bool:
+    """Work around PySide6 6.12.0 on Python 3.11, where every Python-side `emit()` drops a reference to True.
+
+    With that bug, a few hundred emits (one short run) bring True's reference count to zero and the
+    interpreter aborts with "Fatal Python error: bool_dealloc". PySide6 6.11.3 does not have it, and
+    from Python 3.12 True is immortal so the stray decref is harmless. When the bug is detected, True
+    and False get a reference count no session can use up. Returns whether it was needed.
+    """
+    if sys.version_info >= (3, 12) or sys.implementation.name != "cpython" or not emit_drops_a_reference():
+        return False
+    import ctypes
+
+    for obj in (True, False):
+        # ob_refcnt is the first field of every object in release builds of CPython.
+        ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
+    return True
+
+
+def dark_palette() -> object:
+    """The window's dark palette (Fusion style), matching the canvas's colours."""
+    from PySide6.QtGui import QColor, QPalette
+
+    p = QPalette()
+    roles = QPalette.ColorRole
+    colors = {
+        roles.Window: "#25262a",
+        roles.WindowText: "#dcdfe4",
+        roles.Base: "#1c1d20",
+        roles.AlternateBase: "#2a2c30",
+        roles.ToolTipBase: "#2f3136",
+        roles.ToolTipText: "#e8e8e8",
+        roles.Text: "#dcdfe4",
+        roles.Button: "#2e3035",
+        roles.ButtonText: "#dcdfe4",
+        roles.BrightText: "#ff6b6b",
+        roles.Link: "#5c9ded",
+        roles.Highlight: "#3d6fb6",
+        roles.HighlightedText: "#ffffff",
+        roles.PlaceholderText: "#7d828b",
+    }
+    for role, color in colors.items():
+        p.setColor(role, QColor(color))
+    disabled = QPalette.ColorGroup.Disabled
+    for role in (roles.Text, roles.ButtonText, roles.WindowText):
+        p.setColor(disabled, role, QColor("#6b6f76"))
+    return p
+
+
+def make_app() -> object:
+    """The QApplication (reused when one exists, as under pytest-qt), styled dark."""
+    from PySide6.QtWidgets import QApplication
+
+    pin_bool_refcounts()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("sdgraph")
+    app.setOrganizationName("sdgraph")
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())  # type: ignore[arg-type]
+    return app
+
+
+def create_window(path: str | None = None) -> object:
+    """The main window with the default graph (or `path`), autosave session started; not yet shown."""
+    from app.settings import Settings, home_dir
+    from nodes import builtin_registry
+    from ui.autosave import AutosaveStore
+    from ui.main_window import MainWindow
+
+    store = AutosaveStore(home_dir() / "autosave")
+    store.start_session()
+    window = MainWindow(builtin_registry(), Settings.load(), autosave=store)
+    window.load_default()
+    if path:
+        window.load_document(Path(path))  # on failure: a message box, and the default graph stays
+    return window
+
+
+def main(path: str | None = None) -> int:
+    """Run the desktop app until its window closes; returns the process exit code."""
+    import qasync
+    from PySide6.QtCore import QTimer
+
+    app = make_app()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    window = create_window(path)
+    window.show()  # type: ignore[attr-defined]
+
+    if os.environ.get(PROBE_ENV):
+
+        def probe() -> None:
+            torch = int("torch" in sys.modules)
+            print(f"SDGRAPH_SHOWN {time.time():.6f} torch={torch}", flush=True)
+            window.close_without_prompt()  # type: ignore[attr-defined]
+            app.quit()  # type: ignore[attr-defined]
+
+        QTimer.singleShot(0, probe)
+    else:
+        QTimer.singleShot(0, window.offer_recovery)  # type: ignore[attr-defined]
+
+    app.aboutToQuit.connect(window.shutdown)  # type: ignore[attr-defined]
+    with loop:
+        loop.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else None))

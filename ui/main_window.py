@@ -1,0 +1,735 @@
+"""The main window: one open workflow on the canvas, with file handling, runs and the docks around it.
+
+A window holds one *document* at a time: the `Graph`, the file it came from, its `QUndoStack`, the
+`GraphView` showing it and the `RunController` (with its Executor and result cache) that runs it.
+Opening or creating a workflow builds a whole new document and drops the old one, so no state (undo
+history, cached results, run markers) can leak from one workflow into another. A file that fails to
+load never gets that far: the error is shown and the current document is left exactly as it was.
+
+"Dirty" is the undo stack's clean state (`QUndoStack.cleanChanged`), plus one flag for the only edit
+that is not an undo step: seed controls moving a seed on after a run. Saving marks both clean.
+
+The window never edits the graph directly: panels emit requests (add a node of this type, show that
+node) and the window turns them into `ui.commands` pushed on the undo stack, like the canvas does.
+Runs are started as asyncio tasks on the qasync loop; the window only keeps a reference to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QUndoGroup,
+    QUndoStack,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from app.documents import PNG_WORKFLOW_KEY, open_document
+from app.settings import Settings
+from graph_engine import Graph, NodeRegistry, RunResult
+from graph_engine.serialization import WorkflowFormatError, dumps, save
+from ui.autosave import Autosaver, AutosaveStore, Recovery
+from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
+from ui.run_controller import RunController, default_seed_control
+from ui.shortcuts import BY_ID
+
+APP_NAME = "sdgraph"
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+DEFAULT_WORKFLOW = "txt2img.json"
+OPENABLE = (".json", ".png")
+FILE_FILTER = "Workflows (*.json *.png);;JSON workflows (*.json);;PNG with embedded workflow (*.png)"
+
+
+def _keys(action_id: str, *extra: str) -> list[QKeySequence]:
+    shortcut = BY_ID.get(action_id)
+    keys = list(shortcut.keys) if shortcut else []
+    return [QKeySequence(k) for k in (*keys, *extra)]
+
+
+@dataclass
+class Document:
+    """Everything that belongs to one open workflow, replaced as a whole on New/Open."""
+
+    graph: Graph
+    path: Path | None
+    undo: QUndoStack
+    view: Any  # ui.canvas.GraphView
+    controller: RunController
+    modified_outside_undo: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else "Untitled"
+
+
+class MainWindow(QMainWindow):
+    """The editor window. Public entry points return whether they did what was asked."""
+
+    documentChanged = Signal()  # a different workflow is now open
+    dirtyChanged = Signal()
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        settings: Settings | None = None,
+        *,
+        autosave: AutosaveStore | None = None,
+        templates_dir: Path | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.registry = registry
+        self.settings = settings if settings is not None else Settings.load()
+        self.templates_dir = templates_dir if templates_dir is not None else WORKFLOWS_DIR
+        self.undo_group = QUndoGroup(self)
+        self.doc: Document | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._run_count = 3
+        self.prompt_on_close = True  # False: closing drops unsaved changes (probes, tests)
+        self.autosaver = Autosaver(autosave, parent=self) if autosave is not None else None
+        if self.autosaver is not None:
+            self.autosaver.failed.connect(lambda text: self.log.add("warning", text))
+
+        self.resize(1400, 900)
+        self.setAcceptDrops(True)
+        self._build_docks()
+        self._build_actions()
+        self._build_menus()
+        self.status = QLabel("")
+        self.statusBar().addWidget(self.status, 1)
+        self.set_document(Graph(), None)
+
+    # ---- construction ---------------------------------------------------------------------------
+
+    def _build_docks(self) -> None:
+        self.library = NodeLibraryPanel(self.registry, self)
+        self.images = ImagePanel(self)
+        self.log = LogPanel(self)
+        self.library.addNodeRequested.connect(lambda t: self.add_node(t))
+        self.log.nodeActivated.connect(self.show_node)
+        area = Qt.DockWidgetArea
+        self.library_dock = self._dock("Nodes", self.library, area.LeftDockWidgetArea)
+        self.images_dock = self._dock("Images", self.images, area.RightDockWidgetArea)
+        self.log_dock = self._dock("Log", self.log, area.BottomDockWidgetArea)
+        self.resizeDocks([self.library_dock, self.images_dock], [230, 320], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.log_dock], [140], Qt.Orientation.Vertical)
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(
+        self, text: str, slot: Callable[[], object], keys: list[QKeySequence] | None = None, name: str = ""
+    ) -> QAction:
+        action = QAction(text, self)
+        if keys:
+            action.setShortcuts(keys)
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setObjectName(name or text)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)  # window-wide shortcuts work even with menus hidden (and offscreen)
+        return action
+
+    def _build_actions(self) -> None:
+        self.act_new = self._action("&New", self.new_document, [QKeySequence.StandardKey.New], "file.new")
+        self.act_open = self._action("&Open…", self.open_file, _keys("file.open"), "file.open")
+        self.act_save = self._action("&Save", self.save, _keys("file.save"), "file.save")
+        self.act_save_as = self._action("Save &As…", self.save_as, [QKeySequence("Ctrl+Shift+S")], "file.save_as")
+        self.act_export = self._action("&Export…", self.export, [QKeySequence("Ctrl+E")], "file.export")
+        self.act_quit = self._action("&Quit", self.close, [QKeySequence("Ctrl+Q")], "file.quit")
+        self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcuts(_keys("edit.undo"))
+        self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts(_keys("edit.redo"))
+        for action in (self.act_undo, self.act_redo):
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            self.addAction(action)
+        self.act_run = self._action("&Run", self.run, _keys("run.queue", "Ctrl+Enter"), "run.queue")
+        self.act_run_many = self._action("Run ×&N…", self.ask_run_many, [QKeySequence("Ctrl+Shift+Return")], "run.many")
+        # Esc also cancels, but from the canvas's key events (see eventFilter), not as a shortcut: a
+        # window-wide Esc shortcut would take Esc away from the node search and the inline editors.
+        self.act_cancel = self._action("&Cancel  (Esc)", self.cancel_run, _keys("run.cancel"), "run.cancel")
+        self.act_cancel.setEnabled(False)
+        self.act_fit = self._action("&Fit Graph", lambda: self.view.fit_all(), None, "view.fit")
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_new)
+        file_menu.addAction(self.act_open)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.templates_menu = file_menu.addMenu("&Templates")
+        self.templates_menu.aboutToShow.connect(self._fill_templates_menu)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_save)
+        file_menu.addAction(self.act_save_as)
+        file_menu.addAction(self.act_export)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        self.edit_menu = bar.addMenu("&Edit")
+        self._canvas_menu_actions: list[QAction] = []
+        self._fill_edit_menu()
+        run_menu = bar.addMenu("&Run")
+        run_menu.addAction(self.act_run)
+        run_menu.addAction(self.act_run_many)
+        run_menu.addAction(self.act_cancel)
+        view_menu = bar.addMenu("&View")
+        view_menu.addAction(self.act_fit)
+        view_menu.addSeparator()
+        for dock in (self.library_dock, self.images_dock, self.log_dock):
+            view_menu.addAction(dock.toggleViewAction())
+        self._fill_recent_menu()
+        self._fill_templates_menu()
+
+    def _fill_edit_menu(self) -> None:
+        """Undo/redo, then the canvas's own actions (they change with each document's view).
+
+        Actions are removed one by one, never with `QMenu.clear()`: in PySide6 adding an action to a
+        menu hands it to the menu, and `clear()` would then delete the window's undo action too.
+        """
+        if not self.edit_menu.actions():
+            self.edit_menu.addAction(self.act_undo)
+            self.edit_menu.addAction(self.act_redo)
+            self.edit_menu.addSeparator()
+        for action in self._canvas_menu_actions:
+            self.edit_menu.removeAction(action)
+        view = self.doc.view if self.doc is not None else None
+        self._canvas_menu_actions = [a for a in view.actions() if a.text()] if view is not None else []
+        for action in self._canvas_menu_actions:
+            self.edit_menu.addAction(action)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for entry in self.settings.recent_files:
+            action = self.recent_menu.addAction(entry)
+            action.triggered.connect(lambda _c=False, p=entry: self.open_file(p))
+        if not self.settings.recent_files:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def template_paths(self) -> list[Path]:
+        return sorted(self.templates_dir.glob("*.json")) if self.templates_dir.is_dir() else []
+
+    def _fill_templates_menu(self) -> None:
+        self.templates_menu.clear()
+        for path in self.template_paths():
+            action = self.templates_menu.addAction(path.stem.replace("_", " "))
+            action.triggered.connect(lambda _c=False, p=path: self.open_template(p))
+        if not self.template_paths():
+            self.templates_menu.addAction("(none)").setEnabled(False)
+
+    # ---- the current document -------------------------------------------------------------------
+
+    @property
+    def graph(self) -> Graph:
+        assert self.doc is not None
+        return self.doc.graph
+
+    @property
+    def view(self) -> Any:
+        assert self.doc is not None
+        return self.doc.view
+
+    @property
+    def controller(self) -> RunController:
+        assert self.doc is not None
+        return self.doc.controller
+
+    @property
+    def undo_stack(self) -> QUndoStack:
+        assert self.doc is not None
+        return self.doc.undo
+
+    @property
+    def path(self) -> Path | None:
+        return self.doc.path if self.doc is not None else None
+
+    def is_dirty(self) -> bool:
+        return self.doc is not None and (not self.doc.undo.isClean() or self.doc.modified_outside_undo)
+
+    def set_document(self, graph: Graph, path: Path | None, *, dirty: bool = False) -> Document:
+        """Show `graph` as the open document, replacing the previous one whole (no prompt here)."""
+        from ui.canvas import GraphView  # the canvas is the heaviest UI import; keep it out of module import
+
+        old = self.doc
+        undo = QUndoStack(self)
+        self.undo_group.addStack(undo)
+        view = GraphView(graph, self.registry, undo, self)
+        controller = RunController(
+            graph,
+            self.registry,
+            view,
+            settings=self.settings,
+            seed_control=default_seed_control(),
+            before_run=self._before_run,
+            parent=self,
+        )
+        doc = Document(graph, path, undo, view, controller, modified_outside_undo=dirty)
+        self.doc = doc
+        self.undo_group.setActiveStack(undo)
+        self.setCentralWidget(view)  # deletes the previous view
+        view.installEventFilter(self)
+        view.viewport().installEventFilter(self)
+        view.setFocus()
+        undo.cleanChanged.connect(self._dirty_changed)
+        controller.runningChanged.connect(self._running_changed)
+        controller.started.connect(self._run_started)
+        controller.finished.connect(self._run_finished)
+        controller.queueChanged.connect(lambda _n: self._update_status())
+        controller.previewChanged.connect(self.images.show_preview)
+        controller.imagesReady.connect(self.images.add_images)
+        controller.logMessage.connect(self.log.add)
+        controller.seedsChanged.connect(self._seeds_changed)
+        if hasattr(view, "nodeSelectionChanged"):
+            view.nodeSelectionChanged.connect(lambda _ids: self._update_status())
+
+        if old is not None:
+            old.controller.shutdown()
+            self.undo_group.removeStack(old.undo)
+            old.undo.deleteLater()
+            old.controller.deleteLater()
+        if self.autosaver is not None:
+            self.autosaver.track(graph, path, self.is_dirty)
+        self.images.clear_images()
+        self.images.clear_preview()
+        self._fill_edit_menu()
+        self._running_changed()
+        self._update_title()
+        QTimer.singleShot(0, view.fit_all)  # once the view has its real size
+        self.documentChanged.emit()
+        return doc
+
+    def _dirty_changed(self, *_args: object) -> None:
+        self._update_title()
+        self.dirtyChanged.emit()
+
+    def _seeds_changed(self) -> None:
+        if self.doc is not None and not self.doc.modified_outside_undo:
+            self.doc.modified_outside_undo = True
+            self._dirty_changed()
+
+    def _update_title(self) -> None:
+        name = self.doc.name if self.doc is not None else "Untitled"
+        self.setWindowTitle(f"{name}{'*' if self.is_dirty() else ''} — {APP_NAME}")
+
+    # ---- messages (one place, so tests and the window agree on what the user is told) ---------------
+
+    def show_error(self, title: str, text: str) -> None:
+        self.log.add("error", text)
+        QMessageBox.warning(self, title, text)
+
+    def ask_unsaved(self) -> QMessageBox.StandardButton:
+        buttons = (
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel
+        )
+        return QMessageBox.question(
+            self,
+            "Unsaved changes",
+            f"{self.doc.name if self.doc else 'The workflow'} has unsaved changes. Save them first?",
+            buttons,
+            QMessageBox.StandardButton.Save,
+        )
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to replace or close the document (saved, discarded, or clean)."""
+        if not self.is_dirty():
+            return True
+        answer = self.ask_unsaved()
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    # ---- file operations ------------------------------------------------------------------------
+
+    def load_default(self) -> bool:
+        """The start-up graph: `workflows/txt2img.json` when it exists and loads, else an empty graph."""
+        default = self.templates_dir / DEFAULT_WORKFLOW
+        if default.is_file():
+            try:
+                document = open_document(default)
+            except WorkflowFormatError as exc:
+                self.log.add("warning", f"the default workflow did not load: {exc}")
+            else:
+                self.set_document(document.graph, None)
+                return True
+        self.set_document(Graph(), None)
+        return False
+
+    def new_document(self) -> bool:
+        if not self.maybe_save():
+            return False
+        self.set_document(Graph(), None)
+        return True
+
+    def open_file(self, path: str | Path | None = None) -> bool:
+        """Open… (asks for a file when `path` is None), after offering to save unsaved changes."""
+        if path is None:
+            start = str(self.path.parent) if self.path else ""
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open workflow", start, FILE_FILTER)
+            if not chosen:
+                return False
+            path = chosen
+        if not self.maybe_save():
+            return False
+        return self.load_document(Path(path))
+
+    def load_document(self, path: Path) -> bool:
+        """Read `path` and show it; on any failure say why and leave the current document alone."""
+        try:
+            document = open_document(path)
+        except WorkflowFormatError as exc:
+            self.show_error("Cannot open workflow", f"{path.name} could not be opened.\n\n{exc}")
+            return False
+        # A PNG is a picture, not the workflow's file: Save must not write JSON over it.
+        target = path if path.suffix.lower() == ".json" else None
+        self.set_document(document.graph, target)
+        for notice in document.notices:
+            self.log.add("warning", notice)
+        self.log.add("info", f"opened {path}")
+        self._remember(path)
+        return True
+
+    def open_template(self, path: Path) -> bool:
+        """A template opens as a new, untitled document, so Save never writes over the template."""
+        if not self.maybe_save():
+            return False
+        try:
+            document = open_document(path)
+        except WorkflowFormatError as exc:
+            self.show_error("Cannot open template", str(exc))
+            return False
+        self.set_document(document.graph, None)
+        return True
+
+    def save(self) -> bool:
+        if self.path is None:
+            return self.save_as()
+        return self._write(self.path)
+
+    def save_as(self, path: str | Path | None = None) -> bool:
+        if path is None:
+            start = str(self.path) if self.path else "untitled.json"
+            chosen, _ = QFileDialog.getSaveFileName(self, "Save workflow", start, "JSON workflows (*.json)")
+            if not chosen:
+                return False
+            path = chosen
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            path = path.with_suffix(".json")
+        if not self._write(path):
+            return False
+        assert self.doc is not None
+        self.doc.path = path
+        if self.autosaver is not None:
+            self.autosaver.rename(path)
+        self._update_title()
+        return True
+
+    def _write(self, path: Path) -> bool:
+        try:
+            save(self.graph, path)
+        except OSError as exc:
+            self.show_error("Cannot save", f"{path} could not be written: {exc.strerror or exc}")
+            return False
+        assert self.doc is not None
+        self.doc.modified_outside_undo = False
+        self.doc.undo.setClean()
+        if self.autosaver is not None:
+            self.autosaver.document_saved()
+        self._remember(path)
+        self._dirty_changed()
+        self.statusBar().showMessage(f"saved {path}", 4000)
+        return True
+
+    def export(self, path: str | Path | None = None) -> bool:
+        """Export a copy: .json (the workflow; the open file stays the same) or .png (the canvas, with
+        the workflow embedded, so dropping the picture back opens the graph)."""
+        if path is None:
+            start = (self.path.with_suffix(".png") if self.path else Path("workflow.png")).name
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, "Export", start, "Canvas picture with workflow (*.png);;Workflow copy (*.json)"
+            )
+            if not chosen:
+                return False
+            path = chosen
+        path = Path(path)
+        try:
+            if path.suffix.lower() == ".png":
+                image = self.render_canvas()
+                image.setText(PNG_WORKFLOW_KEY, dumps(self.graph))
+                if not image.save(str(path), "PNG"):
+                    raise OSError(f"Qt could not write {path}")
+            else:
+                save(self.graph, path)
+        except OSError as exc:
+            self.show_error("Cannot export", f"{path} could not be written: {exc}")
+            return False
+        self.statusBar().showMessage(f"exported {path}", 4000)
+        return True
+
+    def render_canvas(self, margin: float = 40.0) -> QImage:
+        """The whole graph drawn into an image at 1:1 (capped at 4096 px on the long side)."""
+        scene = self.view.scene()
+        rect = scene.itemsBoundingRect().adjusted(-margin, -margin, margin, margin)
+        if rect.isEmpty():
+            rect = QRectF(0, 0, 640, 480)
+        scale = min(1.0, 4096.0 / max(rect.width(), rect.height()))
+        image = QImage(int(rect.width() * scale), int(rect.height() * scale), QImage.Format.Format_RGB32)
+        image.fill(self.view.backgroundBrush().color() if self.view.backgroundBrush().style() else Qt.GlobalColor.black)
+        painter = QPainter(image)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        scene.render(painter, QRectF(image.rect()), rect)
+        painter.end()
+        return image
+
+    def _remember(self, path: Path) -> None:
+        self.settings.add_recent(path)
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.log.add("warning", f"settings could not be saved: {exc}")
+
+    # ---- crash recovery -------------------------------------------------------------------------
+
+    def offer_recovery(self) -> Recovery | None:
+        """After a crash: offer the newest autosave that holds more than its file. Returns what was restored."""
+        if self.autosaver is None:
+            return None
+        store = self.autosaver.store
+        found = store.recoverable()
+        restored: Recovery | None = None
+        if found:
+            newest = found[0]
+            if self.ask_restore(newest):
+                restored = newest if self.restore(newest) else None
+        store.forget_crashed_sessions()
+        return restored
+
+    def ask_restore(self, recovery: Recovery) -> bool:
+        import time
+
+        when = time.strftime("%H:%M on %d %b", time.localtime(recovery.saved_at))
+        answer = QMessageBox.question(
+            self,
+            "Restore unsaved work?",
+            f"{APP_NAME} did not exit cleanly last time. An autosave of {recovery.display_name} "
+            f"from {when} has changes that were never saved.\n\nRestore it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def restore(self, recovery: Recovery) -> bool:
+        try:
+            graph = recovery.load()
+        except WorkflowFormatError as exc:
+            self.show_error("Cannot restore", f"the autosave could not be read: {exc}")
+            return False
+        # Restored work is unsaved work: dirty, and saved back to the original file on Save.
+        self.set_document(graph, recovery.original, dirty=True)
+        self.log.add("info", f"restored unsaved changes to {recovery.display_name}")
+        return True
+
+    # ---- editing requests from panels ----------------------------------------------------------
+
+    def view_center(self) -> QPointF:
+        return self.view.mapToScene(self.view.viewport().rect().center())
+
+    def add_node(self, node_type: str, pos: QPointF | None = None) -> int | None:
+        """Add a node of `node_type` (at the view's centre by default) as one undo step."""
+        if node_type not in self.registry:
+            return None
+        return int(self.view.add_node_at(node_type, pos if pos is not None else self.view_center()))
+
+    def show_node(self, node_id: int) -> None:
+        """Select one node and bring it into view (from a log entry)."""
+        if node_id not in self.graph.nodes:
+            self.statusBar().showMessage(f"node {node_id} no longer exists", 4000)
+            return
+        self.view.center_on_node(node_id)
+        self.view.setFocus()
+
+    def selected_node_ids(self) -> list[int]:
+        return list(self.view.selected_node_ids())
+
+    # ---- runs -----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.add("error", f"run failed: {task.exception()}")
+
+    def run(self) -> asyncio.Future[RunResult | None]:
+        """Run (Ctrl+Enter). While a run is going, this queues another one behind it."""
+        return self._spawn(self.controller.run())
+
+    def run_many(self, count: int) -> asyncio.Future[list[RunResult]]:
+        return self._spawn(self.controller.run_many(count))
+
+    def ask_run_many(self) -> asyncio.Future[list[RunResult]] | None:
+        count, ok = QInputDialog.getInt(self, "Run ×N", "Number of runs:", self._run_count, 1, 1000)
+        if not ok:
+            return None
+        self._run_count = count
+        return self.run_many(count)
+
+    def cancel_run(self) -> None:
+        if self.doc is not None:
+            self.doc.controller.cancel()
+
+    def _before_run(self) -> None:
+        if self.autosaver is not None:
+            self.autosaver.save_if_dirty()
+
+    def _running_changed(self) -> None:
+        running = self.doc is not None and self.doc.controller.running
+        self.act_cancel.setEnabled(running)
+        self._update_status()
+
+    def _run_started(self) -> None:
+        self.images.clear_images()
+        self.images.clear_preview()
+        self.statusBar().clearMessage()
+
+    def _run_finished(self, result: RunResult | None) -> None:
+        if result is None:
+            self.statusBar().showMessage("the graph has problems; see the log", 6000)
+            self.log_dock.show()
+        elif result.status == "failed":
+            self.log_dock.show()
+        self._update_status()
+
+    def _update_status(self) -> None:
+        if self.doc is None:
+            return
+        controller = self.doc.controller
+        parts = []
+        if controller.running:
+            parts.append("running")
+            if controller.queued:
+                parts.append(f"{controller.queued} queued")
+        elif controller.last_result is not None:
+            r = controller.last_result
+            parts.append(f"last run: {r.status} in {r.seconds:.1f} s")
+        parts.append(f"{len(self.graph.nodes)} nodes")
+        self.status.setText(" · ".join(parts))
+
+    # ---- drops: workflow files onto the window, node types from the library onto the canvas ------
+
+    @staticmethod
+    def _dropped_file(event: QDragEnterEvent | QDropEvent) -> Path | None:
+        mime = event.mimeData()
+        if not mime.hasUrls():
+            return None
+        for url in mime.urls():
+            if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in OPENABLE:
+                return Path(url.toLocalFile())
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_file(event) is not None:
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: Any) -> None:
+        if self._dropped_file(event) is not None:
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self._dropped_file(event)
+        if path is None:
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+        # Open after the drop returns: a modal prompt inside a drop handler blocks the drag source.
+        QTimer.singleShot(0, lambda: self.open_file(path))
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """The canvas's Esc cancels a run; its viewport's drags open files or add library nodes there."""
+        if self.doc is None:
+            return super().eventFilter(watched, event)
+        kind = event.type()
+        if watched is self.doc.view and kind == QEvent.Type.KeyPress:
+            if event.key() == Qt.Key.Key_Escape and self.doc.controller.running:  # type: ignore[attr-defined]
+                self.cancel_run()  # and let the canvas have it too (it drops a half-drawn wire)
+            return False
+        if watched is not self.doc.view.viewport():
+            return super().eventFilter(watched, event)
+        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
+            if self._dropped_file(event) is not None or event.mimeData().hasFormat(NODE_TYPE_MIME):  # type: ignore[attr-defined]
+                event.acceptProposedAction()  # type: ignore[attr-defined]
+                return True
+        elif kind == QEvent.Type.Drop:
+            if event.mimeData().hasFormat(NODE_TYPE_MIME):  # type: ignore[attr-defined]
+                node_type = bytes(event.mimeData().data(NODE_TYPE_MIME).data()).decode()  # type: ignore[attr-defined]
+                pos: QPoint = event.position().toPoint()  # type: ignore[attr-defined]
+                self.add_node(node_type, self.view.mapToScene(pos))
+                event.acceptProposedAction()  # type: ignore[attr-defined]
+                return True
+            if self._dropped_file(event) is not None:
+                self.dropEvent(event)  # type: ignore[arg-type]
+                return True
+        return super().eventFilter(watched, event)
+
+    # ---- closing --------------------------------------------------------------------------------
+
+    def keyPressEvent(self, event: Any) -> None:
+        if event.key() == Qt.Key.Key_Escape and self.doc is not None and self.doc.controller.running:
+            self.cancel_run()  # Esc from a panel (the canvas has its own filter)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.prompt_on_close and not self.maybe_save():
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()
+
+    def close_without_prompt(self) -> None:
+        """Close, dropping unsaved changes (start-up probe, tests); still a clean exit."""
+        self.prompt_on_close = False
+        self.close()
+
+    def shutdown(self) -> None:
+        """The clean-exit path: stop runs, and tell the autosave store this session ended normally."""
+        if self.doc is not None:
+            self.doc.controller.shutdown()
+        if self.autosaver is not None:
+            self.autosaver.stop()
+            with contextlib.suppress(OSError):
+                self.autosaver.store.end_session()
