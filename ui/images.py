@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtGui import QImage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def qimage_from_array(array: Any) -> QImage:
@@ -22,6 +24,8 @@ def qimage_from_array(array: Any) -> QImage:
 
     A leading batch axis of 1 is dropped, so a node may hand over [1, H, W, 3] as well.
     """
+    import numpy as np  # here, not at import: numpy costs ~0.2 s of start-up before the window shows
+
     a = np.asarray(array)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -43,6 +47,8 @@ def qimage_from_array(array: Any) -> QImage:
 
 def qimage_to_array(image: QImage) -> np.ndarray:
     """RGB uint8 [H, W, 3] copy of a QImage (tests and screenshots compare pixels with it)."""
+    import numpy as np
+
     rgb = image.convertToFormat(QImage.Format.Format_RGB888)
     h, w, bpl = rgb.height(), rgb.width(), rgb.bytesPerLine()
     buf = np.frombuffer(rgb.constBits(), dtype=np.uint8, count=h * bpl).reshape(h, bpl)

@@ -19,23 +19,38 @@ A failure never escapes as an exception: a node's error is shown on that node (i
 string, never a traceback), an unexpected error in the engine is logged, and the graph is untouched.
 Cancelling sets the run's `CancelToken`; the engine notices at the next `ctx.progress()` (the next
 sampler step) and the run ends with status "cancelled".
+
+Live nodes (`NodeSpec.live`, e.g. Add Noise) re-run by themselves: with `live` on, a value change on
+such a node starts a single-shot debounce timer, and when it fires the graph runs again. While a run is
+going, further changes only mark one follow-up run, so scrubbing a slider never queues a backlog; the
+engine's cache makes each of those runs re-execute just the changed node and what follows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
-from graph_engine import CancelToken, Executor, Graph, InvalidGraph, NodeRegistry, Problem, ResultCache, RunResult
+from graph_engine import (
+    CancelToken,
+    Executor,
+    Graph,
+    GraphEvent,
+    InvalidGraph,
+    NodeRegistry,
+    Problem,
+    ResultCache,
+    RunResult,
+)
 from graph_engine.events import (
     Event,
     NodeCached,
@@ -46,12 +61,15 @@ from graph_engine.events import (
     NodeStarted,
     RunStarted,
 )
+from graph_engine.model import EVENT_VALUE_CHANGED
 from graph_engine.serialization import graph_from_dict, graph_to_dict
 from graph_engine.validation import validate
 from ui.images import load_ui_images, qimage_from_array
 
 PUMP_INTERVAL_MS = 50  # ~20 canvas updates a second
 PREVIEW_MIN_INTERVAL_S = 0.1  # live previews at most ~10 a second
+T = TypeVar("T")
+LIVE_DEBOUNCE_MS = 120  # a live node's value must rest this long before the graph re-runs
 
 
 # `ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run.
@@ -114,22 +132,22 @@ class EventPump:
 
 
 def executor_from_settings(registry: NodeRegistry, settings: Any | None) -> Executor:
-    """The window's Executor, configured like `sdgraph run` from the user's settings.
+    """The window's Executor, configured the way `sdgraph run` configures its own from `Settings`.
 
     The device string is passed on as written ("auto" included): deciding what "auto" means needs
     torch, which the UI must not import; the nodes resolve it when they first touch the device.
     """
     if settings is None:
         return Executor(registry)
-    data = asdict(settings)
-    data.pop("recent_files", None)
-    extra = data.pop("extra", {}) or {}
+    output_dir = settings.output_path
+    with contextlib.suppress(OSError):  # an unwritable folder is reported by the node that writes there
+        output_dir.mkdir(parents=True, exist_ok=True)
     return Executor(
         registry,
         cache=ResultCache(max(0, int(settings.cache_budget_mb)) * 1024**2),
         device=settings.device,
-        output_dir=settings.output_path,
-        settings={**extra, **data},
+        output_dir=output_dir,
+        settings={"precision": settings.precision, "settings": settings},
     )
 
 
@@ -160,6 +178,7 @@ class RunController(QObject):
     logMessage = Signal(str, str, object)  # level ("info" | "warning" | "error"), text, node id or None
     nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
     seedsChanged = Signal()  # seed controls edited the live graph (not an undo step; the document is modified)
+    textReady = Signal(int, list)  # node id, the lines of text its run reported (`ui["text"]`)
 
     def __init__(
         self,
@@ -195,6 +214,12 @@ class RunController(QObject):
         self._pending_preview: NodePreview | None = None
         self._last_preview = 0.0
         self.last_result: RunResult | None = None
+        self._live = False
+        self._live_pending = False
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
+        self._live_timer.timeout.connect(self._live_fire)
 
     # ---- public -----------------------------------------------------------------------------------
 
@@ -244,6 +269,50 @@ class RunController(QObject):
                 break
         return results
 
+    async def call_in_worker(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the run's worker thread once no run is going (e.g. decoding one timeline step
+        with the VAE): one thread for all model work, so it never races a run for the models."""
+        async with self._lock:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def set_live(self, enabled: bool) -> None:
+        """Re-run automatically (debounced) when a value of a `live` node changes, e.g. a t slider."""
+        if enabled == self._live:
+            return
+        self._live = enabled
+        if enabled:
+            self.graph.changed.connect(self._on_graph_changed)
+        else:
+            self.graph.changed.disconnect(self._on_graph_changed)
+            self._live_timer.stop()
+            self._live_pending = False
+
+    def _on_graph_changed(self, event: GraphEvent) -> None:
+        if event.kind != EVENT_VALUE_CHANGED or not event.ids:
+            return
+        node = self.graph.nodes.get(event.ids[0])
+        spec = None if node is None else self.registry.get(node.type)
+        if spec is not None and spec.live:
+            self._live_timer.start()  # (re)start: the run waits until the value rests
+
+    def _live_fire(self) -> None:
+        if self._running or self._waiting:
+            self._live_pending = True  # one follow-up run after the current one, however many changes
+            return
+        self._live_pending = False
+        task = asyncio.ensure_future(self.run())
+        task.add_done_callback(self._live_done)
+
+    def _live_done(self, task: asyncio.Future[RunResult | None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.logMessage.emit("error", f"live run failed: {task.exception()}", None)
+        if self._live and self._live_pending:
+            self._live_timer.start()
+
     def cancel(self) -> None:
         """Stop the current run at its next step and drop every queued one."""
         self._generation += 1
@@ -254,6 +323,7 @@ class RunController(QObject):
     def shutdown(self) -> None:
         """The document is closing: stop the run and let the worker thread end on its own."""
         self.cancel()
+        self.set_live(False)
         self._timer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -364,6 +434,7 @@ class RunController(QObject):
             self._state(event.node_id, "done", progress=progress, elapsed=event.seconds)
             if event.ui:
                 self._show_images(event.node_id, event.ui)
+                self._show_text(event.node_id, event.ui)
         elif isinstance(event, NodeFailed):
             self._running_since.pop(event.node_id, None)
             self._progress.pop(event.node_id, None)
@@ -391,6 +462,22 @@ class RunController(QObject):
             self.view.set_node_images(node_id, [img for _, img in loaded])
         self.imagesReady.emit(node_id, loaded)
 
+    def _show_text(self, node_id: int, ui: dict[str, Any]) -> None:
+        """A node's reported text lines, drawn on the node when the canvas can (GraphView items can)."""
+        text = ui.get("text")
+        if not isinstance(text, list | tuple):
+            return
+        lines = [str(line) for line in text]
+        if node_id in self.graph.nodes and self.view is not None:
+            item_of = getattr(self.view, "node_item", None)
+            try:
+                item = item_of(node_id) if callable(item_of) else None
+            except KeyError:
+                item = None
+            if item is not None and hasattr(item, "set_ui_text"):
+                item.set_ui_text(lines)
+        self.textReady.emit(node_id, lines)
+
     def _finish(self, result: RunResult | None, engine_error: str | None = None) -> None:
         """After the last event: settle leftover states, show cached outputs' images, apply seed controls."""
         self._pending_preview = None
@@ -403,6 +490,7 @@ class RunController(QObject):
         for node_id, ui in result.ui.items():
             if node_id in result.cached:  # NodeCached carries no ui; the result does
                 self._show_images(node_id, ui)
+                self._show_text(node_id, ui)
         if self.view is not None and result.status != "done":
             # Nodes still "queued" never ran; clear them so the canvas shows where the run stopped.
             for node_id in self.graph.nodes:

@@ -1,0 +1,121 @@
+"""Screenshots of the editor for the README: the default graph, a run in progress, a finished run.
+
+Real Stable Diffusion weights are not available here, so the run uses a tiny SD1-shaped checkpoint
+with seeded random weights (`tests/support/tiny_sd.py`) written into a throwaway home folder; the
+window, the canvas, the run controller and the nodes are the real ones. The picture the run makes is
+noise-like (random weights); everything around it is what a user sees with a real model.
+
+    .venv/bin/python scripts/screenshots.py            # writes docs/screenshots/*.png
+
+Offscreen by default (QT_QPA_PLATFORM=offscreen), so it runs on a machine without a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CKPT = "tiny-random-sd15"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--window", default="1600x1000", help="window size, WxH")
+    parser.add_argument("--image", type=int, default=256, help="generated image size (square)")
+    parser.add_argument("--steps", type=int, default=24)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    home = Path(tempfile.mkdtemp(prefix="sdgraph-screenshots-"))
+    os.environ["SDGRAPH_HOME"] = str(home)
+    sys.path.insert(0, str(ROOT))
+
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui import make_app
+    from app.settings import Settings
+    from nodes import builtin_registry
+    from tests.support.tiny_sd import make_tiny
+    from ui.commands import set_value_command
+    from ui.main_window import MainWindow
+
+    app = make_app()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    make_tiny("sd1", home / "models" / "checkpoints", name=TINY_CKPT, seed=0)
+
+    width, height = (int(v) for v in args.window.lower().split("x"))
+    window = MainWindow(builtin_registry(), Settings(output_dir=str(home / "output")))
+    window.resize(width, height)
+    if not window.load_default():
+        print("workflows/txt2img.json did not load; the screenshots show an empty editor", file=sys.stderr)
+    graph = window.graph
+    by_type = {n.type: n.id for n in graph.nodes.values()}
+    edits = {
+        "CheckpointLoaderSimple": {"ckpt_name": f"{TINY_CKPT}.safetensors"},
+        "EmptyLatentImage": {"width": args.image, "height": args.image},
+        "KSampler": {"steps": args.steps, "seed": 42},
+    }
+    for node_type, values in edits.items():
+        if node_type in by_type:
+            for key, value in values.items():
+                window.undo_stack.push(set_value_command(graph, by_type[node_type], key, value))
+    window.undo_stack.setClean()
+    window.show()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def settle(seconds: float = 0.3) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.01)
+
+    def shot(name: str) -> None:
+        path = args.out / name
+        window.grab().save(str(path))
+        print(f"wrote {path}")
+
+    settle()
+    window.view.fit_all()
+    settle()
+    shot("editor.png")
+
+    sampler = by_type.get("KSampler")
+    captured: list[bool] = []
+
+    async def run_and_capture() -> object:
+        task = window.run()
+        while not task.done():
+            item = window.view.node_item(sampler) if sampler is not None else None
+            progress = item.progress if item is not None else None
+            if not captured and progress and progress[0] >= max(2, progress[1] // 2):
+                await asyncio.sleep(0.12)  # let the throttled preview catch up
+                shot("running.png")
+                captured.append(True)
+            await asyncio.sleep(0.01)
+        return task.result()
+
+    result = loop.run_until_complete(run_and_capture())
+    settle(0.5)
+    shot("after-run.png")
+    if not captured:
+        print("the sampler finished before a mid-run screenshot could be taken; try more --steps", file=sys.stderr)
+    status = getattr(result, "status", None)
+    print(f"run: {status}" + (f" ({result.error})" if getattr(result, "error", None) else ""))  # type: ignore[attr-defined]
+    window.close_without_prompt()
+    return 0 if status == "done" and captured else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
