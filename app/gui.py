@@ -96,8 +96,8 @@ def make_app() -> object:
     return app
 
 
-def create_window(path: str | None = None) -> object:
-    """The main window with the default graph (or `path`), autosave session started; not yet shown."""
+def create_window() -> object:
+    """The main window with the default graph and its autosave session started; not yet shown."""
     from app.settings import Settings, home_dir
     from nodes import builtin_registry
     from ui.autosave import AutosaveStore
@@ -107,8 +107,6 @@ def create_window(path: str | None = None) -> object:
     store.start_session()
     window = MainWindow(builtin_registry(), Settings.load(), autosave=store)
     window.load_default()
-    if path:
-        window.load_document(Path(path))  # on failure: a message box, and the default graph stays
     return window
 
 
@@ -120,8 +118,10 @@ def main(path: str | None = None) -> int:
     app = make_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = create_window(path)
+    window = create_window()
     window.show()  # type: ignore[attr-defined]
+    if path:  # after show(): a file that fails to load is reported over the window, default graph kept
+        window.load_document(Path(path))  # type: ignore[attr-defined]
 
     if os.environ.get(PROBE_ENV):
 

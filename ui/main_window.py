@@ -308,10 +308,13 @@ class MainWindow(QMainWindow):
             view.nodeSelectionChanged.connect(lambda _ids: self._update_status())
 
         if old is not None:
+            # A run of the old document may still be winding down: its controller stays alive (owned
+            # by that run's task, not the window) but says nothing more to this window's panels.
             old.controller.shutdown()
+            old.controller.blockSignals(True)
+            old.controller.setParent(None)
             self.undo_group.removeStack(old.undo)
             old.undo.deleteLater()
-            old.controller.deleteLater()
         if self.autosaver is not None:
             self.autosaver.track(graph, path, self.is_dirty)
         self.images.clear_images()

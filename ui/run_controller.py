@@ -321,8 +321,13 @@ class RunController(QObject):
             self.logMessage.emit("info", "cancelling…", None)
 
     def shutdown(self) -> None:
-        """The document is closing: stop the run and let the worker thread end on its own."""
+        """The document is closing: stop the run and let the worker thread end on its own.
+
+        The canvas may be deleted right after this, so the controller lets go of it: a run still
+        winding down (until its node reaches the next step) finishes without touching any view.
+        """
         self.cancel()
+        self.view = None
         self.set_live(False)
         self._timer.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -339,3 +339,53 @@ def test_the_app_shows_its_window_without_importing_torch(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert shown and shown[0].endswith("torch=0"), proc.stdout + proc.stderr
     assert not list((tmp_path / "autosave").glob("session-*.lock"))  # it exited cleanly
+
+
+def test_opening_another_workflow_during_a_run_stops_it_quietly(
+    window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    ids = build_chain(window, slow_steps=300, delay=0.01)
+    task = window.run()
+    wait_for(qloop, lambda: window.view.node_item(ids["slow"]).progress is not None)
+    answer_next_box(qtbot, QMessageBox.StandardButton.Discard, [])
+    assert window.new_document()
+
+    result = qloop.run_until_complete(task)  # the old run ends at its next step, without errors
+
+    assert result.status == "cancelled"
+    assert ("SavePNG", ids["save"]) not in RAN
+    assert window.graph.nodes == {} and window.images.image_paths() == []
+    assert not any("failed" in text for text, _ in window.log.entries())
+    assert not window.act_cancel.isEnabled()
+
+
+def test_export_png_embeds_the_workflow_and_opens_again(window: MainWindow, tmp_path: Path) -> None:
+    build_chain(window)
+    picture = tmp_path / "graph.png"
+    assert window.export(picture)
+    from PIL import Image
+
+    with Image.open(picture) as img:
+        assert img.width > 200 and img.height > 100
+    exported = graph_to_dict(window.graph)
+    window.undo_stack.setClean()
+    assert window.new_document() and window.graph.nodes == {}
+    assert window.open_file(picture)
+    assert graph_to_dict(window.graph) == exported
+    assert window.path is None  # a picture is not where Save writes the workflow
+
+
+def test_closing_with_unsaved_changes_asks_and_a_clean_exit_removes_the_session_lock(
+    window: MainWindow, qtbot: Any, sdgraph_home: Path
+) -> None:
+    lock = window.autosaver.store.lock_path  # type: ignore[union-attr]
+    assert lock.exists()
+    window.add_node("Const")
+    answer_next_box(qtbot, QMessageBox.StandardButton.Cancel, [])
+    assert window.close() is False
+    assert window.isVisible() and lock.exists()
+
+    answer_next_box(qtbot, QMessageBox.StandardButton.Discard, [])
+    assert window.close() is True
+    assert not lock.exists()
+    assert not list((sdgraph_home / "autosave").glob("*.json"))
