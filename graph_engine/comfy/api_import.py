@@ -25,6 +25,7 @@ import networkx as nx
 from graph_engine.comfy.common import (
     COMFY_KEY,
     MAX_ID,
+    VIRTUAL_TYPES,
     ComfyImport,
     check_slot,
     fail,
@@ -90,6 +91,8 @@ def import_api(doc: dict[str, Any], registry: NodeRegistry) -> ComfyImport:
         if not isinstance(class_type, str) or not class_type.strip():
             raise fail(where, f"'class_type' must be a node type name, got {short(class_type)}")
         where = f"node {key} ({class_type})"
+        if class_type in VIRTUAL_TYPES:
+            raise fail(where, "a frontend-only node cannot be in an API prompt (ComfyUI removes them before sending)")
         inputs = entry.get("inputs", {})
         if inputs is None:
             inputs = {}

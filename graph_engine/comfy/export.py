@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph_engine.comfy.common import COMFY_KEY, OUR_NOTE, SDGRAPH_EXTRA_KEY
-from graph_engine.comfy.ui_import import unique_names
+from graph_engine.comfy.ui_import import output_names, unique_names
 from graph_engine.comfy.widgets import CONTROL_EXTRA_KEY, write_widgets_values
 from graph_engine.model import Graph, Link, Node, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry, NodeSpec
@@ -40,8 +40,7 @@ def comfy_key(node: Node) -> str | int:
 
 def placeholder_output_names(node: Node) -> list[str]:
     outputs = node.extra.get(COMFY_KEY, {}).get("outputs", [])
-    names = [str(o.get("name") or o.get("type")) for o in outputs if isinstance(o, dict)]
-    return unique_names(names)
+    return unique_names(output_names([o for o in outputs if isinstance(o, dict)]))
 
 
 def output_slot(graph: Graph, registry: NodeRegistry, node_id: int, output_id: str) -> int | None:

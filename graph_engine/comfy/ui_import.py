@@ -120,7 +120,7 @@ def _sockets(value: Any, where: str, kind: str) -> list[dict[str, Any]]:
         if not isinstance(s, dict):
             raise fail(f"{where}.{kind}[{i}]", f"expected an object, got {short(s)}")
         name = s.get("name", s.get("type") if kind == "outputs" else None)
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):  # may be empty: a Reroute's sockets have no name
             raise fail(f"{where}.{kind}[{i}].name", f"expected text, got {short(name)}")
         widget = s.get("widget")
         if widget is not None and not (isinstance(widget, dict) and isinstance(widget.get("name"), str)):
@@ -291,7 +291,7 @@ class _UIReader:
                 comfy["outputs"] = [_strip_links(s) for s in rn.outputs]
                 if saved is not None:
                     comfy["widgets_values"] = saved
-                rn.placeholder_outputs = unique_names([str(s.get("name") or s.get("type")) for s in rn.outputs])
+                rn.placeholder_outputs = unique_names(output_names(rn.outputs))
             if comfy:
                 extra["comfy"] = comfy
             node_type = OUR_NOTE if rn.spec is not None and rn.type in NOTE_TYPES else rn.type
@@ -480,6 +480,15 @@ class _UIReader:
 
 def _strip_links(socket: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in socket.items() if k not in _SOCKET_LINK_KEYS}
+
+
+def output_names(outputs: list[dict[str, Any]]) -> list[str]:
+    """A placeholder's output socket ids: the names in the file, else the type, else the slot."""
+    names = []
+    for i, s in enumerate(outputs):
+        name = s.get("name") or s.get("type")
+        names.append(name if isinstance(name, str) and name else f"output {i}")
+    return names
 
 
 def unique_names(names: list[str]) -> list[str]:
