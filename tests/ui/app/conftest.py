@@ -1,4 +1,4 @@
-"""Fixtures for the window, run-controller and autosave tests.
+"""Fixtures for the window, run-controller and autosave tests (Qt offscreen comes from tests/conftest.py).
 
 Every test gets its own SDGRAPH_HOME (so settings, recent files and autosaves never touch a real
 user's folder) and, where it awaits runs, its own qasync event loop, modelled on qasync's own test
@@ -8,20 +8,12 @@ fixture: created on pytest-qt's QApplication, set as the current loop, closed af
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo on the path
-    sys.path.insert(0, str(ROOT))
-
-import pytest  # noqa: E402
-
-from app.gui import pin_bool_refcounts  # noqa: E402
+from app.gui import pin_bool_refcounts
 
 # PySide6 6.12.0 on Python 3.11 drops a reference to True on every Python-side emit(); without this a
 # test session aborts at exit with "Fatal Python error: bool_dealloc" (see app.gui.pin_bool_refcounts).
