@@ -68,7 +68,7 @@ def _keys(action_id: str, *extra: str) -> list[QKeySequence]:
 
 
 @dataclass
-class Document:
+class OpenDocument:
     """Everything that belongs to one open workflow, replaced as a whole on New/Open."""
 
     graph: Graph
@@ -103,7 +103,7 @@ class MainWindow(QMainWindow):
         self.settings = settings if settings is not None else Settings.load()
         self.templates_dir = templates_dir if templates_dir is not None else WORKFLOWS_DIR
         self.undo_group = QUndoGroup(self)
-        self.doc: Document | None = None
+        self.doc: OpenDocument | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._run_count = 3
         self.prompt_on_close = True  # False: closing drops unsaved changes (probes, tests)
@@ -271,7 +271,7 @@ class MainWindow(QMainWindow):
     def is_dirty(self) -> bool:
         return self.doc is not None and (not self.doc.undo.isClean() or self.doc.modified_outside_undo)
 
-    def set_document(self, graph: Graph, path: Path | None, *, dirty: bool = False) -> Document:
+    def set_document(self, graph: Graph, path: Path | None, *, dirty: bool = False) -> OpenDocument:
         """Show `graph` as the open document, replacing the previous one whole (no prompt here)."""
         from ui.canvas import GraphView  # the canvas is the heaviest UI import; keep it out of module import
 
@@ -288,7 +288,7 @@ class MainWindow(QMainWindow):
             before_run=self._before_run,
             parent=self,
         )
-        doc = Document(graph, path, undo, view, controller, modified_outside_undo=dirty)
+        doc = OpenDocument(graph, path, undo, view, controller, modified_outside_undo=dirty)
         self.doc = doc
         self.undo_group.setActiveStack(undo)
         self.setCentralWidget(view)  # deletes the previous view
