@@ -99,7 +99,14 @@ class _RawLink:
 
 
 def looks_like_ui(doc: Any) -> bool:
-    return isinstance(doc, dict) and "nodes" in doc and ("links" in doc or "last_node_id" in doc or "version" in doc)
+    """ComfyUI's top-level keys, and none of our own format's (a damaged sdgraph file is not ComfyUI's)."""
+    return (
+        isinstance(doc, dict)
+        and "nodes" in doc
+        and ("links" in doc or "last_node_id" in doc or "version" in doc)
+        and "schema_version" not in doc
+        and "format" not in doc
+    )
 
 
 def _key(value: Any, where: str) -> int | str:
