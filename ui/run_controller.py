@@ -21,9 +21,10 @@ Cancelling sets the run's `CancelToken`; the engine notices at the next `ctx.pro
 sampler step) and the run ends with status "cancelled".
 
 Live nodes (`NodeSpec.live`, e.g. Add Noise) re-run by themselves: with `live` on, a value change on
-such a node starts a single-shot debounce timer, and when it fires the graph runs again. While a run is
-going, further changes only mark one follow-up run, so scrubbing a slider never queues a backlog; the
-engine's cache makes each of those runs re-execute just the changed node and what follows it.
+such a node (re)starts a short debounce timer, and the graph runs again once the value rests, or at
+the latest `LIVE_MAX_WAIT_MS` after the first change, so a slider that keeps moving still updates as it
+goes. While a run is going, further changes only mark one follow-up run, so scrubbing never queues a
+backlog; the engine's cache makes each of those runs re-execute just the changed node and what follows.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ from ui.images import load_ui_images, qimage_from_array
 PUMP_INTERVAL_MS = 50  # ~20 canvas updates a second
 PREVIEW_MIN_INTERVAL_S = 0.1  # live previews at most ~10 a second
 T = TypeVar("T")
-LIVE_DEBOUNCE_MS = 120  # a live node's value must rest this long before the graph re-runs
+LIVE_DEBOUNCE_MS = 120  # a live node's value must rest this long before the graph re-runs ...
+LIVE_MAX_WAIT_MS = 250  # ... or a drag has gone on this long since the first change
 
 
 # `ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run.
@@ -220,6 +222,10 @@ class RunController(QObject):
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
         self._live_timer.timeout.connect(self._live_fire)
+        self._live_deadline = QTimer(self)
+        self._live_deadline.setSingleShot(True)
+        self._live_deadline.setInterval(LIVE_MAX_WAIT_MS)
+        self._live_deadline.timeout.connect(self._live_fire)
 
     # ---- public -----------------------------------------------------------------------------------
 
@@ -289,6 +295,7 @@ class RunController(QObject):
         else:
             self.graph.changed.disconnect(self._on_graph_changed)
             self._live_timer.stop()
+            self._live_deadline.stop()
             self._live_pending = False
 
     def _on_graph_changed(self, event: GraphEvent) -> None:
@@ -297,9 +304,13 @@ class RunController(QObject):
         node = self.graph.nodes.get(event.ids[0])
         spec = None if node is None else self.registry.get(node.type)
         if spec is not None and spec.live:
-            self._live_timer.start()  # (re)start: the run waits until the value rests
+            self._live_timer.start()  # (re)start: the run waits until the value rests ...
+            if not self._live_deadline.isActive():
+                self._live_deadline.start()  # ... but not longer than this while it keeps changing
 
     def _live_fire(self) -> None:
+        self._live_timer.stop()
+        self._live_deadline.stop()
         if self._running or self._waiting:
             self._live_pending = True  # one follow-up run after the current one, however many changes
             return

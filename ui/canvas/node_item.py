@@ -4,7 +4,12 @@ Sockets and widgets are not child items and never `QGraphicsProxyWidget`s: one i
 500-node graph at 500 items, and painted widgets stay crisp at any zoom (QtNodes #521). Interaction is
 done by the view, which asks `hit()` what lies under the cursor and then edits the model through undo
 commands; the item only mirrors the model (`refresh()` after a graph notification) plus view-only run
-state (queued/running/... border, progress, elapsed time, error text, result thumbnails).
+state (queued/running/... border, progress, elapsed time, error text, result thumbnails, and the
+lines of text a node's last run reported in its `ui` payload, e.g. Add Noise's ᾱ and SNR).
+
+An INT/FLOAT input declared with `display="slider"` (and a min and max) is painted as a slider: the
+box fills up to the value's place between min and max, with a knob there. It is edited like any number
+(drag to scrub, arrows to step, click to type), so the view needs no extra interaction code.
 
 Painting is cheap: the layout and the body/header paths are computed when the node changes, not per
 paint; fonts and pens come from `ui.theme`'s caches; the item uses `DeviceCoordinateCache`, so a
@@ -55,6 +60,23 @@ def format_value(inp: Input, value: Any) -> str:
     return str(value)
 
 
+def is_slider(inp: Input) -> bool:
+    """A bounded number input that asked to be drawn as a slider (`Input.display == "slider"`)."""
+    return inp.display == "slider" and inp.type in ("INT", "FLOAT") and inp.min is not None and inp.max is not None
+
+
+def slider_fraction(inp: Input, value: Any) -> float:
+    """Where `value` sits between the input's min and max, 0…1 (anything unreadable sits at 0)."""
+    lo, hi = float(inp.min or 0.0), float(inp.max or 0.0)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if hi <= lo or v != v:
+        return 0.0
+    return min(1.0, max(0.0, (v - lo) / (hi - lo)))
+
+
 class NodeItem(QGraphicsItem):
     def __init__(self, graph: Graph, node_id: int, spec: NodeSpec | None, *, linked: set[str] | None = None) -> None:
         super().__init__()
@@ -72,6 +94,8 @@ class NodeItem(QGraphicsItem):
         self.message: str | None = None
         self.problems: list[str] = []
         self.images: list[QImage] = []
+        self.ui_text: list[str] = []
+        self._text_rect = QRectF()
         self._thumb: QPixmap | None = None
         self._linked: set[str] = set()
         self.layout: NodeLayout
@@ -97,6 +121,7 @@ class NodeItem(QGraphicsItem):
         self._linked = set(self.graph.inputs_of(self.node_id)) if linked is None else set(linked)
         aspects = [img.height() / img.width() for img in self.images[:1] if img.width() > 0]
         lay = compute_layout(self.graph, node, self.spec, aspects)
+        self._place_ui_text(lay)
         self.prepareGeometryChange()
         self.layout = lay
         body = QPainterPath()
@@ -121,6 +146,35 @@ class NodeItem(QGraphicsItem):
         self.setPos(QPointF(*node.pos))
         self.setToolTip("\n".join(self.problems) if self.problems else "")
         self.update()
+
+    def _place_ui_text(self, lay: NodeLayout) -> None:
+        """Make room for the run's text lines under the widgets (above any image), growing the node.
+
+        The layout module stays a pure function of the declaration; run output is view state, so the
+        extra band is added here, and only when there is text: a node without it keeps its geometry.
+        """
+        if not self.ui_text or self.note:
+            self._text_rect = QRectF()
+            return
+        line = theme.label_metrics().lineSpacing()
+        h = line * len(self.ui_text) + 8
+        if lay.image_rect is not None:
+            top = lay.image_rect.top() - 4
+            lay.image_rect = lay.image_rect.translated(0, h)
+        else:
+            bottoms = [r.rect.bottom() for r in lay.widgets.values()]
+            bottoms += [r.control_rect.bottom() for r in lay.widgets.values() if r.control_rect is not None]
+            bottoms += [s.center.y() + theme.ROW_HEIGHT / 2 for s in (*lay.inputs.values(), *lay.outputs.values())]
+            top = max(bottoms, default=lay.title_rect.bottom()) + 2
+        self._text_rect = QRectF(theme.PADDING + 4, top + 2, lay.width - 2 * theme.PADDING - 8, h - 4)
+        lay.height = max(lay.height + h, top + h + 6)
+
+    def set_ui_text(self, lines: list[str]) -> None:
+        """Show the text lines a run reported for this node (its `ui["text"]`); [] removes them."""
+        lines = [str(line) for line in lines]
+        if lines != self.ui_text:
+            self.ui_text = lines
+            self.refresh()
 
     def _update_message_rect(self) -> None:
         if not self.message:
@@ -274,6 +328,11 @@ class NodeItem(QGraphicsItem):
         values = node.values
         for row in lay.widgets.values():
             self._paint_widget(painter, row, values.get(row.input.id, row.input.default))
+        if self.ui_text and not self._text_rect.isNull():
+            painter.setPen(theme.LABEL_TEXT)
+            painter.drawText(
+                self._text_rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), "\n".join(self.ui_text)
+            )
 
     def _paint_widget(self, painter: QPainter, row: WidgetRow, value: Any) -> None:
         inp, rect = row.input, row.rect
@@ -292,6 +351,8 @@ class NodeItem(QGraphicsItem):
         painter.setBrush(theme.WIDGET_BG)
         radius = min(rect.height() / 2, 8.0)
         painter.drawRoundedRect(rect, radius, radius)
+        if is_slider(inp):
+            self._paint_slider_track(painter, rect, inp, value, radius)
         text_rect = rect.adjusted(ARROW_W if inp.type in ("INT", "FLOAT") else 8, 0, -ARROW_W, 0)
         if inp.type == "STRING" and inp.multiline:
             painter.setPen(theme.VALUE_TEXT if value else theme.DIM_TEXT)
@@ -332,6 +393,22 @@ class NodeItem(QGraphicsItem):
             painter.drawText(inner, align_l, label)
             painter.setPen(theme.VALUE_TEXT)
             painter.drawText(inner, align_r, mode_text)
+
+    @staticmethod
+    def _paint_slider_track(painter: QPainter, rect: QRectF, inp: Input, value: Any, radius: float) -> None:
+        """The filled part of a slider widget, up to the value, and a knob at the value."""
+        frac = slider_fraction(inp, value)
+        inner = rect.adjusted(ARROW_W, 2, -ARROW_W, -2)
+        painter.save()
+        painter.setPen(Qt.PenStyle.NoPen)
+        fill = QColor(theme.PROGRESS_FG)
+        fill.setAlpha(70)
+        painter.setBrush(fill)
+        painter.drawRoundedRect(QRectF(inner.left(), inner.top(), inner.width() * frac, inner.height()), 3, 3)
+        painter.setBrush(theme.PROGRESS_FG)
+        knob_x = inner.left() + inner.width() * frac
+        painter.drawRoundedRect(QRectF(knob_x - 2, inner.top() - 1, 4, inner.height() + 2), 2, 2)
+        painter.restore()
 
     def _paint_sockets(self, painter: QPainter, lay: NodeLayout, detailed: bool) -> None:
         r = theme.SOCKET_RADIUS
