@@ -195,7 +195,7 @@ def forward_noise() -> Graph:
     prev = b.add("PreviewImage", (1040, 120), "What the noisy latent looks like")
     b.link(dec, "IMAGE", prev, "images", "IMAGE")
     b.note(
-        (420, 560),
+        (800, 560),
         "The forward process. Training a diffusion model starts by destroying images: at timestep t the "
         "image (as a latent x₀) is mixed with Gaussian noise ε as x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. Drag t: at 0 "
         "you see the image, by 500 it is mostly static, at 1000 almost pure noise. The numbers on the node "
@@ -203,7 +203,7 @@ def forward_noise() -> Graph:
         size=(420, 190),
     )
     b.note(
-        (880, 560),
+        (1260, 560),
         "Schedules decide how fast the image fades. Stable Diffusion's scaled-linear schedule keeps √ᾱ ≈ 0.07 "
         "of the image even at t = 1000 (SNR ≈ 0.005), which is why SD struggles with very dark or very bright "
         "images; DDPM's linear schedule ends at SNR ≈ 4e-5, and the cosine schedule destroys the image more "
