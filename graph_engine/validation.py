@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
 from graph_engine.model import Graph, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry
 from graph_engine.types import types_compatible
@@ -89,6 +87,8 @@ def can_connect(
     if reason:
         return Verdict(False, reason)
     # The link that would be replaced does not count: dragging onto a connected input swaps it.
+    import networkx as nx  # imported when first needed: it costs the window ~0.3 s at start-up
+
     edges = [
         (lk.src_node, lk.dst_node)
         for lk in graph.links.values()
@@ -193,6 +193,8 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
             if src not in execution_set:
                 execution_set.add(src)
                 stack.append(src)
+
+    import networkx as nx
 
     sub = nx.DiGraph()
     sub.add_nodes_from(execution_set)
