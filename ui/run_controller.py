@@ -218,6 +218,8 @@ class RunController(QObject):
         self.last_result: RunResult | None = None
         self._live = False
         self._live_pending = False
+        self._live_nodes: set[int] = set()
+        self._live_run = False  # the run in progress was started by a live change: no seed controls
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
@@ -304,6 +306,7 @@ class RunController(QObject):
         node = self.graph.nodes.get(event.ids[0])
         spec = None if node is None else self.registry.get(node.type)
         if spec is not None and spec.live:
+            self._live_nodes.add(event.ids[0])
             self._live_timer.start()  # (re)start: the run waits until the value rests ...
             if not self._live_deadline.isActive():
                 self._live_deadline.start()  # ... but not longer than this while it keeps changing
@@ -315,8 +318,29 @@ class RunController(QObject):
             self._live_pending = True  # one follow-up run after the current one, however many changes
             return
         self._live_pending = False
-        task = asyncio.ensure_future(self.run())
+        targets = self._live_targets()
+        self._live_nodes.clear()
+        self._live_run = True  # the next run is this one: nothing else is running or waiting
+        task = asyncio.ensure_future(self.run(targets))
         task.add_done_callback(self._live_done)
+
+    def _live_targets(self) -> list[int] | None:
+        """The output nodes downstream of the changed live nodes: a live run refreshes what depends on
+        the slider, and leaves the rest of the graph (another sampler, a SaveImage) alone."""
+        reached = {nid for nid in self._live_nodes if nid in self.graph.nodes}
+        frontier = list(reached)
+        while frontier:
+            nid = frontier.pop()
+            for link in self.graph.links.values():
+                if link.src_node == nid and link.dst_node not in reached:
+                    reached.add(link.dst_node)
+                    frontier.append(link.dst_node)
+        outputs = []
+        for nid in sorted(reached):
+            spec = self.registry.get(self.graph.nodes[nid].type)
+            if spec is not None and spec.output_node:
+                outputs.append(nid)
+        return outputs or sorted(reached) or None
 
     def _live_done(self, task: asyncio.Future[RunResult | None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -346,6 +370,7 @@ class RunController(QObject):
     # ---- one run ----------------------------------------------------------------------------------
 
     async def _run_once(self, targets: list[int] | None) -> RunResult | None:
+        live_run, self._live_run = self._live_run, False
         copy, workflow = snapshot(self.graph)
         problems = validate(copy, self.registry, targets)
         if self.view is not None:
@@ -382,7 +407,7 @@ class RunController(QObject):
             self._drain()
             self._token = self._pump = None
             self._set_running(False)
-        self._finish(result, engine_error)
+        self._finish(result, engine_error, live_run)
         self.last_result = result
         self.finished.emit(result)
         return result
@@ -494,7 +519,7 @@ class RunController(QObject):
                 item.set_ui_text(lines)
         self.textReady.emit(node_id, lines)
 
-    def _finish(self, result: RunResult | None, engine_error: str | None = None) -> None:
+    def _finish(self, result: RunResult | None, engine_error: str | None = None, live_run: bool = False) -> None:
         """After the last event: settle leftover states, show cached outputs' images, apply seed controls."""
         self._pending_preview = None
         for node_id in list(self._running_since):
@@ -520,7 +545,8 @@ class RunController(QObject):
                 f"done in {result.seconds:.2f} s ({len(result.executed)} ran, {len(result.cached)} cached)",
                 None,
             )
-            self._apply_seed_controls()
+            if not live_run:  # scrubbing a slider must not step every seed in the graph
+                self._apply_seed_controls()
         elif result.status == "cancelled":
             self.logMessage.emit("info", f"cancelled after {result.seconds:.2f} s", None)
 
