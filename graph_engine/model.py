@@ -128,6 +128,8 @@ class Graph:
             id = self.next_node_id
         elif id in self.nodes:
             raise GraphError(f"node id {id} is already in use")
+        if "mode" in attrs:
+            attrs["mode"] = NodeMode(attrs["mode"])
         node = Node(id=id, type=type, values=dict(values or {}), pos=pos, **attrs)
         self.nodes[id] = node
         self.next_node_id = max(self.next_node_id, id + 1)
@@ -157,6 +159,20 @@ class Graph:
     def set_value(self, node_id: int, input_id: str, value: Any) -> None:
         self.node(node_id).values[input_id] = value
         self._emit(EVENT_VALUE_CHANGED, (node_id,), input_id)
+
+    def unset_value(self, node_id: int, input_id: str) -> None:
+        """Forget a stored value, so the input falls back to its default (undoing a first edit)."""
+        self.node(node_id).values.pop(input_id, None)
+        self._emit(EVENT_VALUE_CHANGED, (node_id,), input_id)
+
+    def set_extra(self, node_id: int, key: str, value: Any) -> None:
+        """UI-only settings saved with a node (e.g. the seed control); `None` removes the key."""
+        extra = self.node(node_id).extra
+        if value is None:
+            extra.pop(key, None)
+        else:
+            extra[key] = value
+        self._emit(EVENT_NODE_CHANGED, (node_id,), "extra")
 
     def set_mode(self, node_id: int, mode: NodeMode | str) -> None:
         self.node(node_id).mode = NodeMode(mode)

@@ -28,8 +28,6 @@ from typing import Any
 from PySide6.QtGui import QUndoCommand
 
 from graph_engine.model import (
-    EVENT_NODE_CHANGED,
-    EVENT_VALUE_CHANGED,
     Graph,
     NodeMode,
 )
@@ -52,12 +50,6 @@ class _Missing:
 
 # A key that was not in `node.values` / `node.extra` before the edit; reverting removes it again.
 ABSENT: Any = _Missing()
-
-
-def _notify(graph: Graph, kind: str, node_id: int, key: str) -> None:
-    # Graph has no public "remove a value" or "set extra" method; these two edits change the node's
-    # dicts directly and then announce it the way Graph itself would, so observers stay in sync.
-    graph._emit(kind, (node_id,), key)
 
 
 # ---- edits --------------------------------------------------------------------------------------
@@ -164,8 +156,7 @@ class SetValue(Edit):
 
     def revert(self, graph: Graph) -> None:
         if self.old is ABSENT:
-            graph.node(self.node_id).values.pop(self.key, None)
-            _notify(graph, EVENT_VALUE_CHANGED, self.node_id, self.key)
+            graph.unset_value(self.node_id, self.key)
         else:
             graph.set_value(self.node_id, self.key, copy.deepcopy(self.old))
 
@@ -191,12 +182,7 @@ class SetExtra(Edit):
     new: Any
 
     def _set(self, graph: Graph, value: Any) -> None:
-        extra = graph.node(self.node_id).extra
-        if value is ABSENT:
-            extra.pop(self.key, None)
-        else:
-            extra[self.key] = copy.deepcopy(value)
-        _notify(graph, EVENT_NODE_CHANGED, self.node_id, "extra")
+        graph.set_extra(self.node_id, self.key, None if value is ABSENT else copy.deepcopy(value))
 
     def apply(self, graph: Graph) -> None:
         self._set(graph, self.new)
