@@ -51,6 +51,7 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps, save
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
+from ui.panels.timeline import install_timeline
 from ui.run_controller import RunController, default_seed_control
 from ui.shortcuts import BY_ID
 
@@ -119,6 +120,7 @@ class MainWindow(QMainWindow):
         self.status = QLabel("")
         self.statusBar().addWidget(self.status, 1)
         self.set_document(Graph(), None)
+        self.timeline, self.timeline_dock = install_timeline(self)  # follows documentChanged from here on
 
     # ---- construction ---------------------------------------------------------------------------
 

@@ -341,8 +341,9 @@ def attach(panel: TimelinePanel, controller: RunController, *, live: bool = True
 
 def install_timeline(window: Any) -> tuple[TimelinePanel, QDockWidget]:
     """Dock a timeline panel in `ui.main_window.MainWindow` (tabbed with the images) and keep it attached
-    to the open document. Uses only the window's public surface: `controller`, `documentChanged`,
-    `images_dock` and `log` (optional)."""
+    to the open document, with a toggle in the View menu. Uses only the window's public surface:
+    `controller`, `documentChanged`, `menuBar()`, and `images_dock` and `log` where present. Call it
+    after the window has its first document."""
     panel = TimelinePanel(window)
     dock = QDockWidget("Timeline", window)
     dock.setObjectName("dock-timeline")
@@ -352,6 +353,9 @@ def install_timeline(window: Any) -> tuple[TimelinePanel, QDockWidget]:
     if images_dock is not None:
         window.tabifyDockWidget(images_dock, dock)
         images_dock.raise_()
+    view_menu = next((a.menu() for a in window.menuBar().actions() if a.text().replace("&", "") == "View"), None)
+    if view_menu is not None:
+        view_menu.addAction(dock.toggleViewAction())
     log = getattr(window, "log", None)
     if log is not None:
         panel.message.connect(lambda level, text: log.add(level, text))
