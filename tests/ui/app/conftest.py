@@ -43,3 +43,7 @@ def qloop(qapp: object) -> Iterator[asyncio.AbstractEventLoop]:
         asyncio.set_event_loop(None)
     if errors:
         raise AssertionError(f"errors in the event loop: {errors}")
+
+
+# Tiny checkpoints in a model root, for the tests that run real diffusion graphs from the window.
+from tests.support.model_root import tiny_model_root, tiny_models  # noqa: E402, F401
