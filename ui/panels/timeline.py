@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
@@ -40,13 +39,15 @@ from graph_engine import Graph, RunResult
 from ui.images import qimage_from_array
 
 if TYPE_CHECKING:
+    import numpy as np  # only for annotations: numpy costs start-up time the window need not pay
+
     from ui.run_controller import RunController
 
 X0_PREVIEW = "predicted x₀: the model's guess of the final image (preview)"
 X0_DECODED = "predicted x₀, decoded with the VAE"
 
 # frame, latent_scale, sampler node id -> uint8 [H, W, 3], computed off the Qt thread.
-Decoder = Callable[[Mapping[str, Any], float, int | None], Awaitable[np.ndarray]]
+Decoder = Callable[[Mapping[str, Any], float, int | None], Awaitable["np.ndarray"]]
 
 
 class _FrameView(QLabel):
