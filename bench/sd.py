@@ -53,39 +53,21 @@ def write_checkpoint(dtype_name: str) -> Path:
 
 
 def build_graph(ckpt_name: str, size: int, steps: int, cfg: float, seed: int):
-    from graph_engine import Graph
+    from tests.support.graphs import txt2img_graph
 
-    g = Graph()
-    ckpt = g.add_node("CheckpointLoaderSimple", {"ckpt_name": ckpt_name}).id
-    pos = g.add_node("CLIPTextEncode", {"text": PROMPT}).id
-    neg = g.add_node("CLIPTextEncode", {"text": ""}).id
-    empty = g.add_node("EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}).id
-    ks = g.add_node(
-        "KSampler",
-        {
-            "seed": seed,
-            "steps": steps,
-            "cfg": cfg,
-            "sampler_name": "euler",
-            "scheduler": "linspace_diffusers",
-            "denoise": 1.0,
-        },
-    ).id
-    dec = g.add_node("VAEDecode").id
-    save = g.add_node("SaveImage", {"filename_prefix": "bench"}).id
-    for a, out, b, inp, t in [
-        (ckpt, "CLIP", pos, "clip", "CLIP"),
-        (ckpt, "CLIP", neg, "clip", "CLIP"),
-        (ckpt, "MODEL", ks, "model", "MODEL"),
-        (pos, "CONDITIONING", ks, "positive", "CONDITIONING"),
-        (neg, "CONDITIONING", ks, "negative", "CONDITIONING"),
-        (empty, "LATENT", ks, "latent_image", "LATENT"),
-        (ks, "LATENT", dec, "samples", "LATENT"),
-        (ckpt, "VAE", dec, "vae", "VAE"),
-        (dec, "IMAGE", save, "images", "IMAGE"),
-    ]:
-        g.add_link(a, out, b, inp, t)
-    return g, ks
+    g, ids = txt2img_graph(
+        ckpt_name,
+        prompt=PROMPT,
+        size=size,
+        output_values={"filename_prefix": "bench"},
+        seed=seed,
+        steps=steps,
+        cfg=cfg,
+        sampler_name="euler",
+        scheduler="linspace_diffusers",
+        denoise=1.0,
+    )
+    return g, ids["ks"]
 
 
 def per_step(stamps: list[float]) -> float:

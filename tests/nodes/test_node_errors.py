@@ -10,32 +10,17 @@ import torch
 from graph_engine import Executor, Graph, validate
 from nodes import builtin_registry
 from nodes.folders import input_dir
+from tests.support.graphs import txt2img_graph
 from tests.support.model_root import TINY_NAMES, write_test_image
 from tests.support.tiny_sd import build_tiny_models, write_single_file
 
 
 def txt2img(ckpt_name: str, *, width: int = 64, prefix: str = "t") -> tuple[Graph, dict[str, int]]:
-    g = Graph()
-    ids = {}
-    ids["ckpt"] = g.add_node("CheckpointLoaderSimple", {"ckpt_name": ckpt_name}, title="Loader").id
-    ids["pos"] = g.add_node("CLIPTextEncode", {"text": "a cat"}).id
-    ids["neg"] = g.add_node("CLIPTextEncode", {"text": ""}).id
-    ids["empty"] = g.add_node("EmptyLatentImage", {"width": width, "height": 64}).id
-    ids["ks"] = g.add_node("KSampler", {"steps": 2, "seed": 1}).id
-    ids["dec"] = g.add_node("VAEDecode").id
-    ids["save"] = g.add_node("SaveImage", {"filename_prefix": prefix}).id
-    for a, out, b, inp, t in [
-        ("ckpt", "CLIP", "pos", "clip", "CLIP"),
-        ("ckpt", "CLIP", "neg", "clip", "CLIP"),
-        ("ckpt", "MODEL", "ks", "model", "MODEL"),
-        ("pos", "CONDITIONING", "ks", "positive", "CONDITIONING"),
-        ("neg", "CONDITIONING", "ks", "negative", "CONDITIONING"),
-        ("empty", "LATENT", "ks", "latent_image", "LATENT"),
-        ("ks", "LATENT", "dec", "samples", "LATENT"),
-        ("ckpt", "VAE", "dec", "vae", "VAE"),
-        ("dec", "IMAGE", "save", "images", "IMAGE"),
-    ]:
-        g.add_link(ids[a], out, ids[b], inp, t)
+    g, ids = txt2img_graph(
+        ckpt_name, prompt="a cat", ckpt_title="Loader", output_values={"filename_prefix": prefix}, steps=2, seed=1
+    )
+    g.set_value(ids["empty"], "width", width)
+    ids["save"] = ids["out"]
     return g, ids
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph_engine import Executor, Graph
+from graph_engine import Executor
 from nodes import builtin_registry
+from tests.support.graphs import txt2img_graph
 from tests.support.tiny_sd import build_tiny_models, write_diffusers_folder, write_single_file
 
 PROMPT = "a (red:1.0) fox jumping over a lazy dog, photograph"
@@ -28,37 +29,20 @@ def run_graph_latents(tmp_path, name: str, family: str) -> torch.Tensor:
 
     g_latent: list[torch.Tensor] = []
     executor = Executor(builtin_registry(), output_dir=tmp_path, cache=ResultCache())
-    g = Graph()
-    ckpt = g.add_node("CheckpointLoaderSimple", {"ckpt_name": name}).id
-    pos = g.add_node("CLIPTextEncode", {"text": PROMPT}).id
-    g.add_link(ckpt, "CLIP", pos, "clip", "CLIP")
-    if family == "sdxl":
-        neg = g.add_node("ConditioningZeroOut").id
-        g.add_link(pos, "CONDITIONING", neg, "conditioning", "CONDITIONING")
-    else:
-        neg = g.add_node("CLIPTextEncode", {"text": ""}).id
-        g.add_link(ckpt, "CLIP", neg, "clip", "CLIP")
-    empty = g.add_node("EmptyLatentImage", {"width": SIZE, "height": SIZE, "batch_size": 1}).id
-    ks = g.add_node(
-        "KSampler",
-        {
-            "seed": SEED,
-            "steps": STEPS,
-            "cfg": CFG,
-            "sampler_name": "euler",
-            "scheduler": "linspace_diffusers",
-            "denoise": 1.0,
-        },
-    ).id
-    g.add_link(ckpt, "MODEL", ks, "model", "MODEL")
-    g.add_link(pos, "CONDITIONING", ks, "positive", "CONDITIONING")
-    g.add_link(neg, "CONDITIONING", ks, "negative", "CONDITIONING")
-    g.add_link(empty, "LATENT", ks, "latent_image", "LATENT")
-    save = g.add_node("PreviewImage").id
-    dec = g.add_node("VAEDecode").id
-    g.add_link(ks, "LATENT", dec, "samples", "LATENT")
-    g.add_link(ckpt, "VAE", dec, "vae", "VAE")
-    g.add_link(dec, "IMAGE", save, "images", "IMAGE")
+    g, ids = txt2img_graph(
+        name,
+        prompt=PROMPT,
+        negative=None if family == "sdxl" else "",
+        size=SIZE,
+        output="PreviewImage",
+        seed=SEED,
+        steps=STEPS,
+        cfg=CFG,
+        sampler_name="euler",
+        scheduler="linspace_diffusers",
+        denoise=1.0,
+    )
+    ks = ids["ks"]
     from graph_engine.events import NodeFinished
 
     def grab(event):

@@ -11,6 +11,7 @@ from PySide6.QtGui import QUndoStack
 
 from graph_engine import Executor, Graph
 from nodes import builtin_registry
+from tests.support.graphs import txt2img_graph
 from tests.support.model_root import TINY_NAMES
 from ui.canvas import GraphView
 from ui.images import qimage_to_array
@@ -22,26 +23,10 @@ STEPS = 6
 
 
 def sampler_graph(size: int = 128) -> tuple[Graph, int]:
-    g = Graph()
-    ckpt = g.add_node("CheckpointLoaderSimple", {"ckpt_name": TINY_NAMES["sd1"]}, pos=(0, 0)).id
-    pos = g.add_node("CLIPTextEncode", {"text": "a lighthouse at dusk"}, pos=(300, 0)).id
-    neg = g.add_node("CLIPTextEncode", {"text": ""}, pos=(300, 220)).id
-    empty = g.add_node("EmptyLatentImage", {"width": size, "height": size}, pos=(300, 440)).id
-    ks = g.add_node("KSampler", {"seed": 4, "steps": STEPS, "cfg": 7.5}, pos=(640, 0)).id
-    dec = g.add_node("VAEDecode", pos=(960, 0)).id
-    prev = g.add_node("PreviewImage", pos=(1180, 0)).id
-    for src, out, dst, inp, t in [
-        (ckpt, "CLIP", pos, "clip", "CLIP"),
-        (ckpt, "CLIP", neg, "clip", "CLIP"),
-        (ckpt, "MODEL", ks, "model", "MODEL"),
-        (pos, "CONDITIONING", ks, "positive", "CONDITIONING"),
-        (neg, "CONDITIONING", ks, "negative", "CONDITIONING"),
-        (empty, "LATENT", ks, "latent_image", "LATENT"),
-        (ks, "LATENT", dec, "samples", "LATENT"),
-        (ckpt, "VAE", dec, "vae", "VAE"),
-        (dec, "IMAGE", prev, "images", "IMAGE"),
-    ]:
-        g.add_link(src, out, dst, inp, t)
+    g, ids = txt2img_graph(
+        TINY_NAMES["sd1"], prompt="a lighthouse at dusk", size=size, output="PreviewImage", seed=4, steps=STEPS, cfg=7.5
+    )
+    ks = ids["ks"]
     return g, ks
 
 
