@@ -87,6 +87,10 @@ def lora_loader(
 )
 def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: int) -> tuple[Any]:
     """Reads the text encoder's output from an earlier layer ("clip skip")."""
+    if getattr(clip, "family", "") == "sd2":
+        # SD2 checkpoints carry OpenCLIP-H without its last block (the 23-layer encoder diffusers
+        # builds), so ComfyUI's -2, its SD2 default, is our -1; its -1 names a layer that is not there.
+        stop_at_clip_layer = min(-1, stop_at_clip_layer + 1)
     try:
         return (clip.with_last_layer(stop_at_clip_layer),)
     except ValueError as exc:
