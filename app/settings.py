@@ -29,9 +29,11 @@ def home_dir() -> Path:
 class Settings:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "exact"  # exact | fast
+    compile: bool = False  # torch.compile the UNet (CPU: inductor freezing), once per image size
     output_dir: str = ""  # empty: <home>/output
     cache_budget_mb: int = 2048
     model_budget_mb: int = 0  # 0: decided from the machine's memory
+    vram_budget_mb: int = 0  # GPU: idle models move to the CPU beyond this; 0: whatever the card has
     extra_model_roots: list[str] = field(default_factory=list)
     comfyui_extra_model_paths: str = ""  # a ComfyUI extra_model_paths.yaml to read
     recent_files: list[str] = field(default_factory=list)

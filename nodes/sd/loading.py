@@ -10,7 +10,15 @@ from nodes.folders import model_folders
 from nodes.sd.clip import ClipModel
 from nodes.sd.errors import ModelError
 from nodes.sd.model import DiffusionModel, VAEModel
-from nodes.sd.runtime import device_for, dtypes_for, manager
+from nodes.sd.runtime import (
+    apply_memory_settings,
+    compile_enabled,
+    device_for,
+    dtypes_for,
+    make_vram_room,
+    manager,
+    prepare_unet,
+)
 from nodes.sd.sampling import ModelSampling
 
 
@@ -25,12 +33,15 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, C
     path = resolve("checkpoints", name, "ckpt_name")
     device = device_for(ctx.device)
     unet_dtype, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
+    apply_memory_settings(ctx.settings)
+    make_vram_room(device, path.stat().st_size if path.is_file() else 0)
     try:
         ckpt: Any = manager().checkpoint(
             path, device=device, dtype=unet_dtype, vae_dtype=vae_dtype, text_dtype=text_dtype
         )
     except ModelError as exc:
         raise InputError("ckpt_name", str(exc)) from None
+    channels_last = prepare_unet(ckpt.unet, device, unet_dtype)
     config = dict(ckpt.scheduler_config, prediction_type=ckpt.prediction_type)
     model = DiffusionModel(
         unet=ckpt.unet,
@@ -41,6 +52,8 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, C
         latent_scale=float(ckpt.vae_scaling_factor),
         inpainting=ckpt.inpainting,
         source=name,
+        channels_last=channels_last,
+        compile=compile_enabled(ctx.settings),
     )
     clip = ClipModel(ckpt.family, ckpt.text_encoders)
     if ckpt.vae is None:

@@ -74,6 +74,10 @@ class DiffusionModel:
     inpainting: bool = False
     source: str = ""
     patches: tuple[WeightPatch, ...] = field(default=())
+    # Speed options decided by the loader from the device, dtype and settings (nodes/sd/runtime.py):
+    # feed the UNet channels_last inputs, and run it through torch.compile (per-shape cache).
+    channels_last: bool = False
+    compile: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,11 +129,23 @@ class DiffusionModel:
         if concat is not None:
             x = torch.cat([x, concat.to(x).repeat(len(conds), 1, 1, 1)], dim=1)
         x = x.to(self.device, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         t = t.to(self.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        out = self.unet(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
+        out = self._forward(x, context)(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
         return out.float()
+
+    def _forward(self, x: Tensor, context: Tensor) -> Any:
+        """The UNet, or its compiled form for this input shape when compiling is on and no LoRA is hooked
+        in (frozen weights would not see the hooks)."""
+        if not self.compile or self.patches:
+            return self.unet
+        from nodes.sd.compile import compiled
+
+        key = (tuple(x.shape), tuple(context.shape), x.dtype, self.channels_last)
+        return compiled(self.unet, key=key, channels_last=self.channels_last)
 
 
 def _same_length(embeds: list[Tensor]) -> list[Tensor]:

@@ -2,6 +2,10 @@
 
 One `ModelManager` per process, so two loader nodes naming the same file (or two workflows open in
 the editor) share one copy of the weights.
+
+Settings reach the nodes as the executor's ``settings`` mapping: plain keys (``precision``,
+``compile``, ``cpu_bf16``) set by a caller win over the fields of the app's `Settings` object,
+which travels under the key ``settings`` (see `setting`).
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from typing import Any
 
 import torch
 
-from nodes.sd.devices import pick_device, precision_for
+from nodes.sd.devices import channels_last_helps, pick_device, precision_for
 from nodes.sd.model_manager import ModelManager
 
 _lock = threading.Lock()
 _manager: ModelManager | None = None
+_vram_budget_bytes = 0  # 0: no budget beyond what the card has
 
 
 def manager() -> ModelManager:
@@ -31,7 +36,72 @@ def device_for(name: str) -> torch.device:
     return pick_device(name or "auto")
 
 
+def setting(settings: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """A setting from the run's mapping, else from the app's `Settings` object under "settings"."""
+    if name in settings:
+        return settings[name]
+    app_settings = settings.get("settings")
+    if app_settings is not None and hasattr(app_settings, name):
+        return getattr(app_settings, name)
+    return default
+
+
 def dtypes_for(device: torch.device, settings: Mapping[str, Any]) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
-    """(unet, vae, text) dtypes for this run's precision mode ("exact" unless the settings say "fast")."""
-    mode = str(settings.get("precision", "exact"))
-    return precision_for(device, mode if mode in ("exact", "fast") else "exact")  # type: ignore[arg-type]
+    """(unet, vae, text) dtypes for this run's precision mode ("exact" unless the settings say "fast").
+
+    ``cpu_bf16`` (True/False) overrides the CPU's bf16 detection: fast mode then uses bf16 on a CPU
+    that only emulates it (slower, but it lets tests and benchmarks exercise the bf16 path anywhere).
+    """
+    mode = str(setting(settings, "precision", "exact"))
+    override = setting(settings, "cpu_bf16", None)
+    cpu_bf16 = None if override is None else bool(override)
+    return precision_for(device, mode if mode in ("exact", "fast") else "exact", cpu_bf16=cpu_bf16)  # type: ignore[arg-type]
+
+
+def compile_enabled(settings: Mapping[str, Any]) -> bool:
+    return bool(setting(settings, "compile", False))
+
+
+def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
+    """Put a freshly served UNet in the memory format that is fastest for its device and dtype.
+
+    Idempotent, and the same for every request with these (file, device, dtype), which is the model
+    manager's key, so nodes sharing the UNet agree. Returns whether it runs channels_last.
+    """
+    channels_last = channels_last_helps(device, dtype)
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+def apply_memory_settings(settings: Mapping[str, Any]) -> None:
+    """Model budget (RAM) and VRAM budget from the settings; 0 keeps the automatic choice."""
+    global _vram_budget_bytes
+    model_mb = int(setting(settings, "model_budget_mb", 0) or 0)
+    if model_mb > 0:
+        manager().budget_bytes = model_mb * 2**20
+    _vram_budget_bytes = max(0, int(setting(settings, "vram_budget_mb", 0) or 0)) * 2**20
+
+
+def vram_budget_bytes() -> int:
+    return _vram_budget_bytes
+
+
+def make_vram_room(device: torch.device, nbytes: int) -> bool:
+    """Before putting ``nbytes`` of weights on a GPU: move idle models to the CPU until they fit both
+    the card's free memory and the VRAM budget. No-op on the CPU."""
+    if device.type == "cpu":
+        return True
+    budget = _vram_budget_bytes
+    mgr = manager()
+    if budget <= 0:
+        return mgr.make_room(device, nbytes)
+
+    def free_bytes() -> int:
+        resident = sum(m.nbytes for m in mgr.loaded() if m.device == str(device) and not m.offloaded)
+        room = budget - resident
+        if device.type == "cuda" and torch.cuda.is_available():
+            room = min(room, int(torch.cuda.mem_get_info(device)[0]))
+        return room
+
+    return mgr.make_room(device, nbytes, free_bytes=free_bytes)
