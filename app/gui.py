@@ -134,6 +134,15 @@ def main(path: str | None = None) -> int:
         QTimer.singleShot(0, probe)
     else:
         QTimer.singleShot(0, window.offer_recovery)  # type: ignore[attr-defined]
+        # Once the window has painted, load torch & co. in the background so the first run starts
+        # sooner. The window itself never imports them (see the module docstring).
+        from app.cli import start_preloading
+
+        QTimer.singleShot(300, start_preloading)
+    # Compiling the UNet takes about a minute: never on this (the window's) thread.
+    from nodes.sd.compile import forbid_compiling_on_this_thread
+
+    forbid_compiling_on_this_thread()
 
     app.aboutToQuit.connect(window.shutdown)  # type: ignore[attr-defined]
     with loop:
