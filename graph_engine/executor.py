@@ -14,6 +14,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,8 @@ class Executor:
                     workflow=workflow,
                     settings=self.settings,
                     cancel_token=token,
-                    on_progress=lambda i, n, nid=p.id: emit(NodeProgress(nid, i, n)),
-                    on_preview=lambda img, nid=p.id: emit(NodePreview(nid, img)),
+                    on_progress=partial(_progress, emit, p.id),
+                    on_preview=partial(_preview, emit, p.id),
                 )
                 emit(NodeStarted(p.id))
                 t0 = time.perf_counter()
@@ -242,6 +243,14 @@ class Executor:
             inputs={k: _describe(v) for k, v in kwargs.items()},
             traceback="".join(traceback.format_exception(exc)),
         )
+
+
+def _progress(emit: Callable[[Event], None], node_id: int, step: int, total: int) -> None:
+    emit(NodeProgress(node_id, step, total))
+
+
+def _preview(emit: Callable[[Event], None], node_id: int, image: Any) -> None:
+    emit(NodePreview(node_id, image))
 
 
 def consts_map(p: PlannedNode) -> dict[str, Constant]:

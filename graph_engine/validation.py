@@ -156,8 +156,8 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
     # Resolve every link into an active node once: (dst, input) -> Source | reason.
     resolved: dict[int, dict[str, Source | str]] = {}
     for lk in graph.links.values():
-        dst = graph.nodes.get(lk.dst_node)
-        if dst is None or dst.mode != NodeMode.ACTIVE:
+        consumer = graph.nodes.get(lk.dst_node)
+        if consumer is None or consumer.mode != NodeMode.ACTIVE:
             continue
         resolved.setdefault(lk.dst_node, {})[lk.dst_input] = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
 
@@ -189,16 +189,16 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
     execution_set: set[int] = set(chosen)
     stack = list(chosen)
     while stack:
-        for src in preds.get(stack.pop(), ()):
-            if src not in execution_set:
-                execution_set.add(src)
-                stack.append(src)
+        for pred in preds.get(stack.pop(), ()):
+            if pred not in execution_set:
+                execution_set.add(pred)
+                stack.append(pred)
 
     import networkx as nx
 
     sub = nx.DiGraph()
     sub.add_nodes_from(execution_set)
-    sub.add_edges_from((src, dst) for dst in execution_set for src in preds.get(dst, ()))
+    sub.add_edges_from((pred, nid) for nid in execution_set for pred in preds.get(nid, ()))
     try:
         # Lexicographic order makes runs reproducible: the same graph always runs in the same order.
         order = list(nx.lexicographical_topological_sort(sub))

@@ -36,3 +36,8 @@ def test_graph_engine_imports_without_torch_or_qt():
 def test_ruff_clean():
     proc = subprocess.run([_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_graph_engine_is_mypy_strict_clean():
+    proc = subprocess.run([_tool("mypy"), "graph_engine"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -63,7 +63,11 @@ def load_comfy(doc: Any, registry: NodeRegistry, list_models: ListModels | None 
     try:
         if fmt == "comfyui-request":
             workflow = ((doc.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
-            result = import_ui(workflow, registry) if looks_like_ui(workflow) else import_api(doc["prompt"], registry)
+            if looks_like_ui(workflow):
+                assert isinstance(workflow, dict)
+                result = import_ui(workflow, registry)
+            else:
+                result = import_api(doc["prompt"], registry)
         elif fmt == "comfyui-ui":
             result = import_ui(doc, registry)
         else:

@@ -174,8 +174,8 @@ def import_api(doc: dict[str, Any], registry: NodeRegistry) -> ComfyImport:
         else:
             entry = placeholder_outputs[src_node.id][slot]
             output_id, typ = entry["name"], entry["type"]
-            if typ == ANY and dst_spec is not None and (inp := dst_spec.input(name)) is not None:
-                typ = inp.type
+            if typ == ANY and dst_spec is not None and (target := dst_spec.input(name)) is not None:
+                typ = target.type
         try:
             graph.add_link(src_node.id, output_id, nid, name, typ)
         except GraphError as exc:

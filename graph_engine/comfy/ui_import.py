@@ -468,7 +468,8 @@ class _UIReader:
 
     def finish(self) -> None:
         doc, graph = self.doc, self.graph
-        state = doc.get("state") if isinstance(doc.get("state"), dict) else {}
+        raw_state = doc.get("state")
+        state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
         for value, attr in (
             (doc.get("last_node_id", state.get("lastNodeId")), "next_node_id"),
             (doc.get("last_link_id", state.get("lastLinkId")), "next_link_id"),
