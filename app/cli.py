@@ -345,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from app.settings import Settings
+
+        Settings.load().apply_model_folders()
         if args.command is None or args.command == "gui":
             from app.gui import main as gui_main
 

@@ -103,9 +103,11 @@ def create_window() -> object:
     from ui.autosave import AutosaveStore
     from ui.main_window import MainWindow
 
+    settings = Settings.load()
+    settings.apply_model_folders()
     store = AutosaveStore(home_dir() / "autosave")
     store.start_session()
-    window = MainWindow(builtin_registry(), Settings.load(), autosave=store)
+    window = MainWindow(builtin_registry(), settings, autosave=store)
     window.load_default()
     return window
 

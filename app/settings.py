@@ -36,12 +36,19 @@ class Settings:
     vram_budget_mb: int = 0  # GPU: idle models move to the CPU beyond this; 0: whatever the card has
     extra_model_roots: list[str] = field(default_factory=list)
     comfyui_extra_model_paths: str = ""  # a ComfyUI extra_model_paths.yaml to read
+    a1111_install: str = ""  # an AUTOMATIC1111/Forge folder whose models/ to use
     recent_files: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir) if self.output_dir else home_dir() / "output"
+
+    def apply_model_folders(self) -> None:
+        """Tell the nodes where models live beyond `<home>/models` (extra roots, ComfyUI, A1111)."""
+        from nodes.folders import configure
+
+        configure(self.extra_model_roots, self.comfyui_extra_model_paths, self.a1111_install)
 
     @classmethod
     def path(cls) -> Path:

@@ -143,3 +143,26 @@ def test_interrupt_exits_130(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "result.txt").exists()
+
+
+def test_settings_model_roots_are_used(tmp_path):
+    """A model root named in settings.json is where `sdgraph validate` looks for checkpoints."""
+    doc = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    for node in doc["nodes"]:
+        if node["type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = "mine.safetensors"
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(doc))
+    env = {**os.environ, "SDGRAPH_HOME": str(tmp_path / "home")}
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "app", "validate", str(path)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    proc = run()
+    assert proc.returncode == 2 and "'mine.safetensors' is not available" in proc.stderr
+    root = tmp_path / "elsewhere"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "mine.safetensors").write_bytes(b"")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "settings.json").write_text(json.dumps({"extra_model_roots": [str(root)]}))
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
