@@ -1,9 +1,5 @@
-"""Fixtures for the window, run-controller and autosave tests (Qt offscreen comes from tests/conftest.py).
-
-Every test gets its own SDGRAPH_HOME (so settings, recent files and autosaves never touch a real
-user's folder) and, where it awaits runs, its own qasync event loop, modelled on qasync's own test
-fixture: created on pytest-qt's QApplication, set as the current loop, closed afterwards.
-"""
+"""Fixtures every Qt test shares: a private SDGRAPH_HOME, a qasync loop on pytest-qt's QApplication,
+and the tiny checkpoints for tests that run real diffusion graphs from the window."""
 
 from __future__ import annotations
 
@@ -14,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from app.gui import pin_bool_refcounts
+from tests.support.model_root import tiny_model_root, tiny_models  # noqa: F401
 
-# PySide6 6.12.0 on Python 3.11 drops a reference to True on every Python-side emit(); without this a
-# test session aborts at exit with "Fatal Python error: bool_dealloc" (see app.gui.pin_bool_refcounts).
+# PySide6 6.12.0 on Python 3.11 drops a reference to True on every Python-side emit() (pyproject excludes
+# that version; this guard covers an environment that has it anyway). See app.gui.pin_bool_refcounts.
 pin_bool_refcounts()
 
 
@@ -30,6 +27,7 @@ def sdgraph_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def qloop(qapp: object) -> Iterator[asyncio.AbstractEventLoop]:
+    """A qasync loop like the window's, set as the current loop; errors inside it fail the test."""
     import qasync
 
     loop = qasync.QEventLoop(qapp)
@@ -43,7 +41,3 @@ def qloop(qapp: object) -> Iterator[asyncio.AbstractEventLoop]:
         asyncio.set_event_loop(None)
     if errors:
         raise AssertionError(f"errors in the event loop: {errors}")
-
-
-# Tiny checkpoints in a model root, for the tests that run real diffusion graphs from the window.
-from tests.support.model_root import tiny_model_root, tiny_models  # noqa: E402, F401
