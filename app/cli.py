@@ -181,31 +181,43 @@ def apply_aliases(graph: Any, registry: Any, aliases: Sequence[str]) -> None:
 
 # ---- start-up -------------------------------------------------------------------------------
 
-# What the first diffusion node needs, in import order: torch, diffusers/transformers (the models),
-# and the loader/sampler modules built on them. Seconds of work that can overlap with reading the
+# What the first diffusion node needs. Seconds of imports that can overlap with reading the
 # workflow (`sdgraph run`) or with the user looking at the freshly shown window.
-PRELOAD_MODULES = ("torch", "diffusers", "transformers", "nodes.sd.loading", "nodes.sd.checkpoint.load")
 NO_PRELOAD_ENV = "SDGRAPH_NO_PRELOAD"
 
 
-def start_preloading(modules: Sequence[str] = PRELOAD_MODULES) -> threading.Thread | None:
-    """Import the heavy modules on a daemon thread, so the first run does not wait for them.
+def _import_torch() -> None:
+    import torch  # noqa: F401
 
-    Importing is idempotent and Python's per-module import locks make a thread that needs a module
-    early simply wait for it. A failure here is ignored: the real import will report it properly.
-    Set SDGRAPH_NO_PRELOAD=1 to turn it off.
+
+def _import_model_stack() -> None:
+    """torch, then the diffusers/transformers classes the checkpoint loader uses.
+
+    diffusers and transformers are lazy modules: naming the classes is what really imports them.
+    Their lazy machinery is not safe to enter from two threads at once (seen here: "cannot import
+    name 'AutoencoderKL' from 'diffusers'" when a node imported it while this thread was), so
+    whoever runs this must be waited for (`Thread.join`) before anything else imports them.
+    """
+    _import_torch()
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextModel  # noqa: F401
+
+
+def start_preloading(target: Any = _import_torch) -> threading.Thread | None:
+    """Run ``target`` (imports) on a daemon thread, so the first run does not wait for them.
+
+    The default, torch alone, is safe to overlap with anything: it is a plain package, so a thread
+    that needs it early just waits on its import lock. Errors are ignored here; the real import
+    reports them. Set SDGRAPH_NO_PRELOAD=1 to turn it off.
     """
     if os.environ.get(NO_PRELOAD_ENV):
         return None
 
     def preload() -> None:
-        import importlib
-
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # reported by the import that needs it, with its own context
-                return
+        try:
+            target()
+        except Exception:  # reported by the import that needs it, with its own context
+            return
 
     thread = threading.Thread(target=preload, name="sdgraph-preload", daemon=True)
     thread.start()
@@ -258,8 +270,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if not args.dry_run:
-        start_preloading()  # torch & co. load while the workflow is read and checked
+    # torch, diffusers and transformers load while the workflow is read and checked; joined below,
+    # before any node can import them.
+    preloading = None if args.dry_run else start_preloading(_import_model_stack)
     from app.progress import ProgressReporter
     from app.settings import Settings
     from graph_engine import CancelToken, Executor, InvalidGraph, make_plan
@@ -290,6 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings={"precision": args.precision or settings.precision, "settings": settings, **_speed_flags(args)},
     )
     token = CancelToken()
+    if preloading is not None:
+        preloading.join()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if token.cancelled:  # a second Ctrl+C: stop now

@@ -136,8 +136,8 @@ def main(path: str | None = None) -> int:
         QTimer.singleShot(0, probe)
     else:
         QTimer.singleShot(0, window.offer_recovery)  # type: ignore[attr-defined]
-        # Once the window has painted, load torch & co. in the background so the first run starts
-        # sooner. The window itself never imports them (see the module docstring).
+        # Once the window has painted, import torch in the background so the first run starts
+        # sooner (torch only: see start_preloading). The window itself never imports it.
         from app.cli import start_preloading
 
         QTimer.singleShot(300, start_preloading)
