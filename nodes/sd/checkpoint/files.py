@@ -56,6 +56,8 @@ _DTYPE_SIZES: dict[str, float] = {
     "F6_E2M3": 0.75,
     "F6_E3M2": 0.75,
 }
+# Floating dtypes a cast may start from, by safetensors name (as torch attribute names).
+_TORCH_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
 # A real header is a few hundred KB even for SDXL; anything near this is garbage, not metadata.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -77,6 +79,8 @@ class SafetensorsHeader:
     path: Path
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
+    # Where the tensor data begins in the file (8-byte length + header); `TensorInfo` offsets count from here.
+    data_offset: int = 0
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: info.shape for name, info in self.tensors.items()}
@@ -124,7 +128,7 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
     for name, entry in header.items():
         tensors[name] = _parse_entry(path, name, entry, data_len)
     _check_coverage(path, tensors, data_len)
-    return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata)
+    return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata, data_offset=8 + header_len)
 
 
 def _parse_entry(path: Path, name: str, entry: Any, data_len: int) -> TensorInfo:
@@ -178,19 +182,53 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         *,
         dtype: torch.dtype | None = None,
         source: Path | None = None,
+        header: SafetensorsHeader | None = None,
     ) -> None:
         self._handle = handle
         self._keys = keys
         self._key_set = set(keys)
         self._dtype = dtype
         self._source = source
+        self._header = header
 
     def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
-        return LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source)
+        return LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source, header=self._header)
+
+    def _read_for_cast(self, key: str) -> torch.Tensor | None:
+        """A tensor that must change dtype, read with `pread` into its own buffer and cast.
+
+        Going through the memory map instead would leave every page of the file it touched counted
+        in the process's memory until the map closes: loading an fp16 file as fp32 would then peak at
+        file size + fp32 weights. This way the peak is the fp32 weights plus one tensor.
+        """
+        import torch
+
+        header, source = self._header, self._source
+        if header is None or source is None or self._dtype is None:
+            return None
+        info = header.tensors[key]
+        stored = _TORCH_FLOATS.get(info.dtype)
+        if stored is None or stored == self._dtype:
+            return None
+        size = info.end - info.start
+        buf = bytearray(size)
+        with source.open("rb", buffering=0) as f:
+            f.seek(header.data_offset + info.start)
+            if f.readinto(buf) != size:
+                raise CorruptCheckpointError(source, f"tensor {key!r} is cut off")
+        if size == 0:
+            return torch.empty(info.shape, dtype=self._dtype)
+        return torch.frombuffer(buf, dtype=getattr(torch, stored)).reshape(info.shape).to(self._dtype)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._key_set:
             raise KeyError(key)
+        try:
+            cast = self._read_for_cast(key)
+        except OSError as exc:
+            raise CorruptCheckpointError(self._source or Path("?"), f"tensor {key!r} cannot be read ({exc})") from exc
+        if cast is not None:
+            return cast
         try:
             tensor: torch.Tensor = self._handle.get_tensor(key)
         except Exception as exc:  # safetensors raises its own SafetensorError subclasses
@@ -241,7 +279,7 @@ def open_state_dict(path: str | Path, *, allow_pickle: bool = False) -> LazyStat
         handle = safe_open(str(path), framework="pt", device="cpu")
     except Exception as exc:
         raise CorruptCheckpointError(path, f"safetensors could not open it ({exc})") from exc
-    return LazyStateDict(handle, list(header.tensors), source=path)
+    return LazyStateDict(handle, list(header.tensors), source=path, header=header)
 
 
 def read_shapes(path: str | Path, *, allow_pickle: bool = False) -> dict[str, tuple[int, ...]]:
