@@ -303,8 +303,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings={"precision": args.precision or settings.precision, "settings": settings, **_speed_flags(args)},
     )
     token = CancelToken()
-    if preloading is not None:
-        preloading.join()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if token.cancelled:  # a second Ctrl+C: stop now
@@ -314,6 +312,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
+        if preloading is not None:  # Ctrl+C while waiting cancels the run before its first node
+            preloading.join()
         with ProgressReporter(graph, plan) as reporter:
             result = executor.execute(plan, on_event=reporter.on_event, cancel=token, workflow=graph_to_dict(graph))
     except KeyboardInterrupt:
