@@ -15,7 +15,8 @@ from nodes.sd.model_manager import ModelManager
 from tests.support.graphs import txt2img_graph
 
 # bf16 keeps 8 bits of mantissa (~2-3 significant digits): over 10 euler steps on the tiny random
-# model the decoded images stay within this PSNR of the fp32 ones (measured ~35-45 dB).
+# model the decoded images stay within this PSNR of the fp32 ones (measured 50.6 dB
+# on the AVX2 EPYC; the bound leaves room for other CPUs' bf16 kernels).
 MIN_PSNR_DB = 25.0
 
 
@@ -54,7 +55,9 @@ def test_exact_and_fast_agree_within_tolerance(tiny_models, tmp_path, fresh_mana
     assert (exact_dtype, fast_dtype) == (torch.float32, torch.bfloat16)
     assert exact.shape == fast.shape == (1, 32, 32, 3)
     assert not torch.equal(exact, fast)  # the bf16 path really ran
-    assert psnr(exact, fast) >= MIN_PSNR_DB
+    value = psnr(exact, fast)
+    print(f"tiny sd1, 32x32, 4 steps: fp32 vs bf16 PSNR {value:.1f} dB")
+    assert value >= MIN_PSNR_DB
 
 
 def test_two_loader_nodes_share_one_load(tiny_models, tmp_path, fresh_manager) -> None:
