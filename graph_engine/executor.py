@@ -93,6 +93,11 @@ class Executor:
         self.device = device
         self.output_dir = Path(output_dir)
         self.settings = dict(settings or {})
+        # Device and plain-valued settings (precision, compile, ...) shape what nodes produce, so they
+        # are part of every cache key: switching precision re-runs the graph instead of reusing old results.
+        self._salt = repr(
+            (device, sorted((k, v) for k, v in self.settings.items() if isinstance(v, str | int | float | bool)))
+        )
 
     def run(
         self,
@@ -125,7 +130,7 @@ class Executor:
                 except Exception:  # a fingerprint that cannot be read means "assume it changed"
                     fp = uuid.uuid4().hex
             salt = nonce if p.spec.nondeterministic else ""
-            sigs[p.id] = signature((p.spec.type, p.spec.version, consts, fp, upstream, salt))
+            sigs[p.id] = signature((p.spec.type, p.spec.version, consts, fp, upstream, salt, self._salt))
         return sigs
 
     def execute(
@@ -159,9 +164,7 @@ class Executor:
                     result.status = "cancelled"
                     break
                 kwargs = {
-                    input_id: results[src.node_id][src.index]
-                    if isinstance(src, Ref)
-                    else src.value
+                    input_id: results[src.node_id][src.index] if isinstance(src, Ref) else src.value
                     for input_id, src in p.inputs.items()
                 }
                 ctx = ExecutionContext(

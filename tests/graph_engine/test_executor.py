@@ -348,3 +348,17 @@ def test_wrong_number_of_outputs_is_reported_as_a_node_bug():
     reg = NodeRegistry([bad, toy_nodes.show])
     result = Executor(reg).run(g)
     assert result.status == "failed" and "returned 1 values for 2 outputs" in result.error.message
+
+
+def test_settings_that_shape_results_are_part_of_the_cache_key():
+    g, _ = chain()
+    cache = ResultCache()
+    Executor(toy_nodes.registry(), cache=cache, settings={"precision": "exact"}).run(g)
+    CALLS.clear()
+    Executor(toy_nodes.registry(), cache=cache, settings={"precision": "exact"}).run(g)
+    assert ran() == []
+    Executor(toy_nodes.registry(), cache=cache, settings={"precision": "fast"}).run(g)
+    assert len(ran()) == 5
+    CALLS.clear()
+    Executor(toy_nodes.registry(), cache=cache, device="cuda", settings={"precision": "fast"}).run(g)
+    assert len(ran()) == 5
