@@ -15,6 +15,7 @@ from nodes.sd.runtime import (
     compile_enabled,
     device_for,
     dtypes_for,
+    is_fast,
     make_vram_room,
     manager,
     prepare_unet,
@@ -41,7 +42,7 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, C
         )
     except ModelError as exc:
         raise InputError("ckpt_name", str(exc)) from None
-    channels_last = prepare_unet(ckpt.unet, device, unet_dtype)
+    channels_last = prepare_unet(ckpt.unet, device, unet_dtype, fast=is_fast(ctx.settings))
     config = dict(ckpt.scheduler_config, prediction_type=ckpt.prediction_type)
     model = DiffusionModel(
         unet=ckpt.unet,

@@ -62,16 +62,22 @@ def compile_enabled(settings: Mapping[str, Any]) -> bool:
     return bool(setting(settings, "compile", False))
 
 
-def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> bool:
-    """Put a freshly served UNet in the memory format that is fastest for its device and dtype.
+def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, *, fast: bool) -> bool:
+    """Put a served UNet in the memory format its mode asks for; returns whether it runs channels_last.
 
-    Idempotent, and the same for every request with these (file, device, dtype), which is the model
-    manager's key, so nodes sharing the UNet agree. Returns whether it runs channels_last.
+    Exact mode always uses the reference (contiguous) layout: another layout changes the order of
+    floating-point sums, so results would drift from diffusers' by ~1e-4 (the parity tests see it).
+    Fast mode uses channels_last where it was measured to help. The UNet object is shared by every
+    request with the same (file, device, dtype), so the layout is set on each request, not assumed;
+    switching modes on one model converts the weights once per switch.
     """
-    channels_last = channels_last_helps(device, dtype)
-    if channels_last:
-        unet.to(memory_format=torch.channels_last)
+    channels_last = fast and channels_last_helps(device, dtype)
+    unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return channels_last
+
+
+def is_fast(settings: Mapping[str, Any]) -> bool:
+    return str(setting(settings, "precision", "exact")) == "fast"
 
 
 def apply_memory_settings(settings: Mapping[str, Any]) -> None:

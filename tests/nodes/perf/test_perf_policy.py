@@ -83,12 +83,22 @@ def test_channels_last_only_where_measured_to_help(cpu) -> None:
 def test_prepare_unet_sets_the_memory_format(cpu) -> None:
     cpu(AMX)
     conv = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3)).to(BF16)
-    assert runtime.prepare_unet(conv, torch.device("cpu"), BF16)
+    assert runtime.prepare_unet(conv, torch.device("cpu"), BF16, fast=True)
     assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
     cpu(AMX)
     plain = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))
-    assert not runtime.prepare_unet(plain, torch.device("cpu"), F32)
+    assert not runtime.prepare_unet(plain, torch.device("cpu"), F32, fast=True)
     assert plain[0].weight.is_contiguous()
+
+
+def test_exact_mode_keeps_the_reference_layout_even_on_a_shared_unet(cpu) -> None:
+    """Fast and exact fp32 share one cached UNet on an AVX2 CPU; exact must put the layout back."""
+    cpu(frozenset({"avx2"}))
+    conv = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))
+    assert runtime.prepare_unet(conv, torch.device("cpu"), F32, fast=True)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not runtime.prepare_unet(conv, torch.device("cpu"), F32, fast=False)
+    assert conv[0].weight.is_contiguous()
 
 
 def test_memory_settings_reach_the_manager(monkeypatch) -> None:
