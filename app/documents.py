@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from graph_engine import Graph
-from graph_engine.serialization import FORMAT, WorkflowFormatError, graph_from_dict
-
-# The PNG text chunk our SaveImage writes the workflow into.
-PNG_WORKFLOW_KEY = "sdgraph_workflow"
+from graph_engine.serialization import FORMAT, PNG_WORKFLOW_KEY, WorkflowFormatError, graph_from_dict
 
 
 @dataclass

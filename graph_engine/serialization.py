@@ -30,6 +30,8 @@ from graph_engine.model import Graph, GraphError, NodeMode
 FORMAT = "sdgraph.workflow"
 SCHEMA_VERSION = 1
 APP_VERSION = "0.1.0"
+# The PNG text chunk saved images carry their workflow in, so an image reopens as its graph.
+PNG_WORKFLOW_KEY = "sdgraph_workflow"
 
 
 class WorkflowFormatError(ValueError):

@@ -80,12 +80,6 @@ class Guider:
         return denoise
 
 
-def cfg_guider(
-    model: DiffusionModel, positive: Sequence[CondEntry], negative: Sequence[CondEntry], cfg: float
-) -> Guider:
-    return Guider(model, positive, negative, cfg)
-
-
 def inpaint_concat(samples: Tensor, noise_mask: Tensor | None) -> Tensor:
     """[mask, masked-image latent] for an inpainting UNet's extra 5 input channels.
 

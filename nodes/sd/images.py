@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-PNG_WORKFLOW_KEY = "sdgraph_workflow"
+from graph_engine.serialization import PNG_WORKFLOW_KEY
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from PySide6.QtGui import QImage
 
 from app.settings import Settings
 from nodes import builtin_registry
+from tests.support.graphs import TXT2IMG_LINKS
 from tests.support.model_root import TINY_NAMES
 from ui.autosave import AutosaveStore
 from ui.commands import connect_command, set_value_command
@@ -42,7 +43,7 @@ def build_txt2img(win: MainWindow) -> dict[str, int]:
         "empty": ("EmptyLatentImage", (300, 350), {"width": 64, "height": 64}),
         "ks": ("KSampler", (650, 0), {"steps": 6, "seed": 11}),
         "dec": ("VAEDecode", (950, 0), {}),
-        "save": ("SaveImage", (1200, 0), {"filename_prefix": "gui"}),
+        "out": ("SaveImage", (1200, 0), {"filename_prefix": "gui"}),
     }
     ids: dict[str, int] = {}
     for role, (type_, pos, values) in nodes.items():
@@ -51,17 +52,7 @@ def build_txt2img(win: MainWindow) -> dict[str, int]:
         for key, value in values.items():
             win.undo_stack.push(set_value_command(win.graph, nid, key, value))
         ids[role] = nid
-    for a, out, b, inp, t in [
-        ("ckpt", "CLIP", "pos", "clip", "CLIP"),
-        ("ckpt", "CLIP", "neg", "clip", "CLIP"),
-        ("ckpt", "MODEL", "ks", "model", "MODEL"),
-        ("pos", "CONDITIONING", "ks", "positive", "CONDITIONING"),
-        ("neg", "CONDITIONING", "ks", "negative", "CONDITIONING"),
-        ("empty", "LATENT", "ks", "latent_image", "LATENT"),
-        ("ks", "LATENT", "dec", "samples", "LATENT"),
-        ("ckpt", "VAE", "dec", "vae", "VAE"),
-        ("dec", "IMAGE", "save", "images", "IMAGE"),
-    ]:
+    for a, out, b, inp, t in [*TXT2IMG_LINKS, ("ckpt", "CLIP", "neg", "clip", "CLIP")]:
         win.undo_stack.push(connect_command(win.graph, ids[a], out, ids[b], inp, t))
     return ids
 
@@ -91,7 +82,7 @@ def test_txt2img_from_the_window(window: MainWindow, qtbot: Any, qloop: asyncio.
     (result,) = results
     assert result.status == "done", result.error
     # The image is in the Save Image node and in the image panel, and it is a real picture.
-    (image,) = window.view.node_item(ids["save"]).images
+    (image,) = window.view.node_item(ids["out"]).images
     assert (image.width(), image.height()) == (64, 64)
     (path,) = window.images.image_paths()
     assert Path(path).name == "gui_00001_.png"
