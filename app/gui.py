@@ -142,7 +142,7 @@ def main(path: str | None = None) -> int:
 
         QTimer.singleShot(300, start_preloading)
     # Compiling the UNet takes about a minute: never on this (the window's) thread.
-    from nodes.sd.compile import forbid_compiling_on_this_thread
+    from nodes.diffusion.compile import forbid_compiling_on_this_thread
 
     forbid_compiling_on_this_thread()
 

@@ -42,8 +42,8 @@ def write_random_checkpoint(family: str) -> Path:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from nodes.sd.checkpoint.detect import base_config
-    from nodes.sd.checkpoint.ldm_layout import save_single_file
+    from nodes.diffusion.checkpoint.detect import base_config
+    from nodes.diffusion.checkpoint.ldm_layout import save_single_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -65,7 +65,7 @@ def run_job(family: str, precision: str, steps: int) -> dict:
     from graph_engine import Executor
     from graph_engine.events import NodeProgress
     from nodes import builtin_registry
-    from nodes.sd.runtime import manager
+    from nodes.diffusion.runtime import manager
 
     path = write_random_checkpoint(family)
     size = JOBS[family]

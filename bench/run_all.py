@@ -55,7 +55,7 @@ TARGETS = {
 def machine() -> dict:
     import torch
 
-    from nodes.sd.devices import cpu_has_native_bf16, describe_cpu
+    from nodes.diffusion.devices import cpu_has_native_bf16, describe_cpu
 
     return {
         "cpu": describe_cpu(),
@@ -158,7 +158,7 @@ def main() -> None:
 
     import torch
 
-    from nodes.sd.devices import precision_for
+    from nodes.diffusion.devices import precision_for
 
     info = machine()
     print(

@@ -41,8 +41,8 @@ def write_checkpoint(dtype_name: str) -> Path:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nodes.sd.checkpoint.detect import base_config
-    from nodes.sd.checkpoint.ldm_layout import save_single_file
+    from nodes.diffusion.checkpoint.detect import base_config
+    from nodes.diffusion.checkpoint.ldm_layout import save_single_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -147,8 +147,8 @@ def main() -> None:
 def make_pipeline(executor, path: Path):
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    from nodes.sd.runtime import device_for, dtypes_for, manager
-    from nodes.sd.text.vocab import build_clip_tokenizer
+    from nodes.diffusion.runtime import device_for, dtypes_for, manager
+    from nodes.diffusion.text.vocab import build_clip_tokenizer
 
     device = device_for(executor.device)
     unet_dtype, vae_dtype, text_dtype = dtypes_for(device, executor.settings)

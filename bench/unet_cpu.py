@@ -7,7 +7,7 @@ Batch 2 (cond + uncond, as the sampler runs it), latents ``size``×``size`` (32 
 loaded from bench/sd.py's random checkpoint. Each repeat runs every variant once, so load from other
 processes hits them alike; the median and the fastest of the repeats are printed. ``--compile`` adds
 torch.compile with inductor freezing for each variant (one warm-up call, timed separately: that is
-the per-shape compile cost). This is what decides `nodes/sd/devices.py`'s CPU policy: fast mode
+the per-shape compile cost). This is what decides `nodes/diffusion/devices.py`'s CPU policy: fast mode
 picks bf16 only where it beats fp32, channels_last only where it helps.
 """
 
@@ -36,9 +36,9 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     from bench.sd import write_checkpoint
-    from nodes.sd.checkpoint.load import load_checkpoint
-    from nodes.sd.compile import compiled
-    from nodes.sd.devices import cpu_has_native_bf16, describe_cpu
+    from nodes.diffusion.checkpoint.load import load_checkpoint
+    from nodes.diffusion.compile import compiled
+    from nodes.diffusion.devices import cpu_has_native_bf16, describe_cpu
 
     path = write_checkpoint("fp16")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}

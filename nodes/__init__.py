@@ -2,7 +2,7 @@
 
 Each module in this package declares nodes with `graph_engine.node` and lists them in `NODES`.
 Declaring a node must stay cheap: modules here never import torch at import time (the window and
-`sdgraph --help` must not wait for it); the torch work lives in `nodes/sd/` and is imported inside
+`sdgraph --help` must not wait for it); the torch work lives in `nodes/diffusion/` and is imported inside
 `execute`.
 """
 

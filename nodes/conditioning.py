@@ -73,7 +73,7 @@ def clip_text_encode_sdxl(
 )
 def conditioning_combine(ctx: ExecutionContext, conditioning_1: Any, conditioning_2: Any) -> tuple[Any]:
     """Both prompts guide the image; the sampler averages their predictions."""
-    from nodes.sd.conditioning import combine
+    from nodes.diffusion.conditioning import combine
 
     return (combine(conditioning_1, conditioning_2),)
 
@@ -87,7 +87,7 @@ def conditioning_combine(ctx: ExecutionContext, conditioning_1: Any, conditionin
 )
 def conditioning_zero_out(ctx: ExecutionContext, conditioning: Any) -> tuple[Any]:
     """All-zero embeddings of the same shape: the usual SDXL negative."""
-    from nodes.sd.conditioning import zero_out
+    from nodes.diffusion.conditioning import zero_out
 
     return (zero_out(conditioning),)
 

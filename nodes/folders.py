@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from nodes.sd.model_paths import ModelFolders, sdgraph_home
+from nodes.diffusion.model_paths import ModelFolders, sdgraph_home
 
 _lock = threading.Lock()
 _extra_roots: list[str] = []

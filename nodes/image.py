@@ -27,7 +27,7 @@ def _image_hash(values: Mapping[str, Any]) -> str:
 )
 def load_image(ctx: ExecutionContext, image: str) -> tuple[Any, Any]:
     """An image from the input folder; its transparency becomes the MASK (1 = transparent)."""
-    from nodes.sd.images import load_image as load
+    from nodes.diffusion.images import load_image as load
 
     try:
         path = resolve_input_image(image)
@@ -55,7 +55,7 @@ def image_scale(
     """Resizes images (0 for one side keeps the aspect ratio)."""
     if width == 0 and height == 0:
         return (image,)
-    from nodes.sd.resize import resize_image
+    from nodes.diffusion.resize import resize_image
 
     return (resize_image(image, width, height, upscale_method, crop),)
 
@@ -69,7 +69,7 @@ def image_scale(
 )
 def save_image(ctx: ExecutionContext, images: Any, filename_prefix: str) -> NodeOutput:
     """Writes PNGs into the output folder with the workflow embedded, so the image reopens as its graph."""
-    from nodes.sd.images import save_images
+    from nodes.diffusion.images import save_images
 
     try:
         saved = save_images(images, ctx.output_dir, filename_prefix, ctx.workflow)
@@ -87,7 +87,7 @@ def save_image(ctx: ExecutionContext, images: Any, filename_prefix: str) -> Node
 )
 def preview_image(ctx: ExecutionContext, images: Any) -> NodeOutput:
     """Shows images without keeping them (they go to a temporary folder)."""
-    from nodes.sd.images import save_images
+    from nodes.diffusion.images import save_images
 
     folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
     folder.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def vae_decode(ctx: ExecutionContext, samples: Any, vae: Any) -> tuple[Any]:
     """Latents to pixels (with an fp32 retry if reduced precision overflows)."""
     import torch
 
-    from nodes.sd.checkpoint.vae_ops import decode
+    from nodes.diffusion.checkpoint.vae_ops import decode
 
     with torch.inference_mode():
         image = decode(vae.vae, samples["samples"], scaling_factor=1.0)
@@ -65,7 +65,7 @@ def vae_encode(ctx: ExecutionContext, pixels: Any, vae: Any) -> tuple[Any]:
     """Pixels to latents, for image-to-image."""
     import torch
 
-    from nodes.sd.checkpoint.vae_ops import encode
+    from nodes.diffusion.checkpoint.vae_ops import encode
 
     with torch.inference_mode():
         return ({"samples": encode(vae.vae, pixels, scaling_factor=1.0)},)
@@ -88,8 +88,8 @@ def vae_encode_for_inpaint(ctx: ExecutionContext, pixels: Any, vae: Any, mask: A
     checkpoints at denoise 1)."""
     import torch
 
-    from nodes.sd.checkpoint.vae_ops import encode
-    from nodes.sd.inpaint import prepare_inpaint
+    from nodes.diffusion.checkpoint.vae_ops import encode
+    from nodes.diffusion.inpaint import prepare_inpaint
 
     pixels, noise_mask = prepare_inpaint(pixels, mask, grow_mask_by)
     with torch.inference_mode():
@@ -128,7 +128,7 @@ def latent_upscale(
     ctx: ExecutionContext, samples: Any, upscale_method: str, width: int, height: int, crop: str
 ) -> tuple[Any]:
     """Resizes latents (sizes in pixels; 0 keeps the aspect ratio), e.g. for a hires-fix second pass."""
-    from nodes.sd.resize import resize_latent
+    from nodes.diffusion.resize import resize_latent
 
     if width == 0 and height == 0:
         return (samples,)

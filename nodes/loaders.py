@@ -27,7 +27,7 @@ def _fingerprint(kind: str, input_id: str) -> Any:
 def checkpoint_loader(ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any]:
     """Loads an SD 1.x, 2.x or SDXL checkpoint (.safetensors or a diffusers folder); the family and
     architecture are read from the weights."""
-    from nodes.sd.loading import load_checkpoint
+    from nodes.diffusion.loading import load_checkpoint
 
     return load_checkpoint(ctx, ckpt_name)
 
@@ -42,7 +42,7 @@ def checkpoint_loader(ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, 
 )
 def vae_loader(ctx: ExecutionContext, vae_name: str) -> tuple[Any]:
     """Loads a standalone VAE, to use instead of the checkpoint's own."""
-    from nodes.sd.loading import load_vae
+    from nodes.diffusion.loading import load_vae
 
     return (load_vae(ctx, vae_name),)
 
@@ -67,9 +67,9 @@ def lora_loader(
     """Applies a LoRA (kohya or diffusers format) to the model and text encoder without copying weights."""
     if strength_model == 0 and strength_clip == 0:
         return model, clip
-    from nodes.sd import lora
-    from nodes.sd.errors import ModelError
-    from nodes.sd.loading import resolve
+    from nodes.diffusion import lora
+    from nodes.diffusion.errors import ModelError
+    from nodes.diffusion.loading import resolve
 
     path = resolve("loras", lora_name, "lora_name")
     try:

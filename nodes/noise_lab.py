@@ -4,7 +4,7 @@ Feed it an image (with the VAE that encodes it) or a latent, drag `t` from 0 to 
 picture dissolve into static: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. The node reports ᾱ_t, √ᾱ_t, √(1−ᾱ_t) and
 SNR = ᾱ/(1−ᾱ) in its `ui` payload (drawn on the node under its widgets) and a cheap latent preview.
 It is `live`: the editor re-runs it (and only what is downstream: the decode and the preview, since
-the encode upstream is cached) shortly after `t` changes. The maths is in `nodes.sd.forward`.
+the encode upstream is cached) shortly after `t` changes. The maths is in `nodes.diffusion.forward`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from graph_engine import Combo, ExecutionContext, InputError, Int, NodeOutput, Output, Socket, node
 
-SCHEDULES = ["scaled_linear", "linear", "cosine"]  # = nodes.sd.forward.SCHEDULES, without importing torch
+SCHEDULES = ["scaled_linear", "linear", "cosine"]  # = nodes.diffusion.forward.SCHEDULES, without importing torch
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 # A LATENT alone does not say which VAE made it; SD1/SD2's factor is the common case. Connect the VAE
 # to use its own factor (SDXL: 0.13025).
@@ -58,9 +58,9 @@ def add_noise(
     """Noises the input to timestep t, as diffusion training does, so you can see what the model undoes."""
     import torch
 
-    from nodes.sd.forward import add_noise as forward
-    from nodes.sd.forward import noise_level
-    from nodes.sd.previews import latent_to_rgb
+    from nodes.diffusion.forward import add_noise as forward
+    from nodes.diffusion.forward import noise_level
+    from nodes.diffusion.previews import latent_to_rgb
 
     if image is None and latent is None:
         raise InputError("image", "connect an image (with a VAE) or a latent to add noise to")
@@ -73,7 +73,7 @@ def add_noise(
         if image is not None:
             if vae is None:
                 raise InputError("vae", "an image must be encoded first: connect the VAE (e.g. the checkpoint's)")
-            from nodes.sd.checkpoint.vae_ops import encode
+            from nodes.diffusion.checkpoint.vae_ops import encode
 
             raw = encode(vae.vae, image, scaling_factor=1.0)
         else:
@@ -98,7 +98,7 @@ def _save_preview(ctx: ExecutionContext, rgb: Any, key: str, width: int, height:
     from filling up, while a cached result for another t still points at its own picture."""
     from PIL import Image
 
-    from nodes.sd.images import PNG_WORKFLOW_KEY, png_bytes, write_atomic
+    from nodes.diffusion.images import PNG_WORKFLOW_KEY, png_bytes, write_atomic
 
     folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 from graph_engine import Combo, ExecutionContext, Float, InputError, Int, Output, Socket, node
 
 # The names ComfyUI workflows use, so they map one to one (a test checks these match the registries
-# in nodes/sd/sampling, which are not imported here to keep torch out of the window's start-up).
+# in nodes/diffusion/sampling, which are not imported here to keep torch out of the window's start-up).
 SAMPLER_NAMES = [
     "euler",
     "euler_ancestral",
@@ -75,7 +75,7 @@ def ksampler(
     denoise: float,
 ) -> tuple[Any]:
     """Denoises the latent with the model, guided by the prompts; denoise < 1 keeps part of the input."""
-    from nodes.sd.ksampler import ksampler as run
+    from nodes.diffusion.ksampler import ksampler as run
 
     return (run(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise),)
 
@@ -118,7 +118,7 @@ def ksampler_advanced(
     return_with_leftover_noise: str,
 ) -> tuple[Any]:
     """Runs part of a schedule (start/end step), e.g. a base model's first steps then a refiner's rest."""
-    from nodes.sd.ksampler import ksampler as run
+    from nodes.diffusion.ksampler import ksampler as run
 
     out = run(
         ctx,
@@ -149,7 +149,7 @@ def ksampler_advanced(
 )
 def ksampler_select(ctx: ExecutionContext, sampler_name: str) -> tuple[Any]:
     """Picks a sampling algorithm."""
-    from nodes.sd.ksampler import SamplerChoice
+    from nodes.diffusion.ksampler import SamplerChoice
 
     return (SamplerChoice(sampler_name),)
 
@@ -168,7 +168,7 @@ def ksampler_select(ctx: ExecutionContext, sampler_name: str) -> tuple[Any]:
 )
 def basic_scheduler(ctx: ExecutionContext, model: Any, scheduler: str, steps: int, denoise: float) -> tuple[Any]:
     """The noise levels to step through, from the model's own noise table."""
-    from nodes.sd.ksampler import schedule
+    from nodes.diffusion.ksampler import schedule
 
     return (schedule(model, scheduler, steps, denoise),)
 
@@ -187,7 +187,7 @@ def basic_scheduler(ctx: ExecutionContext, model: Any, scheduler: str, steps: in
 )
 def karras_scheduler(ctx: ExecutionContext, steps: int, sigma_max: float, sigma_min: float, rho: float) -> tuple[Any]:
     """Karras et al. (2022) noise levels between sigma_max and sigma_min, denser near the end."""
-    from nodes.sd.sampling import karras_sigmas
+    from nodes.diffusion.sampling import karras_sigmas
 
     if sigma_min <= 0 or sigma_max <= sigma_min:
         raise InputError("sigma_min", f"need 0 < sigma_min < sigma_max (got {sigma_min} and {sigma_max})")
@@ -203,7 +203,7 @@ def karras_scheduler(ctx: ExecutionContext, steps: int, sigma_max: float, sigma_
 )
 def random_noise(ctx: ExecutionContext, noise_seed: int) -> tuple[Any]:
     """Starting noise from a seed (drawn on the CPU, so a seed gives the same image on any device)."""
-    from nodes.sd.ksampler import Noise
+    from nodes.diffusion.ksampler import Noise
 
     return (Noise(noise_seed),)
 
@@ -211,7 +211,7 @@ def random_noise(ctx: ExecutionContext, noise_seed: int) -> tuple[Any]:
 @node("DisableNoise", display_name="No Noise", category="sampling/custom_sampling/noise", outputs=[Output("NOISE")])
 def disable_noise(ctx: ExecutionContext) -> tuple[Any]:
     """No added noise: continue from a latent that still carries its own."""
-    from nodes.sd.ksampler import Noise
+    from nodes.diffusion.ksampler import Noise
 
     return (Noise(None),)
 
@@ -230,7 +230,7 @@ def disable_noise(ctx: ExecutionContext) -> tuple[Any]:
 )
 def cfg_guider(ctx: ExecutionContext, model: Any, positive: Any, negative: Any, cfg: float) -> tuple[Any]:
     """Classifier-free guidance: ε̂ = ε̂_uncond + cfg·(ε̂_cond − ε̂_uncond); cfg 1 skips the negative."""
-    from nodes.sd.guidance import Guider
+    from nodes.diffusion.guidance import Guider
 
     return (Guider(model, positive, negative, cfg),)
 
@@ -244,7 +244,7 @@ def cfg_guider(ctx: ExecutionContext, model: Any, positive: Any, negative: Any, 
 )
 def basic_guider(ctx: ExecutionContext, model: Any, conditioning: Any) -> tuple[Any]:
     """The prompt alone, no negative (for guidance-distilled models)."""
-    from nodes.sd.guidance import Guider
+    from nodes.diffusion.guidance import Guider
 
     return (Guider(model, conditioning, None, 1.0),)
 
@@ -267,7 +267,7 @@ def sampler_custom_advanced(
 ) -> tuple[Any, Any]:
     """Samples with separately chosen noise, guidance, algorithm and schedule; also returns the last
     prediction of the clean image."""
-    from nodes.sd.ksampler import sample
+    from nodes.diffusion.ksampler import sample
 
     out, denoised = sample(ctx, guider, latent_image, sigmas, sampler.name, noise)
     return out, dict(out, samples=denoised)

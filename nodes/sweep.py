@@ -107,9 +107,9 @@ def xy_sweep(
     import numpy as np
     import torch
 
-    from nodes.sd.checkpoint.vae_ops import decode
-    from nodes.sd.grid import draw_grid
-    from nodes.sd.ksampler import ksampler
+    from nodes.diffusion.checkpoint.vae_ops import decode
+    from nodes.diffusion.grid import draw_grid
+    from nodes.diffusion.ksampler import ksampler
 
     xs = parse_values("x", x_input, x_values)
     ys: list[Any] = [None] if y_input == "none" else parse_values("y", y_input, y_values)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from graph_engine import ExecutionContext
+from nodes.diffusion.clip import ClipModel
 from nodes.loaders import clip_set_last_layer
-from nodes.sd.clip import ClipModel
 from tests.support.tiny_sd import build_tiny_models
 
 

@@ -61,7 +61,7 @@ def run_graph_latents(tmp_path, name: str, family: str) -> torch.Tensor:
 def diffusers_latents(models, family: str) -> torch.Tensor:
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from nodes.sd.text.vocab import build_clip_tokenizer
+    from nodes.diffusion.text.vocab import build_clip_tokenizer
 
     scheduler = EulerDiscreteScheduler.from_config({**models.scheduler_config, "timestep_spacing": "linspace"})
     generator = torch.Generator("cpu").manual_seed(SEED)

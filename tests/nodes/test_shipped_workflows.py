@@ -60,7 +60,7 @@ def shrink(graph) -> None:
 
 def expected_sizes(graph) -> set[tuple[int, int]]:
     """The sizes shrink() asked for, plus the labelled grid an XY Sweep of 64 px cells makes."""
-    from nodes.sd.grid import grid_layout
+    from nodes.diffusion.grid import grid_layout
     from nodes.sweep import label, parse_values
 
     sizes = {(64, 64), (96, 96)}

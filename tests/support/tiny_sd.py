@@ -4,7 +4,7 @@ Tests and benchmarks need checkpoints that exercise every code path of the loade
 key conversion, OpenCLIP q/k/v packing, SDXL's two encoders and size embedding, SD2's v-prediction
 statistic) without downloading gigabytes. These builders make SD1-, SD2- and SDXL-shaped models
 with two resolution levels, 32/64 channels and two-layer text encoders, then write them as an
-original-layout single file (through ``nodes.sd.checkpoint.ldm_layout``) or a diffusers folder.
+original-layout single file (through ``nodes.diffusion.checkpoint.ldm_layout``) or a diffusers folder.
 
 The architectures deliberately differ per family (resnets per level, transformer depth, text widths)
 so detection is tested on more than one shape. The text encoders keep CLIP's vocabulary (49408) and
@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from nodes.sd.checkpoint.detect import base_config, expected_text_encoders
-from nodes.sd.checkpoint.ldm_layout import save_single_file
+from nodes.diffusion.checkpoint.detect import base_config, expected_text_encoders
+from nodes.diffusion.checkpoint.ldm_layout import save_single_file
 
 TEXT_COMMON: dict[str, Any] = {"vocab_size": 49408, "max_position_embeddings": 77, "num_hidden_layers": 2}
 

@@ -2,7 +2,7 @@
 
 A sampler run with recording on (`record_timeline` in the executor's settings) reports, per step, the
 noisy sample x_t and the model's predicted image x̂₀ as small RGB previews, plus step, t and σ (see
-`nodes.sd.timeline`). This panel shows one step at a time, x_t and x̂₀ side by side, with a slider to
+`nodes.diffusion.timeline`). This panel shows one step at a time, x_t and x̂₀ side by side, with a slider to
 scrub and the step's numbers underneath. Previews are approximations (a linear map of the latent);
 "Decode with VAE" renders the shown step's x̂₀ properly, on the run's worker thread, through a
 `decoder` the window provides (the panel knows nothing of models or torch). "Export GIF…" writes the
@@ -257,7 +257,7 @@ class TimelinePanel(QWidget):
 
     def export(self, path: str | Path, *, scale: int = 4) -> int:
         """Write the timeline as a GIF or WebP (by suffix); returns the number of frames written."""
-        from nodes.sd.timeline import export_animation  # numpy + Pillow only; no torch
+        from nodes.diffusion.timeline import export_animation  # numpy + Pillow only; no torch
 
         return export_animation(self._frames, path, scale=scale)
 
@@ -315,7 +315,7 @@ def worker_decoder(controller: RunController) -> Decoder:
         node_id, output_id = source
 
         def work() -> np.ndarray:
-            from nodes.sd.timeline import decode_frame  # torch is imported on the worker, not here
+            from nodes.diffusion.timeline import decode_frame  # torch is imported on the worker, not here
 
             result = controller.executor.run(graph, targets=[node_id])
             if result.status != "done" or node_id not in result.outputs:

@@ -12,11 +12,11 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.sd.checkpoint import detect, files
-from nodes.sd.checkpoint.detect import base_config, detect_checkpoint, detect_from_shapes, expected_text_encoders
-from nodes.sd.checkpoint.ldm_layout import checkpoint_to_ldm, save_state_dict
-from nodes.sd.checkpoint.load import load_checkpoint
-from nodes.sd.errors import ConfigOverrideError, UnknownArchitectureError
+from nodes.diffusion.checkpoint import detect, files
+from nodes.diffusion.checkpoint.detect import base_config, detect_checkpoint, detect_from_shapes, expected_text_encoders
+from nodes.diffusion.checkpoint.ldm_layout import checkpoint_to_ldm, save_state_dict
+from nodes.diffusion.checkpoint.load import load_checkpoint
+from nodes.diffusion.errors import ConfigOverrideError, UnknownArchitectureError
 from tests.support.tiny_sd import build_tiny_models
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.sd.checkpoint.files import read_safetensors_header
-from nodes.sd.checkpoint.ldm_layout import checkpoint_to_ldm
-from nodes.sd.checkpoint.load import load_checkpoint, load_vae
-from nodes.sd.errors import CorruptCheckpointError, ModelError, PickleRefusedError
+from nodes.diffusion.checkpoint.files import read_safetensors_header
+from nodes.diffusion.checkpoint.ldm_layout import checkpoint_to_ldm
+from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
+from nodes.diffusion.errors import CorruptCheckpointError, ModelError, PickleRefusedError
 from tests.support.tiny_sd import build_tiny_models
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.sd.checkpoint.detect import detect_checkpoint
-from nodes.sd.checkpoint.ldm_layout import checkpoint_to_ldm, save_state_dict, vae_to_ldm
-from nodes.sd.checkpoint.load import LoadedCheckpoint, load_checkpoint, load_vae
-from nodes.sd.errors import MissingComponentError
+from nodes.diffusion.checkpoint.detect import detect_checkpoint
+from nodes.diffusion.checkpoint.ldm_layout import checkpoint_to_ldm, save_state_dict, vae_to_ldm
+from nodes.diffusion.checkpoint.load import LoadedCheckpoint, load_checkpoint, load_vae
+from nodes.diffusion.errors import MissingComponentError
 from tests.support.tiny_sd import build_tiny_models, tiny_configs
 
 FAMILIES = ["sd1", "sd2", "sdxl", "sdxl_refiner"]

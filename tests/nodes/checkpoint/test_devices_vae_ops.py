@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.sd import devices
-from nodes.sd.checkpoint import vae_ops
-from nodes.sd.checkpoint.load import load_vae
-from nodes.sd.devices import cpu_has_native_bf16, pick_device, precision_for
+from nodes.diffusion import devices
+from nodes.diffusion.checkpoint import vae_ops
+from nodes.diffusion.checkpoint.load import load_vae
+from nodes.diffusion.devices import cpu_has_native_bf16, pick_device, precision_for
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 

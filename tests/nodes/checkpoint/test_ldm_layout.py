@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from nodes.sd.checkpoint.files import read_safetensors_header
-from nodes.sd.checkpoint.ldm_layout import openclip_to_ldm, unet_to_ldm, vae_to_ldm
+from nodes.diffusion.checkpoint.files import read_safetensors_header
+from nodes.diffusion.checkpoint.ldm_layout import openclip_to_ldm, unet_to_ldm, vae_to_ldm
 from tests.support.tiny_sd import build_tiny_models
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.sd.errors import OutOfMemoryError
-from nodes.sd.model_manager import ModelManager
+from nodes.diffusion.errors import OutOfMemoryError
+from nodes.diffusion.model_manager import ModelManager
 
 
 class Fake:

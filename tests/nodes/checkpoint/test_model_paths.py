@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nodes.sd import model_paths
-from nodes.sd.errors import ModelNotFoundError, UnsafePathError
-from nodes.sd.model_paths import ModelFolders, read_comfyui_extra_paths, sdgraph_home
+from nodes.diffusion import model_paths
+from nodes.diffusion.errors import ModelNotFoundError, UnsafePathError
+from nodes.diffusion.model_paths import ModelFolders, read_comfyui_extra_paths, sdgraph_home
 
 
 def _touch(path: Path, content: bytes = b"x") -> Path:

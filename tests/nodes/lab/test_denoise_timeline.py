@@ -9,7 +9,7 @@ from PIL import Image
 
 from graph_engine import Executor
 from nodes import builtin_registry
-from nodes.sd.timeline import compose_frame, decode_frame, export_animation
+from nodes.diffusion.timeline import compose_frame, decode_frame, export_animation
 from tests.nodes.lab.lab_graphs import sd_base, wire_sampler
 
 STEPS = 4
@@ -47,7 +47,7 @@ def test_steps_plus_one_frames_ending_at_the_final_latent(recorded):
     # The last frame is the sampler's output, in the model's scaled space.
     torch.testing.assert_close(frames[-1]["x"], latent["samples"][:1] * timeline["latent_scale"], rtol=1e-6, atol=1e-5)
     # Frame 0 is the seed's noise at σ_max (text-to-image starts from an empty latent).
-    from nodes.sd.sampling import initial_noise
+    from nodes.diffusion.sampling import initial_noise
 
     start = initial_noise(9, latent["samples"].shape) * timeline["sigmas"][0]
     torch.testing.assert_close(frames[0]["x"], start[:1])

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from graph_engine import ExecutionContext, InputError
+from nodes.diffusion.forward import SCHEDULES, T, add_noise, alphas_cumprod, noise_level
+from nodes.diffusion.sampling import ModelSampling
 from nodes.noise_lab import SCHEDULES as NODE_SCHEDULES
 from nodes.noise_lab import add_noise as add_noise_node
-from nodes.sd.forward import SCHEDULES, T, add_noise, alphas_cumprod, noise_level
-from nodes.sd.sampling import ModelSampling
 
 
 def _closed_form_linear_in(start: float, end: float, power: float) -> list[float]:
@@ -112,7 +112,7 @@ def test_correlation_with_x0_follows_sqrt_alpha_bar(t):
 
 
 def test_the_noise_is_the_samplers_start_noise():
-    from nodes.sd.sampling import initial_noise
+    from nodes.diffusion.sampling import initial_noise
 
     x0 = _structured_latent()
     _, eps = add_noise(x0, noise_level("linear", 10), seed=1234)

@@ -8,7 +8,7 @@ import pytest
 from graph_engine import CancelToken, Executor, InputError
 from graph_engine.events import NodeProgress, NodeStarted
 from nodes import builtin_registry
-from nodes.sd.grid import draw_grid, grid_layout
+from nodes.diffusion.grid import draw_grid, grid_layout
 from nodes.sweep import parse_values
 from tests.nodes.lab.lab_graphs import sd_base, wire_sampler
 

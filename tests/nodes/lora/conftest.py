@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.model import DiffusionModel
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.model import DiffusionModel
 from tests.nodes.lora.lora_support import diffusion_model
 from tests.support.tiny_sd import TinyModels, build_tiny_models
 

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from nodes.sd.conditioning import CondEntry
-from nodes.sd.model import DiffusionModel
-from nodes.sd.sampling import ModelSampling
+from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.model import DiffusionModel
+from nodes.diffusion.sampling import ModelSampling
 
 
 @dataclass

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.conditioning import CondEntry
-from nodes.sd.lora import PatchedClip, apply_lora, load_lora
-from nodes.sd.model import DiffusionModel
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.lora import PatchedClip, apply_lora, load_lora
+from nodes.diffusion.model import DiffusionModel
 from tests.nodes.lora.lora_support import (
     KOHYA_DIFFUSERS_NAMES,
     KOHYA_LDM_NAMES,

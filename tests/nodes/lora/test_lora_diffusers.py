@@ -20,9 +20,9 @@ pytest.importorskip("peft")
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.lora import apply_lora, load_lora
-from nodes.sd.text.vocab import build_clip_tokenizer
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.lora import apply_lora, load_lora
+from nodes.diffusion.text.vocab import build_clip_tokenizer
 from tests.nodes.lora.lora_support import (
     KOHYA_DIFFUSERS_NAMES,
     KOHYA_TE,

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.errors import CorruptCheckpointError, ModelError
-from nodes.sd.lora import LoraFormatError, LoraMismatchError, apply_lora, load_lora
-from nodes.sd.model import DiffusionModel
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.errors import CorruptCheckpointError, ModelError
+from nodes.diffusion.lora import LoraFormatError, LoraMismatchError, apply_lora, load_lora
+from nodes.diffusion.model import DiffusionModel
 from tests.nodes.lora.lora_support import LoraWriter
 from tests.support.tiny_sd import TinyModels, build_tiny_models
 

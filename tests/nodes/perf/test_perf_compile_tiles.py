@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.sd import compile as sd_compile
-from nodes.sd.checkpoint import vae_ops
-from nodes.sd.checkpoint.load import load_checkpoint, load_vae
-from nodes.sd.conditioning import CondEntry
-from nodes.sd.model import DiffusionModel, WeightPatch
-from nodes.sd.sampling import ModelSampling
+from nodes.diffusion import compile as sd_compile
+from nodes.diffusion.checkpoint import vae_ops
+from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
+from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.model import DiffusionModel, WeightPatch
+from nodes.diffusion.sampling import ModelSampling
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 from graph_engine import Executor, Graph, ResultCache, make_plan
 from graph_engine.events import NodeFinished
 from nodes import builtin_registry
-from nodes.sd import runtime
-from nodes.sd.model_manager import ModelManager
+from nodes.diffusion import runtime
+from nodes.diffusion.model_manager import ModelManager
 from tests.support.graphs import txt2img_graph
 
 # bf16 keeps 8 bits of mantissa (~2-3 significant digits): over 10 euler steps on the tiny random

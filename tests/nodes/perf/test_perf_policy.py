@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from app.settings import Settings
-from nodes.sd import devices, runtime
-from nodes.sd.devices import channels_last_helps, precision_for
+from nodes.diffusion import devices, runtime
+from nodes.diffusion.devices import channels_last_helps, precision_for
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
@@ -102,7 +102,7 @@ def test_exact_mode_keeps_the_reference_layout_even_on_a_shared_unet(cpu) -> Non
 
 
 def test_memory_settings_reach_the_manager(monkeypatch) -> None:
-    from nodes.sd.model_manager import ModelManager
+    from nodes.diffusion.model_manager import ModelManager
 
     monkeypatch.setattr(runtime, "_manager", ModelManager(budget_bytes=123))
     runtime.apply_memory_settings({"settings": Settings(model_budget_mb=0, vram_budget_mb=0)})
@@ -116,7 +116,7 @@ def test_memory_settings_reach_the_manager(monkeypatch) -> None:
 
 def test_vram_budget_moves_idle_models_to_the_cpu(monkeypatch) -> None:
     """Under a VRAM budget, loading onto a GPU first moves least-recently-used idle models off it."""
-    from nodes.sd.model_manager import ModelKey, ModelManager, _Entry
+    from nodes.diffusion.model_manager import ModelKey, ModelManager, _Entry
 
     class Fake:
         def __init__(self) -> None:

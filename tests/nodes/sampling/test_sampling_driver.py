@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from nodes.sd.sampling import (
+from nodes.diffusion.sampling import (
     SAMPLERS,
     STOCHASTIC_SAMPLERS,
     Denoiser,

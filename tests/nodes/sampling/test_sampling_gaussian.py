@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from nodes.sd.sampling import SAMPLERS, SCHEDULERS, ModelSampling, NoiseSource, sigmas_for
-from nodes.sd.sampling.samplers.unipc import sample_uni_pc
+from nodes.diffusion.sampling import SAMPLERS, SCHEDULERS, ModelSampling, NoiseSource, sigmas_for
+from nodes.diffusion.sampling.samplers.unipc import sample_uni_pc
 
 MU, S = 0.3, 1.0
 MS = ModelSampling()
@@ -118,7 +118,7 @@ def test_deterministic_solvers_converge_at_their_order(sampler: str, min_order: 
 
 
 def test_ddim_eta0_is_euler_and_eta1_is_ancestral() -> None:
-    from nodes.sd.sampling.samplers.misc import sample_ddim
+    from nodes.diffusion.sampling.samplers.misc import sample_ddim
 
     sigmas = sigmas_for(MS, "karras", 12)
     x = start_sample(float(sigmas[0]))

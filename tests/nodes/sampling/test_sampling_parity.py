@@ -24,8 +24,8 @@ from diffusers import (
 )
 from torch import Tensor
 
-from nodes.sd.sampling import SAMPLERS, SCHEDULERS, ModelSampling, StepInfo, make_denoiser
-from nodes.sd.sampling.samplers.unipc import Variant, sample_uni_pc
+from nodes.diffusion.sampling import SAMPLERS, SCHEDULERS, ModelSampling, StepInfo, make_denoiser
+from nodes.diffusion.sampling.samplers.unipc import Variant, sample_uni_pc
 
 CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,

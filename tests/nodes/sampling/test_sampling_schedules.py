@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from nodes.sd.sampling import SCHEDULERS, ModelSampling, karras_sigmas, sigmas_for
+from nodes.diffusion.sampling import SCHEDULERS, ModelSampling, karras_sigmas, sigmas_for
 
 CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,

@@ -19,9 +19,9 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.text.tokenize import tokenize_text
-from nodes.sd.text.vocab import build_clip_tokenizer
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.text.tokenize import tokenize_text
+from nodes.diffusion.text.vocab import build_clip_tokenizer
 
 PROMPT = "a photo of an astronaut riding a horse on mars, highly detailed"
 LAYERS = 3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import CLIPTokenizer
 
-from nodes.sd.text.tokenize import (
+from nodes.diffusion.text.tokenize import (
     CHUNK_LENGTH,
     PAD_CLIP_L,
     PAD_OPEN_CLIP,
@@ -17,8 +17,8 @@ from nodes.sd.text.tokenize import (
     tokenize_text,
     weighted_tokens,
 )
-from nodes.sd.text.vocab import BOS_ID, EOS_ID, VOCAB_SIZE, build_clip_tokenizer, clean_text, load_vocab
-from nodes.sd.text.weights import parse_prompt
+from nodes.diffusion.text.vocab import BOS_ID, EOS_ID, VOCAB_SIZE, build_clip_tokenizer, clean_text, load_vocab
+from nodes.diffusion.text.weights import parse_prompt
 
 PROMPTS = [
     "a photo of an astronaut riding a horse on mars",

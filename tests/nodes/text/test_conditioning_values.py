@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-from nodes.sd.conditioning import CondEntry, combine, sdxl_time_ids, with_extras, zero_out
+from nodes.diffusion.conditioning import CondEntry, combine, sdxl_time_ids, with_extras, zero_out
 
 
 def _entry(seed: int, pooled: bool = True, **extras: object) -> CondEntry:

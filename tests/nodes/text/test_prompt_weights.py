@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodes.sd.text.weights import EMPHASIS, ESCAPABLE, MAX_WEIGHT, escape_prompt, parse_prompt
+from nodes.diffusion.text.weights import EMPHASIS, ESCAPABLE, MAX_WEIGHT, escape_prompt, parse_prompt
 
 E = EMPHASIS
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from graph_engine import ExecutionContext, InputError
-from nodes.folders import model_folders
-from nodes.sd.clip import ClipModel
-from nodes.sd.errors import ModelError
-from nodes.sd.model import DiffusionModel, VAEModel
-from nodes.sd.runtime import (
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.errors import ModelError
+from nodes.diffusion.model import DiffusionModel, VAEModel
+from nodes.diffusion.runtime import (
     apply_memory_settings,
     compile_enabled,
     device_for,
@@ -20,7 +19,8 @@ from nodes.sd.runtime import (
     manager,
     prepare_unet,
 )
-from nodes.sd.sampling import ModelSampling
+from nodes.diffusion.sampling import ModelSampling
+from nodes.folders import model_folders
 
 
 def resolve(kind: str, name: str, input_id: str) -> Path:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nodes.sd.errors import ModelError, ModelNotFoundError, UnsafePathError
+from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
 KINDS = ("checkpoints", "vae", "loras")
 SAFE_SUFFIXES = (".safetensors", ".sft")

@@ -3,7 +3,7 @@
 A checkpoint loader builds one ``ClipModel`` per checkpoint from transformers text encoders; prompt
 nodes call :meth:`ClipModel.encode`; "CLIP Set Last Layer" calls :meth:`ClipModel.with_last_layer`.
 Family rules (which encoders, padding, hidden state, pooled output, weighting) are documented in
-:mod:`nodes.sd.text.encode`.
+:mod:`nodes.diffusion.text.encode`.
 
 ``ClipModel`` is a small immutable handle: variants share the (large) encoder modules, so a graph can
 hold several layer settings of one checkpoint at no memory cost. It never changes the encoders'
@@ -104,7 +104,7 @@ class ClipModel:
 
         ``extras`` (e.g. SDXL ``width``/``height``/``crop_w``/``crop_h``/``target_width``/
         ``target_height``) is copied into the entry; leaving the SDXL size keys out means "the size being
-        generated" (see :func:`nodes.sd.conditioning.sdxl_time_ids`).
+        generated" (see :func:`nodes.diffusion.conditioning.sdxl_time_ids`).
         """
         entry = encode_text(self._family, self._encoders, text, self.effective_layer)
         return [CondEntry(entry.embeds, entry.pooled, dict(extras or {}))]

@@ -7,7 +7,7 @@ free-form ``extras`` dict for per-entry options (SDXL size conditioning today; a
 later). The list form is ComfyUI's: ``ConditioningCombine`` concatenates lists and the sampler evaluates
 every entry and averages the predictions, so combining is cheap and loses nothing.
 
-Tensors are float32 on the CPU (see :mod:`nodes.sd.text.encode`): conditioning is small, is cached by the
+Tensors are float32 on the CPU (see :mod:`nodes.diffusion.text.encode`): conditioning is small, is cached by the
 graph and may meet models on any device; the sampler moves it to the UNet's device and dtype.
 Entries are immutable values shared between nodes — never modify a tensor or an ``extras`` dict in
 place, build a new entry (:func:`dataclasses.replace`) instead.

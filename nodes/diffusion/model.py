@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.sd.conditioning import CondEntry, sdxl_time_ids
-from nodes.sd.sampling.model_sampling import ModelSampling
+from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
+from nodes.diffusion.sampling.model_sampling import ModelSampling
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DiffusionModel:
     inpainting: bool = False
     source: str = ""
     patches: tuple[WeightPatch, ...] = field(default=())
-    # Speed options decided by the loader from the device, dtype and settings (nodes/sd/runtime.py):
+    # Speed options decided by the loader from the device, dtype and settings (nodes/diffusion/runtime.py):
     # feed the UNet channels_last inputs, and run it through torch.compile (per-shape cache).
     channels_last: bool = False
     compile: bool = False
@@ -142,7 +142,7 @@ class DiffusionModel:
         in (frozen weights would not see the hooks)."""
         if not self.compile or self.patches:
             return self.unet
-        from nodes.sd.compile import compiled
+        from nodes.diffusion.compile import compiled
 
         key = (tuple(x.shape), tuple(context.shape), x.dtype, self.channels_last)
         return compiled(self.unet, key=key, channels_last=self.channels_last)

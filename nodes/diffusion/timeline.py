@@ -1,6 +1,6 @@
 """The denoising timeline: what a sampler run looked like at every step, cheap to keep and to scrub.
 
-When the run's settings ask for it (`record_timeline`), `nodes.sd.ksampler.sample` stores in
+When the run's settings ask for it (`record_timeline`), `nodes.diffusion.ksampler.sample` stores in
 `ctx.records["timeline"]` a dict with `frames`, `family`, `sigmas` and `latent_scale`. There are
 steps + 1 frames: frame 0 is the start (the input latent plus the seed's noise at the first σ, i.e. pure
 noise for text-to-image) and frame k ≥ 1 is the state after step k, whose last frame holds the final
@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from nodes.sd.sampling import ModelSampling
+    from nodes.diffusion.sampling import ModelSampling
 
 Frame = dict[str, Any]
 ANIMATION_SUFFIXES = (".gif", ".webp")
@@ -44,7 +44,7 @@ def make_frame(
     step: int, sigma: float, x: Tensor, denoised: Tensor | None, model_sampling: ModelSampling, family: str
 ) -> Frame:
     """One timeline frame from the sampler's state (first batch item only: previews show one image)."""
-    from nodes.sd.previews import latent_to_rgb
+    from nodes.diffusion.previews import latent_to_rgb
 
     x1 = x[:1].detach().float().cpu()
     d1 = None if denoised is None else denoised[:1].detach().float().cpu()
@@ -68,7 +68,7 @@ def decode_frame(vae: Any, frame: Mapping[str, Any], latent_scale: float, which:
     """
     import torch
 
-    from nodes.sd.checkpoint.vae_ops import decode
+    from nodes.diffusion.checkpoint.vae_ops import decode
 
     if which not in ("denoised", "x"):
         raise ValueError(f"which must be 'denoised' or 'x', not {which!r}")

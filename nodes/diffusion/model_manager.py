@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from nodes.sd.errors import ModelError, OutOfMemoryError
+from nodes.diffusion.errors import ModelError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class ModelManager:
     def _loader(self, kind: str) -> Loader:
         if self._loaders is not None:
             return self._loaders[kind]
-        from nodes.sd.checkpoint.load import load_checkpoint, load_vae
+        from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
 
         loaders: dict[str, Loader] = {"checkpoint": load_checkpoint, "vae": load_vae}
         return loaders[kind]

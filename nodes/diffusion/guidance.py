@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nodes.sd.conditioning import CondEntry
-from nodes.sd.model import DiffusionModel
-from nodes.sd.sampling.model_sampling import Denoiser
+from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.model import DiffusionModel
+from nodes.diffusion.sampling.model_sampling import Denoiser
 
 
 def _t_for(model: DiffusionModel, sigma: Tensor) -> Tensor:

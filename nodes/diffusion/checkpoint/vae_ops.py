@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from diffusers import AutoencoderKL
 
-from nodes.sd.model_manager import is_out_of_memory
+from nodes.diffusion.model_manager import is_out_of_memory
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nodes.sd.checkpoint.detect import (
+from nodes.diffusion.checkpoint.detect import (
     REFINER_CLIP_G_PREFIX,
     SD1_CLIP_PREFIX,
     SD2_OPENCLIP_PREFIX,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nodes.sd.resize import grow_mask
+from nodes.diffusion.resize import grow_mask
 
 
 def prepare_inpaint(pixels: Tensor, mask: Tensor, grow_by: int) -> tuple[Tensor, Tensor]:

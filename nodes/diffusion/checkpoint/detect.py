@@ -29,8 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodes.sd.checkpoint.files import is_pickle_file, read_shapes
-from nodes.sd.errors import ConfigOverrideError, ModelError, UnknownArchitectureError
+from nodes.diffusion.checkpoint.files import is_pickle_file, read_shapes
+from nodes.diffusion.errors import ConfigOverrideError, ModelError, UnknownArchitectureError
 
 if TYPE_CHECKING:
     import torch

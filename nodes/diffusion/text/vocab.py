@@ -105,10 +105,10 @@ def build_clip_tokenizer(pad_token: str = EOS_TOKEN, split_special_tokens: bool 
 
 @functools.cache
 def clip_tokenizer() -> CLIPTokenizer:
-    """The process-wide tokenizer used by :mod:`nodes.sd.text.tokenize`.
+    """The process-wide tokenizer used by :mod:`nodes.diffusion.text.tokenize`.
 
     It pads with ``<|endoftext|>`` (49407) like CLIP-L; OpenCLIP's zero padding is applied afterwards by
-    :mod:`nodes.sd.text.tokenize` rather than by configuring ``"!"`` as pad token, because the latter
+    :mod:`nodes.diffusion.text.tokenize` rather than by configuring ``"!"`` as pad token, because the latter
     makes the tokenizer turn every ``!`` in a prompt into id 0 (diffusers #4153, transformers #24925).
     Special-token splitting is its default so our calls never toggle backend state.
 

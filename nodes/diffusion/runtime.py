@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from nodes.sd.devices import channels_last_helps, pick_device, precision_for
-from nodes.sd.model_manager import ModelManager
+from nodes.diffusion.devices import channels_last_helps, pick_device, precision_for
+from nodes.diffusion.model_manager import ModelManager
 
 _lock = threading.Lock()
 _manager: ModelManager | None = None

@@ -8,7 +8,7 @@ Modules, from cheap to heavy:
 * ``load``: ``load_checkpoint`` / ``load_vae`` -> models on the chosen device and dtype;
 * ``vae_ops``: IMAGE <-> LATENT through a VAE, with an fp32 retry for half-precision NaNs.
 
-The names below are imported on first use, so ``import nodes.sd.checkpoint.detect`` (used by the UI
+The names below are imported on first use, so ``import nodes.diffusion.checkpoint.detect`` (used by the UI
 and validators) does not pay for importing diffusers.
 """
 
@@ -18,10 +18,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nodes.sd.checkpoint.detect import DetectedModel, detect_checkpoint
-    from nodes.sd.checkpoint.ldm_layout import save_single_file
-    from nodes.sd.checkpoint.load import LoadedCheckpoint, load_checkpoint, load_vae
-    from nodes.sd.checkpoint.vae_ops import decode, encode
+    from nodes.diffusion.checkpoint.detect import DetectedModel, detect_checkpoint
+    from nodes.diffusion.checkpoint.ldm_layout import save_single_file
+    from nodes.diffusion.checkpoint.load import LoadedCheckpoint, load_checkpoint, load_vae
+    from nodes.diffusion.checkpoint.vae_ops import decode, encode
 
 _EXPORTS = {
     "DetectedModel": "detect",

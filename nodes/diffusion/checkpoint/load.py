@@ -41,7 +41,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from nodes.sd.checkpoint.detect import (
+from nodes.diffusion.checkpoint.detect import (
     DetectedModel,
     TextEncoderSpec,
     base_config,
@@ -50,7 +50,7 @@ from nodes.sd.checkpoint.detect import (
     expected_text_encoders,
     read_overrides,
 )
-from nodes.sd.checkpoint.files import (
+from nodes.diffusion.checkpoint.files import (
     PICKLE_SUFFIXES,
     LazyStateDict,
     MappedStateDict,
@@ -58,7 +58,7 @@ from nodes.sd.checkpoint.files import (
     open_state_dict,
     read_safetensors_header,
 )
-from nodes.sd.errors import (
+from nodes.diffusion.errors import (
     CorruptCheckpointError,
     MissingComponentError,
     ModelError,

@@ -6,8 +6,8 @@ matrices ``down`` (rank × in) and ``up`` (out × rank) and usually an ``alpha``
 ``down`` is a conv kernel of the layer's size and ``up`` a 1×1 conv).
 
 We never write that sum into the weights. :func:`apply_lora` turns each file entry into a
-:class:`nodes.sd.model.WeightPatch` on the real module and returns *new handles*: a
-:class:`~nodes.sd.model.DiffusionModel` with extra patches, and a :class:`PatchedClip`. The patches are
+:class:`nodes.diffusion.model.WeightPatch` on the real module and returns *new handles*: a
+:class:`~nodes.diffusion.model.DiffusionModel` with extra patches, and a :class:`PatchedClip`. The patches are
 forward hooks that exist only while that handle samples or encodes, so the base model, the LoRA'd model
 and a second LoRA'd model can all live in one graph on one copy of the weights, and nothing has to be
 undone when the graph changes.
@@ -50,10 +50,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes.sd.clip import ClipModel
-from nodes.sd.conditioning import Conditioning
-from nodes.sd.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
-from nodes.sd.model import DiffusionModel, WeightPatch, patches_applied
+from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.conditioning import Conditioning
+from nodes.diffusion.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
+from nodes.diffusion.model import DiffusionModel, WeightPatch, patches_applied
 
 __all__ = [
     "LoraFile",
@@ -418,7 +418,7 @@ def apply_lora(
 
 
 def _encoder_slots(family: str) -> list[str]:
-    from nodes.sd.checkpoint.detect import expected_text_encoders
+    from nodes.diffusion.checkpoint.detect import expected_text_encoders
 
     return expected_text_encoders(family)
 
@@ -429,8 +429,8 @@ def _unet_modules(unet: torch.nn.Module) -> dict[str, tuple[str, _PatchableModul
     kohya files use either naming (and sd-scripts' SDXL files the LDM one); the LDM names come from the
     same layout table the checkpoint writer uses, so both spellings resolve to the one real module.
     """
-    from nodes.sd.checkpoint.detect import UNET_PREFIX
-    from nodes.sd.checkpoint.ldm_layout import unet_to_ldm
+    from nodes.diffusion.checkpoint.detect import UNET_PREFIX
+    from nodes.diffusion.checkpoint.ldm_layout import unet_to_ldm
 
     config = getattr(unet, "config", None)
     table: dict[str, tuple[str, _PatchableModule]] = {}

@@ -19,7 +19,7 @@ Schedules:
   f(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008, built through β_t = min(1 − ᾱ_t/ᾱ_{t−1}, 0.999)
   like the paper's code, so ᾱ_T is ~0 (pure noise) rather than exactly the closed form's 0.
 
-The noise ε comes from `nodes.sd.sampling.initial_noise`, the same seeded stream KSampler starts from,
+The noise ε comes from `nodes.diffusion.sampling.initial_noise`, the same seeded stream KSampler starts from,
 so Add Noise at a given seed shows the very noise a sampler with that seed would begin with.
 
 The formula is applied to latents in the *model's* space (the VAE latent times its scaling factor,
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nodes.sd.sampling import initial_noise
+from nodes.diffusion.sampling import initial_noise
 
 Schedule = Literal["scaled_linear", "linear", "cosine"]
 SCHEDULES: tuple[Schedule, ...] = ("scaled_linear", "linear", "cosine")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodes.sd.errors import CorruptCheckpointError, ModelError, PickleRefusedError
+from nodes.diffusion.errors import CorruptCheckpointError, ModelError, PickleRefusedError
 
 if TYPE_CHECKING:
     import torch

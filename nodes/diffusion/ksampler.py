@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from graph_engine import ExecutionContext
-from nodes.sd.conditioning import CondEntry
-from nodes.sd.guidance import Guider, inpaint_concat
-from nodes.sd.model import DiffusionModel
-from nodes.sd.previews import latent_to_rgb
-from nodes.sd.sampling import (
+from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.guidance import Guider, inpaint_concat
+from nodes.diffusion.model import DiffusionModel
+from nodes.diffusion.previews import latent_to_rgb
+from nodes.diffusion.sampling import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     ModelSampling,
     StepInfo,
@@ -28,7 +28,7 @@ from nodes.sd.sampling import (
     run_sampler,
     sigmas_for,
 )
-from nodes.sd.timeline import make_frame
+from nodes.diffusion.timeline import make_frame
 
 
 class SamplingError(Exception):
@@ -129,7 +129,7 @@ def sample(
             "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"
         )
     if timeline is not None:
-        # Frames (see nodes.sd.timeline) are in the model's (scaled) space, where latent previews are
+        # Frames (see nodes.diffusion.timeline) are in the model's (scaled) space, where latent previews are
         # defined; divide by `latent_scale` before decoding one with the VAE (`decode_frame` does).
         ctx.records["timeline"] = {
             "frames": timeline,
