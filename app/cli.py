@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -181,49 +179,6 @@ def apply_aliases(graph: Any, registry: Any, aliases: Sequence[str]) -> None:
 
 # ---- start-up -------------------------------------------------------------------------------
 
-# What the first diffusion node needs. Seconds of imports that can overlap with reading the
-# workflow (`sdgraph run`) or with the user looking at the freshly shown window.
-NO_PRELOAD_ENV = "SDGRAPH_NO_PRELOAD"
-
-
-def _import_torch() -> None:
-    import torch  # noqa: F401
-
-
-def _import_model_stack() -> None:
-    """torch, then the diffusers/transformers classes the checkpoint loader uses.
-
-    diffusers and transformers are lazy modules: naming the classes is what really imports them.
-    Their lazy machinery is not safe to enter from two threads at once (seen here: "cannot import
-    name 'AutoencoderKL' from 'diffusers'" when a node imported it while this thread was), so
-    whoever runs this must be waited for (`Thread.join`) before anything else imports them.
-    """
-    _import_torch()
-    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
-    from transformers import CLIPTextModel  # noqa: F401
-
-
-def start_preloading(target: Any = _import_torch) -> threading.Thread | None:
-    """Run ``target`` (imports) on a daemon thread, so the first run does not wait for them.
-
-    The default, torch alone, is safe to overlap with anything: it is a plain package, so a thread
-    that needs it early just waits on its import lock. Errors are ignored here; the real import
-    reports them. Set SDGRAPH_NO_PRELOAD=1 to turn it off.
-    """
-    if os.environ.get(NO_PRELOAD_ENV):
-        return None
-
-    def preload() -> None:
-        try:
-            target()
-        except Exception:  # reported by the import that needs it, with its own context
-            return
-
-    thread = threading.Thread(target=preload, name="sdgraph-preload", daemon=True)
-    thread.start()
-    return thread
-
-
 # ---- commands ---------------------------------------------------------------------------------
 
 
@@ -272,7 +227,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     # torch, diffusers and transformers load while the workflow is read and checked; joined below,
     # before any node can import them.
-    preloading = None if args.dry_run else start_preloading(_import_model_stack)
+    from app.preload import import_model_stack, start_preloading
+
+    preloading = None if args.dry_run else start_preloading(import_model_stack)
     from app.progress import ProgressReporter
     from app.settings import Settings
     from graph_engine import CancelToken, Executor, InvalidGraph, make_plan
@@ -352,6 +309,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_graph(graph, args.format, args.output)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(args.output)
     return EXIT_OK
 

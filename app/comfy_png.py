@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from app.workflow_formats import COMFY_API, COMFY_UI, Document
 from graph_engine import Graph
-from graph_engine.serialization import WorkflowFormatError, atomic_write
+from graph_engine.serialization import atomic_write
 
-if TYPE_CHECKING:  # app.documents imports this module to register the importer
-    from app.documents import Document
-
-EXPORT_FORMATS = ("comfy-ui", "comfy-api")
+EXPORT_FORMATS = (COMFY_UI, COMFY_API)
 
 _SOURCES = {"comfyui-ui": "comfyui", "comfyui-api": "comfyui-api", "a1111": "a1111-png"}
 
 
 def comfy_importer(doc: Any, chunks: dict[str, str]) -> Document | None:
     """A Document from a ComfyUI JSON document, or from PNG chunks (ComfyUI or A1111); None if neither."""
-    from app.documents import Document
     from graph_engine import comfy
     from nodes import builtin_registry
     from nodes.folders import list_models
@@ -48,21 +45,22 @@ def comfy_importer(doc: Any, chunks: dict[str, str]) -> Document | None:
 
 
 def export_graph(graph: Graph, fmt: str, out: Path) -> None:
-    """Write `graph` as ComfyUI UI (`comfy-ui`) or API (`comfy-api`) JSON; raises ValueError if it cannot."""
+    """Write `graph` as ComfyUI UI (`comfy-ui`) or API (`comfy-api`) JSON, atomically.
+
+    Raises ValueError (`ComfyExportError`) when the graph cannot be expressed in that format, OSError
+    when the file cannot be written.
+    """
     from graph_engine import comfy
     from nodes import builtin_registry
 
     registry = builtin_registry()
-    if fmt == "comfy-ui":
+    if fmt == COMFY_UI:
         doc = comfy.to_ui(graph, registry)
-    elif fmt == "comfy-api":
+    elif fmt == COMFY_API:
         doc = comfy.to_api(graph, registry)
     else:
         raise ValueError(f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})")
-    try:
-        atomic_write(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise WorkflowFormatError(f"cannot write {out}: {exc.strerror or exc}") from None
+    atomic_write(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 IMPORTERS = [comfy_importer]

@@ -1,4 +1,5 @@
-"""Opening anything that holds a workflow: our JSON, and PNGs with a workflow in their text chunks.
+"""Opening anything that holds a workflow (our JSON, PNGs with a workflow in their text chunks), and
+writing a workflow back in the format it came in.
 
 One entry point, `open_document`, for the runner, the validator and the editor, so all three accept
 the same files. Formats from other programs (ComfyUI, A1111) plug in through `IMPORTERS`.
@@ -8,27 +9,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.comfy_png import IMPORTERS as COMFY_IMPORTERS
+from app.comfy_png import export_graph
+from app.workflow_formats import COMFY_API, COMFY_UI, SAVE_FORMATS, SDGRAPH, Document
 from graph_engine import Graph
-from graph_engine.serialization import FORMAT, PNG_WORKFLOW_KEY, WorkflowFormatError, graph_from_dict
-
-
-@dataclass
-class Document:
-    graph: Graph
-    source: str  # "sdgraph" | "sdgraph-png" | an importer's name
-    # Things the user should hear about once (missing node types, renamed models), not errors.
-    notices: list[str] = field(default_factory=list)
-
+from graph_engine.serialization import FORMAT, PNG_WORKFLOW_KEY, WorkflowFormatError, graph_from_dict, save
 
 _UNREADABLE = "not a workflow this version of sdgraph can read"
 
 # An importer looks at a parsed JSON document (or PNG text chunks) and returns a Document or None.
 Importer = Callable[[Any, dict[str, str]], Document | None]
-IMPORTERS: list[Importer] = []
+IMPORTERS: list[Importer] = [*COMFY_IMPORTERS]
 
 
 def read_png_text(path: Path) -> dict[str, str]:
@@ -92,11 +86,25 @@ def open_document(path: Path | str) -> Document:
         raise WorkflowFormatError(f"{path.name}: {exc}") from None
 
 
-def _register_builtin_importers() -> None:
-    """ComfyUI and A1111 formats; imported here (not at the top) because they build on `Document`."""
-    from app.comfy_png import IMPORTERS as comfy_importers
+def write_workflow(graph: Graph, path: Path, fmt: str = SDGRAPH) -> None:
+    """Write `graph` to `path` atomically in `fmt` (one of `SAVE_FORMATS`).
 
-    IMPORTERS.extend(i for i in comfy_importers if i not in IMPORTERS)
+    Raises OSError when the file cannot be written, and ValueError (`ComfyExportError`) when the graph
+    holds something the format cannot express; the old file is intact either way.
+    """
+    if fmt == SDGRAPH:
+        save(graph, path)
+    elif fmt in (COMFY_UI, COMFY_API):
+        export_graph(graph, fmt, path)
+    else:
+        raise ValueError(f"unknown workflow format {fmt!r} (choose from {', '.join(SAVE_FORMATS)})")
 
 
-_register_builtin_importers()
+def save_format_of_file(path: Path | None) -> str:
+    """The format a workflow file on disk is in, for saving it back (sdgraph when unknown or unreadable)."""
+    if path is None or not path.is_file() or path.suffix.lower() != ".json":
+        return SDGRAPH
+    try:
+        return open_document(path).save_format
+    except WorkflowFormatError:
+        return SDGRAPH

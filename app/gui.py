@@ -138,7 +138,7 @@ def main(path: str | None = None) -> int:
         QTimer.singleShot(0, window.offer_recovery)  # type: ignore[attr-defined]
         # Once the window has painted, import torch in the background so the first run starts
         # sooner (torch only: see start_preloading). The window itself never imports it.
-        from app.cli import start_preloading
+        from app.preload import start_preloading
 
         QTimer.singleShot(300, start_preloading)
     # Compiling the UNet takes about a minute: never on this (the window's) thread.

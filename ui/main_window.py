@@ -23,7 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import (
+    QEvent,
+    QObject,
+    QPoint,
+    QPointF,
+    QRectF,
+    QSettings,
+    QSize,
+    QStandardPaths,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -42,13 +54,15 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QStackedWidget,
     QWidget,
 )
 
-from app.documents import PNG_WORKFLOW_KEY, open_document
-from app.settings import Settings
+from app.documents import PNG_WORKFLOW_KEY, open_document, save_format_of_file, write_workflow
+from app.settings import Settings, home_dir
+from app.workflow_formats import SAVE_FORMATS, SDGRAPH
 from graph_engine import Graph, NodeRegistry, RunResult
-from graph_engine.serialization import WorkflowFormatError, dumps, save
+from graph_engine.serialization import WorkflowFormatError, dumps
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.timeline import install_timeline
@@ -60,6 +74,23 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 DEFAULT_WORKFLOW = "txt2img.json"
 OPENABLE = (".json", ".png")
 FILE_FILTER = "Workflows (*.json *.png);;JSON workflows (*.json);;PNG with embedded workflow (*.png)"
+# Save As / Export: one filter per workflow format (the format follows the filter chosen).
+FORMAT_FILTERS = {fmt: f"{label} (*.json)" for fmt, label in SAVE_FORMATS.items()}
+PNG_FILTER = "Canvas picture with workflow (*.png)"
+# Window geometry and dock layout, kept between launches (QSettings, an ini file in the home folder).
+WINDOW_STATE_FILE = "window.ini"
+WINDOW_STATE_VERSION = 1
+
+
+def default_window_size(widget: QWidget) -> QSize:
+    """1400×900, or less on a smaller screen: a window larger than its screen gets clamped when its
+    geometry is restored, and the docks would come back squeezed."""
+    screen = widget.screen()
+    wanted = QSize(1400, 900)
+    if screen is None:
+        return wanted
+    room = screen.availableGeometry().size()
+    return wanted.boundedTo(QSize(room.width() * 95 // 100, room.height() * 95 // 100))
 
 
 def _keys(action_id: str, *extra: str) -> list[QKeySequence]:
@@ -78,6 +109,8 @@ class OpenDocument:
     view: Any  # ui.canvas.GraphView
     controller: RunController
     modified_outside_undo: bool = False
+    # The format Save writes `path` in: the one the file came in (a ComfyUI file stays a ComfyUI file).
+    format: str = SDGRAPH
 
     @property
     def name(self) -> str:
@@ -112,15 +145,21 @@ class MainWindow(QMainWindow):
         if self.autosaver is not None:
             self.autosaver.failed.connect(lambda text: self.log.add("warning", text))
 
-        self.resize(1400, 900)
+        self.resize(default_window_size(self))
         self.setAcceptDrops(True)
         self._build_docks()
         self._build_actions()
         self._build_menus()
         self.status = QLabel("")
         self.statusBar().addWidget(self.status, 1)
+        # The canvas sits in a container that stays the central widget for the window's life. Replacing
+        # the central widget itself (one view per document) made QMainWindow re-lay the docks from the
+        # new view's size hint, squeezing the canvas to a sliver on every New/Open.
+        self.canvas_host = QStackedWidget(self)
+        self.setCentralWidget(self.canvas_host)
         self.set_document(Graph(), None)
         self.timeline, self.timeline_dock = install_timeline(self)  # follows documentChanged from here on
+        self.restore_window_state()
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -273,7 +312,7 @@ class MainWindow(QMainWindow):
     def is_dirty(self) -> bool:
         return self.doc is not None and (not self.doc.undo.isClean() or self.doc.modified_outside_undo)
 
-    def set_document(self, graph: Graph, path: Path | None, *, dirty: bool = False) -> OpenDocument:
+    def set_document(self, graph: Graph, path: Path | None, *, dirty: bool = False, fmt: str = SDGRAPH) -> OpenDocument:
         """Show `graph` as the open document, replacing the previous one whole (no prompt here)."""
         from ui.canvas import GraphView  # the canvas is the heaviest UI import; keep it out of module import
 
@@ -290,10 +329,14 @@ class MainWindow(QMainWindow):
             before_run=self._before_run,
             parent=self,
         )
-        doc = OpenDocument(graph, path, undo, view, controller, modified_outside_undo=dirty)
+        doc = OpenDocument(graph, path, undo, view, controller, modified_outside_undo=dirty, format=fmt)
         self.doc = doc
         self.undo_group.setActiveStack(undo)
-        self.setCentralWidget(view)  # deletes the previous view
+        self.canvas_host.addWidget(view)
+        self.canvas_host.setCurrentWidget(view)
+        if old is not None:
+            self.canvas_host.removeWidget(old.view)
+            old.view.deleteLater()
         view.installEventFilter(self)
         view.viewport().installEventFilter(self)
         view.setFocus()
@@ -339,7 +382,10 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         name = self.doc.name if self.doc is not None else "Untitled"
-        self.setWindowTitle(f"{name}{'*' if self.is_dirty() else ''} — {APP_NAME}")
+        kind = ""
+        if self.doc is not None and self.doc.path is not None and self.doc.format != SDGRAPH:
+            kind = f" [{SAVE_FORMATS[self.doc.format]}]"  # Save keeps the file in that format
+        self.setWindowTitle(f"{name}{'*' if self.is_dirty() else ''}{kind} — {APP_NAME}")
 
     # ---- messages (one place, so tests and the window agree on what the user is told) ---------------
 
@@ -393,8 +439,7 @@ class MainWindow(QMainWindow):
     def open_file(self, path: str | Path | None = None) -> bool:
         """Open… (asks for a file when `path` is None), after offering to save unsaved changes."""
         if path is None:
-            start = str(self.path.parent) if self.path else ""
-            chosen, _ = QFileDialog.getOpenFileName(self, "Open workflow", start, FILE_FILTER)
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open workflow", str(self.dialog_folder()), FILE_FILTER)
             if not chosen:
                 return False
             path = chosen
@@ -409,9 +454,10 @@ class MainWindow(QMainWindow):
         except WorkflowFormatError as exc:
             self.show_error("Cannot open workflow", f"{path.name} could not be opened.\n\n{exc}")
             return False
-        # A PNG is a picture, not the workflow's file: Save must not write JSON over it.
+        # A PNG is a picture, not the workflow's file: Save must not write JSON over it. A JSON file is
+        # saved back in the format it came in, so a ComfyUI workflow stays loadable by ComfyUI.
         target = path if path.suffix.lower() == ".json" else None
-        self.set_document(document.graph, target)
+        self.set_document(document.graph, target, fmt=document.save_format)
         for notice in document.notices:
             self.log.add("warning", notice)
         self.log.add("info", f"opened {path}")
@@ -427,39 +473,66 @@ class MainWindow(QMainWindow):
         except WorkflowFormatError as exc:
             self.show_error("Cannot open template", str(exc))
             return False
-        self.set_document(document.graph, None)
+        self.set_document(document.graph, None, fmt=document.save_format)
         return True
 
-    def save(self) -> bool:
-        if self.path is None:
-            return self.save_as()
-        return self._write(self.path)
+    def dialog_folder(self) -> Path:
+        """Where file dialogs start: the open file's folder, else the last one used, else Documents."""
+        if self.path is not None:
+            return self.path.parent
+        for entry in self.settings.recent_files:
+            if Path(entry).parent.is_dir():
+                return Path(entry).parent
+        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+        return Path(documents) if documents and Path(documents).is_dir() else Path.home()
 
-    def save_as(self, path: str | Path | None = None) -> bool:
+    def save(self) -> bool:
+        """Save to the open file, in the format it came in; Save As when it has none."""
+        if self.doc is None or self.doc.path is None:
+            return self.save_as()
+        return self._write(self.doc.path, self.doc.format)
+
+    def save_as(self, path: str | Path | None = None, fmt: str | None = None) -> bool:
+        """Save under a new name, in `fmt` (by default the document's format; the dialog's filter picks it)."""
+        assert self.doc is not None
+        fmt = fmt or self.doc.format
         if path is None:
-            start = str(self.path) if self.path else "untitled.json"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Save workflow", start, "JSON workflows (*.json)")
+            name = self.path.name if self.path else "untitled.json"
+            filters = list(FORMAT_FILTERS.values())
+            chosen, chosen_filter = QFileDialog.getSaveFileName(
+                self, "Save workflow", str(self.dialog_folder() / name), ";;".join(filters), FORMAT_FILTERS[fmt]
+            )
             if not chosen:
                 return False
             path = chosen
+            fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         if path.suffix.lower() != ".json":
             path = path.with_suffix(".json")
-        if not self._write(path):
+        if not self._write(path, fmt, offer_save_as=False):
             return False
-        assert self.doc is not None
         self.doc.path = path
+        self.doc.format = fmt
         if self.autosaver is not None:
             self.autosaver.rename(path)
         self._update_title()
         return True
 
-    def _write(self, path: Path) -> bool:
+    def _write(self, path: Path, fmt: str, *, offer_save_as: bool = True) -> bool:
+        """Write the document; on failure the file on disk is untouched and the user is told why."""
         try:
-            save(self.graph, path)
+            write_workflow(self.graph, path, fmt)
         except OSError as exc:
             self.show_error("Cannot save", f"{path} could not be written: {exc.strerror or exc}")
             return False
+        except ValueError as exc:  # the graph holds something this format cannot express
+            text = f"{path.name} was not saved: it is a {SAVE_FORMATS[fmt]}, and {exc}."
+            if not offer_save_as:
+                self.show_error("Cannot save in this format", text)
+                return False
+            if not self.ask_save_as_instead(text):
+                return False
+            return self.save_as()
         assert self.doc is not None
         self.doc.modified_outside_undo = False
         self.doc.undo.setClean()
@@ -467,20 +540,33 @@ class MainWindow(QMainWindow):
             self.autosaver.document_saved()
         self._remember(path)
         self._dirty_changed()
-        self.statusBar().showMessage(f"saved {path}", 4000)
+        self.statusBar().showMessage(f"saved {path} ({SAVE_FORMATS[fmt]})", 4000)
         return True
 
-    def export(self, path: str | Path | None = None) -> bool:
-        """Export a copy: .json (the workflow; the open file stays the same) or .png (the canvas, with
-        the workflow embedded, so dropping the picture back opens the graph)."""
+    def ask_save_as_instead(self, text: str) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Cannot save in this format",
+            f"{text}\n\nThe file was left as it was. Save under another name or in another format?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save,
+        )
+        return answer == QMessageBox.StandardButton.Save
+
+    def export(self, path: str | Path | None = None, fmt: str | None = None) -> bool:
+        """Export a copy; the open file and its format stay as they are.
+
+        A .png is the canvas with the workflow embedded (dropping it back opens the graph); a .json is
+        the workflow in `fmt` (sdgraph, ComfyUI workflow or ComfyUI API prompt; the dialog's filter).
+        """
         if path is None:
-            start = (self.path.with_suffix(".png") if self.path else Path("workflow.png")).name
-            chosen, _ = QFileDialog.getSaveFileName(
-                self, "Export", start, "Canvas picture with workflow (*.png);;Workflow copy (*.json)"
-            )
+            start = self.dialog_folder() / (self.path.with_suffix(".png").name if self.path else "workflow.png")
+            filters = [PNG_FILTER, *FORMAT_FILTERS.values()]
+            chosen, chosen_filter = QFileDialog.getSaveFileName(self, "Export", str(start), ";;".join(filters))
             if not chosen:
                 return False
             path = chosen
+            fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         try:
             if path.suffix.lower() == ".png":
@@ -489,8 +575,8 @@ class MainWindow(QMainWindow):
                 if not image.save(str(path), "PNG"):
                     raise OSError(f"Qt could not write {path}")
             else:
-                save(self.graph, path)
-        except OSError as exc:
+                write_workflow(self.graph, path, fmt or SDGRAPH)
+        except (OSError, ValueError) as exc:
             self.show_error("Cannot export", f"{path} could not be written: {exc}")
             return False
         self.statusBar().showMessage(f"exported {path}", 4000)
@@ -554,8 +640,9 @@ class MainWindow(QMainWindow):
         except WorkflowFormatError as exc:
             self.show_error("Cannot restore", f"the autosave could not be read: {exc}")
             return False
-        # Restored work is unsaved work: dirty, and saved back to the original file on Save.
-        self.set_document(graph, recovery.original, dirty=True)
+        # Restored work is unsaved work: dirty, and saved back to the original file, in its format, on Save.
+        fmt = save_format_of_file(recovery.original)
+        self.set_document(graph, recovery.original, dirty=True, fmt=fmt)
         self.log.add("info", f"restored unsaved changes to {recovery.display_name}")
         return True
 
@@ -730,8 +817,29 @@ class MainWindow(QMainWindow):
         self.prompt_on_close = False
         self.close()
 
+    # ---- window geometry, kept between launches ------------------------------------------------
+
+    @staticmethod
+    def window_state_store() -> QSettings:
+        return QSettings(str(home_dir() / WINDOW_STATE_FILE), QSettings.Format.IniFormat)
+
+    def save_window_state(self) -> None:
+        store = self.window_state_store()
+        store.setValue("geometry", self.saveGeometry())
+        store.setValue("state", self.saveState(WINDOW_STATE_VERSION))
+        store.sync()
+
+    def restore_window_state(self) -> bool:
+        """Put the window and its docks where the user left them; False on a first start (defaults)."""
+        store = self.window_state_store()
+        geometry, state = store.value("geometry"), store.value("state")
+        if geometry is None or state is None:
+            return False
+        return bool(self.restoreGeometry(geometry)) and bool(self.restoreState(state, WINDOW_STATE_VERSION))
+
     def shutdown(self) -> None:
         """The clean-exit path: stop runs, and tell the autosave store this session ended normally."""
+        self.save_window_state()
         if self.doc is not None:
             self.doc.controller.shutdown()
         if self.autosaver is not None:

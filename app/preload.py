@@ -1,0 +1,52 @@
+"""Importing the model stack on a background thread, shared by `sdgraph run` and the window.
+
+What the first diffusion node needs is seconds of imports that can overlap with reading the workflow
+(`sdgraph run`) or with the user looking at the freshly shown window. Its own module so that neither
+the CLI nor the GUI has to import the other to reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+NO_PRELOAD_ENV = "SDGRAPH_NO_PRELOAD"
+
+
+def import_torch() -> None:
+    import torch  # noqa: F401
+
+
+def import_model_stack() -> None:
+    """torch, then the diffusers/transformers classes the checkpoint loader uses.
+
+    diffusers and transformers are lazy modules: naming the classes is what really imports them.
+    Their lazy machinery is not safe to enter from two threads at once (seen here: "cannot import
+    name 'AutoencoderKL' from 'diffusers'" when a node imported it while this thread was), so
+    whoever runs this must be waited for (`Thread.join`) before anything else imports them.
+    """
+    import_torch()
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextModel  # noqa: F401
+
+
+def start_preloading(target: Any = import_torch) -> threading.Thread | None:
+    """Run ``target`` (imports) on a daemon thread, so the first run does not wait for them.
+
+    The default, torch alone, is safe to overlap with anything: it is a plain package, so a thread
+    that needs it early just waits on its import lock. Errors are ignored here; the real import
+    reports them. Set SDGRAPH_NO_PRELOAD=1 to turn it off.
+    """
+    if os.environ.get(NO_PRELOAD_ENV):
+        return None
+
+    def preload() -> None:
+        try:
+            target()
+        except Exception:  # reported by the import that needs it, with its own context
+            return
+
+    thread = threading.Thread(target=preload, name="sdgraph-preload", daemon=True)
+    thread.start()
+    return thread
