@@ -441,6 +441,15 @@ def set_value_command(graph: Graph, node_id: int, key: str, value: Any, *, merge
     return GraphCommand(graph, f"Set {key}", [SetValue(node_id, key, old, copy.deepcopy(value))], merge_key=merge_key)
 
 
+def set_values_command(graph: Graph, uses: list[tuple[int, str]], value: Any, text: str) -> GraphCommand:
+    """One undo step setting the same value on several (node, input) pairs, e.g. a model replaced everywhere."""
+    edits: list[Edit] = [
+        SetValue(nid, key, copy.deepcopy(graph.node(nid).values.get(key, ABSENT)), copy.deepcopy(value))
+        for nid, key in uses
+    ]
+    return GraphCommand(graph, text, edits)
+
+
 def set_extra_command(graph: Graph, node_id: int, key: str, value: Any) -> GraphCommand:
     old = copy.deepcopy(graph.node(node_id).extra.get(key, ABSENT))
     return GraphCommand(graph, f"Set {key.replace('_', ' ')}", [SetExtra(node_id, key, old, value)])

@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QStackedWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -63,7 +64,11 @@ from app.settings import Settings, home_dir
 from app.workflow_formats import SAVE_FORMATS, SDGRAPH
 from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
+from nodes.diffusion.model_paths import sdgraph_home
+from nodes.model_matching import MissingModel, find_missing_models
 from ui.autosave import Autosaver, AutosaveStore, Recovery
+from ui.commands import set_values_command
+from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.timeline import install_timeline
 from ui.run_controller import RunController, default_seed_control
@@ -155,8 +160,18 @@ class MainWindow(QMainWindow):
         # The canvas sits in a container that stays the central widget for the window's life. Replacing
         # the central widget itself (one view per document) made QMainWindow re-lay the docks from the
         # new view's size hint, squeezing the canvas to a sliver on every New/Open.
-        self.canvas_host = QStackedWidget(self)
-        self.setCentralWidget(self.canvas_host)
+        central = QWidget(self)
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        self.missing_models = MissingModelsBar(central)
+        self.missing_models.replaceRequested.connect(self.replace_model)
+        self.canvas_host = QStackedWidget(central)
+        column.addWidget(self.missing_models)
+        column.addWidget(self.canvas_host, 1)
+        self.setCentralWidget(central)
+        self._missing_timer = QTimer(self, singleShot=True, interval=300)
+        self._missing_timer.timeout.connect(self.refresh_missing_models)
         self.set_document(Graph(), None)
         self.timeline, self.timeline_dock = install_timeline(self)  # follows documentChanged from here on
         self.restore_window_state()
@@ -362,6 +377,8 @@ class MainWindow(QMainWindow):
             old.undo.deleteLater()
         if self.autosaver is not None:
             self.autosaver.track(graph, path, self.is_dirty)
+        graph.changed.connect(self._graph_changed)
+        self.refresh_missing_models()
         self.images.clear_images()
         self.images.clear_preview()
         self._fill_edit_menu()
@@ -370,6 +387,49 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, view.fit_all)  # once the view has its real size
         self.documentChanged.emit()
         return doc
+
+    # ---- model files the workflow names but the user does not have -------------------------------
+
+    def _graph_changed(self, event: Any) -> None:
+        if event.kind in ("value_changed", "node_added", "node_removed", "reset", "link_added", "link_removed"):
+            self._missing_timer.start()
+
+    def refresh_missing_models(self) -> list[MissingModel]:
+        """Offer installed stand-ins for the model files the open graph names but the user lacks."""
+        if self.doc is None:
+            return []
+        missing = find_missing_models(self.graph, self.registry)
+        labels = {nid: f"{self.graph.nodes[nid].label} (#{nid})" for m in missing for nid, _ in m.uses}
+        self.missing_models.show_missing(missing, labels, str(sdgraph_home() / "models"))
+        return missing
+
+    def replace_model(self, uses: list[tuple[int, str]], name: str) -> None:
+        """Use the installed file `name` in these (node, input) places, as one undo step."""
+        uses = [(nid, key) for nid, key in uses if nid in self.graph.nodes]
+        if not uses:
+            return
+        where = "1 node" if len(uses) == 1 else f"{len(uses)} nodes"
+        self.undo_stack.push(set_values_command(self.graph, uses, name, f"Use {name} in {where}"))
+        self.log.add("info", f"using {name} in {where}")
+        self.refresh_missing_models()
+
+    def pick_sole_installed_models(self) -> list[str]:
+        """For shipped workflows: where exactly one installed file of the right family exists, use it.
+
+        Not an undo step and not an unsaved change: the template simply opens ready to run.
+        """
+        picked = []
+        for missing in find_missing_models(self.graph, self.registry):
+            choice = missing.sole_match
+            if choice is None:
+                continue
+            for nid, key in missing.uses:
+                self.graph.set_value(nid, key, choice)
+            picked.append(f"{missing.name} → {choice}")
+        if picked:
+            self.log.add("info", "using the installed model: " + "; ".join(picked))
+            self.refresh_missing_models()
+        return picked
 
     def _dirty_changed(self, *_args: object) -> None:
         self._update_title()
@@ -426,6 +486,7 @@ class MainWindow(QMainWindow):
                 self.log.add("warning", f"the default workflow did not load: {exc}")
             else:
                 self.set_document(document.graph, None)
+                self.pick_sole_installed_models()
                 return True
         self.set_document(Graph(), None)
         return False
@@ -474,6 +535,7 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open template", str(exc))
             return False
         self.set_document(document.graph, None, fmt=document.save_format)
+        self.pick_sole_installed_models()
         return True
 
     def dialog_folder(self) -> Path:
