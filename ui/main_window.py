@@ -391,6 +391,8 @@ class MainWindow(QMainWindow):
     # ---- model files the workflow names but the user does not have -------------------------------
 
     def _graph_changed(self, event: Any) -> None:
+        if event.kind in ("node_added", "node_removed", "reset"):
+            self._update_status()  # the node count
         if event.kind in ("value_changed", "node_added", "node_removed", "reset", "link_added", "link_removed"):
             self._missing_timer.start()
 
@@ -776,6 +778,8 @@ class MainWindow(QMainWindow):
         self.statusBar().clearMessage()
 
     def _run_finished(self, result: RunResult | None) -> None:
+        if result is not None and result.status == "cancelled":
+            self.images.clear_preview()  # the half-denoised preview is not a result
         if result is None:
             self.statusBar().showMessage("the graph has problems; see the log", 6000)
             self.log_dock.show()

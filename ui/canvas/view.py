@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,7 @@ class GraphView(QGraphicsView):
         self.addActions(list(self.canvas_actions.values()))
 
         self._scene.selectionChanged.connect(self._emit_selection)
+        self._link_dst: dict[int, int] = {}  # link id -> the node it feeds, still known once the link is gone
         graph.changed.connect(self._on_graph_event)
         # The graph outlives the view; stop listening when the C++ side goes away.
         slot = self._on_graph_event
@@ -349,6 +351,7 @@ class GraphView(QGraphicsView):
         self._scene.addItem(item)
 
     def _add_wire_item(self, lk: Link) -> None:
+        self._link_dst[lk.id] = lk.dst_node
         wire = WireItem(lk.id, lk.type)
         wire.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self._wires[lk.id] = wire
@@ -375,8 +378,39 @@ class GraphView(QGraphicsView):
         for lid in self._node_links.get(node_id, ()):
             self._place_wire(lid)
 
+    def _mark_stale(self, node_ids: Iterable[int]) -> None:
+        """An edit made these nodes' results (and everything downstream) describe another graph: drop their
+        done/cached/error badges. Nodes of a run in progress keep theirs; its events update them."""
+        todo = [nid for nid in node_ids if nid in self.graph.nodes]
+        seen: set[int] = set()
+        while todo:
+            nid = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            item = self._nodes.get(nid)
+            if item is not None and item.run_state not in ("running", "queued") and (item.run_state or item.message):
+                item.set_run_state("", None, None, None)
+            todo.extend(lk.dst_node for lk in self.graph.links_from(nid))
+
+    def _is_stepping_seed(self, ev: GraphEvent) -> bool:
+        """A seed with a control (randomize, increment...) moves on after every run by design; that keeps
+        the last run's badges, which describe the run just made."""
+        node = self.graph.nodes.get(ev.ids[0]) if ev.ids else None
+        spec = self.registry.get(node.type) if node is not None else None
+        inp = spec.input(ev.key) if spec is not None and ev.key else None
+        return bool(inp is not None and inp.control_after_generate)
+
     def _on_graph_event(self, ev: GraphEvent) -> None:
         kind = ev.kind
+        if kind == EVENT_VALUE_CHANGED and not self._is_stepping_seed(ev):
+            self._mark_stale(ev.ids)
+        elif kind == EVENT_LINK_ADDED:
+            self._mark_stale(self.graph.links[lid].dst_node for lid in ev.ids if lid in self.graph.links)
+        elif kind == EVENT_LINK_REMOVED:
+            self._mark_stale(self._link_dst.pop(lid) for lid in ev.ids if lid in self._link_dst)
+        elif kind == EVENT_NODE_CHANGED and ev.key == "mode":  # bypass/mute change what downstream gets
+            self._mark_stale(ev.ids)
         if kind == EVENT_NODE_MOVED:
             for nid in ev.ids:
                 item = self._nodes.get(nid)
