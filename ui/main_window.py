@@ -188,7 +188,10 @@ class MainWindow(QMainWindow):
         self.library_dock = self._dock("Nodes", self.library, area.LeftDockWidgetArea)
         self.images_dock = self._dock("Images", self.images, area.RightDockWidgetArea)
         self.log_dock = self._dock("Log", self.log, area.BottomDockWidgetArea)
-        self.resizeDocks([self.library_dock, self.images_dock], [230, 320], Qt.Orientation.Horizontal)
+        # at most 45% of the window for both docks, so the canvas stays the widest part on small screens
+        width = self.width()
+        side = [min(230, width * 18 // 100), min(320, width * 27 // 100)]
+        self.resizeDocks([self.library_dock, self.images_dock], side, Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [140], Qt.Orientation.Vertical)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:

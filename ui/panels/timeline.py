@@ -105,8 +105,11 @@ class TimelinePanel(QWidget):
         self.x_view = _FrameView("x_t")
         self.x0_view = _FrameView("no prediction yet")
         self.x0_caption = QLabel(X0_PREVIEW)
+        x_caption = QLabel("x_t: the noisy sample (preview)")
+        for caption in (x_caption, self.x0_caption):
+            caption.setWordWrap(True)  # long captions must not hold the dock wide (issue 10, bug 11)
         grid = QGridLayout()
-        grid.addWidget(QLabel("x_t: the noisy sample (preview)"), 0, 0)
+        grid.addWidget(x_caption, 0, 0)
         grid.addWidget(self.x0_caption, 0, 1)
         grid.addWidget(self.x_view, 1, 0)
         grid.addWidget(self.x0_view, 1, 1)

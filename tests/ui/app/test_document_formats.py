@@ -233,7 +233,7 @@ def test_opening_anything_leaves_the_canvas_and_docks_where_they_were(
     qtbot.wait(50)
     layout = widths(window)
     assert layout[1] < before  # the mouse drag did resize the dock
-    assert layout[0] > layout[1]  # TODO(bug 11): and wider than the Images dock
+    assert layout[0] > max(layout[1], layout[2])  # the canvas is wider than either dock
 
     comfy_file = anchor_copy(tmp_path, "default_txt2img_sd15.workflow.json")
     steps = [
@@ -269,3 +269,20 @@ def test_dock_layout_is_remembered_between_launches(qtbot: Any, tmp_path: Path, 
     qtbot.wait(50)
     assert second.library_dock.width() == dock_width
     assert not second.log_dock.isVisible()
+
+
+def test_the_images_dock_can_be_dragged_narrow(window: MainWindow, qtbot: Any) -> None:
+    """Issue 10, bug 11: the Images/Timeline dock used to refuse to go below ~560 px."""
+    window.load_default()
+    window.timeline_dock.raise_()  # the wider of the two tabs decides the dock's minimum
+    qtbot.wait(50)
+    dock = window.timeline_dock
+    at = dock.geometry().topLeft() + QPoint(-3, dock.height() // 2)
+    QTest.mousePress(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at)
+    for i in range(1, 13):
+        QTest.mouseMove(window, at + QPoint(50 * i, 0))
+        QTest.qWait(5)
+    QTest.mouseRelease(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at + QPoint(600, 0))
+    qtbot.wait(50)
+    assert dock.width() <= 260
+    assert window.view.width() > dock.width()
