@@ -108,6 +108,10 @@ GROUP_TITLE_HEIGHT = 28.0
 PROBLEM_PEN_WIDTH = 3.0  # device pixels: a cosmetic pen, so it stays visible when zoomed out
 # Below this zoom, text and widgets are not drawn (node geometry is unchanged).
 LOD_THRESHOLD = 0.45
+# Below the threshold a node shows only its title (and error), this many pixels tall on screen.
+FAR_TEXT_PX = 11.0
+FAR_TEXT_MIN_PX = 8.0  # a failed node's title and error share a small node at no less than this
+FAR_TEXT_BG = QColor(0, 0, 0, 150)
 GRID_STEP = 20.0
 GRID_MAJOR_EVERY = 5
 

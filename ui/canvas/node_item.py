@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPixmap
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPixmap
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from graph_engine.model import Node, NodeMode
@@ -283,6 +283,8 @@ class NodeItem(QGraphicsItem):
 
         if detailed:
             self._paint_text(painter, node, lay)
+        else:
+            self._paint_far_text(painter, node, lay, lod)
         if self._thumb is not None and lay.image_rect is not None:
             painter.drawPixmap(lay.image_rect, self._thumb, QRectF(self._thumb.rect()))
         self._paint_run_state(painter, lay, detailed)
@@ -304,10 +306,46 @@ class NodeItem(QGraphicsItem):
         # sockets sit on the border, so they go on top of it
         self._paint_sockets(painter, lay, detailed)
 
+    def title_text(self) -> str:
+        node = self.node
+        return node.title or (self.spec.display_name if self.spec else f"{node.type} (not installed)")
+
+    def _paint_far_text(self, painter: QPainter, node: Node, lay: NodeLayout, lod: float) -> None:
+        """Zoomed out past the detail threshold: the title (and a failed node's error) in a font scaled up
+        so it stays `theme.FAR_TEXT_PX` pixels tall on screen, elided to the node's width, so a graph fitted
+        to the window is still a labelled graph rather than blank boxes."""
+        lod = max(lod, 1e-3)
+        px = theme.FAR_TEXT_PX / lod
+        font = QFont(theme.title_font())  # a copy: the theme's font is shared by every item
+        font.setPixelSize(max(1, round(px)))
+        metrics = QFontMetricsF(font)
+        if self.message and lay.height < 2 * metrics.height() + 8:
+            # a failed node needs two lines: shrink toward the smallest size still legible on screen
+            px = max(theme.FAR_TEXT_MIN_PX / lod, px * (lay.height - 8) / (2 * metrics.height()))
+            font.setPixelSize(max(1, int(px)))
+            metrics = QFontMetricsF(font)
+        width = lay.width - 36  # the title bar's right end keeps showing the category colour
+        title = metrics.elidedText(self.title_text(), Qt.TextElideMode.ElideRight, width)
+        strip = QRectF(4, 2, min(width, metrics.horizontalAdvance(title)) + 4, metrics.height() + 2)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.FAR_TEXT_BG)
+        painter.drawRect(strip)
+        painter.setFont(font)
+        painter.setPen(theme.NOTE_TEXT if self.note else theme.TITLE_TEXT)
+        painter.drawText(strip.adjusted(2, 1, 0, 0), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), title)
+        if self.message and lay.height >= 2 * metrics.height() + 6:
+            painter.setPen(theme.ERROR_TEXT)
+            line = metrics.elidedText(self.message.splitlines()[0], Qt.TextElideMode.ElideRight, width)
+            painter.drawText(
+                QRectF(6, strip.bottom() + 4, width, metrics.height() + 2),
+                int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop),
+                line,
+            )
+
     def _paint_text(self, painter: QPainter, node: Node, lay: NodeLayout) -> None:
         painter.setFont(theme.title_font())
         painter.setPen(theme.NOTE_TEXT if self.note else theme.TITLE_TEXT)
-        title = node.title or (self.spec.display_name if self.spec else f"{node.type} (not installed)")
+        title = self.title_text()
         right_pad = 12.0 + (48.0 if self.elapsed is not None else 0.0)
         painter.drawText(
             lay.title_rect.adjusted(12, 0, -right_pad, 0),

@@ -175,3 +175,28 @@ def test_500_nodes_load_fast_and_repaint_within_a_frame(qtbot, registry) -> None
 @pytest.fixture(autouse=True)
 def _no_leaks(qtbot):
     yield
+
+
+def test_titles_stay_readable_when_zoomed_out(view: GraphView, graph: Graph, registry) -> None:
+    """Below the detail zoom a node used to be a blank coloured box; its title is now drawn in a font
+    scaled to stay `theme.FAR_TEXT_PX` tall on screen, and a failed node's error line under it."""
+    n = graph.add_node("Number", {"value": 1}, pos=(0, 0)).id
+    view.resetTransform()
+    view.scale(0.3, 0.3)
+    assert view.zoom() < theme.LOD_THRESHOLD  # the far drawing path
+    view.centerOn(100, 40)
+    item = view.node_item(n)
+
+    def pixels_near(color: QColor, top: float, bottom: float) -> int:
+        rect = item.mapRectToScene(item.layout.rect)  # an error message makes the node taller
+        image = view.viewport().grab().toImage()
+        a = view.mapFromScene(QPointF(rect.left(), rect.top() + top))
+        b = view.mapFromScene(QPointF(rect.right(), rect.top() + bottom))
+        return sum(near(image.pixelColor(x, y), color, 40) for x in range(a.x(), b.x()) for y in range(a.y(), b.y()))
+
+    title_band = theme.FAR_TEXT_PX / view.zoom() + 6
+    assert pixels_near(theme.TITLE_TEXT, 0, title_band) >= 15  # glyph strokes in the title colour
+    pink_before = pixels_near(theme.ERROR_TEXT, 0, item.layout.height)  # a few antialiased edge pixels
+    view.set_node_state(n, "error", message="value is out of range")
+    assert pixels_near(theme.ERROR_TEXT, 0, item.layout.height) >= pink_before + 10
+    assert pixels_near(theme.TITLE_TEXT, 0, item.layout.height) >= 15  # the title shares the room
