@@ -230,6 +230,9 @@ class NodeSpec:
     nondeterministic: bool = False
     # Never executed; only lives on the canvas (a note).
     virtual: bool = False
+    # A virtual node whose one output is its "value": every widget input it feeds gets that value as if
+    # typed there (ComfyUI's PrimitiveNode); see `graph_engine.value_sources`.
+    value_source: bool = False
     # Extra cache-key material read from constant inputs, e.g. a file's modification time.
     fingerprint: FingerprintFn | None = None
     # Cheap to re-run: the editor may run the graph again by itself (debounced) when one of this node's
@@ -331,6 +334,7 @@ def node(
     output_node: bool = False,
     nondeterministic: bool = False,
     virtual: bool = False,
+    value_source: bool = False,
     fingerprint: FingerprintFn | None = None,
     live: bool = False,
 ) -> Callable[[ExecuteFn], NodeSpec]:
@@ -348,7 +352,8 @@ def node(
             version=version,
             output_node=output_node,
             nondeterministic=nondeterministic,
-            virtual=virtual,
+            virtual=virtual or value_source,
+            value_source=value_source,
             fingerprint=fingerprint,
             live=live,
         )

@@ -16,6 +16,7 @@ from typing import Any
 from graph_engine.model import Graph, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry
 from graph_engine.types import types_compatible
+from graph_engine.value_sources import VALUE
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,17 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
             continue
         resolved.setdefault(lk.dst_node, {})[lk.dst_input] = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
 
-    # What each active node reads from, for walking back from the outputs.
+    def is_value_source(node_id: int) -> bool:
+        spec = registry.get(graph.nodes[node_id].type)
+        return spec is not None and spec.value_source
+
+    # What each active node reads from, for walking back from the outputs. Value sources are not
+    # steps of the run: their value is written into the inputs they feed (below).
     preds: dict[int, list[int]] = {}
     for dst, by_input in resolved.items():
-        preds[dst] = [src.node_id for src in by_input.values() if isinstance(src, Source)]
+        preds[dst] = [
+            src.node_id for src in by_input.values() if isinstance(src, Source) and not is_value_source(src.node_id)
+        ]
 
     # Which outputs run.
     if targets is None:
@@ -232,6 +240,32 @@ def analyze(graph: Graph, registry: NodeRegistry, targets: list[int] | None = No
                 src_spec = registry.get(graph.nodes[src.node_id].type)
                 if src_spec is None:
                     continue  # reported on the source node itself
+                if src_spec.value_source:
+                    source = graph.nodes[src.node_id]
+                    if not inp.is_widget:
+                        problem(
+                            "type_mismatch",
+                            f"is fed by node {src.node_id} ({source.label}), which can only feed a value "
+                            f"input, not {inp.type}",
+                            nid,
+                            inp.id,
+                        )
+                        continue
+                    value = source.values.get(VALUE, MISSING)
+                    if value is MISSING:
+                        problem(
+                            "missing_value",
+                            f"its value comes from node {src.node_id} ({source.label}), which has none",
+                            nid,
+                            inp.id,
+                        )
+                        continue
+                    value, err = inp.check_value(value)
+                    if err:
+                        problem("bad_value", f"{err} (from node {src.node_id}, {source.label})", nid, inp.id)
+                        continue
+                    node_inputs[inp.id] = Constant(value)
+                    continue
                 out = src_spec.output(src.output_id)
                 if out is None:
                     problem(

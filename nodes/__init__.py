@@ -17,6 +17,7 @@ from graph_engine import NodeRegistry
 # Modules that declare built-in nodes, in menu order.
 NODE_MODULES = (
     "nodes.note",
+    "nodes.primitive",
     "nodes.loaders",
     "nodes.conditioning",
     "nodes.latent",
