@@ -20,7 +20,6 @@ from nodes import families
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
 from nodes.diffusion.sampling.model_sampling import ModelSampling
 
-
 # The refiner's size conditioning: no target size, plus an aesthetic score (nodes.families.sdxl_refiner).
 SDXL_REFINER_TIME_IDS = 5
 
