@@ -567,7 +567,11 @@ def _detect_prediction(
     if any(k in shapes for k in ("v_pred", "edm_vpred.sigma_max")):
         return "v_prediction", "marker", notes
     sampling = families.get(family).sampling
-    if sampling is None or not sampling.measured or inpainting:
+    if sampling is None:
+        raise ModelError(f"{family} declares no model sampling")
+    if not sampling.measured:
+        return sampling.prediction, "default", notes
+    if inpainting:  # SD2's inpainting model predicts noise; only its text-to-image models vary
         return "epsilon", "default", notes
     key = sd2_v_statistic_key(shapes)
     if key is None or read_tensor is None:
