@@ -531,9 +531,9 @@ def _load_diffusers_folder(
     require_vae: bool,
 ) -> LoadedCheckpoint:
     if not (folder / "unet" / "config.json").is_file():
-        family = recognise_diffusers_folder(read_diffusers_folder(folder))
-        if family is not None and not family.supported:
-            raise UnsupportedFamilyError(folder, family.name, family.display_name, family.description)
+        known = recognise_diffusers_folder(read_diffusers_folder(folder))
+        if known is not None and not known.supported:
+            raise UnsupportedFamilyError(folder, known.name, known.display_name, known.description)
         raise UnknownArchitectureError(
             folder, "a folder without unet/config.json (not a diffusers Stable Diffusion folder)"
         )
