@@ -208,6 +208,8 @@ def detect_family(shapes: Shapes, path: str | Path = "?") -> str:
     file, the family whose full-size UNet has this conditioning width. Families sdgraph recognises
     but cannot run raise a message naming them."""
     family = families.recognise_single_file(shapes)
+    if family is not None and not family.supported and _is_lora(shapes):
+        family = None  # a LoRA for that family (its keys name the same blocks): say it is a LoRA
     if family is None:
         idx = _KeyIndex(shapes)
         if not idx.has(UNET_PREFIX + "input_blocks.0.0.weight"):
@@ -233,12 +235,17 @@ def _describe_non_checkpoint(shapes: Shapes) -> str:
         return "the file contains no tensors"
     if find_vae_prefix(shapes) is not None and not any("diffusion_model" in k for k in keys):
         return "it contains only VAE weights (load it with a VAE loader instead)"
-    if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_" in k for k in keys):
+    if _is_lora(shapes):
         return "it is a LoRA, not a checkpoint (use a LoRA loader)"
     if any(k.startswith("down_blocks.") for k in keys) and any(k.startswith("conv_in.") for k in keys):
         return "it holds diffusers-format UNet weights only; point the loader at the whole diffusers folder"
     tops = sorted({k.split(".")[0] for k in keys})
     return f"no UNet weights under {UNET_PREFIX!r}; top-level names are {tops[:8]}"
+
+
+def _is_lora(shapes: Shapes) -> bool:
+    """kohya (``lora_unet_*``), PEFT (``*.lora_A.*``) and XLabs (``*.proj_lora1.*``) LoRA names."""
+    return any(k.startswith(("lora_unet_", "lora_te", "lora_")) or "lora" in k.lower() for k in shapes)
 
 
 def _cross_attention_dim(idx: _KeyIndex) -> int | None:

@@ -216,6 +216,20 @@ def test_known_unsupported_layouts_are_named(name: str, keys: list[str]) -> None
 
 
 @pytest.mark.parametrize(
+    "keys",
+    [
+        ["double_blocks.0.processor.proj_lora1.down.weight", "double_blocks.0.processor.proj_lora1.up.weight"],
+        ["diffusion_model.joint_blocks.0.x_block.attn.qkv.lora_A.weight"],
+        [Z + "layers.0.adaLN_modulation.0.lora_down.weight", Z + "layers.0.adaLN_modulation.0.weight"],
+    ],
+)
+def test_loras_for_unsupported_families_are_called_loras(keys: list[str]) -> None:
+    with pytest.raises(UnknownArchitectureError, match="it is a LoRA, not a checkpoint") as info:
+        detect_family(_shapes(keys), "lora.safetensors")
+    assert not isinstance(info.value, UnsupportedFamilyError)
+
+
+@pytest.mark.parametrize(
     ("pipeline", "display"),
     [("FluxPipeline", "FLUX.1"), ("StableDiffusion3Pipeline", "Stable Diffusion 3"), ("ZImagePipeline", "Z-Image")],
 )
