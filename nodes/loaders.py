@@ -26,7 +26,7 @@ def _fingerprint(kind: str, input_id: str) -> Any:
 )
 def checkpoint_loader(ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any]:
     """Loads an SD 1.x, 2.x or SDXL checkpoint (.safetensors or a diffusers folder); the family and
-    architecture are read from the weights."""
+    architecture are read from the weights (families sdgraph knows but cannot run yet are named)."""
     from nodes.diffusion.loading import load_checkpoint
 
     return load_checkpoint(ctx, ckpt_name)
@@ -87,7 +87,10 @@ def lora_loader(
 )
 def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: int) -> tuple[Any]:
     """Reads the text encoder's output from an earlier layer ("clip skip")."""
-    if getattr(clip, "family", "") == "sd2":
+    from nodes import families
+
+    name = getattr(clip, "family", "")
+    if name in families.names() and any(s.drop_last_block for s in families.get(name).text_encoders):
         # SD2 checkpoints carry OpenCLIP-H without its last block (the 23-layer encoder diffusers
         # builds), so ComfyUI's -2, its SD2 default, is our -1; its -1 names a layer that is not there.
         stop_at_clip_layer = min(-1, stop_at_clip_layer + 1)

@@ -71,9 +71,29 @@ class UnknownArchitectureError(ModelError):
         self.found = found
         super().__init__(
             f"Could not tell what kind of model {self.path} is: {found}. "
-            "Supported are Stable Diffusion 1.x, 2.x, SDXL base and SDXL refiner checkpoints "
-            "(single .safetensors files or diffusers folders)."
+            f"Supported are {_supported_families()} checkpoints (single .safetensors files or diffusers folders)."
         )
+
+
+class UnsupportedFamilyError(UnknownArchitectureError):
+    """The file is of a model family sdgraph recognises but cannot run yet (``nodes.families``)."""
+
+    def __init__(self, path: str | Path, family: str, display_name: str, description: str) -> None:
+        self.path = Path(path)
+        self.family = family
+        self.found = description
+        ModelError.__init__(
+            self,
+            f"{self.path} is {description}, which sdgraph cannot run yet ({display_name} models are "
+            f"recognised but not supported). sdgraph runs {_supported_families()} checkpoints.",
+        )
+
+
+def _supported_families() -> str:
+    from nodes.families import supported
+
+    shown = [f.display_name for f in sorted(supported(), key=lambda f: f.name)]
+    return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
 
 
 class MissingComponentError(ModelError):

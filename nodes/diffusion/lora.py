@@ -429,8 +429,8 @@ def _unet_modules(unet: torch.nn.Module) -> dict[str, tuple[str, _PatchableModul
     kohya files use either naming (and sd-scripts' SDXL files the LDM one); the LDM names come from the
     same layout table the checkpoint writer uses, so both spellings resolve to the one real module.
     """
-    from nodes.diffusion.checkpoint.detect import UNET_PREFIX
     from nodes.diffusion.checkpoint.ldm_layout import unet_to_ldm
+    from nodes.families.ldm import UNET_PREFIX
 
     config = getattr(unet, "config", None)
     table: dict[str, tuple[str, _PatchableModule]] = {}

@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nodes import families
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
 from nodes.diffusion.sampling.model_sampling import ModelSampling
+
+# The refiner's size conditioning: no target size, plus an aesthetic score (nodes.families.sdxl_refiner).
+SDXL_REFINER_TIME_IDS = 5
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class DiffusionModel:
     """The MODEL socket's value."""
 
     unet: Any  # diffusers UNet2DConditionModel
-    family: str  # sd1 | sd2 | sdxl | sdxl_refiner
+    family: str  # a supported family of nodes.families: sd1 | sd2 | sdxl | sdxl_refiner
     prediction_type: str  # epsilon | v_prediction
     model_sampling: ModelSampling
     latent_channels: int = 4
@@ -86,6 +90,14 @@ class DiffusionModel:
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
+
+    @property
+    def size_conditioning_ids(self) -> int | None:
+        """How many SDXL size/crop ids the UNet takes (6 base, 5 refiner), None for families without."""
+        if self.family not in families.names(only_supported=False):
+            return None
+        spec = families.get(self.family).ldm_unet
+        return None if spec is None else spec.time_ids
 
     def with_patches(self, extra: Sequence[WeightPatch]) -> DiffusionModel:
         return replace(self, patches=(*self.patches, *extra))
@@ -112,14 +124,15 @@ class DiffusionModel:
         embeds = _same_length([c.embeds for c in conds])
         context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(self.device, self.dtype)
         kwargs: dict[str, Any] = {}
-        if self.family in ("sdxl", "sdxl_refiner"):
+        n_ids = self.size_conditioning_ids
+        if n_ids is not None:
             h, w = image_hw
             pooled, time_ids = [], []
             for c in conds:
                 if c.pooled is None:
                     raise ValueError("SDXL needs pooled text embeddings; encode the prompt with the SDXL checkpoint")
                 pooled.append(c.pooled.expand(per, -1))
-                ids = sdxl_time_ids(c.extras, image_width=w, image_height=h, refiner=self.family == "sdxl_refiner")
+                ids = sdxl_time_ids(c.extras, image_width=w, image_height=h, refiner=n_ids == SDXL_REFINER_TIME_IDS)
                 time_ids.append(ids.expand(per, -1))
             kwargs["added_cond_kwargs"] = {
                 "text_embeds": torch.cat(pooled).to(self.device, self.dtype),

@@ -1,13 +1,15 @@
 """Deciding what a checkpoint is from tensor names and shapes alone.
 
-A single-file Stable Diffusion checkpoint carries no config: only weights named in the original
-LDM/SGM layout (``model.diffusion_model.*`` for the UNet, ``first_stage_model.*`` for the VAE,
-``cond_stage_model.*`` or ``conditioner.embedders.N.*`` for the text encoders). Which family it is
-(SD1, SD2, SDXL base, SDXL refiner; inpainting when the UNet takes 9 input channels) follows from
-which text-encoder layout is present. The architecture itself (channels per level, resnets per
-level, transformer depth per level, cross-attention width, VAE and CLIP sizes, SDXL's
-size-conditioning embedding) follows from the shapes, so pruned, distilled or tiny models build
-the right modules instead of failing against a hard-coded full-size config.
+A single-file checkpoint carries no config: only weights named in its original layout. Which family
+it is comes from walking the registry (``nodes.families``): the first family whose key test matches
+names it, and a family sdgraph recognises but cannot run gets a message naming it. For the Stable
+Diffusion families (``model.diffusion_model.*`` for the UNet, ``first_stage_model.*`` for the VAE,
+``cond_stage_model.*`` or ``conditioner.embedders.N.*`` for the text encoders; inpainting when the UNet
+takes 9 input channels) the family follows from which text-encoder layout is present, and each
+family's module declares the prefixes and the facts shapes cannot tell. The architecture itself
+(channels per level, resnets per level, transformer depth per level, cross-attention width, VAE and
+CLIP sizes, SDXL's size-conditioning embedding) follows from the shapes, so pruned, distilled or tiny
+models build the right modules instead of failing against a hard-coded full-size config.
 
 What shapes cannot tell comes from the public config of the family (``resources/sd_configs``):
 activations, norm groups, the VAE scaling factor, and the attention head count (a fused projection
@@ -29,8 +31,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nodes import families
 from nodes.diffusion.checkpoint.files import is_pickle_file, read_shapes
-from nodes.diffusion.errors import ConfigOverrideError, ModelError, UnknownArchitectureError
+from nodes.diffusion.errors import ConfigOverrideError, ModelError, UnknownArchitectureError, UnsupportedFamilyError
+from nodes.families import ModelFamily
+from nodes.families.ldm import UNET_PREFIX, VAE_PREFIX
 
 if TYPE_CHECKING:
     import torch
@@ -38,23 +43,13 @@ if TYPE_CHECKING:
 Shapes = Mapping[str, tuple[int, ...]]
 TensorReader = Callable[[str], "torch.Tensor"]
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 CONFIG_ROOT = Path(__file__).resolve().parents[3] / "resources" / "sd_configs"
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIXES = ("first_stage_model.", "vae.", "")
-SD1_CLIP_PREFIX = "cond_stage_model.transformer.text_model."
-SD2_OPENCLIP_PREFIX = "cond_stage_model.model."
-SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model."
-SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
-REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
+VAE_PREFIXES = (VAE_PREFIX, "vae.", "")
 
 # ComfyUI's SD2 v-prediction statistic, see the module docstring.
 SD2_V_STD_THRESHOLD = 0.09
-# SDXL's text_time embedding: pooled text + 6 size ids (base) or 5 (refiner: no target size, + aesthetic).
-_TIME_IDS = {"sdxl": 6, "sdxl_refiner": 5}
-_VAE_SCALING = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 SIDECAR_SUFFIX = ".sdgraph.json"
 _OVERRIDE_KEYS = {
     "prediction_type",
@@ -115,7 +110,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def base_config(family: str, component: str) -> dict[str, Any]:
     """A fresh copy of the shipped public config for one component of one family."""
     name = "scheduler_config.json" if component == "scheduler" else "config.json"
-    path = CONFIG_ROOT / family / component / name
+    folder = families.get(family).config_dir if family in families.names(only_supported=False) else None
+    path = CONFIG_ROOT / (folder or family) / component / name
     if not path.is_file():
         raise ModelError(f"Missing shipped config {path}; the sdgraph installation is incomplete.")
     return copy.deepcopy(_read_json(path))
@@ -208,32 +204,29 @@ def _heads_for_width(width: int) -> int | None:
 
 
 def detect_family(shapes: Shapes, path: str | Path = "?") -> str:
-    """Pick the family from the text-encoder layout, falling back to the UNet's conditioning width."""
-    idx = _KeyIndex(shapes)
-    if not idx.has(UNET_PREFIX + "input_blocks.0.0.weight"):
-        raise UnknownArchitectureError(path, _describe_non_checkpoint(shapes))
-    if idx.has(SDXL_CLIP_G_PREFIX + "token_embedding.weight"):
-        return "sdxl"
-    if idx.has(REFINER_CLIP_G_PREFIX + "token_embedding.weight"):
-        return "sdxl_refiner"
-    if idx.has(SDXL_CLIP_L_PREFIX + "embeddings.token_embedding.weight"):
-        return "sdxl"  # CLIP-L at SGM's embedder 0 only exists in SDXL base (even if bigG is missing)
-    if idx.has(SD2_OPENCLIP_PREFIX + "token_embedding.weight"):
-        return "sd2"
-    if idx.has(SD1_CLIP_PREFIX + "embeddings.token_embedding.weight"):
-        return "sd1"
-    # No text encoder in the file: the UNet alone still tells the family.
-    context = _cross_attention_dim(idx)
-    has_label_emb = idx.has(UNET_PREFIX + "label_emb.0.0.weight")
-    by_context = {(768, False): "sd1", (1024, False): "sd2", (2048, True): "sdxl", (1280, True): "sdxl_refiner"}
-    family = by_context.get((context or 0, has_label_emb))
+    """Walk the family registry: the first family whose files' key test matches; for a UNet-only
+    file, the family whose full-size UNet has this conditioning width. Families sdgraph recognises
+    but cannot run raise a message naming them."""
+    family = families.recognise_single_file(shapes)
+    if family is not None and not family.supported and _is_lora(shapes):
+        family = None  # a LoRA for that family (its keys name the same blocks): say it is a LoRA
     if family is None:
-        raise UnknownArchitectureError(
-            path,
-            f"a UNet with cross-attention width {context} and "
-            f"{'an' if has_label_emb else 'no'} SDXL size embedding, but no text encoder to tell its family",
-        )
-    return family
+        idx = _KeyIndex(shapes)
+        if not idx.has(UNET_PREFIX + "input_blocks.0.0.weight"):
+            raise UnknownArchitectureError(path, _describe_non_checkpoint(shapes))
+        # No text encoder in the file: the UNet alone still tells the family.
+        context = _cross_attention_dim(idx)
+        has_label_emb = idx.has(UNET_PREFIX + "label_emb.0.0.weight")
+        family = families.recognise_unet_signature(context, has_label_emb)
+        if family is None:
+            raise UnknownArchitectureError(
+                path,
+                f"a UNet with cross-attention width {context} and "
+                f"{'an' if has_label_emb else 'no'} SDXL size embedding, but no text encoder to tell its family",
+            )
+    if not family.supported:
+        raise UnsupportedFamilyError(path, family.name, family.display_name, family.description)
+    return family.name
 
 
 def _describe_non_checkpoint(shapes: Shapes) -> str:
@@ -242,16 +235,17 @@ def _describe_non_checkpoint(shapes: Shapes) -> str:
         return "the file contains no tensors"
     if find_vae_prefix(shapes) is not None and not any("diffusion_model" in k for k in keys):
         return "it contains only VAE weights (load it with a VAE loader instead)"
-    if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_" in k for k in keys):
+    if _is_lora(shapes):
         return "it is a LoRA, not a checkpoint (use a LoRA loader)"
     if any(k.startswith("down_blocks.") for k in keys) and any(k.startswith("conv_in.") for k in keys):
         return "it holds diffusers-format UNet weights only; point the loader at the whole diffusers folder"
-    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys):
-        return "it looks like a Flux model, which this loader does not support"
-    if any("joint_blocks." in k for k in keys):
-        return "it looks like an SD3 model, which this loader does not support"
     tops = sorted({k.split(".")[0] for k in keys})
     return f"no UNet weights under {UNET_PREFIX!r}; top-level names are {tops[:8]}"
+
+
+def _is_lora(shapes: Shapes) -> bool:
+    """kohya (``lora_unet_*``), PEFT (``*.lora_A.*``) and XLabs (``*.proj_lora1.*``) LoRA names."""
+    return any(k.startswith(("lora_unet_", "lora_te", "lora_")) or "lora" in k.lower() for k in shapes)
 
 
 def _cross_attention_dim(idx: _KeyIndex) -> int | None:
@@ -273,6 +267,7 @@ def derive_unet_config(
     idx = _KeyIndex(shapes)
     p = UNET_PREFIX
     cfg = base_config(family, "unet")
+    spec = _ldm_unet(family)
 
     def unsupported(what: str) -> UnknownArchitectureError:
         return UnknownArchitectureError(path, f"a {family} UNet with {what}")
@@ -370,7 +365,7 @@ def derive_unet_config(
     groups = int(cfg["norm_num_groups"])
     if any(c % groups for c in channels):
         raise unsupported(f"channels {channels} not divisible into {groups} norm groups")
-    cfg["attention_head_dim"] = _unet_heads(family, channels, cfg["attention_head_dim"], path)
+    cfg["attention_head_dim"] = _unet_heads(spec.heads, channels, cfg["attention_head_dim"], path)
 
     time_dim = idx.shape(p + "time_embed.0.weight")[0]
     cfg["time_embedding_dim"] = None if time_dim == channels[0] * 4 else time_dim
@@ -379,7 +374,7 @@ def derive_unet_config(
         proj_in = idx.shape(p + "label_emb.0.0.weight")[1]
         cfg["addition_embed_type"] = "text_time"
         cfg["projection_class_embeddings_input_dim"] = proj_in
-        n_ids = _TIME_IDS.get(family)
+        n_ids = spec.time_ids
         if n_ids is None:
             raise unsupported("an SDXL-style size embedding (label_emb)")
         if pooled_dim is not None:
@@ -389,13 +384,26 @@ def derive_unet_config(
                     f"features + {n_ids} size ids"
                 )
             cfg["addition_time_embed_dim"] = (proj_in - pooled_dim) // n_ids
-    elif family in _TIME_IDS:
+    elif spec.time_ids is not None:
         raise unsupported("no size embedding (label_emb), which SDXL models need")
     return cfg
 
 
-def _unet_heads(family: str, channels: list[int], default: Any, path: str | Path) -> Any:
-    if family == "sd1" and isinstance(default, int) and all(c % default == 0 for c in channels):
+def _latent(family: ModelFamily) -> families.LatentFormat:
+    if family.latent is None:
+        raise ModelError(f"{family.display_name} declares no latent format")
+    return family.latent
+
+
+def _ldm_unet(family: str) -> families.base.LdmUnet:
+    spec = families.get(family).ldm_unet
+    if spec is None:
+        raise ModelError(f"{family} is not a family with an original-layout UNet")
+    return spec
+
+
+def _unet_heads(rule: str, channels: list[int], default: Any, path: str | Path) -> Any:
+    if rule == "config" and isinstance(default, int) and all(c % default == 0 for c in channels):
         return default  # SD1 uses 8 heads at every level regardless of width
     heads = [_heads_for_width(c) for c in channels]
     if any(h is None for h in heads):
@@ -448,7 +456,7 @@ def derive_vae_config(shapes: Shapes, family: str, prefix: str, path: str | Path
     cfg["mid_block_add_attention"] = idx.has(p + "encoder.mid.attn_1.q.weight")
     cfg["use_quant_conv"] = idx.has(p + "quant_conv.weight")
     cfg["use_post_quant_conv"] = idx.has(p + "post_quant_conv.weight")
-    cfg["scaling_factor"] = _VAE_SCALING[family]
+    cfg["scaling_factor"] = _latent(families.get(family)).scaling_factor
     groups = int(cfg["norm_num_groups"])
     if any(c % groups for c in channels):
         raise UnknownArchitectureError(path, f"VAE channels {channels} not divisible into {groups} norm groups")
@@ -464,28 +472,26 @@ def derive_text_encoders(shapes: Shapes, family: str, path: str | Path = "?") ->
     """The text encoders the family needs that are present in the file (missing ones are left out)."""
     idx = _KeyIndex(shapes)
     specs: list[TextEncoderSpec] = []
-    if family == "sd1" and idx.has(SD1_CLIP_PREFIX + "embeddings.token_embedding.weight"):
-        specs.append(_clip_spec(idx, family, "text_encoder", SD1_CLIP_PREFIX, path))
-    elif family == "sd2" and idx.has(SD2_OPENCLIP_PREFIX + "token_embedding.weight"):
-        # SD2 conditions on OpenCLIP-H's penultimate layer: the file has one more block than is used.
-        specs.append(_openclip_spec(idx, family, "text_encoder", SD2_OPENCLIP_PREFIX, path, drop_last=True))
-    elif family == "sdxl":
-        if idx.has(SDXL_CLIP_L_PREFIX + "embeddings.token_embedding.weight"):
-            specs.append(_clip_spec(idx, family, "text_encoder", SDXL_CLIP_L_PREFIX, path))
-        if idx.has(SDXL_CLIP_G_PREFIX + "token_embedding.weight"):
-            specs.append(_openclip_spec(idx, family, "text_encoder_2", SDXL_CLIP_G_PREFIX, path))
-    elif family == "sdxl_refiner" and idx.has(REFINER_CLIP_G_PREFIX + "token_embedding.weight"):
-        specs.append(_openclip_spec(idx, family, "text_encoder_2", REFINER_CLIP_G_PREFIX, path))
+    for slot in families.get(family).text_encoders:
+        if slot.layout == "clip" and idx.has(slot.prefix + "embeddings.token_embedding.weight"):
+            specs.append(_clip_spec(idx, family, slot.component, slot.prefix, path))
+        elif slot.layout == "openclip" and idx.has(slot.prefix + "token_embedding.weight"):
+            specs.append(
+                _openclip_spec(
+                    idx,
+                    family,
+                    slot.component,
+                    slot.prefix,
+                    path,
+                    drop_last=slot.drop_last_block,
+                    with_projection=slot.transformers_class == "CLIPTextModelWithProjection",
+                )
+            )
     return specs
 
 
 def expected_text_encoders(family: str) -> list[str]:
-    return {
-        "sd1": ["text_encoder"],
-        "sd2": ["text_encoder"],
-        "sdxl": ["text_encoder", "text_encoder_2"],
-        "sdxl_refiner": ["text_encoder_2"],
-    }[family]
+    return families.get(family).text_encoder_names()
 
 
 def _clip_common(cfg: dict[str, Any], vocab: int, width: int, positions: int, layers: int, inner: int) -> None:
@@ -518,7 +524,14 @@ def _clip_spec(idx: _KeyIndex, family: str, name: str, prefix: str, path: str | 
 
 
 def _openclip_spec(
-    idx: _KeyIndex, family: str, name: str, prefix: str, path: str | Path, *, drop_last: bool = False
+    idx: _KeyIndex,
+    family: str,
+    name: str,
+    prefix: str,
+    path: str | Path,
+    *,
+    drop_last: bool = False,
+    with_projection: bool = False,
 ) -> TextEncoderSpec:
     cfg = base_config(family, name)
     vocab, width = idx.shape(prefix + "token_embedding.weight")
@@ -531,7 +544,6 @@ def _openclip_spec(
         _clip_common(cfg, vocab, width, positions, layers, inner)
     except ValueError:
         raise UnknownArchitectureError(path, f"an OpenCLIP text encoder {width} wide (not 64-channel heads)") from None
-    with_projection = name == "text_encoder_2"
     if with_projection:
         if not idx.has(prefix + "text_projection"):
             raise UnknownArchitectureError(path, f"an OpenCLIP-G text encoder without text_projection ({prefix})")
@@ -561,12 +573,17 @@ def _detect_prediction(
     notes: list[str] = []
     if any(k in shapes for k in ("v_pred", "edm_vpred.sigma_max")):
         return "v_prediction", "marker", notes
-    if family != "sd2" or inpainting:
+    sampling = families.get(family).sampling
+    if sampling is None:
+        raise ModelError(f"{family} declares no model sampling")
+    if not sampling.measured:
+        return sampling.prediction, "default", notes
+    if inpainting:  # SD2's inpainting model predicts noise; only its text-to-image models vary
         return "epsilon", "default", notes
     key = sd2_v_statistic_key(shapes)
     if key is None or read_tensor is None:
-        notes.append("SD2 prediction type could not be measured; assuming v_prediction (SD2.x 768)")
-        return "v_prediction", "default", notes
+        notes.append(f"SD2 prediction type could not be measured; assuming {sampling.prediction} (SD2.x 768)")
+        return sampling.prediction, "default", notes
     bias = read_tensor(key).float()
     std = float(bias.std(unbiased=False))
     notes.append(f"SD2 v-prediction statistic std={std:.4f} (threshold {SD2_V_STD_THRESHOLD})")
@@ -585,24 +602,43 @@ def detect_from_shapes(
     read_tensor: TensorReader | None = None,
     overrides: Mapping[str, tuple[Any, str]] | None = None,
 ) -> DetectedModel:
-    """Detect family, prediction type and all component configs from an LDM-layout shape map.
+    """Detect family, prediction type and all component configs from a single file's shape map.
 
-    ``overrides`` is the merged form returned by ``read_overrides`` (value, source) per key.
+    ``overrides`` is the merged form returned by ``read_overrides`` (value, source) per key. The
+    family found in the registry names the function that derives its architecture.
     """
+    family = families.get(detect_family(shapes, path))
+    if family.detector is None:
+        raise UnsupportedFamilyError(path, family.name, family.display_name, family.description)
+    detect: Callable[..., DetectedModel] = family.resolve(family.detector)
+    return detect(shapes, family, path, read_tensor=read_tensor, overrides=overrides)
+
+
+def detect_ldm_checkpoint(
+    shapes: Shapes,
+    spec: ModelFamily,
+    path: str | Path = "?",
+    *,
+    read_tensor: TensorReader | None = None,
+    overrides: Mapping[str, tuple[Any, str]] | None = None,
+) -> DetectedModel:
+    """The Stable Diffusion families' detector: every component config from the LDM layout's shapes."""
     path = Path(path)
     overrides = overrides or {}
-    family = detect_family(shapes, path)
+    family = spec.name
     text_encoders = derive_text_encoders(shapes, family, path)
     pooled = next((t.config["projection_dim"] for t in text_encoders if t.with_projection), None)
     unet_cfg = derive_unet_config(shapes, family, path, pooled_dim=pooled)
     in_channels = int(unet_cfg["in_channels"])
     inpainting = in_channels == 9
 
-    if family == "sdxl":
+    if len(spec.text_encoders) > 1:  # features concatenated; checkable only when all are present
         widths = [t.config["hidden_size"] for t in text_encoders]
-        if len(widths) == 2 and sum(widths) != unet_cfg["cross_attention_dim"]:
+        if len(widths) == len(spec.text_encoders) and sum(widths) != unet_cfg["cross_attention_dim"]:
             raise UnknownArchitectureError(
-                path, f"SDXL text encoders {widths} wide feeding a UNet expecting {unet_cfg['cross_attention_dim']}"
+                path,
+                f"{spec.display_name} text encoders {widths} wide feeding a UNet expecting "
+                f"{unet_cfg['cross_attention_dim']}",
             )
     elif text_encoders and text_encoders[0].config["hidden_size"] != unet_cfg["cross_attention_dim"]:
         raise UnknownArchitectureError(
@@ -611,9 +647,9 @@ def detect_from_shapes(
             f"{unet_cfg['cross_attention_dim']}",
         )
 
-    vae_prefix = "first_stage_model." if "first_stage_model.encoder.conv_in.weight" in shapes else None
-    if vae_prefix is None and "first_stage_model.decoder.conv_in.weight" in shapes:
-        vae_prefix = "first_stage_model."
+    vae_prefix = VAE_PREFIX if VAE_PREFIX + "encoder.conv_in.weight" in shapes else None
+    if vae_prefix is None and VAE_PREFIX + "decoder.conv_in.weight" in shapes:
+        vae_prefix = VAE_PREFIX
     vae_cfg = derive_vae_config(shapes, family, vae_prefix, path) if vae_prefix else None
 
     prediction, source, notes = _detect_prediction(shapes, family, inpainting, read_tensor)
@@ -623,7 +659,7 @@ def detect_from_shapes(
     scheduler["prediction_type"] = prediction
     if "ztsnr" in shapes:
         scheduler["rescale_betas_zero_snr"] = True
-    if family == "sd2":
+    if _ldm_unet(family).upcast_attention_for_v:
         # SD2.1-768 (v) runs attention in fp32 to avoid fp16 overflow; the 512 eps "base" model does not.
         unet_cfg["upcast_attention"] = prediction == "v_prediction"
 
@@ -700,7 +736,7 @@ def detect_vae_file(
     shapes = read_shapes(path, allow_pickle=allow_pickle)
     prefix = find_vae_prefix(shapes)
     if prefix is None:
-        if "model.diffusion_model.input_blocks.0.0.weight" in shapes:
+        if UNET_PREFIX + "input_blocks.0.0.weight" in shapes:
             found = "it is a full checkpoint without VAE weights"
         elif any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in shapes):
             found = "it holds diffusers-format VAE weights; point the loader at the diffusers vae folder"

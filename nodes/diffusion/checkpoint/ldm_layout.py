@@ -30,16 +30,11 @@ from typing import Any
 
 import torch
 
-from nodes.diffusion.checkpoint.detect import (
-    REFINER_CLIP_G_PREFIX,
-    SD1_CLIP_PREFIX,
-    SD2_OPENCLIP_PREFIX,
-    SDXL_CLIP_G_PREFIX,
-    SDXL_CLIP_L_PREFIX,
-    UNET_PREFIX,
-)
+from nodes import families
+from nodes.families.ldm import UNET_PREFIX
 
 StateDict = dict[str, torch.Tensor]
+SD1_CLIP_PREFIX = families.get("sd1").text_encoders[0].prefix
 
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
@@ -249,19 +244,16 @@ def checkpoint_to_ldm(
     if vae is not None:
         out.update(vae_to_ldm(_as_state_dict(vae), vae_config or _config(vae)))
     tes = [_as_state_dict(t) for t in text_encoders]
-    expected = {"sd1": 1, "sd2": 1, "sdxl": 2, "sdxl_refiner": 1}[family]
-    if len(tes) not in (0, expected):
-        raise ValueError(f"{family} takes {expected} text encoders, got {len(tes)}")
-    if tes:
-        if family == "sd1":
-            out.update(clip_to_ldm(tes[0], SD1_CLIP_PREFIX))
-        elif family == "sd2":
-            out.update(openclip_to_ldm(tes[0], SD2_OPENCLIP_PREFIX, extra_block=True))
-        elif family == "sdxl":
-            out.update(clip_to_ldm(tes[0], SDXL_CLIP_L_PREFIX))
-            out.update(openclip_to_ldm(tes[1], SDXL_CLIP_G_PREFIX))
+    slots = families.get(family).text_encoders
+    if len(tes) not in (0, len(slots)):
+        raise ValueError(f"{family} takes {len(slots)} text encoders, got {len(tes)}")
+    for slot, te in zip(slots, tes, strict=False):
+        if slot.layout == "clip":
+            out.update(clip_to_ldm(te, slot.prefix))
+        elif slot.layout == "openclip":
+            out.update(openclip_to_ldm(te, slot.prefix, extra_block=slot.drop_last_block))
         else:
-            out.update(openclip_to_ldm(tes[0], REFINER_CLIP_G_PREFIX))
+            raise ValueError(f"{family}: writing {slot.role} ({slot.layout}) text encoders is not implemented")
     return out
 
 

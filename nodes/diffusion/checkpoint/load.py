@@ -64,7 +64,9 @@ from nodes.diffusion.errors import (
     ModelError,
     PickleRefusedError,
     UnknownArchitectureError,
+    UnsupportedFamilyError,
 )
+from nodes.families import read_diffusers_folder, recognise_diffusers_folder
 
 log = logging.getLogger(__name__)
 
@@ -417,20 +419,19 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def diffusers_family(folder: Path) -> str:
-    """Family of a diffusers folder, from its UNet config and which text encoders it has."""
-    unet_cfg = _read_config(folder / "unet" / "config.json")
-    has_te1 = (folder / "text_encoder" / "config.json").is_file()
-    if unet_cfg.get("addition_embed_type") == "text_time":
-        return "sdxl" if has_te1 else "sdxl_refiner"
-    # SD1 uses OpenAI's CLIP-L (quick_gelu), SD2 OpenCLIP-H (gelu); the width only for text-less folders.
-    if has_te1:
-        act = _read_config(folder / "text_encoder" / "config.json").get("hidden_act")
-        if act in ("quick_gelu", "gelu"):
-            return "sd1" if act == "quick_gelu" else "sd2"
-    context = unet_cfg.get("cross_attention_dim")
-    if context in (768, 1024):
-        return "sd1" if context == 768 else "sd2"
-    raise UnknownArchitectureError(folder, f"a diffusers UNet with cross_attention_dim {context}")
+    """Family of a diffusers folder: the first registered family whose folder test matches its
+    component configs (``nodes.families``); a family sdgraph cannot run yet is named."""
+    info = read_diffusers_folder(folder)
+    for component in ("unet", "text_encoder"):
+        if component not in info.configs and (folder / component / "config.json").is_file():
+            _read_config(folder / component / "config.json")  # raises, naming the unreadable file
+    family = recognise_diffusers_folder(info)
+    if family is not None and not family.supported:
+        raise UnsupportedFamilyError(folder, family.name, family.display_name, family.description)
+    if family is None:
+        context = info.config("unet").get("cross_attention_dim")
+        raise UnknownArchitectureError(folder, f"a diffusers UNet with cross_attention_dim {context}")
+    return family.name
 
 
 def _weight_files(folder: Path, component: str, allow_pickle: bool) -> list[Path]:
@@ -530,6 +531,9 @@ def _load_diffusers_folder(
     require_vae: bool,
 ) -> LoadedCheckpoint:
     if not (folder / "unet" / "config.json").is_file():
+        known = recognise_diffusers_folder(read_diffusers_folder(folder))
+        if known is not None and not known.supported:
+            raise UnsupportedFamilyError(folder, known.name, known.display_name, known.description)
         raise UnknownArchitectureError(
             folder, "a folder without unet/config.json (not a diffusers Stable Diffusion folder)"
         )

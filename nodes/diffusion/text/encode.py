@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from nodes import families as model_families
+
 from ..conditioning import CondEntry
 from .tokenize import PAD_CLIP_L, PAD_OPEN_CLIP, TokenChunk, chunk_tokens, weighted_tokens
 from .weights import parse_prompt
@@ -70,12 +72,27 @@ class FamilySpec:
     """Index of the encoder whose ``text_embeds`` become the pooled output, or ``None``."""
 
 
-FAMILIES: dict[str, FamilySpec] = {
-    "sd1": FamilySpec(("CLIP-L",), (PAD_CLIP_L,), -1, True, None),
-    "sd2": FamilySpec(("OpenCLIP-H",), (PAD_OPEN_CLIP,), -1, True, None),
-    "sdxl": FamilySpec(("CLIP-L", "OpenCLIP-bigG with projection"), (PAD_CLIP_L, PAD_OPEN_CLIP), -2, False, 1),
-    "sdxl_refiner": FamilySpec(("OpenCLIP-bigG with projection",), (PAD_OPEN_CLIP,), -2, False, 0),
-}
+def _family_specs() -> dict[str, FamilySpec]:
+    """The CLIP-conditioned families of the registry (``nodes.families``), as this module uses them."""
+    specs: dict[str, FamilySpec] = {}
+    for family in model_families.supported():
+        cond = family.conditioning
+        slots = family.text_encoders
+        if cond is None or not slots or any(s.tokenizer != "clip" for s in slots):
+            continue
+        if {s.pad_id for s in slots} - {PAD_CLIP_L, PAD_OPEN_CLIP}:
+            raise ValueError(f"{family.name}: CLIP pad ids are {PAD_CLIP_L} (CLIP-L) or {PAD_OPEN_CLIP} (OpenCLIP)")
+        specs[family.name] = FamilySpec(
+            tuple(s.role for s in slots),
+            tuple(s.pad_id for s in slots),
+            cond.default_layer,
+            cond.final_norm,
+            cond.pooled_encoder,
+        )
+    return specs
+
+
+FAMILIES: dict[str, FamilySpec] = _family_specs()
 
 
 def run_encoder(
