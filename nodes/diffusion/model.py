@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
-from nodes.diffusion.sampling.model_sampling import ModelSampling
+from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,10 @@ class DiffusionModel:
 
     unet: Any  # diffusers UNet2DConditionModel
     family: str  # sd1 | sd2 | sdxl | sdxl_refiner
-    prediction_type: str  # epsilon | v_prediction
-    model_sampling: ModelSampling
+    prediction_type: str  # epsilon | v_prediction | flow
+    # How σ maps to the network's timestep and its output to x0: ModelSampling (discrete ε/v) or
+    # FlowModelSampling (rectified flow). ModelSampling* nodes return a copy with another one.
+    model_sampling: AnyModelSampling
     latent_channels: int = 4
     # LATENT values hold the VAE's own latents; the UNet works on them times this factor. Keeping the
     # factor with the model (not the VAE) lets any VAE file decode any model's latents correctly.
@@ -89,6 +91,12 @@ class DiffusionModel:
 
     def with_patches(self, extra: Sequence[WeightPatch]) -> DiffusionModel:
         return replace(self, patches=(*self.patches, *extra))
+
+    def with_model_sampling(self, model_sampling: AnyModelSampling) -> DiffusionModel:
+        """A new handle on the same network with another noise parameterisation (ModelSamplingSD3 &
+        co.); the shared handle, and every other node holding it, keeps its own."""
+        kind = getattr(model_sampling, "prediction_type", self.prediction_type)
+        return replace(self, model_sampling=model_sampling, prediction_type=kind)
 
     def active(self) -> contextlib.AbstractContextManager[None]:
         return patches_applied(self.patches)

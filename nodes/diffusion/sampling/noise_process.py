@@ -44,6 +44,11 @@ class NoiseProcess:
             return x0 + noise * sigma
         return x0 * (1.0 - sigma) + noise * sigma
 
+    def unit_scale(self, sigma: float) -> float:
+        """Factor that shows a sample at σ as the unit-variance picture the network sees: 1/√(1 + σ²)
+        for VE (x/√(1+σ²) is DDPM's x_t), 1 for flow (its samples never grow)."""
+        return 1.0 / math.sqrt(1.0 + sigma * sigma) if self.kind == "ve" else 1.0
+
     def log_snr_half(self, sigma: float) -> float:
         """λ = log(α/σ) (half the log signal-to-noise ratio); −∞ at pure noise, +∞ at σ = 0.
 
