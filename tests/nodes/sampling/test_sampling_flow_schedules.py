@@ -156,3 +156,13 @@ def test_percent_to_sigma() -> None:
     ms = ModelSampling()
     assert ms.percent_to_sigma(0.0) > 1e8 and ms.percent_to_sigma(1.0) == 0.0
     assert ms.percent_to_sigma(0.5) == pytest.approx(float(ms.sigma(499.5)))
+
+
+def test_node_combo_names_match_the_registries() -> None:
+    """nodes/sampling.py lists the names without importing torch; they must be exactly the registries'."""
+    from nodes.diffusion.sampling import SAMPLERS
+    from nodes.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+
+    assert sorted(SAMPLER_NAMES) == sorted(SAMPLERS)
+    assert sorted(SCHEDULER_NAMES) == sorted(SCHEDULERS)
+    assert {"res_multistep", "res_multistep_ancestral"} <= set(SAMPLER_NAMES)
