@@ -22,6 +22,7 @@ NODE_MODULES = (
     "nodes.conditioning",
     "nodes.latent",
     "nodes.sampling",
+    "nodes.model_sampling",
     "nodes.image",
     "nodes.noise_lab",
     "nodes.sweep",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graph_engine import ExecutionContext, InputError, Int, Output, Socket, String, node
+from graph_engine import ExecutionContext, Float, InputError, Int, Output, Socket, String, node
 
 
 @node(
@@ -92,4 +92,47 @@ def conditioning_zero_out(ctx: ExecutionContext, conditioning: Any) -> tuple[Any
     return (zero_out(conditioning),)
 
 
-NODES = [clip_text_encode, clip_text_encode_sdxl, conditioning_combine, conditioning_zero_out]
+@node(
+    "ConditioningSetTimestepRange",
+    display_name="Conditioning Timestep Range",
+    category="advanced/conditioning",
+    inputs=[
+        Socket("conditioning", "CONDITIONING"),
+        Float("start", 0.0, min=0.0, max=1.0, step=0.001),
+        Float("end", 1.0, min=0.0, max=1.0, step=0.001),
+    ],
+    outputs=[Output("CONDITIONING")],
+)
+def conditioning_set_timestep_range(ctx: ExecutionContext, conditioning: Any, start: float, end: float) -> tuple[Any]:
+    """This prompt guides only part of the run: from `start` to `end` (0 = pure noise, 1 = the clean
+    image). Combine it with another prompt covering the rest, e.g. composition first, details later."""
+    from nodes.diffusion.conditioning import with_timestep_range
+
+    if start > end:
+        raise InputError("end", f"end ({end}) must not be before start ({start})")
+    return (with_timestep_range(conditioning, start, end),)
+
+
+@node(
+    "FluxGuidance",
+    display_name="FLUX Guidance",
+    category="advanced/conditioning/flux",
+    inputs=[Socket("conditioning", "CONDITIONING"), Float("guidance", 3.5, min=0.0, max=100.0, step=0.1)],
+    outputs=[Output("CONDITIONING")],
+)
+def flux_guidance(ctx: ExecutionContext, conditioning: Any, guidance: float) -> tuple[Any]:
+    """The guidance strength a guidance-distilled model (FLUX.1-dev) is conditioned on; it replaces CFG,
+    so sample with cfg 1 (FLUX.1-schnell ignores it)."""
+    from nodes.diffusion.conditioning import GUIDANCE_KEY, with_extras
+
+    return (with_extras(conditioning, **{GUIDANCE_KEY: float(guidance)}),)
+
+
+NODES = [
+    clip_text_encode,
+    clip_text_encode_sdxl,
+    conditioning_combine,
+    conditioning_zero_out,
+    conditioning_set_timestep_range,
+    flux_guidance,
+]

@@ -1,6 +1,7 @@
 """Latent nodes: empty latents, VAE encode/decode, inpainting masks, latent upscale.
 
-A LATENT is a dict, as in ComfyUI: `samples` is a float32 tensor [B, 4, H/8, W/8] of the VAE's own
+A LATENT is a dict, as in ComfyUI: `samples` is a float32 tensor [B, C, H/8, W/8] (C = 4 for SD1/SDXL,
+16 for SD3/FLUX/Z-Image) of the VAE's own
 latents (the sampler applies the model's scale factor on the way in and out), and `noise_mask`
 (optional, [B, 1, H, W] or [B, H, W], 1 = regenerate) limits sampling to part of the image.
 """
@@ -32,6 +33,25 @@ def empty_latent(ctx: ExecutionContext, width: int, height: int, batch_size: int
     import torch
 
     return ({"samples": torch.zeros([batch_size, 4, height // 8, width // 8])},)
+
+
+@node(
+    "EmptySD3LatentImage",
+    display_name="Empty Latent Image (16 channels)",
+    category="latent/sd3",
+    inputs=[
+        Int("width", 1024, min=16, max=MAX_RESOLUTION, step=16),
+        Int("height", 1024, min=16, max=MAX_RESOLUTION, step=16),
+        Int("batch_size", 1, min=1, max=4096),
+    ],
+    outputs=[Output("LATENT")],
+)
+def empty_sd3_latent(ctx: ExecutionContext, width: int, height: int, batch_size: int) -> tuple[Any]:
+    """Text-to-image start for 16-channel latent models (SD3, FLUX.1, Z-Image): zeros, which the
+    sampler replaces with seeded noise."""
+    import torch
+
+    return ({"samples": torch.zeros([batch_size, 16, height // 8, width // 8])},)
 
 
 @node(
@@ -139,6 +159,7 @@ def latent_upscale(
 
 NODES = [
     empty_latent,
+    empty_sd3_latent,
     vae_decode,
     vae_encode,
     vae_encode_for_inpaint,

@@ -1,7 +1,9 @@
 """Noise lab: the Add Noise node, which shows the forward diffusion process one timestep at a time.
 
 Feed it an image (with the VAE that encodes it) or a latent, drag `t` from 0 to 1000 and watch the
-picture dissolve into static: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. The node reports ᾱ_t, √ᾱ_t, √(1−ᾱ_t) and
+picture dissolve into static: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, or with the `flow` schedule the straight
+path of rectified-flow models (SD3, FLUX, Z-Image), x_t = (1−σ)·x₀ + σ·ε with σ = shift(t/1000).
+The node reports ᾱ_t, √ᾱ_t, √(1−ᾱ_t) (for flow: σ, 1−σ) and
 SNR = ᾱ/(1−ᾱ) in its `ui` payload (drawn on the node under its widgets) and a cheap latent preview.
 It is `live`: the editor re-runs it (and only what is downstream: the decode and the preview, since
 the encode upstream is cached) shortly after `t` changes. The maths is in `nodes.diffusion.forward`.
@@ -14,9 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from graph_engine import Combo, ExecutionContext, InputError, Int, NodeOutput, Output, Socket, node
+from graph_engine import Combo, ExecutionContext, Float, InputError, Int, NodeOutput, Output, Socket, node
 
-SCHEDULES = ["scaled_linear", "linear", "cosine"]  # = nodes.diffusion.forward.SCHEDULES, without importing torch
+# = nodes.diffusion.forward.SCHEDULES, without importing torch
+SCHEDULES = ["scaled_linear", "linear", "cosine", "flow"]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 # A LATENT alone does not say which VAE made it; SD1/SD2's factor is the common case. Connect the VAE
 # to use its own factor (SDXL: 0.13025).
@@ -40,8 +43,20 @@ DEFAULT_LATENT_SCALE = 0.18215
             display="slider",
             tooltip="0 = the clean image (ᾱ = 1); 1000 = the schedule's last step (almost pure noise)",
         ),
-        Combo("schedule", SCHEDULES, tooltip="how fast the signal fades: SD's scaled-linear, DDPM linear, cosine"),
+        Combo(
+            "schedule",
+            SCHEDULES,
+            tooltip="how fast the signal fades: SD's scaled-linear, DDPM linear, cosine, or rectified flow",
+        ),
         Int("seed", 0, min=0, max=MAX_SEED, tooltip="the noise ε; the same seed as a KSampler gives its start noise"),
+        Float(
+            "shift",
+            1.0,
+            min=0.01,
+            max=100.0,
+            step=0.01,
+            tooltip="flow only: the timestep shift σ = shift·u/(1+(shift−1)·u), u = t/1000 (SD3, Z-Image: 3)",
+        ),
     ],
     outputs=[Output("LATENT")],
     live=True,
@@ -51,6 +66,7 @@ def add_noise(
     t: int,
     schedule: str,
     seed: int,
+    shift: float = 1.0,
     image: Any = None,
     latent: Any = None,
     vae: Any = None,
@@ -66,9 +82,10 @@ def add_noise(
         raise InputError("image", "connect an image (with a VAE) or a latent to add noise to")
     if image is not None and latent is not None:
         raise InputError("latent", "connect either an image or a latent, not both")
-    scale = DEFAULT_LATENT_SCALE
+    scale, offset = DEFAULT_LATENT_SCALE, 0.0
     if vae is not None:
         scale = float(vae.vae.config.scaling_factor)
+        offset = float(getattr(vae.vae.config, "shift_factor", None) or 0.0)  # SD3/FLUX VAEs have one
     with torch.inference_mode():
         if image is not None:
             if vae is None:
@@ -78,16 +95,19 @@ def add_noise(
             raw = encode(vae.vae, image, scaling_factor=1.0)
         else:
             raw = latent["samples"]
-        level = noise_level(schedule, int(t))  # type: ignore[arg-type]
-        x_t, _ = forward(raw.float() * scale, level, seed)
-    out = {"samples": x_t / scale}
+        level = noise_level(schedule, int(t), shift)  # type: ignore[arg-type]
+        x_t, _ = forward((raw.float() - offset) * scale, level, seed)
+    noisy = x_t / scale + offset
+    out = {"samples": noisy}
     if latent is not None:
-        out = {**{k: v for k, v in latent.items() if k != "samples"}, "samples": x_t / scale}
-    rgb = latent_to_rgb(x_t, "sd1")
+        out = {**{k: v for k, v in latent.items() if k != "samples"}, "samples": noisy}
+    rgb = latent_to_rgb(x_t, "sd3" if x_t.shape[1] == 16 else "sd1")
     ui: dict[str, Any] = {
         "text": level.lines(),
         "figures": level.figures(),
-        "images": [_save_preview(ctx, rgb, f"{t}_{schedule}_{seed}", int(raw.shape[-1]) * 8, int(raw.shape[-2]) * 8)],
+        "images": [
+            _save_preview(ctx, rgb, f"{t}_{schedule}_{seed}_{shift:g}", int(raw.shape[-1]) * 8, int(raw.shape[-2]) * 8)
+        ],
     }
     return NodeOutput((out,), ui)
 

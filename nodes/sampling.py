@@ -25,6 +25,8 @@ SAMPLER_NAMES = [
     "uni_pc",
     "uni_pc_bh2",
     "lcm",
+    "res_multistep",
+    "res_multistep_ancestral",
 ]
 SCHEDULER_NAMES = [
     "normal",

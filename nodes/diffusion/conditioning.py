@@ -32,6 +32,13 @@ SDXL_SIZE_KEYS = ("width", "height", "crop_w", "crop_h", "target_width", "target
 """``extras`` keys read by :func:`sdxl_time_ids` (pixels; ``crop_w``/``crop_h`` are the left/top offsets)."""
 AESTHETIC_SCORE_KEY = "aesthetic_score"
 """``extras`` key for the SDXL refiner's aesthetic score (diffusers/ComfyUI default 6.0, negatives 2.5)."""
+START_PERCENT_KEY = "start_percent"
+END_PERCENT_KEY = "end_percent"
+"""``extras`` keys of ConditioningSetTimestepRange (ComfyUI's names): the entry only guides sampling
+between these fractions of the run (0 = pure noise, 1 = clean), converted to σ by the model's own
+``percent_to_sigma`` when sampling, so one range means the same part of the run for every model."""
+GUIDANCE_KEY = "guidance"
+"""``extras`` key of FluxGuidance: the distilled guidance value a FLUX-dev model is conditioned on."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +91,11 @@ def with_extras(c: Sequence[CondEntry], **extras: Any) -> Conditioning:
     ``with_extras(cond, width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024, target_height=1024)``.
     """
     return [CondEntry(e.embeds, e.pooled, {**e.extras, **extras}) for e in c]
+
+
+def with_timestep_range(c: Sequence[CondEntry], start: float, end: float) -> Conditioning:
+    """``ConditioningSetTimestepRange``: every entry applies only from ``start`` to ``end`` of the run."""
+    return with_extras(c, **{START_PERCENT_KEY: float(start), END_PERCENT_KEY: float(end)})
 
 
 def sdxl_time_ids(

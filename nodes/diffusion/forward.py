@@ -22,6 +22,11 @@ Schedules:
 The noise ε comes from `nodes.diffusion.sampling.initial_noise`, the same seeded stream KSampler starts from,
 so Add Noise at a given seed shows the very noise a sampler with that seed would begin with.
 
+* ``flow`` — rectified flow (SD3, FLUX, Z-Image): ``x_t = (1−σ)·x₀ + σ·ε`` with σ = shift(t/T), the
+  timestep shift of :func:`nodes.diffusion.sampling.time_shift` (1 = none; SD3 and Z-Image sample with
+  3). Here t = T is pure noise (σ = 1) and the signal falls linearly rather than as √ᾱ. For comparison
+  with the VP schedules the level also reports the VP ᾱ with the same SNR, (1−σ)²/((1−σ)² + σ²).
+
 The formula is applied to latents in the *model's* space (the VAE latent times its scaling factor,
 ≈ unit variance), because that is the space the β schedule was designed for: in the raw VAE space
 (std ≈ 5) the same ε would drown the image far too early.
@@ -39,8 +44,10 @@ from torch import Tensor
 
 from nodes.diffusion.sampling import initial_noise
 
-Schedule = Literal["scaled_linear", "linear", "cosine"]
-SCHEDULES: tuple[Schedule, ...] = ("scaled_linear", "linear", "cosine")
+Schedule = Literal["scaled_linear", "linear", "cosine", "flow"]
+#: The variance-preserving (DDPM) schedules: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε.
+VP_SCHEDULES: tuple[Schedule, ...] = ("scaled_linear", "linear", "cosine")
+SCHEDULES: tuple[Schedule, ...] = (*VP_SCHEDULES, "flow")
 T = 1000
 COSINE_S = 0.008
 MAX_BETA = 0.999
@@ -56,7 +63,7 @@ def betas(schedule: Schedule, n: int = T) -> np.ndarray:
         f = cosine_f(np.arange(n + 1, dtype=np.float64), n)
         abar = f / f[0]
         return np.minimum(1.0 - abar[1:] / abar[:-1], MAX_BETA)
-    raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"{schedule!r} has no β table; choose one of {', '.join(VP_SCHEDULES)}")
 
 
 def cosine_f(t: np.ndarray, n: int = T, s: float = COSINE_S) -> np.ndarray:
@@ -71,34 +78,47 @@ def alphas_cumprod(schedule: Schedule, n: int = T) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NoiseLevel:
-    """The figures the Add Noise node shows for one (schedule, t)."""
+    """The figures the Add Noise node shows for one (schedule, t).
+
+    ``flow_sigma`` is set for the flow schedule (x_t = (1−σ)·x₀ + σ·ε); ``alpha_bar`` is then the VP ᾱ
+    with the same signal-to-noise ratio.
+    """
 
     schedule: str
     t: int
     alpha_bar: float
+    flow_sigma: float | None = None
 
     @property
     def signal(self) -> float:
-        """√ᾱ_t: how much of x₀ is left."""
+        """√ᾱ_t (flow: 1 − σ): how much of x₀ is left."""
+        if self.flow_sigma is not None:
+            return 1.0 - self.flow_sigma
         return math.sqrt(self.alpha_bar)
 
     @property
     def noise(self) -> float:
-        """√(1−ᾱ_t): how much of ε is mixed in."""
+        """√(1−ᾱ_t) (flow: σ): how much of ε is mixed in."""
+        if self.flow_sigma is not None:
+            return self.flow_sigma
         return math.sqrt(max(0.0, 1.0 - self.alpha_bar))
 
     @property
     def snr(self) -> float:
-        """ᾱ/(1−ᾱ), infinite at t = 0."""
+        """ᾱ/(1−ᾱ) = signal²/noise², infinite at t = 0 (and 0 at pure flow noise)."""
+        if self.flow_sigma is not None:
+            return math.inf if self.flow_sigma <= 0.0 else self.signal**2 / self.noise**2
         return math.inf if self.alpha_bar >= 1.0 else self.alpha_bar / (1.0 - self.alpha_bar)
 
     @property
     def sigma(self) -> float:
-        """The same level in the samplers' σ units: √((1−ᾱ)/ᾱ) = 1/√SNR."""
+        """The same level in the VE samplers' σ units: noise/signal = 1/√SNR (∞ at pure flow noise)."""
+        if self.flow_sigma is not None:
+            return math.inf if self.signal <= 0.0 else self.noise / self.signal
         return 0.0 if self.alpha_bar >= 1.0 else math.sqrt((1.0 - self.alpha_bar) / max(self.alpha_bar, 1e-300))
 
     def figures(self) -> dict[str, float]:
-        return {
+        out = {
             "t": float(self.t),
             "alpha_bar": self.alpha_bar,
             "sqrt_alpha_bar": self.signal,
@@ -106,10 +126,21 @@ class NoiseLevel:
             "snr": self.snr,
             "sigma": self.sigma,
         }
+        if self.flow_sigma is not None:
+            out["flow_sigma"] = self.flow_sigma
+        return out
 
     def lines(self) -> list[str]:
         """Short lines for the node's face: what the user reads under the slider."""
         snr = "∞" if math.isinf(self.snr) else f"{self.snr:.4g}"
+        if self.flow_sigma is not None:
+            return [
+                f"t = {self.t} (flow)",
+                f"σ = {self.flow_sigma:.5f}",
+                f"1−σ = {self.signal:.4f}  (image)",
+                f"σ = {self.noise:.4f}  (noise)",
+                f"SNR = {snr}",
+            ]
         return [
             f"t = {self.t} ({self.schedule})",
             f"ᾱ = {self.alpha_bar:.5f}",
@@ -119,16 +150,26 @@ class NoiseLevel:
         ]
 
 
-def noise_level(schedule: Schedule, t: int) -> NoiseLevel:
-    """ᾱ at integer t in [0, T] under this module's convention (t = 0 → ᾱ = 1, t = T → last entry)."""
+def noise_level(schedule: Schedule, t: int, shift: float = 1.0) -> NoiseLevel:
+    """ᾱ at integer t in [0, T] under this module's convention (t = 0 → ᾱ = 1, t = T → last entry);
+    for ``"flow"``, σ = shift(t/T) (t = 0 clean, t = T pure noise)."""
     if not 0 <= t <= T:
         raise ValueError(f"t must be between 0 and {T}, got {t}")
+    if schedule == "flow":
+        from nodes.diffusion.sampling import time_shift
+
+        if shift <= 0:
+            raise ValueError(f"shift must be above 0, got {shift}")
+        sigma = float(time_shift(shift, t / T))
+        a = 1.0 - sigma
+        return NoiseLevel(schedule, int(t), a * a / (a * a + sigma * sigma), flow_sigma=sigma)
     abar = 1.0 if t == 0 else float(alphas_cumprod(schedule)[t - 1])
     return NoiseLevel(schedule, int(t), abar)
 
 
 def add_noise(x0: Tensor, level: NoiseLevel, seed: int) -> tuple[Tensor, Tensor]:
-    """x_t = √ᾱ·x₀ + √(1−ᾱ)·ε for a model-space latent; returns (x_t, ε). t = 0 returns x₀ itself."""
+    """x_t = √ᾱ·x₀ + √(1−ᾱ)·ε (flow: (1−σ)·x₀ + σ·ε) for a model-space latent; returns (x_t, ε).
+    t = 0 returns x₀ itself."""
     eps = initial_noise(seed, tuple(x0.shape)).to(dtype=torch.float32)
     if level.alpha_bar >= 1.0:
         return x0.float().clone(), eps

@@ -8,6 +8,11 @@ on one side (Conditioning Combine) are each predicted and averaged, as ComfyUI d
 The mix is done on the raw network output (ε or v) before converting to x0. Both conversions are
 linear in the output, so this equals mixing x0 predictions, and it is exactly what diffusers'
 pipelines compute, which the parity tests rely on.
+
+Timestep ranges (ConditioningSetTimestepRange): an entry with ``start_percent``/``end_percent`` takes
+part only while σ_end ≤ σ ≤ σ_start, the bounds coming from the model's ``percent_to_sigma`` (ComfyUI's
+rule). When no negative entry is active at a step, that step is unguided (the positive alone, as at
+cfg 1); when no positive entry is active, sampling stops with a message — the ranges leave a gap.
 """
 
 from __future__ import annotations
@@ -18,9 +23,32 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.conditioning import END_PERCENT_KEY, START_PERCENT_KEY, CondEntry
 from nodes.diffusion.model import DiffusionModel
-from nodes.diffusion.sampling.model_sampling import Denoiser
+from nodes.diffusion.sampling.model_sampling import AnyModelSampling, Denoiser
+
+
+class GuidanceError(Exception):
+    user_facing = True
+
+
+SigmaRange = tuple[float, float] | None
+
+
+def sigma_range(entry: CondEntry, ms: AnyModelSampling) -> SigmaRange:
+    """(σ_end, σ_start) of an entry with a timestep range, None for one that always applies."""
+    start = entry.extras.get(START_PERCENT_KEY)
+    end = entry.extras.get(END_PERCENT_KEY)
+    if start is None and end is None:
+        return None
+    hi = ms.percent_to_sigma(float(start if start is not None else 0.0))
+    lo = ms.percent_to_sigma(float(end if end is not None else 1.0))
+    return lo, hi
+
+
+def active_at(entries: Sequence[CondEntry], ranges: Sequence[SigmaRange], sigma: float) -> list[CondEntry]:
+    """The entries whose timestep range contains σ."""
+    return [e for e, r in zip(entries, ranges, strict=True) if r is None or r[0] <= sigma <= r[1]]
 
 
 def _t_for(model: DiffusionModel, sigma: Tensor) -> Tensor:
@@ -59,22 +87,31 @@ class Guider:
     def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> Denoiser:
         """`concat`: extra input channels for inpainting models (see `inpaint_concat`)."""
         model, ms = self.model, self.model.model_sampling
-        use_uncond = self.negative is not None and self.cfg != 1.0
+        negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
+        pos_ranges = [sigma_range(e, ms) for e in self.positive]
+        neg_ranges = [sigma_range(e, ms) for e in negative]
 
         def denoise(x: Tensor, sigma: Tensor) -> Tensor:
             sigma = sigma.reshape(-1)
             if sigma.numel() == 1:
                 sigma = sigma.expand(x.shape[0])
+            level = float(sigma[0])
+            positive = active_at(self.positive, pos_ranges, level)
+            if not positive:
+                raise GuidanceError(
+                    f"no positive conditioning applies at σ = {level:.4g}: the timestep ranges set with "
+                    "ConditioningSetTimestepRange leave a gap; make them cover 0 to 1 together"
+                )
+            uncond_group = active_at(negative, neg_ranges, level)
             x_in = ms.calculate_input(sigma, x)
             t = _t_for(model, sigma)
-            if use_uncond:
-                assert self.negative is not None
-                uncond, cond = _mean_output(model, x_in, t, [self.negative, self.positive], image_hw, concat)
+            if uncond_group:
+                uncond, cond = _mean_output(model, x_in, t, [uncond_group, positive], image_hw, concat)
                 out = uncond + self.cfg * (cond - uncond)
             else:
-                (out,) = _mean_output(model, x_in, t, [self.positive], image_hw, concat)
+                (out,) = _mean_output(model, x_in, t, [positive], image_hw, concat)
             return ms.calculate_denoised(sigma, out.to(x.dtype), x)
 
         return denoise

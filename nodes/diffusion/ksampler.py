@@ -22,7 +22,7 @@ from nodes.diffusion.model import DiffusionModel
 from nodes.diffusion.previews import latent_to_rgb
 from nodes.diffusion.sampling import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
-    ModelSampling,
+    AnyModelSampling,
     StepInfo,
     initial_noise,
     run_sampler,
@@ -64,7 +64,7 @@ def step_reporter(
     family: str,
     n: int,
     timeline: list[dict[str, Any]] | None = None,
-    model_sampling: ModelSampling | None = None,
+    model_sampling: AnyModelSampling | None = None,
 ) -> Callable[[StepInfo], None]:
     def on_step(info: StepInfo) -> None:
         if timeline is not None and model_sampling is not None:
@@ -97,10 +97,11 @@ def sample(
     n = max(int(sigmas.numel()) - 1, 0)
     timeline: list[dict[str, Any]] | None = [] if ctx.settings.get("record_timeline") else None
     if timeline is not None and n:
-        # Frame 0 is the starting point: the latent plus the seed's noise at the first sigma.
+        # Frame 0 is the starting point: the latent put at the first sigma with the seed's noise.
         start = samples.float() * scale
         if noise.seed is not None:
-            start = start + initial_noise(noise.seed, samples.shape) * float(sigmas[0])
+            eps = initial_noise(noise.seed, samples.shape)
+            start = model.model_sampling.process.noised(start, eps, float(sigmas[0]))
         timeline.append(make_frame(0, float(sigmas[0]), start, None, model.model_sampling, model.family))
     last_denoised: list[Tensor] = []
     reporter = step_reporter(ctx, model.family, n, timeline, model.model_sampling)
@@ -123,6 +124,7 @@ def sample(
             noise_mask=None if mask is None else mask.to(device),
             callback=on_step,
             start_scale="sigma",
+            model_sampling=model.model_sampling,
         )
     if not torch.isfinite(out).all():
         raise SamplingError(

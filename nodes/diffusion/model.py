@@ -18,7 +18,7 @@ from torch import Tensor
 
 from nodes import families
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
-from nodes.diffusion.sampling.model_sampling import ModelSampling
+from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
 # The refiner's size conditioning: no target size, plus an aesthetic score (nodes.families.sdxl_refiner).
 SDXL_REFINER_TIME_IDS = 5
@@ -68,9 +68,11 @@ class DiffusionModel:
     """The MODEL socket's value."""
 
     unet: Any  # diffusers UNet2DConditionModel
-    family: str  # a supported family of nodes.families: sd1 | sd2 | sdxl | sdxl_refiner
-    prediction_type: str  # epsilon | v_prediction
-    model_sampling: ModelSampling
+    family: str  # a supported family of nodes.families: sd1 | sd2 | sdxl | sdxl_refiner | ...
+    prediction_type: str  # epsilon | v_prediction | flow
+    # How σ maps to the network's timestep and its output to x0: ModelSampling (discrete ε/v) or
+    # FlowModelSampling (rectified flow). ModelSampling* nodes return a copy with another one.
+    model_sampling: AnyModelSampling
     latent_channels: int = 4
     # LATENT values hold the VAE's own latents; the UNet works on them times this factor. Keeping the
     # factor with the model (not the VAE) lets any VAE file decode any model's latents correctly.
@@ -101,6 +103,12 @@ class DiffusionModel:
 
     def with_patches(self, extra: Sequence[WeightPatch]) -> DiffusionModel:
         return replace(self, patches=(*self.patches, *extra))
+
+    def with_model_sampling(self, model_sampling: AnyModelSampling) -> DiffusionModel:
+        """A new handle on the same network with another noise parameterisation (ModelSamplingSD3 &
+        co.); the shared handle, and every other node holding it, keeps its own."""
+        kind = getattr(model_sampling, "prediction_type", self.prediction_type)
+        return replace(self, model_sampling=model_sampling, prediction_type=kind)
 
     def active(self) -> contextlib.AbstractContextManager[None]:
         return patches_applied(self.patches)

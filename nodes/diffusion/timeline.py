@@ -7,14 +7,16 @@ noise for text-to-image) and frame k ≥ 1 is the state after step k, whose last
 latent. Each frame is a dict:
 
 * ``step`` (0…steps), ``sigma`` (the noise level of ``x``: σ_k, 0 for the last frame), ``t`` (the
-  model's timestep for that σ, `ModelSampling.timestep`: a table index 0…999, fractional);
+  model's timestep for that σ, `model_sampling.timestep`: a table index 0…999, fractional, for SD
+  models; σ·multiplier for flow models);
 * ``x`` and ``denoised``: the raw latents [1, C, h, w] in the model's scaled space (``denoised`` is the
   x̂₀ prediction made during step k, at σ_{k−1}; None for frame 0), kept so one step can be decoded
   with the full VAE on request (`decode_frame`);
 * ``preview_x`` and ``preview_denoised``: uint8 [h, w, 3] Latent2RGB previews (None for frame 0's x̂₀).
-  The x preview shows x/√(σ²+1), the variance-preserving x_t the UNet was trained on
-  (x_t = √ᾱ·x₀ + √(1−ᾱ)·ε, the same picture the Add Noise node draws); the raw sample x = x₀ + σ·ε has
-  a std of ~15 at the start and would just clip to a flat colour.
+  The x preview shows ``x_scale``·x (also stored): for SD models x/√(σ²+1), the variance-preserving
+  x_t the UNet was trained on (x_t = √ᾱ·x₀ + √(1−ᾱ)·ε, the same picture the Add Noise node draws) — the
+  raw sample x = x₀ + σ·ε has a std of ~15 at the start and would just clip to a flat colour; for
+  flow models x itself, which already is the flow path x_t = (1−σ)·x₀ + σ·ε (x_scale 1).
 
 The previews cost a 4×3 matrix product per step; the UI only ever needs them and the numbers, so it
 can show and export a timeline without touching torch. This module imports torch only inside the
@@ -34,27 +36,29 @@ from PIL import Image, ImageDraw
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from nodes.diffusion.sampling import ModelSampling
+    from nodes.diffusion.sampling import AnyModelSampling
 
 Frame = dict[str, Any]
 ANIMATION_SUFFIXES = (".gif", ".webp")
 
 
 def make_frame(
-    step: int, sigma: float, x: Tensor, denoised: Tensor | None, model_sampling: ModelSampling, family: str
+    step: int, sigma: float, x: Tensor, denoised: Tensor | None, model_sampling: AnyModelSampling, family: str
 ) -> Frame:
     """One timeline frame from the sampler's state (first batch item only: previews show one image)."""
     from nodes.diffusion.previews import latent_to_rgb
 
     x1 = x[:1].detach().float().cpu()
     d1 = None if denoised is None else denoised[:1].detach().float().cpu()
+    x_scale = model_sampling.process.unit_scale(float(sigma))
     return {
         "step": int(step),
         "sigma": float(sigma),
         "t": float(model_sampling.timestep(float(sigma))) if sigma > 0 else 0.0,
         "x": x1,
+        "x_scale": x_scale,
         "denoised": d1,
-        "preview_x": latent_to_rgb(x1 / math.sqrt(float(sigma) ** 2 + 1.0), family),
+        "preview_x": latent_to_rgb(x1 * x_scale, family),
         "preview_denoised": None if d1 is None else latent_to_rgb(d1, family),
     }
 
@@ -74,7 +78,8 @@ def decode_frame(vae: Any, frame: Mapping[str, Any], latent_scale: float, which:
         raise ValueError(f"which must be 'denoised' or 'x', not {which!r}")
     latent = frame.get("denoised") if which == "denoised" else None
     if latent is None:
-        latent = frame["x"] / math.sqrt(float(frame["sigma"]) ** 2 + 1.0)
+        scale = frame.get("x_scale", 1.0 / math.sqrt(float(frame["sigma"]) ** 2 + 1.0))
+        latent = frame["x"] * scale
     autoencoder = getattr(vae, "vae", vae)
     with torch.inference_mode():
         image = decode(autoencoder, latent / latent_scale, scaling_factor=1.0)

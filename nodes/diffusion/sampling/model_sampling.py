@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
+
+from .noise_process import VE, NoiseProcess
 
 BetaSchedule = Literal["scaled_linear", "linear"]
 PredictionType = Literal["epsilon", "v_prediction"]
@@ -41,6 +43,34 @@ def _bcast(sigma: Tensor | float, like: Tensor) -> Tensor:
     return sigma.reshape(sigma.shape + (1,) * (like.ndim - sigma.ndim))
 
 
+class AnyModelSampling(Protocol):
+    """What schedules, guiders and the sampling driver need from a model's noise bookkeeping.
+
+    Implemented by :class:`ModelSampling` (discrete-time ε/v models, VE samples) and
+    :class:`.flow.FlowModelSampling` (rectified flow). ``sigmas`` is the ascending σ table the
+    table-walking schedules read; ``timestep``/``sigma`` convert as ComfyUI's model_sampling does.
+    """
+
+    process: NoiseProcess
+    sigmas: Tensor
+    num_train_timesteps: int
+
+    @property
+    def sigma_min(self) -> float: ...
+    @property
+    def sigma_max(self) -> float: ...
+    def timestep(self, sigma: Tensor | float) -> Tensor: ...
+    def timestep_nearest(self, sigma: Tensor | float) -> Tensor: ...
+    def sigma(self, t: Tensor | float) -> Tensor: ...
+    def percent_to_sigma(self, percent: float) -> float: ...
+    def calculate_input(self, sigma: Tensor | float, x: Tensor) -> Tensor: ...
+    def calculate_denoised(self, sigma: Tensor | float, model_output: Tensor, x: Tensor) -> Tensor: ...
+    def noise_scaling(
+        self, sigma: Tensor | float, noise: Tensor, latent: Tensor, *, mode: Literal["sigma", "comfyui"] = "sigma"
+    ) -> Tensor: ...
+    def is_max_sigma(self, sigma: float) -> bool: ...
+
+
 class ModelSampling:
     """σ table and parameterisation helpers for an ε- or v-predicting discrete-time SD model.
 
@@ -48,6 +78,8 @@ class ModelSampling:
     product) because bit-for-bit parity with diffusers' schedulers is this project's reference; the
     values differ from ComfyUI's float64 table only in the 7th significant digit.
     """
+
+    process: NoiseProcess = VE
 
     def __init__(
         self,
@@ -127,6 +159,15 @@ class ModelSampling:
         log_table = self.log_sigmas.to(tt.device)
         return ((1 - w) * log_table[low] + w * log_table[low + 1]).exp()
 
+    def percent_to_sigma(self, percent: float) -> float:
+        """σ at a fraction of the way through sampling, as ComfyUI converts timestep ranges: 0 → above
+        every σ (1e9), 1 → 0, otherwise σ at table position (1 − percent)·999."""
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma((1.0 - percent) * (self.num_train_timesteps - 1)))
+
     # --- parameterisation ------------------------------------------------------------------------------
     def calculate_input(self, sigma: Tensor | float, x: Tensor) -> Tensor:
         """Scale a VE sample back to the unit-variance VP input the network was trained on."""
@@ -177,12 +218,14 @@ class ModelSampling:
 
 
 def make_denoiser(
-    model_sampling: ModelSampling,
+    model_sampling: AnyModelSampling,
     network: NetworkFn,
     *,
     timestep_mode: TimestepMode = "fractional",
 ) -> Denoiser:
-    """Wrap a VP network as the VE x0-predictor samplers expect.
+    """Wrap a network as the x0-predictor samplers expect: ``network(calculate_input(σ, x), t)`` is
+    ε or v for a discrete model, the velocity for a flow model (t = σ·multiplier; ``timestep_mode``
+    does not apply there).
 
     ``timestep_mode="fractional"`` conditions the network on interpolated timesteps (diffusers'
     EulerDiscrete behaviour, our parity target); ``"nearest"`` rounds to the nearest table index

@@ -1,8 +1,10 @@
 """Model-free sampling driver: noise the latent, run a registered sampler, honour an inpainting mask.
 
 This is what a KSampler-style node calls once it has a denoiser ``D(x, σ) -> x0`` (model + CFG) and a
-schedule. Starting sample: ``latent + scale·noise``; for txt2img the latent is zeros, for img2img /
-denoise < 1 it is the encoded image and the schedule starts lower (see ``schedules.sigmas_for``).
+schedule. Starting sample: the latent put at the first σ by the model's forward process —
+``latent + σ·noise`` (VE) or ``(1 − σ)·latent + σ·noise`` (flow); for txt2img the latent is zeros,
+for img2img / denoise < 1 it is the encoded image and the schedule starts lower (see
+``schedules.sigmas_for``).
 
 Inpainting follows ComfyUI's KSamplerX0Inpaint semantics (mask 1 = regenerate, 0 = keep): before every
 denoiser call the kept region of the sample is replaced by the original latent noised to the current σ
@@ -18,8 +20,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .model_sampling import Denoiser, ModelSampling
+from .model_sampling import AnyModelSampling, Denoiser
 from .noise import NoiseSource, initial_noise
+from .noise_process import VE, NoiseProcess
 from .samplers import SAMPLERS, Callback
 
 StartScale = Literal["sigma", "sigma_max", "comfyui"]
@@ -47,12 +50,14 @@ def _mask_to(mask: Tensor, latent: Tensor) -> Tensor:
     return m.to(device=latent.device, dtype=latent.dtype)
 
 
-def masked_denoiser(denoiser: Denoiser, latent: Tensor, noise: Tensor, mask: Tensor) -> Denoiser:
+def masked_denoiser(
+    denoiser: Denoiser, latent: Tensor, noise: Tensor, mask: Tensor, process: NoiseProcess = VE
+) -> Denoiser:
     """Wrap ``denoiser`` for inpainting (KSamplerX0Inpaint semantics); ``mask`` already on the latent grid."""
     keep = 1.0 - mask
 
     def wrapped(x: Tensor, sigma: Tensor) -> Tensor:
-        renoised = latent + noise * _bcast(sigma, x)
+        renoised = process.noised(latent, noise, _bcast(sigma, x))
         x_in = x * mask + renoised * keep
         return denoiser(x_in, sigma) * mask + latent * keep
 
@@ -70,7 +75,7 @@ def run_sampler(
     callback: Callback | None = None,
     start_scale: StartScale = "sigma",
     *,
-    model_sampling: ModelSampling | None = None,
+    model_sampling: AnyModelSampling | None = None,
     batch_index: list[int] | None = None,
     sampler_options: Mapping[str, Any] | None = None,
 ) -> Tensor:
@@ -78,7 +83,9 @@ def run_sampler(
 
     ``start_scale="sigma"`` (alias ``"sigma_max"``; the default, for diffusers parity) starts at
     ``latent + sigmas[0]·noise``; ``"comfyui"`` uses √(1+σ²) when sigmas[0] is the model's σ_max (needs
-    ``model_sampling``). ``add_noise=False`` uses zero noise (continuing a partly denoised latent).
+    ``model_sampling``). A flow ``model_sampling`` (its ``process``) makes the start, the inpainting
+    re-noise and the samplers' fresh noise follow ``(1 − σ)·latent + σ·noise`` instead.
+    ``add_noise=False`` uses zero noise (continuing a partly denoised latent).
     Per-step noise comes from ``NoiseSource(seed)``, a stream separate from the initial noise. An empty
     or single-entry schedule returns the latent unchanged (denoise <= 0). ``sampler_options`` are extra
     keyword arguments of the chosen sampler (e.g. ``eta`` for ancestral ones, ``order`` for lms/uni_pc).
@@ -95,9 +102,10 @@ def run_sampler(
     else:
         noise = torch.zeros_like(latent)
 
+    process = VE if model_sampling is None else model_sampling.process
     sigma0 = float(sigmas[0])
     if start_scale in ("sigma", "sigma_max"):
-        x = latent + noise * sigma0
+        x = process.noised(latent, noise, sigma0)
     elif start_scale == "comfyui":
         if model_sampling is None:
             raise ValueError('start_scale="comfyui" needs model_sampling to know σ_max')
@@ -109,12 +117,12 @@ def run_sampler(
     mask: Tensor | None = None
     if noise_mask is not None:
         mask = _mask_to(noise_mask, latent)
-        denoiser = masked_denoiser(denoise_fn, latent, noise, mask)
-        x = x * mask + (latent + noise * sigma0) * (1.0 - mask)
+        denoiser = masked_denoiser(denoise_fn, latent, noise, mask, process)
+        x = x * mask + process.noised(latent, noise, sigma0) * (1.0 - mask)
 
     run: Callable[..., Tensor] = sampler  # options are sampler-specific, outside the shared protocol
-    out = run(denoiser, x, sigmas, noise=NoiseSource(seed), callback=callback, **dict(sampler_options or {}))
+    options = dict(sampler_options or {})
+    out = run(denoiser, x, sigmas, noise=NoiseSource(seed), callback=callback, process=process, **options)
     if mask is not None:
-        last = float(sigmas[-1])
-        out = out * mask + (latent + noise * last) * (1.0 - mask)
+        out = out * mask + process.noised(latent, noise, float(sigmas[-1])) * (1.0 - mask)
     return out

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model_sampling import ModelSampling
+from .flow import FlowModelSampling
+from .model_sampling import AnyModelSampling
 
-ScheduleFn = Callable[[ModelSampling, int], Tensor]
+ScheduleFn = Callable[[AnyModelSampling, int], Tensor]
 
 
 def _finish(sigmas: np.ndarray | list[float] | Tensor) -> Tensor:
@@ -53,17 +54,17 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
     return _finish(np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n)))
 
 
-def karras(ms: ModelSampling, steps: int) -> Tensor:
+def karras(ms: AnyModelSampling, steps: int) -> Tensor:
     """Karras ρ=7 over the model's continuous [σ_min, σ_max]; concentrates steps at low noise."""
     return karras_sigmas(steps, ms.sigma_min, ms.sigma_max, 7.0)
 
 
-def exponential(ms: ModelSampling, steps: int) -> Tensor:
+def exponential(ms: AnyModelSampling, steps: int) -> Tensor:
     """Log-uniform sigmas over the model's [σ_min, σ_max]."""
     return exponential_sigmas(steps, ms.sigma_min, ms.sigma_max)
 
 
-def _uniform_timesteps(ms: ModelSampling, count: int, keep: int) -> Tensor:
+def _uniform_timesteps(ms: AnyModelSampling, count: int, keep: int) -> Tensor:
     """``count`` evenly spaced (fractional) timesteps from t(σ_max) to t(σ_min); keep the first ``keep``."""
     t_max = float(ms.timestep(ms.sigma_max))
     t_min = float(ms.timestep(ms.sigma_min))
@@ -71,19 +72,19 @@ def _uniform_timesteps(ms: ModelSampling, count: int, keep: int) -> Tensor:
     return _finish(ms.sigma(ts.float()).double())
 
 
-def normal(ms: ModelSampling, steps: int) -> Tensor:
+def normal(ms: AnyModelSampling, steps: int) -> Tensor:
     """ComfyUI "normal": ``steps`` uniform timesteps 999…0, σ by log-linear interpolation."""
     _check_steps(steps)
     return _uniform_timesteps(ms, steps, steps)
 
 
-def sgm_uniform(ms: ModelSampling, steps: int) -> Tensor:
+def sgm_uniform(ms: AnyModelSampling, steps: int) -> Tensor:
     """Stability "sgm" convention: steps+1 uniform timesteps 999…0, drop the last (t=0) one."""
     _check_steps(steps)
     return _uniform_timesteps(ms, steps + 1, steps)
 
 
-def simple(ms: ModelSampling, steps: int) -> Tensor:
+def simple(ms: AnyModelSampling, steps: int) -> Tensor:
     """Walk the σ table from the top with stride n/steps (diffusers "trailing" spacing)."""
     _check_steps(steps)
     table = ms.sigmas.double()
@@ -91,7 +92,7 @@ def simple(ms: ModelSampling, steps: int) -> Tensor:
     return _finish(torch.stack([table[-(1 + int(i * stride))] for i in range(steps)]))
 
 
-def ddim_uniform(ms: ModelSampling, steps: int) -> Tensor:
+def ddim_uniform(ms: AnyModelSampling, steps: int) -> Tensor:
     """Classic DDIM spacing: table indices 1, 1+c, 1+2c, … with c = ⌊n/steps⌋, descending.
 
     Exactly ``steps`` entries, which equals diffusers' "leading" spacing with steps_offset=1. ComfyUI
@@ -99,12 +100,13 @@ def ddim_uniform(ms: ModelSampling, steps: int) -> Tensor:
     extra steps; we keep the steps+1 contract.
     """
     _check_steps(steps)
-    stride = max(ms.num_train_timesteps // steps, 1)
-    idx = [min(1 + k * stride, ms.num_train_timesteps - 1) for k in range(steps)][::-1]
+    n = len(ms.sigmas)
+    stride = max(n // steps, 1)
+    idx = [min(1 + k * stride, n - 1) for k in range(steps)][::-1]
     return _finish(ms.sigmas.double()[idx])
 
 
-def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> Tensor:
+def beta(ms: AnyModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> Tensor:
     """Beta-quantile timesteps (Lee et al. 2024, arXiv 2407.12173), read from the σ table.
 
     Puts more steps at both ends of the noise range. Consecutive duplicate timesteps (possible at
@@ -114,21 +116,29 @@ def beta(ms: ModelSampling, steps: int, alpha: float = 0.6, beta_: float = 0.6) 
     from scipy import stats
 
     _check_steps(steps)
-    n = ms.num_train_timesteps
+    n = len(ms.sigmas)
     q = 1.0 - np.linspace(0.0, 1.0, steps, endpoint=False)
     ts = np.rint(stats.beta.ppf(q, alpha, beta_) * (n - 1)).astype(np.int64)
     keep = [int(t) for i, t in enumerate(ts) if i == 0 or t != ts[i - 1]]
     return _finish(ms.sigmas.double()[keep])
 
 
-def linspace_diffusers(ms: ModelSampling, steps: int) -> Tensor:
-    """diffusers EulerDiscreteScheduler(timestep_spacing="linspace") sigmas, bit for bit.
+def linspace_diffusers(ms: AnyModelSampling, steps: int) -> Tensor:
+    """The schedule of diffusers' default pipeline for this kind of model, bit for bit.
 
-    Same timesteps as :func:`normal` but σ is interpolated *linearly* between table entries (numpy
-    ``interp`` on the float32 table), which is what diffusers' default SD pipelines use. Quirk kept for
-    parity: at steps=1 diffusers' ``linspace(0, 999, 1)`` is [0], so the single step starts at σ_min.
+    Discrete (SD) models: EulerDiscreteScheduler(timestep_spacing="linspace"). Same timesteps as
+    :func:`normal` but σ is interpolated *linearly* between table entries (numpy ``interp`` on the
+    float32 table), which is what diffusers' default SD pipelines use. Quirk kept for parity: at
+    steps=1 diffusers' ``linspace(0, 999, 1)`` is [0], so the single step starts at σ_min.
+
+    Flow models: FlowMatchEulerDiscreteScheduler with the sigmas FluxPipeline and ZImagePipeline pass,
+    ``linspace(1, 1/steps, steps)``, shifted by the model's shift (or FLUX's mu); see
+    ``FlowModelSampling.diffusers_sigmas``. (StableDiffusion3Pipeline passes no sigmas and gets the
+    scheduler's own spacing, which is ComfyUI's ``normal`` for a flow model.)
     """
     _check_steps(steps)
+    if isinstance(ms, FlowModelSampling):
+        return ms.diffusers_sigmas(steps)
     n = ms.num_train_timesteps
     ts = np.linspace(0, n - 1, steps, dtype=np.float32)[::-1].copy()
     table = ms.sigmas.numpy()
@@ -149,7 +159,7 @@ SCHEDULERS: dict[str, ScheduleFn] = {
 
 
 def sigmas_for(
-    ms: ModelSampling,
+    ms: AnyModelSampling,
     scheduler: str,
     steps: int,
     denoise: float = 1.0,

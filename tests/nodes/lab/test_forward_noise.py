@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from graph_engine import ExecutionContext, InputError
-from nodes.diffusion.forward import SCHEDULES, T, add_noise, alphas_cumprod, noise_level
+from nodes.diffusion.forward import SCHEDULES, VP_SCHEDULES, T, add_noise, alphas_cumprod, noise_level
 from nodes.diffusion.sampling import ModelSampling
 from nodes.noise_lab import SCHEDULES as NODE_SCHEDULES
 from nodes.noise_lab import add_noise as add_noise_node
@@ -55,7 +55,7 @@ def test_cosine_is_f_t_over_f_0():
     assert 0 < alphas_cumprod("cosine")[-1] < 1e-6
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", VP_SCHEDULES)
 def test_t_maps_zero_to_clean_and_1000_to_the_last_entry(schedule):
     table = alphas_cumprod(schedule)
     assert noise_level(schedule, 0).alpha_bar == 1.0
@@ -184,3 +184,40 @@ def test_moving_t_reruns_only_the_noise_and_what_follows(tiny_models, tmp_path):
     assert {graph.nodes[i].type for i in second.executed} == {"AddNoise", "VAEDecode", "PreviewImage"}
     assert second.ui[noise_id]["figures"]["t"] == 900.0
     assert second.ui[noise_id]["figures"]["alpha_bar"] < first.ui[noise_id]["figures"]["alpha_bar"]
+
+
+# --- the flow path (SD3, FLUX, Z-Image) ----------------------------------------------------------------
+def test_flow_level_follows_the_shifted_straight_path():
+    level = noise_level("flow", 500, shift=3.0)
+    assert level.flow_sigma == pytest.approx(0.75)  # 3·0.5/(1 + 2·0.5)
+    assert (level.signal, level.noise) == pytest.approx((0.25, 0.75))
+    assert level.snr == pytest.approx((0.25 / 0.75) ** 2)
+    assert level.sigma == pytest.approx(0.75 / 0.25)  # the same level in VE units
+    assert level.alpha_bar == pytest.approx(0.25**2 / (0.25**2 + 0.75**2))  # VP ᾱ with that SNR
+    assert noise_level("flow", 250).flow_sigma == pytest.approx(0.25)  # shift 1: σ = t/1000
+    assert noise_level("flow", 0).snr == math.inf and noise_level("flow", 1000).flow_sigma == 1.0
+    assert "flow_sigma" in level.figures() and any(line.startswith("σ = ") for line in level.lines())
+
+
+def test_flow_path_is_x0_at_t0_pure_noise_at_t1000_and_linear_between():
+    x0 = _structured_latent()
+    xt, _ = add_noise(x0, noise_level("flow", 0), seed=4)
+    assert torch.equal(xt, x0)
+    xt, eps = add_noise(x0, noise_level("flow", 1000, shift=3.0), seed=4)
+    torch.testing.assert_close(xt, eps)  # unlike SD's √ᾱ_T ≈ 0.068, nothing of x₀ is left
+    level = noise_level("flow", 300, shift=3.0)
+    xt, eps = add_noise(x0, level, seed=4)
+    sigma = 3 * 0.3 / (1 + 2 * 0.3)
+    torch.testing.assert_close(xt, (1 - sigma) * x0 + sigma * eps)
+    corr = float(torch.corrcoef(torch.stack([xt.flatten(), x0.flatten()]))[0, 1])
+    assert corr == pytest.approx((1 - sigma) / math.hypot(1 - sigma, sigma), abs=0.03)
+
+
+def test_node_noises_a_16_channel_latent_on_the_flow_path(tmp_path):
+    raw = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = add_noise_node.execute(_ctx(tmp_path), t=600, schedule="flow", seed=9, shift=3.0, latent={"samples": raw})
+    level = noise_level("flow", 600, shift=3.0)
+    assert out.ui["figures"]["flow_sigma"] == pytest.approx(level.flow_sigma)
+    (noisy,) = out.values
+    expected, _ = add_noise(raw * 0.18215, level, seed=9)
+    torch.testing.assert_close(noisy["samples"], expected / 0.18215)

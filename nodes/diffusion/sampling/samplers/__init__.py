@@ -18,6 +18,7 @@ from .karras import (
 )
 from .lms import sample_lms
 from .misc import sample_ddim, sample_lcm
+from .res import sample_res_multistep, sample_res_multistep_ancestral
 from .unipc import sample_uni_pc, sample_uni_pc_bh2
 
 SAMPLERS: dict[str, SamplerFn] = {
@@ -35,11 +36,21 @@ SAMPLERS: dict[str, SamplerFn] = {
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
     "lcm": sample_lcm,
+    "res_multistep": sample_res_multistep,
+    "res_multistep_ancestral": sample_res_multistep_ancestral,
 }
 
 #: Samplers that draw per-step noise (need a NoiseSource; results depend on the seed beyond x_T).
 STOCHASTIC_SAMPLERS: frozenset[str] = frozenset(
-    {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "lcm"}
+    {
+        "euler_ancestral",
+        "dpm_2_ancestral",
+        "dpmpp_2s_ancestral",
+        "dpmpp_sde",
+        "dpmpp_2m_sde",
+        "lcm",
+        "res_multistep_ancestral",
+    }
 )
 
 #: ComfyUI schedules these one step longer and drops the penultimate sigma

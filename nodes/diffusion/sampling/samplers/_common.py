@@ -1,7 +1,8 @@
 """Shared vocabulary of the samplers: the call signature, per-step report, and small helpers.
 
 Every sampler integrates the probability-flow ODE (or an SDE with the same marginals) of the VE
-diffusion ``x_σ = x0 + σ·ε`` along a given schedule ``sigmas``, using only a denoiser
+diffusion ``x_σ = x0 + σ·ε`` (or of rectified flow, ``x_σ = (1 − σ)·x0 + σ·ε``: same ODE in these
+variables, see :mod:`..noise_process`) along a given schedule ``sigmas``, using only a denoiser
 ``D(x, σ) ≈ E[x0 | x_σ = x]``. In these variables the ODE is ``dx/dσ = (x − D(x, σ))/σ`` (Karras et al.
 2022, eq. 3 with s(t)=1, σ(t)=t); "data-prediction" solvers (DPM-Solver++, UniPC) instead integrate
 exactly in λ = −log σ, where ``x_σ' = (σ'/σ)·x_σ + (1 − σ'/σ)·D`` is the exact step for constant D.
@@ -12,7 +13,6 @@ run on the sample's device/dtype.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..model_sampling import Denoiser
+from ..noise_process import VE, NoiseProcess, ve_ancestral_split
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class StepNoise(Protocol):
 
 class SamplerFn(Protocol):
     """Uniform sampler signature. ``noise`` is required by stochastic samplers, ignored by others.
+    ``process`` says what fresh noise must look like (VE by default, :data:`..noise_process.FLOW` for
+    flow models); deterministic samplers accept and ignore it, because the probability-flow ODE
+    ``dx/dσ = (x − D)/σ`` has the same form for both (see :mod:`..noise_process`).
     Some samplers take extra keyword options (``eta``, ``order``, ``variant``, …) with defaults.
 
     The callback runs synchronously after every step and may raise to cancel the run; samplers never
@@ -62,6 +66,7 @@ class SamplerFn(Protocol):
         *,
         noise: StepNoise | None = None,
         callback: Callback | None = None,
+        process: NoiseProcess = VE,
     ) -> Tensor: ...
 
 
@@ -90,16 +95,8 @@ def require_noise(noise: StepNoise | None, name: str) -> StepNoise:
 
 
 def ancestral_split(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
-    """Split a step σ → σ' into a deterministic move to σ_down and fresh noise of std σ_up.
-
-    σ_up² = η²·σ'²(σ² − σ'²)/σ² is DDPM's posterior variance rewritten in VE units (η=1 is ancestral
-    DDPM sampling, η=0 deterministic DDIM); σ_down² + σ_up² = σ'² keeps the marginal noise level right.
-    """
-    if sigma_next <= 0.0 or eta == 0.0:
-        return sigma_next, 0.0
-    up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
-    down = math.sqrt(max(sigma_next**2 - up**2, 0.0))
-    return down, up
+    """VE ancestral split (σ_down, σ_up); kept under its k-diffusion name. See ``noise_process``."""
+    return ve_ancestral_split(sigma, sigma_next, eta)
 
 
 def to_d(x: Tensor, denoised: Tensor, sigma: float) -> Tensor:

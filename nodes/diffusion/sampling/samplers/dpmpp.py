@@ -20,7 +20,8 @@ import math
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list
+from ..noise_process import VE, NoiseProcess, ancestral_step
+from ._common import Callback, StepNoise, call, report, require_noise, sigma_list
 
 
 def _toward(x: Tensor, denoised: Tensor, sigma: float, sigma_to: float) -> Tensor:
@@ -36,6 +37,7 @@ def sample_dpmpp_2s_ancestral(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(2S) (Lu et al. 2022, Alg. 1, r = 1/2) to σ_down, plus ancestral noise σ_up."""
@@ -44,15 +46,14 @@ def sample_dpmpp_2s_ancestral(
     n = len(s) - 1
     for i in range(n):
         denoised = call(denoiser, x, s[i])
-        down, up = ancestral_split(s[i], s[i + 1], eta)
-        if down == 0.0:
+        step = ancestral_step(process, s[i], s[i + 1], eta)
+        if step.down == 0.0:
             x = denoised
         else:
-            sigma_mid = math.sqrt(s[i] * down)  # λ-midpoint
+            sigma_mid = math.sqrt(s[i] * step.down)  # λ-midpoint
             x_mid = _toward(x, denoised, s[i], sigma_mid)
-            x = _toward(x, call(denoiser, x_mid, sigma_mid), s[i], down)
-        if up > 0.0:
-            x = x + src.like(x) * up
+            x = _toward(x, call(denoiser, x_mid, sigma_mid), s[i], step.down)
+        x = step.renoise(x, src.like(x) if step.up > 0.0 else None)
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
 
@@ -81,6 +82,7 @@ def sample_dpmpp_sde(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 1.0,
     r: float = 0.5,
 ) -> Tensor:
@@ -100,11 +102,11 @@ def sample_dpmpp_sde(
         else:
             sigma_mid = math.exp((1.0 - r) * math.log(s[i]) + r * math.log(s[i + 1]))
             z_mid, z_full = _bridge_pair(src, x, s[i], sigma_mid, s[i + 1])
-            down, up = ancestral_split(s[i], sigma_mid, eta)
-            x_mid = _toward(x, denoised, s[i], down) + z_mid * up
+            step = ancestral_step(process, s[i], sigma_mid, eta)
+            x_mid = step.renoise(_toward(x, denoised, s[i], step.down), z_mid)
             mixed = denoised * (1.0 - fac) + call(denoiser, x_mid, sigma_mid) * fac
-            down, up = ancestral_split(s[i], s[i + 1], eta)
-            x = _toward(x, mixed, s[i], down) + z_full * up
+            step = ancestral_step(process, s[i], s[i + 1], eta)
+            x = step.renoise(_toward(x, mixed, s[i], step.down), z_full)
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
 
@@ -116,6 +118,7 @@ def sample_dpmpp_2m(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): second order from the previous step's x0 prediction."""
     s = sigma_list(sigmas)
@@ -146,9 +149,14 @@ def sample_dpmpp_2m_sde(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 1.0,
 ) -> Tensor:
-    """SDE-DPM-Solver++(2M), midpoint variant (Lu et al. 2022, sec. 5 / app. on SDE solvers)."""
+    """SDE-DPM-Solver++(2M), midpoint variant (Lu et al. 2022, sec. 5 / app. on SDE solvers).
+
+    Stepped in λ = log(α/σ) (``NoiseProcess.step_h``): for VE that is −log σ; for flow the x0 terms
+    carry the data scale α' = 1 − σ' and the first step from σ = 1 (h = ∞) lands on α'·D + σ'·z.
+    """
     src = require_noise(noise, "dpmpp_2m_sde")
     s = sigma_list(sigmas)
     n = len(s) - 1
@@ -159,11 +167,12 @@ def sample_dpmpp_2m_sde(
         if s[i + 1] == 0.0:
             x = denoised
         else:
-            h = math.log(s[i] / s[i + 1])
-            eh = eta * h
-            gain = -math.expm1(-h - eh)  # 1 − e^{−(1+η)h}: weight on D
+            h = process.step_h(s[i], s[i + 1])
+            eh = eta * h if eta > 0.0 else 0.0
+            a_next = process.alpha(s[i + 1])
+            gain = -math.expm1(-h - eh) * a_next  # α'·(1 − e^{−(1+η)h}): weight on D
             x = x * (s[i + 1] / s[i] * math.exp(-eh)) + denoised * gain
-            if old is not None:
+            if old is not None and math.isfinite(h_last):
                 x = x + (denoised - old) * (0.5 * gain * h / h_last)
             if eh > 0.0:
                 x = x + src.like(x) * (s[i + 1] * math.sqrt(-math.expm1(-2.0 * eh)))

@@ -3,8 +3,9 @@
 Euler and Heun are Karras et al. 2022 ("Elucidating the Design Space of Diffusion-Based Generative
 Models") Algorithm 1 without churn; dpm_2 is the same paper's DPM-Solver-2-like variant (midpoint in
 log σ); the ``_ancestral`` versions take the deterministic step to σ_down and add fresh noise of std
-σ_up (see ``ancestral_split``). A step to σ = 0 is always a plain Euler step (which lands exactly on
-D), because a second evaluation at σ = 0 would divide by zero.
+σ_up (see ``noise_process.ancestral_step``, which also rescales the data for flow models). A step
+to σ = 0 is always a plain Euler step (which lands exactly on D), because a second evaluation at
+σ = 0 would divide by zero.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import math
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list, to_d
+from ..noise_process import VE, NoiseProcess, ancestral_step
+from ._common import Callback, StepNoise, call, report, require_noise, sigma_list, to_d
 
 
 def sample_euler(
@@ -24,6 +26,7 @@ def sample_euler(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
 ) -> Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with first-order step)."""
     s = sigma_list(sigmas)
@@ -42,6 +45,7 @@ def sample_euler_ancestral(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 1.0,
 ) -> Tensor:
     """Ancestral Euler: Euler to σ_down, then add noise σ_up (DDPM-style ancestral sampling in σ)."""
@@ -50,10 +54,9 @@ def sample_euler_ancestral(
     n = len(s) - 1
     for i in range(n):
         denoised = call(denoiser, x, s[i])
-        down, up = ancestral_split(s[i], s[i + 1], eta)
-        x = x + to_d(x, denoised, s[i]) * (down - s[i])
-        if up > 0.0:
-            x = x + src.like(x) * up
+        step = ancestral_step(process, s[i], s[i + 1], eta)
+        x = x + to_d(x, denoised, s[i]) * (step.down - s[i])
+        x = step.renoise(x, src.like(x) if step.up > 0.0 else None)
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
 
@@ -65,6 +68,7 @@ def sample_heun(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
 ) -> Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1, deterministic); Euler on the last step."""
     s = sigma_list(sigmas)
@@ -100,6 +104,7 @@ def sample_dpm_2(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
 ) -> Tensor:
     """DPM-Solver-2 style midpoint method in log σ (Karras et al. 2022, sec. 3 / Lu et al. 2022)."""
     s = sigma_list(sigmas)
@@ -118,6 +123,7 @@ def sample_dpm_2_ancestral(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 1.0,
 ) -> Tensor:
     """Ancestral DPM-2: midpoint step to σ_down, then fresh noise of std σ_up."""
@@ -126,9 +132,8 @@ def sample_dpm_2_ancestral(
     n = len(s) - 1
     for i in range(n):
         denoised = call(denoiser, x, s[i])
-        down, up = ancestral_split(s[i], s[i + 1], eta)
-        x = _dpm2_step(denoiser, x, to_d(x, denoised, s[i]), s[i], down)
-        if up > 0.0:
-            x = x + src.like(x) * up
+        step = ancestral_step(process, s[i], s[i + 1], eta)
+        x = _dpm2_step(denoiser, x, to_d(x, denoised, s[i]), s[i], step.down)
+        x = step.renoise(x, src.like(x) if step.up > 0.0 else None)
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x

@@ -13,6 +13,7 @@ from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 from ..model_sampling import Denoiser
+from ..noise_process import VE, NoiseProcess
 from ._common import Callback, StepNoise, call, report, sigma_list, to_d
 
 
@@ -36,6 +37,7 @@ def sample_lms(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     order: int = 4,
 ) -> Tensor:
     """Linear multistep method of order ``order`` (default 4) in σ (Adams–Bashforth, k-diffusion LMS)."""

@@ -4,7 +4,8 @@ DDIM (Song et al. 2021) writes the next sample as ``D + σ'·ε̂`` with ε̂ = 
 with η = 0 this is algebraically the Euler step of the probability-flow ODE, and with η > 0 it equals
 ancestral sampling with the same η (the DDIM σ_t(η) in VE units is ``ancestral_split``'s σ_up).
 LCM (Luo et al. 2023, "Latent Consistency Models", multistep sampling, Alg. 1) discards the old sample
-entirely: predict x0, then re-noise it with *fresh* noise to the next level.
+entirely: predict x0, then re-noise it with *fresh* noise to the next level (for a flow model:
+``(1 − σ')·x0 + σ'·z``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..model_sampling import Denoiser
-from ._common import Callback, StepNoise, ancestral_split, call, report, require_noise, sigma_list
+from ..noise_process import VE, NoiseProcess, ancestral_step
+from ._common import Callback, StepNoise, call, report, require_noise, sigma_list
 
 
 def sample_ddim(
@@ -22,6 +24,7 @@ def sample_ddim(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     eta: float = 0.0,
 ) -> Tensor:
     """DDIM (Song et al. 2021) in σ units: x' = D + √(σ'² − σ_up²)·ε̂ + σ_up·z; η = 0 by default."""
@@ -30,11 +33,10 @@ def sample_ddim(
     n = len(s) - 1
     for i in range(n):
         denoised = call(denoiser, x, s[i])
-        down, up = ancestral_split(s[i], s[i + 1], eta)
+        step = ancestral_step(process, s[i], s[i + 1], eta)
         eps = (x - denoised) / s[i]
-        x = denoised + eps * down
-        if up > 0.0 and src is not None:
-            x = x + src.like(x) * up
+        x = denoised + eps * step.down
+        x = step.renoise(x, src.like(x) if step.up > 0.0 and src is not None else None)
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
 
@@ -46,6 +48,7 @@ def sample_lcm(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
 ) -> Tensor:
     """LCM multistep consistency sampling (Luo et al. 2023, Alg. 1): x0 prediction, then fresh noise σ'."""
     src = require_noise(noise, "lcm")
@@ -55,6 +58,6 @@ def sample_lcm(
         denoised = call(denoiser, x, s[i])
         x = denoised
         if s[i + 1] > 0.0:
-            x = x + src.like(x) * s[i + 1]
+            x = process.noised(denoised, src.like(x), s[i + 1])
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x

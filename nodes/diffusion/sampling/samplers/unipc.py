@@ -18,6 +18,7 @@ import numpy as np
 from torch import Tensor
 
 from ..model_sampling import Denoiser
+from ..noise_process import VE, NoiseProcess
 from ._common import Callback, StepNoise, call, report, sigma_list
 
 Variant = Literal["bh1", "bh2"]
@@ -83,6 +84,7 @@ def sample_uni_pc(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     order: int = 3,
     variant: Variant = "bh1",
     lower_order_final: bool = True,
@@ -121,6 +123,7 @@ def sample_uni_pc_bh2(
     *,
     noise: StepNoise | None = None,
     callback: Callback | None = None,
+    process: NoiseProcess = VE,
     order: int = 3,
     lower_order_final: bool = True,
 ) -> Tensor:
