@@ -19,6 +19,7 @@ NODE_MODULES = (
     "nodes.note",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.text_encoders",
     "nodes.latent",
     "nodes.sampling",
     "nodes.image",

@@ -23,9 +23,29 @@ from safetensors.torch import save_file
 from nodes.diffusion.text.encoder_files import CLIP_G, CLIP_L, QWEN3, T5XXL, base_config
 
 TINY_SIZES: dict[str, dict[str, Any]] = {
-    CLIP_L: {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 1, "projection_dim": 64},
-    CLIP_G: {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 2, "projection_dim": 96},
-    T5XXL: {"d_model": 256, "d_ff": 96, "d_kv": 16, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2, "dropout_rate": 0.0},
+    CLIP_L: {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 1,
+        "projection_dim": 64,
+    },
+    CLIP_G: {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "projection_dim": 96,
+    },
+    T5XXL: {
+        "d_model": 256,
+        "d_ff": 96,
+        "d_kv": 16,
+        "num_heads": 4,
+        "num_layers": 2,
+        "num_decoder_layers": 2,
+        "dropout_rate": 0.0,
+    },
     QWEN3: {
         "hidden_size": 64,
         "intermediate_size": 96,

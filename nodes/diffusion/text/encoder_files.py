@@ -221,12 +221,16 @@ def _t5_encoder(shapes: Shapes, prefix: str, path: str | Path) -> EncoderInFile:
     embed = shapes.get(prefix + "shared.weight") or shapes.get(prefix + "encoder.embed_tokens.weight")
     rel = shapes.get(block + "0.layer.0.SelfAttention.relative_attention_bias.weight")
     if embed is None or rel is None:
-        raise UnknownArchitectureError(path, f"a T5 encoder under {prefix!r} without token embeddings or attention bias")
+        raise UnknownArchitectureError(
+            path, f"a T5 encoder under {prefix!r} without token embeddings or attention bias"
+        )
     vocab, d_model = embed
     buckets, heads = rel
     inner = shapes[block + "0.layer.0.SelfAttention.q.weight"][0]
     gated = block + "0.layer.1.DenseReluDense.wi_0.weight" in shapes
-    d_ff = shapes[block + ("0.layer.1.DenseReluDense.wi_0.weight" if gated else "0.layer.1.DenseReluDense.wi.weight")][0]
+    d_ff = shapes[block + ("0.layer.1.DenseReluDense.wi_0.weight" if gated else "0.layer.1.DenseReluDense.wi.weight")][
+        0
+    ]
     cfg = base_config(T5XXL)
     cfg.update(
         vocab_size=vocab,
@@ -313,7 +317,7 @@ def load_text_encoder(
     spec = next((e for e in read_encoders(path) if e.prefix == prefix), None)
     if spec is None:
         raise MissingComponentError(path, f"text encoder under {prefix!r}")
-    if spec.role == "clip" or spec.role != role and spec.role in (CLIP_L, CLIP_G):
+    if spec.role == "clip" or (spec.role != role and spec.role in (CLIP_L, CLIP_G)):
         spec = spec.with_role(role)
     if spec.role != role:
         raise ModelError(f"{path} holds a {spec.name} text encoder under {prefix!r}, not {ROLE_NAMES.get(role, role)}.")
@@ -370,7 +374,9 @@ def _renamed_weights(state: Any, spec: EncoderInFile, model: Any, dtype: torch.d
         out[name] = tensor
     if spec.role in (CLIP_L, CLIP_G):
         if "text_projection.weight" not in out:
-            out["text_projection.weight"] = torch.eye(spec.config["projection_dim"], spec.config["hidden_size"], dtype=dtype)
+            out["text_projection.weight"] = torch.eye(
+                spec.config["projection_dim"], spec.config["hidden_size"], dtype=dtype
+            )
         if not hasattr(model, "text_model"):  # transformers >= 5.6 flattened the text tower
             out = {k.removeprefix("text_model."): v for k, v in out.items()}
     elif spec.role == T5XXL:

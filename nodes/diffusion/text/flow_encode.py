@@ -173,7 +173,10 @@ def encode_sd3(
     )
     parts: list[Tensor] = []
     pooled: list[Tensor] = []
-    for use, encoder, text, g, key in ((use_l, enc.clip_l, clip_l, False, "clip_l"), (use_g, enc.clip_g, clip_g, True, "clip_g")):
+    for use, encoder, text, g, key in (
+        (use_l, enc.clip_l, clip_l, False, "clip_l"),
+        (use_g, enc.clip_g, clip_g, True, "clip_g"),
+    ):
         if use:
             assert text is not None
             chunks = clip_chunks(text, PAD_OPEN_CLIP if g else PAD_CLIP_L, n_chunks)
@@ -207,10 +210,7 @@ def encode_flux(
     t5_length: int = T5_LENGTH["flux"],
 ) -> tuple[Tensor, Tensor]:
     """FLUX ``(prompt_embeds [1, t5_length, 4096], pooled [1, 768])``."""
-    if enc.clip_l is not None:
-        pooled = clip_pooler(enc.clip_l, clip_l)
-    else:
-        pooled = torch.zeros(1, ABSENT_WIDTHS["clip_l"])
+    pooled = clip_pooler(enc.clip_l, clip_l) if enc.clip_l is not None else torch.zeros(1, ABSENT_WIDTHS["clip_l"])
     if enc.t5xxl is not None:
         assert t5_tokenizer is not None
         embeds = t5_sequence(enc.t5xxl, t5_tokenizer, t5xxl, t5_length)
