@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from transformers import Qwen2TokenizerFast, T5TokenizerFast
 
+from nodes.diffusion.text.flow_encode import z_image_template
 from nodes.diffusion.text.llm_vocab import (
     QWEN3_DIR,
     QWEN_BPE_SIZE,
@@ -26,7 +27,6 @@ from nodes.diffusion.text.llm_vocab import (
     build_t5_tokenizer,
     qwen_bpe,
 )
-from nodes.diffusion.text.flow_encode import z_image_template
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tokenizers"
 # Digest of the published Qwen2.5 vocab.json as canonical JSON (sorted keys, UTF-8), recorded when vendoring.
