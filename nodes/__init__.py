@@ -20,6 +20,7 @@ NODE_MODULES = (
     "nodes.primitive",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.text_encoders",
     "nodes.latent",
     "nodes.sampling",
     "nodes.model_sampling",

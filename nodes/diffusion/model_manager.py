@@ -171,6 +171,19 @@ class ModelManager:
         )
         return self._get("vae", Path(path), kwargs)
 
+    def text_encoder(
+        self,
+        path: str | Path,
+        *,
+        prefix: str,
+        role: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Any:
+        """One text encoder of a standalone file (see ``load_text_encoder``); ``dtype=None`` keeps the stored one."""
+        kwargs = dict(device=torch.device(device), dtype=dtype, prefix=prefix, role=role)
+        return self._get("text_encoder", Path(path), kwargs)
+
     def _key(self, kind: str, path: Path, kwargs: dict[str, Any]) -> ModelKey:
         if not path.exists():
             raise ModelError(f"Model file {path} does not exist.")
@@ -222,8 +235,9 @@ class ModelManager:
         if self._loaders is not None:
             return self._loaders[kind]
         from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
+        from nodes.diffusion.text.encoder_files import load_text_encoder
 
-        loaders: dict[str, Loader] = {"checkpoint": load_checkpoint, "vae": load_vae}
+        loaders: dict[str, Loader] = {"checkpoint": load_checkpoint, "vae": load_vae, "text_encoder": load_text_encoder}
         return loaders[kind]
 
     def _adopt(self, key: ModelKey) -> _Entry | None:

@@ -2,9 +2,11 @@
 
 A workflow refers to a model by a *name* relative to a model folder (``"sd15/dreamshaper.safetensors"``,
 always with forward slashes), never by absolute path, so the same workflow works on another machine.
-The folders for each kind (``checkpoints``, ``vae``, ``loras``) are searched in order:
+The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``) are
+searched in order:
 
-1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder
+1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder, then
+   ComfyUI's older name for the kind (``clip`` for text encoders, ``unet`` for diffusion models)
    (tests always set ``SDGRAPH_HOME`` so they never see a real user's files);
 2. extra roots added by the user: any folder, a ComfyUI ``extra_model_paths.yaml``, or an
    AUTOMATIC1111 install (``models/Stable-diffusion``, ``models/VAE``, ``models/Lora``).
@@ -27,12 +29,24 @@ from typing import Any
 
 from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
-KINDS = ("checkpoints", "vae", "loras")
+KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 _A1111_FOLDERS = {"checkpoints": "models/Stable-diffusion", "vae": "models/VAE", "loras": "models/Lora"}
-# ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples).
-_COMFY_KEYS = {"checkpoints": "checkpoints", "vae": "vae", "loras": "loras", "lora": "loras"}
+# ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples, and the pre-2024
+# folder names "clip" and "unet" for text encoders and diffusion models).
+_COMFY_KEYS = {
+    "checkpoints": "checkpoints",
+    "vae": "vae",
+    "loras": "loras",
+    "lora": "loras",
+    "text_encoders": "text_encoders",
+    "clip": "text_encoders",
+    "diffusion_models": "diffusion_models",
+    "unet": "diffusion_models",
+}
+# Older folder names ComfyUI still reads for a kind, searched after the current one under every root.
+_LEGACY_FOLDERS = {"text_encoders": ("clip",), "diffusion_models": ("unet",)}
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,8 @@ class ModelFolders:
         home = sdgraph_home() if home is None else home
         result = cls()
         for kind in KINDS:
-            result.folders[kind].append(home / "models" / kind)
+            for name in (kind, *_LEGACY_FOLDERS.get(kind, ())):
+                result.folders[kind].append(home / "models" / name)
         return result
 
     def add(self, kind: str, folder: str | Path) -> None:
@@ -84,9 +99,11 @@ class ModelFolders:
             self.folders[kind].append(path)
 
     def add_root(self, root: str | Path) -> None:
-        """A folder laid out like ours: ``<root>/checkpoints``, ``<root>/vae``, ``<root>/loras``."""
+        """A folder laid out like ours: ``<root>/checkpoints``, ``<root>/vae``, ``<root>/loras``,
+        ``<root>/text_encoders`` (or ``clip``), ``<root>/diffusion_models`` (or ``unet``)."""
         for kind in KINDS:
-            self.add(kind, Path(root) / kind)
+            for name in (kind, *_LEGACY_FOLDERS.get(kind, ())):
+                self.add(kind, Path(root) / name)
 
     def add_a1111(self, install: str | Path) -> None:
         """An AUTOMATIC1111/Forge install folder (the one containing ``models/Stable-diffusion``)."""
@@ -159,7 +176,7 @@ def _safe_parts(kind: str, name: str) -> list[str]:
 def _is_model_dir(path: Path, kind: str) -> bool:
     if kind == "checkpoints":
         return (path / "model_index.json").is_file()
-    if kind == "vae":
+    if kind in ("vae", "diffusion_models"):
         return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
     return False
 
