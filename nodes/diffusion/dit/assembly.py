@@ -156,7 +156,8 @@ def build_model(
             )
     missing = [k for k in expected if k not in state]
     if missing:
-        raise UnusableWeightsError(source, network, f"{len(missing)} weights are missing, e.g. {', '.join(missing[:3])}")
+        shown = ", ".join(missing[:3])
+        raise UnusableWeightsError(source, network, f"{len(missing)} weights are missing, e.g. {shown}")
     extra = [k for k in state if k not in expected]
     if extra:
         raise UnusableWeightsError(

@@ -75,9 +75,7 @@ class KeyIndex:
         """Sorted distinct N in keys ``prefix + "N." + ...``."""
         n = len(prefix)
         found = {
-            int(head)
-            for key in self.shapes
-            if key.startswith(prefix) and (head := key[n:].partition(".")[0]).isdigit()
+            int(head) for key in self.shapes if key.startswith(prefix) and (head := key[n:].partition(".")[0]).isdigit()
         }
         return sorted(found)
 
