@@ -123,6 +123,10 @@ def check_all_used(
         for k in keys
         if k.startswith(prefix) and k not in used and not (prefix == "" and k.startswith(OTHER_COMPONENTS))
     ]
+    if any(k.endswith((".scale_weight", ".scale_input")) or k == prefix + "scaled_fp8" for k in left):
+        raise UnusableWeightsError(
+            source, network, "it is a ComfyUI 'scaled fp8' file (per-tensor scales), which sdgraph cannot load yet"
+        )
     if left:
         raise UnusableWeightsError(
             source, network, f"{len(left)} tensors are not part of this architecture, e.g. {', '.join(left[:3])}"

@@ -59,6 +59,32 @@ def test_diffusers_folder(tmp_path):
     _assert_same_forward(reference, flux.load(folder))
 
 
+def test_sharded_diffusers_folder(tmp_path):
+    reference = tf.tiny_flux(seed=4)
+    reference.save_pretrained(tmp_path / "flux-dev" / "transformer", max_shard_size="200KB")
+    assert len(list((tmp_path / "flux-dev" / "transformer").glob("*.safetensors"))) > 1
+    _assert_same_forward(reference, flux.load(tmp_path / "flux-dev"))
+
+
+def test_weights_become_the_parameters_without_a_copy():
+    """Split rows of a fused tensor are views of it, and assign=True keeps them: no second model in memory."""
+    state = tf.flux_to_original(tf.tiny_flux(seed=9))
+    config = flux.config_from_shapes(_shapes(state))
+    model = flux.build(config, flux.convert_state_dict(state, config))
+    fused = state["single_blocks.1.linear1.weight"]
+    block = model.single_transformer_blocks[1]
+    assert block.attn.to_k.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    assert block.proj_mlp.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    assert model.x_embedder.weight.data_ptr() == state["img_in.weight"].data_ptr()
+
+
+def test_comfy_scaled_fp8_files_get_their_own_message(tmp_path):
+    state = tf.flux_to_original(tf.tiny_flux(seed=10))
+    state |= {"scaled_fp8": torch.zeros(2), "double_blocks.0.img_attn.qkv.scale_weight": torch.ones(1)}
+    with pytest.raises(UnusableWeightsError, match="scaled fp8"):
+        flux.load(tf.write_file(tmp_path / "flux1-dev-fp8-scaled.safetensors", state))
+
+
 def test_fp8_file_keeps_fp8_weights(tmp_path):
     path = tf.write_file(tmp_path / "fp8.safetensors", tf.flux_to_original(tf.tiny_flux(seed=5)), torch.float8_e4m3fn)
     model = flux.load(path)
