@@ -382,9 +382,54 @@ def write_sd35_all_in_one(path: str | Path, seed: int = 0, *, text_encoders: boo
     if text_encoders:
         state |= _clip_to_sd3(clip_l, "text_encoders.clip_l.transformer.")
         state |= _clip_to_sd3(clip_g, "text_encoders.clip_g.transformer.")
-        prefix = "text_encoders.t5xxl.transformer."
-        state |= {prefix + k: v.detach().clone() for k, v in t5.state_dict().items()}
+        state |= _t5_to_original(t5, "text_encoders.t5xxl.transformer.")
     return TinySD3Checkpoint(Path(write_file(path, state)), transformer, vae, clip_l, clip_g, t5)
+
+
+def _t5_to_original(model: Any, prefix: str) -> StateDict:
+    """HF T5 names; the input embedding is stored once as ``shared`` (``encoder.embed_tokens`` is tied)."""
+    return {prefix + k: v.detach().clone() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+
+
+@dataclass
+class TinyFluxCheckpoint:
+    """An all-in-one FLUX.1 file (as ComfyUI saves checkpoints) and the reference models."""
+
+    path: Path
+    transformer: Any
+    vae: Any
+    clip_l: Any
+    t5: Any
+
+
+def tiny_flux_text_encoders(seed: int = 0) -> tuple[Any, Any]:
+    """CLIP-L 40 wide (FLUX's pooled width) and T5 48 wide (its joint width), two layers each."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    clip_cfg = CLIPTextConfig(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_size=40,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        hidden_act="quick_gelu",
+    )
+    t5_cfg = T5Config(vocab_size=32128, d_model=48, d_ff=96, d_kv=24, num_layers=2, num_heads=2)
+    clip_l = _seeded_init(lambda: CLIPTextModel(clip_cfg), seed + 1)
+    return clip_l, _seeded_init(lambda: T5EncoderModel(t5_cfg), seed + 2)
+
+
+def write_flux_all_in_one(path: str | Path, seed: int = 0, *, guidance: bool = True) -> TinyFluxCheckpoint:
+    """``flux1-dev-fp8``-style checkpoint: transformer, VAE (``first_stage_model.``), CLIP-L and T5."""
+    transformer = tiny_flux(seed, guidance=guidance)
+    vae = tiny_vae16(seed + 10, "flux")
+    clip_l, t5 = tiny_flux_text_encoders(seed + 20)
+    state = flux_to_original(transformer, DIFFUSION_PREFIX)
+    state |= vae16_to_original(vae, "first_stage_model.")
+    state |= _clip_to_sd3(clip_l, "text_encoders.clip_l.transformer.")
+    state |= _t5_to_original(t5, "text_encoders.t5xxl.transformer.")
+    return TinyFluxCheckpoint(Path(write_file(path, state)), transformer, vae, clip_l, t5)
 
 
 # ---------------------------------------------------------------------------------------------

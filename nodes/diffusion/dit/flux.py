@@ -67,6 +67,18 @@ def recognise(shapes: Shapes) -> bool:
     return all(prefix + k in shapes for k in required) and not any(prefix + k in shapes for k in _NOT_FLUX1)
 
 
+def components(shapes: Shapes) -> dict[str, str | None]:
+    """Which parts a FLUX file carries (ComfyUI all-in-one checkpoints): key prefix per part, None if absent."""
+    found: dict[str, str | None] = {"transformer": transformer_prefix(shapes)}
+    found["vae"] = next((p for p in ("first_stage_model.", "vae.") if p + "decoder.conv_in.weight" in shapes), None)
+    for name, prefix, marker in (
+        ("clip_l", "text_encoders.clip_l.transformer.", "text_model.embeddings.token_embedding.weight"),
+        ("t5xxl", "text_encoders.t5xxl.transformer.", "shared.weight"),
+    ):
+        found[name] = prefix if prefix + marker in shapes else None
+    return found
+
+
 def recognise_folder(path: str | Path) -> bool:
     return folder_class(path) == CLASS_NAME
 

@@ -7,7 +7,7 @@ import torch
 from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 from safetensors.torch import load_file
 
-from nodes.diffusion.dit import flux, sd3, z_image
+from nodes.diffusion.dit import autoencoder, flux, sd3, z_image
 from nodes.diffusion.dit.shapes import UnusableWeightsError
 from tests.support import tiny_flow as tf
 
@@ -41,6 +41,20 @@ def test_single_file_loads_to_the_same_network(tmp_path, guidance, prefix, varia
     assert config["axes_dims_rope"] == [4, 14, 14]  # the released 16/56/56 split, scaled to 32-wide heads
 
     _assert_same_forward(reference, flux.load(path))
+
+
+def test_all_in_one_checkpoint(tmp_path):
+    ckpt = tf.write_flux_all_in_one(tmp_path / "flux1-dev-fp8.safetensors", seed=11)
+    shapes = _shapes(load_file(ckpt.path))
+    assert flux.recognise(shapes) and autoencoder.recognise(shapes) and not sd3.recognise(shapes)
+    assert flux.components(shapes) == {
+        "transformer": "model.diffusion_model.",
+        "vae": "first_stage_model.",
+        "clip_l": "text_encoders.clip_l.transformer.",
+        "t5xxl": "text_encoders.t5xxl.transformer.",
+    }
+    _assert_same_forward(ckpt.transformer, flux.load(ckpt.path))
+    assert autoencoder.load(ckpt.path, "flux").config.shift_factor == 0.1159
 
 
 def test_diffusers_own_converter_assumes_the_full_width():
