@@ -47,10 +47,10 @@ def tiny_sd3_config(*, dual: bool = True, qk_norm: bool = True) -> dict[str, Any
         # SD3.0 files have no q/k norm to read the head size from; they use the public 64.
         "attention_head_dim": 32 if qk_norm else 64,
         "num_attention_heads": 2 if qk_norm else 1,
-        # T5 width; SD3 zero-pads the concatenated CLIP-L/G states (32 + 48) up to it.
-        "joint_attention_dim": 96,
+        # T5 width; SD3 zero-pads the concatenated CLIP-L/G states (64 + 128) up to it.
+        "joint_attention_dim": 256,
         "caption_projection_dim": 64,
-        "pooled_projection_dim": 40,
+        "pooled_projection_dim": 160,  # CLIP-L ‖ CLIP-G projections (64 + 96)
         "pos_embed_max_size": 16,
         "dual_attention_layers": (0,) if dual else (),
         "qk_norm": "rms_norm" if qk_norm else None,
@@ -66,8 +66,8 @@ def tiny_flux_config(*, guidance: bool = True) -> dict[str, Any]:
         "num_single_layers": 2,
         "attention_head_dim": 32,
         "num_attention_heads": 2,
-        "joint_attention_dim": 48,  # T5 width
-        "pooled_projection_dim": 40,  # CLIP-L width (FLUX takes its pooled output)
+        "joint_attention_dim": 256,  # T5 width
+        "pooled_projection_dim": 64,  # CLIP-L width (FLUX takes its pooled output)
         "guidance_embeds": guidance,
         "axes_dims_rope": (4, 14, 14),
     }
@@ -85,7 +85,7 @@ def tiny_z_image_config() -> dict[str, Any]:
         "n_kv_heads": 2,
         "norm_eps": 1e-5,
         "qk_norm": True,
-        "cap_feat_dim": 48,  # Qwen3 width
+        "cap_feat_dim": 64,  # Qwen3 width
         "rope_theta": 256.0,
         "t_scale": 1000.0,
         "axes_dims": [8, 12, 12],
@@ -328,49 +328,24 @@ class TinySD3Checkpoint:
 
 
 def tiny_text_encoders(seed: int = 0) -> tuple[Any, Any, Any]:
-    """SD3's three text encoders, two layers each, sized for ``tiny_sd3_config``.
+    """SD3's three text encoders as ``tests.support.tiny_text`` builds them (the shipped configs, small).
 
-    CLIP-L 32 wide and CLIP-G 48 wide, projecting to 16 + 24 = 40 (the pooled width); T5 96 wide
-    (the joint attention width, above the 80 of the concatenated CLIP states as in the real model).
-    CLIP keeps its 49408-token vocabulary and 77 positions and T5 its 32128 tokens, so the real
-    tokenizers work with them.
+    CLIP-L 64 wide and CLIP-G 128 wide, projecting to 64 + 96 = 160 (the pooled width); T5 256 wide (the
+    joint attention width, above the 192 of the concatenated CLIP states as in the real model). The real
+    vocabularies are kept, so the real tokenizers work with them.
     """
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from nodes.diffusion.text.encoder_files import CLIP_G, CLIP_L, T5XXL
+    from tests.support.tiny_text import tiny_encoder
 
-    def clip(width: int, projection: int, offset: int) -> Any:
-        cfg = CLIPTextConfig(
-            vocab_size=49408,
-            max_position_embeddings=77,
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            projection_dim=projection,
-            hidden_act="gelu",
-        )
-        return _seeded_init(lambda: CLIPTextModelWithProjection(cfg), seed + offset)
-
-    t5_cfg = T5Config(vocab_size=32128, d_model=96, d_ff=128, d_kv=48, num_layers=2, num_heads=2)
-    t5 = _seeded_init(lambda: T5EncoderModel(t5_cfg), seed + 3)
-    return clip(32, 16, 1), clip(48, 24, 2), t5
-
-
-def _seeded_init(factory: Any, seed: int) -> Any:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = factory()
-    return _seeded(model, seed)
+    return tiny_encoder(CLIP_L, seed + 1), tiny_encoder(CLIP_G, seed + 2), tiny_encoder(T5XXL, seed + 3)
 
 
 def _clip_to_sd3(model: Any, prefix: str) -> StateDict:
     """HF CLIP names under ``text_encoders.clip_x.transformer.`` (``text_model.`` restored)."""
-    out: StateDict = {}
-    for key, tensor in model.state_dict().items():
-        if "position_ids" in key:
-            continue
-        name = key if key.startswith(("text_model.", "text_projection.")) else "text_model." + key
-        out[prefix + name] = tensor.detach().clone()
-    return out
+    from nodes.diffusion.text.encoder_files import CLIP_L
+    from tests.support.tiny_text import encoder_state
+
+    return {prefix + k: v for k, v in encoder_state(model, CLIP_L).items()}
 
 
 def write_sd35_all_in_one(path: str | Path, seed: int = 0, *, text_encoders: bool = True) -> TinySD3Checkpoint:
@@ -388,7 +363,10 @@ def write_sd35_all_in_one(path: str | Path, seed: int = 0, *, text_encoders: boo
 
 def _t5_to_original(model: Any, prefix: str) -> StateDict:
     """HF T5 names; the input embedding is stored once as ``shared`` (``encoder.embed_tokens`` is tied)."""
-    return {prefix + k: v.detach().clone() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    from nodes.diffusion.text.encoder_files import T5XXL
+    from tests.support.tiny_text import encoder_state
+
+    return {prefix + k: v for k, v in encoder_state(model, T5XXL).items()}
 
 
 @dataclass
@@ -403,21 +381,12 @@ class TinyFluxCheckpoint:
 
 
 def tiny_flux_text_encoders(seed: int = 0) -> tuple[Any, Any]:
-    """CLIP-L 40 wide (FLUX's pooled width) and T5 48 wide (its joint width), two layers each."""
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    """CLIP-L 64 wide (FLUX's pooled width) and T5 256 wide (its joint width), as ``tiny_text`` builds them.
+    FLUX reads CLIP-L as a plain ``CLIPTextModel``: its ``.text_model`` is what FluxPipeline takes."""
+    from nodes.diffusion.text.encoder_files import CLIP_L, T5XXL
+    from tests.support.tiny_text import tiny_encoder
 
-    clip_cfg = CLIPTextConfig(
-        vocab_size=49408,
-        max_position_embeddings=77,
-        hidden_size=40,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        hidden_act="quick_gelu",
-    )
-    t5_cfg = T5Config(vocab_size=32128, d_model=48, d_ff=96, d_kv=24, num_layers=2, num_heads=2)
-    clip_l = _seeded_init(lambda: CLIPTextModel(clip_cfg), seed + 1)
-    return clip_l, _seeded_init(lambda: T5EncoderModel(t5_cfg), seed + 2)
+    return tiny_encoder(CLIP_L, seed + 1), tiny_encoder(T5XXL, seed + 2)
 
 
 def write_flux_all_in_one(path: str | Path, seed: int = 0, *, guidance: bool = True) -> TinyFluxCheckpoint:

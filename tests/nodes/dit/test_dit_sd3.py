@@ -43,7 +43,7 @@ def test_single_file_loads_to_the_same_network(tmp_path, name, prefix):
     for key in ("num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim", "qk_norm"):
         assert config[key] == reference.config[key], key
     assert list(config["dual_attention_layers"]) == list(reference.config.dual_attention_layers)
-    assert config["pos_embed_max_size"] == 16 and config["pooled_projection_dim"] == 40
+    assert config["pos_embed_max_size"] == 16 and config["pooled_projection_dim"] == 160
 
     _assert_same_forward(reference, sd3.load(path))
 

@@ -33,7 +33,7 @@ def test_single_file_loads_to_the_same_network(tmp_path, prefix, norm_final):
 
     config = z_image.config_from_shapes(shapes)
     assert (config["dim"], config["n_heads"], config["n_layers"], config["n_refiner_layers"]) == (64, 2, 2, 1)
-    assert (config["in_channels"], config["cap_feat_dim"]) == (16, 48)
+    assert (config["in_channels"], config["cap_feat_dim"]) == (16, 64)
     assert config["axes_dims"] == [8, 12, 12]  # the released 32/48/48 split, scaled to 32-wide heads
 
     _assert_same_forward(reference, z_image.load(path))
