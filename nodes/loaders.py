@@ -25,8 +25,9 @@ def _fingerprint(kind: str, input_id: str) -> Any:
     fingerprint=_fingerprint("checkpoints", "ckpt_name"),
 )
 def checkpoint_loader(ctx: ExecutionContext, ckpt_name: str) -> tuple[Any, Any, Any]:
-    """Loads an SD 1.x, 2.x or SDXL checkpoint (.safetensors or a diffusers folder); the family and
-    architecture are read from the weights (families sdgraph knows but cannot run yet are named)."""
+    """Loads an SD 1.x, 2.x or SDXL checkpoint (.safetensors or a diffusers folder) or an all-in-one SD3.5 or
+    FLUX.1 file; the family and architecture are read from the weights (families sdgraph knows but cannot
+    run yet are named)."""
     from nodes.diffusion.loading import load_checkpoint
 
     return load_checkpoint(ctx, ckpt_name)
@@ -45,6 +46,25 @@ def vae_loader(ctx: ExecutionContext, vae_name: str) -> tuple[Any]:
     from nodes.diffusion.loading import load_vae
 
     return (load_vae(ctx, vae_name),)
+
+
+@node(
+    "UNETLoader",
+    display_name="Load Diffusion Model",
+    category="advanced/loaders",
+    inputs=[
+        Combo("unet_name", lambda: list_models("diffusion_models")),
+        Combo("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e5m2"], "default"),
+    ],
+    outputs=[Output("MODEL")],
+    fingerprint=_fingerprint("diffusion_models", "unet_name"),
+)
+def unet_loader(ctx: ExecutionContext, unet_name: str, weight_dtype: str) -> tuple[Any]:
+    """Loads a diffusion model alone (SD3/3.5, FLUX.1, Z-Image; from models/diffusion_models): weights stay
+    in the dtype they are stored in (or fp8 to halve them) and each layer computes in the working precision."""
+    from nodes.diffusion.loading import load_diffusion_model
+
+    return (load_diffusion_model(ctx, unet_name, weight_dtype),)
 
 
 @node(
@@ -100,4 +120,4 @@ def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: in
         raise InputError("stop_at_clip_layer", str(exc)) from None
 
 
-NODES = [checkpoint_loader, vae_loader, lora_loader, clip_set_last_layer]
+NODES = [checkpoint_loader, vae_loader, unet_loader, lora_loader, clip_set_last_layer]

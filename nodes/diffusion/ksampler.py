@@ -98,7 +98,7 @@ def sample(
     timeline: list[dict[str, Any]] | None = [] if ctx.settings.get("record_timeline") else None
     if timeline is not None and n:
         # Frame 0 is the starting point: the latent put at the first sigma with the seed's noise.
-        start = samples.float() * scale
+        start = model.to_model_space(samples.float())
         if noise.seed is not None:
             eps = initial_noise(noise.seed, samples.shape)
             start = model.model_sampling.process.noised(start, eps, float(sigmas[0]))
@@ -110,9 +110,9 @@ def sample(
         last_denoised[:] = [info.denoised]
         reporter(info)
 
-    x0 = samples.to(device=device, dtype=torch.float32) * scale
+    x0 = model.to_model_space(samples.to(device=device, dtype=torch.float32))
     mask = latent.get("noise_mask")
-    concat = inpaint_concat(samples * scale, mask).to(device) if model.inpainting else None
+    concat = inpaint_concat(model.to_model_space(samples), mask).to(device) if model.inpainting else None
     with torch.inference_mode(), model.active():
         out = run_sampler(
             guider.denoiser(hw, concat),
@@ -131,6 +131,8 @@ def sample(
             "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"
         )
     if timeline is not None:
+        for frame in timeline:  # so a frame alone decodes right (16-channel VAEs are centred)
+            frame["latent_shift"] = model.latent_shift
         # Frames (see nodes.diffusion.timeline) are in the model's (scaled) space, where latent previews are
         # defined; divide by `latent_scale` before decoding one with the VAE (`decode_frame` does).
         ctx.records["timeline"] = {
@@ -138,10 +140,11 @@ def sample(
             "family": model.family,
             "sigmas": sigmas.tolist(),
             "latent_scale": scale,
+            "latent_shift": model.latent_shift,
         }
     result = {k: v for k, v in latent.items() if k != "samples"}
-    result["samples"] = out.float().cpu() / scale
-    denoised = last_denoised[0].float().cpu() / scale if last_denoised else result["samples"]
+    result["samples"] = model.from_model_space(out.float().cpu())
+    denoised = model.from_model_space(last_denoised[0].float().cpu()) if last_denoised else result["samples"]
     return result, denoised
 
 

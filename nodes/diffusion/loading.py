@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 from graph_engine import ExecutionContext, InputError
+from nodes import families
 from nodes.diffusion.clip import ClipModel
 from nodes.diffusion.errors import ModelError
 from nodes.diffusion.model import DiffusionModel, VAEModel
@@ -30,8 +32,11 @@ def resolve(kind: str, name: str, input_id: str) -> Path:
         raise InputError(input_id, str(exc)) from None
 
 
-def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, ClipModel, VAEModel]:
+def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, Any, VAEModel]:
     path = resolve("checkpoints", name, "ckpt_name")
+    family = transformer_family_of(path)
+    if family is not None:
+        return _load_flow_checkpoint(ctx, name, path, family)
     device = device_for(ctx.device)
     unet_dtype, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
@@ -67,7 +72,175 @@ def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
     device = device_for(ctx.device)
     _, vae_dtype, _ = dtypes_for(device, ctx.settings)
     try:
+        if _is_vae16(path):
+            return VAEModel(manager().vae16(path, device=device, dtype=vae_dtype), name)
         loaded: Any = manager().vae(path, device=device, dtype=vae_dtype)
     except ModelError as exc:
         raise InputError("vae_name", str(exc)) from None
     return VAEModel(getattr(loaded, "vae", loaded), name)
+
+
+# --------------------------------------------------------------------------------------------
+# The flow-matching transformer families (SD3/3.5, FLUX.1, Z-Image)
+# --------------------------------------------------------------------------------------------
+
+
+def transformer_family_of(path: Path) -> families.ModelFamily | None:
+    """The transformer family of a checkpoint file or folder, None for anything else (the SD path
+    then reports what it is)."""
+    from nodes.diffusion.checkpoint.files import read_shapes
+
+    try:
+        if path.is_dir():
+            if (path / "model_index.json").is_file():
+                folder = families.read_diffusers_folder(path)
+                found = next((f for f in families.FAMILIES if folder.pipeline in f.diffusers_pipelines), None)
+                return found if found is not None and found.denoiser_loader else None
+            return None
+        family = families.recognise_single_file(read_shapes(path))
+    except (ModelError, OSError, ValueError):
+        return None
+    return family if family is not None and family.supported and family.denoiser_loader else None
+
+
+def _is_vae16(path: Path) -> bool:
+    from nodes.diffusion.checkpoint.files import read_shapes
+    from nodes.diffusion.dit import autoencoder
+
+    if path.is_dir():
+        return False
+    try:
+        return autoencoder.recognise(read_shapes(path))
+    except (ModelError, OSError, ValueError):
+        return False
+
+
+def flow_model(loaded: Any, source: str) -> DiffusionModel:
+    """The MODEL value of a loaded transformer, with its family's latent format and default sampling."""
+    from nodes.diffusion.dit.loading import model_sampling_for
+
+    family = families.get(loaded.family)
+    assert family.latent is not None
+    return DiffusionModel(
+        unet=loaded.network,
+        family=family.name,
+        prediction_type="flow",
+        model_sampling=model_sampling_for(family.name, loaded.variant),
+        latent_channels=family.latent.channels,
+        latent_scale=family.latent.scaling_factor,
+        latent_shift=family.latent.shift_factor,
+        source=source,
+        compute_dtype=loaded.compute_dtype,
+    )
+
+
+def load_diffusion_model(ctx: ExecutionContext, name: str, weight_dtype: str) -> DiffusionModel:
+    """UNETLoader: a diffusion model alone (``models/diffusion_models``), as ComfyUI users download them."""
+    path = resolve("diffusion_models", name, "unet_name")
+    device = device_for(ctx.device)
+    compute, _, _ = dtypes_for(device, ctx.settings)
+    apply_memory_settings(ctx.settings)
+    _check_budget("unet_name", name, _size(path) // (2 if weight_dtype.startswith("fp8") else 1), weight_dtype)
+    make_vram_room(device, _size(path))
+    try:
+        loaded = manager().diffusion_model(path, device=device, dtype=compute, weight_dtype=weight_dtype)
+    except ModelError as exc:
+        raise InputError("unet_name", str(exc)) from None
+    return flow_model(loaded, name)
+
+
+def _load_flow_checkpoint(
+    ctx: ExecutionContext, name: str, path: Path, family: families.ModelFamily
+) -> tuple[DiffusionModel, Any, VAEModel]:
+    """An all-in-one SD3.5 or FLUX file: transformer, VAE and text encoders under their usual prefixes."""
+    from nodes.diffusion.checkpoint.files import read_shapes
+    from nodes.diffusion.text.encoder_files import read_encoders, stored_dtype
+    from nodes.diffusion.text_encoders import ClipFileError, assign_roles, build_clip_value, encoder_dtype
+
+    if path.is_dir():
+        raise InputError(
+            "ckpt_name",
+            f"{name} is a diffusers {family.display_name} folder; load its transformer with Load Diffusion Model "
+            "(UNETLoader), its VAE with Load VAE and its text encoders with a CLIP loader",
+        )
+    shapes = read_shapes(path)
+    module = importlib.import_module(family.resolve_module(family.denoiser_loader))
+    parts = module.components(shapes) if hasattr(module, "components") else {"vae": None}
+    try:
+        encoders = [e for e in read_encoders(path) if e.prefix.startswith("text_encoders.")]
+    except ModelError:  # no text encoder in the file at all
+        encoders = []
+    if not parts.get("vae"):
+        raise InputError(
+            "ckpt_name",
+            f"{name} holds only the {family.display_name} diffusion model, not a whole checkpoint: put it in "
+            "models/diffusion_models and load it with Load Diffusion Model (UNETLoader), with its text "
+            "encoders (a CLIP loader) and VAE (Load VAE)",
+        )
+    device = device_for(ctx.device)
+    compute, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
+    apply_memory_settings(ctx.settings)
+    _check_budget("ckpt_name", name, _size(path), None)
+    make_vram_room(device, _size(path))
+    clip_type = "sd3" if family.name == "sd3" else "flux"
+    try:
+        loaded = manager().diffusion_model(path, device=device, dtype=compute)
+        vae = manager().vae16(path, device=device, dtype=vae_dtype)
+        if not encoders:  # the official SD3.5 single files: MMDiT and VAE, text encoders separate
+            return flow_model(loaded, name), NoTextEncoders(name, family), VAEModel(vae, name)
+        roles = assign_roles(clip_type, "CheckpointLoaderSimple", [("ckpt_name", name, e) for e in encoders])
+        modules = {
+            enc.role: manager().text_encoder(
+                path,
+                prefix=enc.prefix,
+                role=enc.role,
+                device=device,
+                dtype=encoder_dtype(enc.role, stored_dtype(path, enc.prefix), text_dtype),
+            )
+            for _, enc in roles
+        }
+    except (ModelError, ClipFileError) as exc:
+        raise InputError("ckpt_name", str(exc)) from None
+    return flow_model(loaded, name), build_clip_value(clip_type, modules), VAEModel(vae, name)
+
+
+class NoTextEncoders:
+    """The CLIP output of a checkpoint that has no text encoders: encoding with it says what to do."""
+
+    def __init__(self, name: str, family: families.ModelFamily) -> None:
+        self.name = name
+        self.family = family.name
+        self._display = family.display_name
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        loader = "TripleCLIPLoader (CLIP-L, CLIP-G, T5-XXL)" if self.family == "sd3" else "DualCLIPLoader (type flux)"
+        raise InputError(
+            "clip",
+            f"{self.name} holds no text encoders; load the {self._display} text encoders with {loader} and "
+            "connect its CLIP instead",
+        )
+
+    encode = encode_sd3 = encode_flux = with_last_layer = with_t5_length = _refuse
+
+    def __repr__(self) -> str:
+        return f"NoTextEncoders({self.name!r})"
+
+
+def _check_budget(input_id: str, name: str, needed: int, weight_dtype: str | None) -> None:
+    """Refuse, before reading gigabytes, a model whose weights alone exceed the model budget (what the
+    manager may keep in memory): one message with the size, the budget and what to change."""
+    budget = manager().budget_bytes
+    if needed <= budget:
+        return
+    gb = 2**30
+    hint = "raise model_budget_mb in settings.json (Preferences), or free memory for a larger automatic budget"
+    if weight_dtype == "default":
+        hint += "; weight_dtype fp8_e4m3fn halves a bf16 or fp16 model"
+    raise InputError(
+        input_id,
+        f"{name} needs {needed / gb:.1f} GB for its weights but the model budget is {budget / gb:.1f} GB; {hint}",
+    )
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

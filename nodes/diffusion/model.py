@@ -18,6 +18,7 @@ from torch import Tensor
 
 from nodes import families
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
+from nodes.diffusion.dit.runtime import TEXT_RECIPE_KEY, ConditioningMismatchError
 from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
 # The refiner's size conditioning: no target size, plus an aesthetic score (nodes.families.sdxl_refiner).
@@ -77,6 +78,8 @@ class DiffusionModel:
     # LATENT values hold the VAE's own latents; the UNet works on them times this factor. Keeping the
     # factor with the model (not the VAE) lets any VAE file decode any model's latents correctly.
     latent_scale: float = 0.18215
+    # The 16-channel VAEs are also centred: the denoiser works on (z − latent_shift)·latent_scale.
+    latent_shift: float = 0.0
     inpainting: bool = False
     source: str = ""
     patches: tuple[WeightPatch, ...] = field(default=())
@@ -84,10 +87,23 @@ class DiffusionModel:
     # feed the UNet channels_last inputs, and run it through torch.compile (per-shape cache).
     channels_last: bool = False
     compile: bool = False
+    # The dtype the network computes in when its weights are stored in another (bf16/fp8 files run
+    # layer by layer in float32 on a CPU; see nodes.diffusion.dit.runtime). None: the weights' dtype.
+    compute_dtype: torch.dtype | None = None
 
     @property
     def dtype(self) -> torch.dtype:
+        if self.compute_dtype is not None:
+            return self.compute_dtype
         return next(self.unet.parameters()).dtype
+
+    def to_model_space(self, z: Tensor) -> Tensor:
+        """A LATENT value (the VAE's own latent) as the denoiser sees it."""
+        return (z - self.latent_shift) * self.latent_scale if self.latent_shift else z * self.latent_scale
+
+    def from_model_space(self, x: Tensor) -> Tensor:
+        """The inverse of :meth:`to_model_space`: back to what the VAE decodes."""
+        return x / self.latent_scale + self.latent_shift if self.latent_shift else x / self.latent_scale
 
     @property
     def device(self) -> torch.device:
@@ -127,7 +143,21 @@ class DiffusionModel:
         prompt against a short negative) are repeated to a common multiple of 77 tokens, which leaves
         cross-attention unchanged. `concat` ([B, 5, h, w]: mask and masked-image latent) is appended
         to the input channels of inpainting models, unscaled, as they were trained.
+
+        Families whose denoiser is called differently (the flow transformers) name their own call in
+        the registry (``ModelFamily.predictor``); this method hands the batch to it.
         """
+        predictor = self._predictor()
+        if predictor is not None:
+            return predictor(self, x_in, t, conds)
+        for c in conds:
+            recipe = c.extras.get(TEXT_RECIPE_KEY)
+            if recipe is not None:
+                raise ConditioningMismatchError(
+                    f"the conditioning was encoded with {recipe} text encoders, but the model is a "
+                    f"{families.get(self.family).display_name} model; encode the prompts with the CLIP "
+                    "output of its own checkpoint loader"
+                )
         per = x_in.shape[0] // len(conds)
         embeds = _same_length([c.embeds for c in conds])
         context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(self.device, self.dtype)
@@ -157,6 +187,12 @@ class DiffusionModel:
             t = t.expand(x.shape[0])
         out = self._forward(x, context)(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
         return out.float()
+
+    def _predictor(self) -> Any:
+        if self.family not in families.names(only_supported=False):
+            return None
+        family = families.get(self.family)
+        return family.resolve(family.predictor) if family.predictor else None
 
     def _forward(self, x: Tensor, context: Tensor) -> Any:
         """The UNet, or its compiled form for this input shape when compiling is on and no LoRA is hooked

@@ -184,6 +184,23 @@ class ModelManager:
         kwargs = dict(device=torch.device(device), dtype=dtype, prefix=prefix, role=role)
         return self._get("text_encoder", Path(path), kwargs)
 
+    def diffusion_model(
+        self,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        weight_dtype: str = "default",
+    ) -> Any:
+        """A flow transformer (SD3/3.5, FLUX.1, Z-Image) of a file, all-in-one checkpoint or folder,
+        computing in ``dtype`` with its weights as stored or in fp8 (see ``load_transformer``)."""
+        kwargs = dict(device=torch.device(device), dtype=dtype, weight_dtype=weight_dtype)
+        return self._get("diffusion_model", Path(path), kwargs)
+
+    def vae16(self, path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+        """The 16-channel VAE of SD3/FLUX/Z-Image files (standalone or inside an all-in-one checkpoint)."""
+        return self._get("vae16", Path(path), dict(device=torch.device(device), dtype=dtype))
+
     def _key(self, kind: str, path: Path, kwargs: dict[str, Any]) -> ModelKey:
         if not path.exists():
             raise ModelError(f"Model file {path} does not exist.")
@@ -235,9 +252,16 @@ class ModelManager:
         if self._loaders is not None:
             return self._loaders[kind]
         from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
+        from nodes.diffusion.dit.loading import load_transformer, load_vae16
         from nodes.diffusion.text.encoder_files import load_text_encoder
 
-        loaders: dict[str, Loader] = {"checkpoint": load_checkpoint, "vae": load_vae, "text_encoder": load_text_encoder}
+        loaders: dict[str, Loader] = {
+            "checkpoint": load_checkpoint,
+            "vae": load_vae,
+            "text_encoder": load_text_encoder,
+            "diffusion_model": load_transformer,
+            "vae16": load_vae16,
+        }
         return loaders[kind]
 
     def _adopt(self, key: ModelKey) -> _Entry | None:

@@ -82,7 +82,7 @@ def decode_frame(vae: Any, frame: Mapping[str, Any], latent_scale: float, which:
         latent = frame["x"] * scale
     autoencoder = getattr(vae, "vae", vae)
     with torch.inference_mode():
-        image = decode(autoencoder, latent / latent_scale, scaling_factor=1.0)
+        image = decode(autoencoder, latent / latent_scale + float(frame.get("latent_shift", 0.0)), scaling_factor=1.0)
     return (image[0].clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)  # type: ignore[no-any-return]
 
 

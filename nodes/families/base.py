@@ -136,10 +136,21 @@ class ModelFamily:
     # "module:function" building the detected record from a single file's shapes; resolved lazily so
     # this record stays importable without torch.
     detector: str | None = None
+    # "module:function" calling the denoiser on a batch (``DiffusionModel.predict``'s contract) for
+    # families whose network is not a UNet; None: the UNet call in ``nodes.diffusion.model``.
+    predictor: str | None = None
+    # "module:function" loading the denoiser from a file or folder (the transformer families).
+    denoiser_loader: str | None = None
     notes: tuple[str, ...] = field(default=())
 
     def text_encoder_names(self) -> list[str]:
         return [slot.component for slot in self.text_encoders]
+
+    def resolve_module(self, ref: str | None) -> str:
+        """The module part of a ``"module:attribute"`` reference."""
+        if ref is None:
+            raise ValueError(f"{self.name} declares no such reference")
+        return ref.partition(":")[0]
 
     def resolve(self, ref: str) -> Any:
         """Import a ``"module:attribute"`` reference declared by this family."""

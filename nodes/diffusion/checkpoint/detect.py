@@ -208,8 +208,8 @@ def detect_family(shapes: Shapes, path: str | Path = "?") -> str:
     file, the family whose full-size UNet has this conditioning width. Families sdgraph recognises
     but cannot run raise a message naming them."""
     family = families.recognise_single_file(shapes)
-    if family is not None and not family.supported and _is_lora(shapes):
-        family = None  # a LoRA for that family (its keys name the same blocks): say it is a LoRA
+    if family is not None and (not family.supported or family.denoiser_loader) and _is_lora(shapes):
+        family = None  # a LoRA for a transformer family (its keys name the same blocks): say it is a LoRA
     if family is None:
         idx = _KeyIndex(shapes)
         if not idx.has(UNET_PREFIX + "input_blocks.0.0.weight"):
@@ -226,6 +226,11 @@ def detect_family(shapes: Shapes, path: str | Path = "?") -> str:
             )
     if not family.supported:
         raise UnsupportedFamilyError(path, family.name, family.display_name, family.description)
+    if family.denoiser_loader is not None:
+        # A transformer family: nodes.diffusion.loading routes these to nodes.diffusion.dit before here.
+        raise UnknownArchitectureError(
+            path, f"it is {family.description}, which this UNet checkpoint reader does not build"
+        )
     return family.name
 
 

@@ -15,7 +15,7 @@ head sizes keep its proportions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,3 +219,69 @@ def load(path: str | Path, dtype: torch.dtype | None = None) -> Any:
         return build(config, state, dtype, source=folder)
     config = config_from_shapes(read_shapes(path), source=path)
     return build(config, convert_state_dict(open_state_dict(path), config, source=path), dtype, source=path)
+
+
+# --------------------------------------------------------------------------------------------
+# Running it
+# --------------------------------------------------------------------------------------------
+
+#: The distilled guidance a FLUX-dev model gets when no FluxGuidance / CLIPTextEncodeFlux set one
+#: (FluxPipeline's and ComfyUI's default).
+DEFAULT_GUIDANCE = 3.5
+
+
+def pack(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H/2·W/2, 4C]: each 2×2 patch becomes one token (FluxPipeline._pack_latents)."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The inverse of :func:`pack` for an H×W latent."""
+    b, _, dim = tokens.shape
+    c = dim // 4
+    return tokens.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+def image_ids(h: int, w: int) -> torch.Tensor:
+    """(0, row, column) per token, the RoPE positions FluxPipeline gives image tokens."""
+    import torch
+
+    ids = torch.zeros(h // 2, w // 2, 3)
+    ids[..., 1] = torch.arange(h // 2)[:, None]
+    ids[..., 2] = torch.arange(w // 2)[None, :]
+    return ids.reshape(-1, 3)
+
+
+def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+    """One batched call as ``FluxPipeline`` makes it: packed latent tokens with their positions, the T5
+    sequence (text positions all zero), the pooled CLIP-L vector, timestep σ, and for dev models the
+    distilled guidance of each entry. Returns the velocity in float32."""
+    import torch
+
+    from nodes.diffusion.conditioning import GUIDANCE_KEY
+    from nodes.diffusion.dit.runtime import batch_rows, check_recipe, pad_to_patch, same_length
+
+    check_recipe(conds, "flux", "FLUX.1")
+    per = x.shape[0] // len(conds)
+    dev, dtype = model.device, model.dtype
+    embeds = same_length([c.embeds for c in conds])
+    context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(dev, dtype)
+    pooled = batch_rows(conds, per, lambda c: c.pooled).to(dev, dtype)
+    padded, (h, w) = pad_to_patch(x, 2)
+    hp, wp = padded.shape[-2:]
+    guidance = None
+    if model.unet.config.guidance_embeds:
+        values = [float(c.extras.get(GUIDANCE_KEY, DEFAULT_GUIDANCE)) for c in conds for _ in range(per)]
+        guidance = torch.tensor(values, dtype=torch.float32, device=dev)
+    out = model.unet(
+        hidden_states=pack(padded.to(dev, dtype)),
+        encoder_hidden_states=context,
+        pooled_projections=pooled,
+        timestep=t.to(dev, dtype),
+        img_ids=image_ids(hp, wp).to(dev, dtype),
+        txt_ids=torch.zeros(context.shape[1], 3, device=dev, dtype=dtype),
+        guidance=guidance,
+        return_dict=False,
+    )[0]
+    return unpack(out, hp, wp)[..., :h, :w].float()

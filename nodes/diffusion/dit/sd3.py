@@ -18,7 +18,7 @@ and its AdaLN yields (shift, scale) where diffusers expects (scale, shift), as i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,3 +242,35 @@ def load(path: str | Path, dtype: torch.dtype | None = None) -> Any:
         return build(config, state, dtype, source=folder)
     config = config_from_shapes(read_shapes(path), source=path)
     return build(config, convert_state_dict(open_state_dict(path), config, source=path), dtype, source=path)
+
+
+# --------------------------------------------------------------------------------------------
+# Running it
+# --------------------------------------------------------------------------------------------
+
+PATCH = 2
+
+
+def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+    """One batched call as ``StableDiffusion3Pipeline`` makes it: the latent as it is, the joint text
+    sequence (CLIP-L ‖ CLIP-G padded to T5's width, then T5), the pooled CLIP-L ‖ CLIP-G vector and
+    the timestep σ·1000. Returns the velocity in float32."""
+    import torch
+
+    from nodes.diffusion.dit.runtime import batch_rows, check_recipe, pad_to_patch, same_length
+
+    check_recipe(conds, "sd3", "Stable Diffusion 3 / 3.5")
+    per = x.shape[0] // len(conds)
+    dev, dtype = model.device, model.dtype
+    embeds = same_length([c.embeds for c in conds])
+    context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(dev, dtype)
+    pooled = batch_rows(conds, per, lambda c: c.pooled).to(dev, dtype)
+    padded, (h, w) = pad_to_patch(x, PATCH)
+    out = model.unet(
+        hidden_states=padded.to(dev, dtype),
+        encoder_hidden_states=context,
+        pooled_projections=pooled,
+        timestep=t.to(dev),
+        return_dict=False,
+    )[0]
+    return out[..., :h, :w].float()

@@ -16,7 +16,7 @@ is dropped. The patch size (2) and the RoPE axes (32/48/48 of a 128 head) are no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,3 +199,30 @@ def load(path: str | Path, dtype: torch.dtype | None = None) -> Any:
         return build(config, state, dtype, source=folder)
     config = config_from_shapes(read_shapes(path), source=path)
     return build(config, convert_state_dict(open_state_dict(path), config, source=path), dtype, source=path)
+
+
+# --------------------------------------------------------------------------------------------
+# Running it
+# --------------------------------------------------------------------------------------------
+
+PATCH = 2
+#: Submodules that read their own weight's dtype to pick the input's; kept in the compute dtype.
+KEEP_IN_COMPUTE = ("t_embedder",)
+
+
+def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+    """One batched call as ``ZImagePipeline`` makes it: a list of [C, 1, H, W] latents, each with its
+    own caption features (valid tokens only, so no padding or mask), and the flipped timestep 1 − σ.
+    The network predicts x0 − ε; the velocity ε − x0 is its negative (the pipeline negates it too)."""
+    import torch
+
+    from nodes.diffusion.dit.runtime import check_recipe, pad_to_patch
+
+    check_recipe(conds, "z_image", "Z-Image")
+    per = x.shape[0] // len(conds)
+    dev, dtype = model.device, model.dtype
+    padded, (h, w) = pad_to_patch(x, PATCH)
+    latents = list(padded.to(dev, dtype).unsqueeze(2).unbind(0))
+    captions = [c.embeds[0].to(dev, dtype) for c in conds for _ in range(per)]
+    out = model.unet(latents, (1.0 - t.float()).to(dev), captions, return_dict=False)[0]
+    return -torch.stack([o.float() for o in out]).squeeze(2)[..., :h, :w]

@@ -1,11 +1,13 @@
 """The model-family registry: every family declares complete, consistent data (a shared check, as
 diffusers' test mixins do for every model), detection walks the registry, and files of families
-sdgraph cannot run yet get one message naming the family, through the loader node."""
+sdgraph cannot run yet get one message naming the family, through the loader node. The transformer
+families' runtime is proven against the pipelines in tests/nodes/dit/test_flow_pipeline_parity.py."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +29,14 @@ from tests.support.tiny_sd import make_tiny
 
 ALL = {f.name: f for f in FAMILIES}
 SUPPORTED = [f for f in FAMILIES if f.supported]
+UNET_FAMILIES = [f for f in SUPPORTED if f.denoiser_loader is None]
+TRANSFORMER_FAMILIES = [f for f in SUPPORTED if f.denoiser_loader is not None]
 SD_FAMILIES = ["sd1", "sd2", "sdxl", "sdxl_refiner"]
+DIT_CONFIGS = Path(__file__).resolve().parents[3] / "resources" / "dit_configs"
 
-# Tensor names of real files of each known-unsupported family, in the layouts users download: the
+# Tensor names of real files of each transformer family, in the layouts users download: the
 # original layout bare (ComfyUI's diffusion_models files), inside an all-in-one checkpoint, and
-# diffusers' own names. Every registered family must have a sample here (see the test below).
+# diffusers' own names. Every transformer family must have a sample here (see the test below).
 Z = "model.diffusion_model."
 SAMPLES: dict[str, list[list[str]]] = {
     "sd3": [
@@ -92,7 +97,7 @@ def test_names_are_unique_ids_and_messages_name_the_family() -> None:
 def test_every_family_is_recognisable(family: ModelFamily) -> None:
     assert family.recognise(_shapes([])) is False  # an empty file is nobody's
     assert family.diffusers_pipelines or family.recognise_diffusers is not None
-    if not family.supported:
+    if not family.supported or family.denoiser_loader:
         assert family.name in SAMPLES, "add real key names of this family's files to SAMPLES"
 
 
@@ -101,7 +106,7 @@ def test_unsupported_pipelines_are_claimed_once() -> None:
     assert len(claimed) == len(set(claimed))
 
 
-@pytest.mark.parametrize("family", SUPPORTED, ids=lambda f: f.name)
+@pytest.mark.parametrize("family", UNET_FAMILIES, ids=lambda f: f.name)
 def test_supported_family_declares_complete_consistent_data(family: ModelFamily) -> None:
     latent, sampling = family.latent, family.sampling
     assert latent is not None and sampling is not None and family.conditioning is not None
@@ -144,6 +149,64 @@ def test_supported_family_declares_complete_consistent_data(family: ModelFamily)
         assert base_config(family.name, "unet").get("addition_embed_type") == (
             "text_time" if family.ldm_unet.time_ids else None
         )
+
+
+@pytest.mark.parametrize("family", TRANSFORMER_FAMILIES, ids=lambda f: f.name)
+def test_transformer_family_declares_complete_consistent_data(family: ModelFamily) -> None:
+    """The same promise for SD3/FLUX/Z-Image: shipped diffusers configs that agree with the declared
+    latent format and classes, text-encoder slots with shipped configs, and runtime references that
+    resolve (shape reader, loader, the pipeline-equivalent call)."""
+    from nodes.diffusion.dit.loading import model_sampling_for
+    from nodes.diffusion.sampling import FlowModelSampling
+
+    latent, sampling = family.latent, family.sampling
+    assert latent is not None and sampling is not None and family.conditioning is not None
+    assert latent.rgb_factors is not None and len(latent.rgb_factors) == latent.channels == 16
+    assert all(len(row) == 3 for row in latent.rgb_factors) and len(latent.rgb_bias) == 3
+    for ref in (family.detector, family.predictor, family.denoiser_loader):
+        assert ref is not None and callable(family.resolve(ref)), ref
+    assert family.config_dir is not None
+    folder = DIT_CONFIGS / family.config_dir
+    for component in family.components:
+        assert (folder / component).is_dir(), component
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    assert (vae["scaling_factor"], vae["shift_factor"]) == (latent.scaling_factor, latent.shift_factor)
+    assert vae["latent_channels"] == latent.channels
+    transformer = json.loads((folder / "transformer" / "config.json").read_text())
+    assert family.denoiser_class is not None and transformer["_class_name"] == family.denoiser_class.split(".")[-1]
+    for ref in (family.denoiser_class, family.vae_class):
+        assert ref is not None
+        module, _, name = ref.partition(".")
+        assert isinstance(getattr(importlib.import_module(module), name), type), ref
+    encoders = Path(__file__).resolve().parents[3] / "resources" / "text_encoders"
+    shipped = {
+        json.loads((d / "config.json").read_text())["architectures"][0]
+        for d in encoders.iterdir()
+        if (d / "config.json").is_file()
+    }
+    assert family.text_encoders
+    for slot in family.text_encoders:
+        assert slot.tokenizer in ("clip", "t5", "qwen3") and slot.prefix.endswith(".")
+        # Shipped as the full released architecture (CLIP-L with projection, Qwen3 with its LM head).
+        assert any(arch.startswith(slot.transformers_class.removesuffix("Model")) for arch in shipped), slot
+        assert isinstance(getattr(importlib.import_module("transformers"), slot.transformers_class), type)
+    assert sampling.prediction == "flow" and sampling.shift_rule in ("sd3", "flux", "auraflow")
+    ms = model_sampling_for(family.name)
+    assert isinstance(ms, FlowModelSampling) and ms.sigma_max == pytest.approx(1.0) and ms.sigma_min > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [(f.name, keys) for f in TRANSFORMER_FAMILIES for keys in SAMPLES[f.name]],
+    ids=str,
+)
+def test_transformer_layouts_are_recognised(name: str, keys: list[str]) -> None:
+    """Each layout users download names its family; the UNet checkpoint reader refuses them by name
+    (the loader nodes send these files to the transformer loader first)."""
+    shapes = _shapes(keys)
+    assert families.recognise_single_file(shapes) is families.get(name)
+    with pytest.raises(UnknownArchitectureError, match=re.escape(f"it is {families.get(name).description}")):
+        detect_family(shapes, "model.safetensors")
 
 
 @pytest.mark.parametrize("family", SUPPORTED, ids=lambda f: f.name)
@@ -193,7 +256,11 @@ def test_detection_asks_the_registry(monkeypatch: pytest.MonkeyPatch, tiny_files
     """A family registered ahead of SD1 that claims its files wins: detection has no list of its own."""
     shapes = read_shapes(tiny_files[("sd1", "single_file")])
     impostor = replace(
-        families.get("sd3"), name="impostor", display_name="Impostor", description="an Impostor model", recognise=bool
+        families.get("auraflow"),
+        name="impostor",
+        display_name="Impostor",
+        description="an Impostor model",
+        recognise=bool,
     )
     monkeypatch.setattr(families, "FAMILIES", (impostor, *families.FAMILIES))
     monkeypatch.setattr(families, "_BY_NAME", {**families._BY_NAME, "impostor": impostor})
@@ -202,7 +269,9 @@ def test_detection_asks_the_registry(monkeypatch: pytest.MonkeyPatch, tiny_files
 
 
 @pytest.mark.parametrize(
-    ("name", "keys"), [(name, keys) for name, samples in SAMPLES.items() for keys in samples], ids=str
+    ("name", "keys"),
+    [(name, keys) for name, samples in SAMPLES.items() if not ALL[name].supported for keys in samples],
+    ids=str,
 )
 def test_known_unsupported_layouts_are_named(name: str, keys: list[str]) -> None:
     shapes = _shapes(keys)
@@ -223,7 +292,7 @@ def test_known_unsupported_layouts_are_named(name: str, keys: list[str]) -> None
         [Z + "layers.0.adaLN_modulation.0.lora_down.weight", Z + "layers.0.adaLN_modulation.0.weight"],
     ],
 )
-def test_loras_for_unsupported_families_are_called_loras(keys: list[str]) -> None:
+def test_loras_for_transformer_families_are_called_loras(keys: list[str]) -> None:
     with pytest.raises(UnknownArchitectureError, match="it is a LoRA, not a checkpoint") as info:
         detect_family(_shapes(keys), "lora.safetensors")
     assert not isinstance(info.value, UnsupportedFamilyError)
@@ -231,7 +300,7 @@ def test_loras_for_unsupported_families_are_called_loras(keys: list[str]) -> Non
 
 @pytest.mark.parametrize(
     ("pipeline", "display"),
-    [("FluxPipeline", "FLUX.1"), ("StableDiffusion3Pipeline", "Stable Diffusion 3"), ("ZImagePipeline", "Z-Image")],
+    [("QwenImagePipeline", "Qwen-Image"), ("AuraFlowPipeline", "AuraFlow"), ("Flux2Pipeline", "FLUX.2")],
 )
 def test_diffusers_folders_of_unsupported_families_are_named(tmp_path: Path, pipeline: str, display: str) -> None:
     folder = tmp_path / "model"
@@ -259,7 +328,7 @@ def checkpoints(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    ("name", "display"), [("sd3", "Stable Diffusion 3 / 3.5"), ("flux", "FLUX.1"), ("z_image", "Z-Image")]
+    ("name", "display"), [("qwen_image", "Qwen-Image"), ("auraflow", "AuraFlow"), ("flux2", "FLUX.2")]
 )
 def test_checkpoint_loader_names_the_unsupported_family(checkpoints: Path, tmp_path: Path, name, display) -> None:
     from safetensors.torch import save_file
@@ -275,3 +344,24 @@ def test_checkpoint_loader_names_the_unsupported_family(checkpoints: Path, tmp_p
     assert text.startswith("node 1 (Loader), input 'ckpt_name': ")
     assert f"{name}_model.safetensors is {families.get(name).description}, which sdgraph cannot run yet" in text
     assert display in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "display"), [("flux", "FLUX.1"), ("z_image", "Z-Image"), ("sd3", "Stable Diffusion 3")]
+)
+def test_checkpoint_loader_sends_a_bare_transformer_to_the_diffusion_model_loader(
+    checkpoints: Path, tmp_path: Path, name: str, display: str
+) -> None:
+    """A ComfyUI ``diffusion_models`` file put in checkpoints: one message saying where it goes and what
+    loads it, naming node and input."""
+    from safetensors.torch import save_file
+
+    keys = [k for k in SAMPLES[name][1]]
+    save_file({k: torch.zeros(2, 2) for k in keys}, str(checkpoints / f"{name}_unet.safetensors"))
+    g, ids = txt2img_graph(f"{name}_unet.safetensors", ckpt_title="Loader", steps=1)
+    result = Executor(builtin_registry(), output_dir=tmp_path / "out").run(g)
+    assert result.status == "failed"
+    assert result.error.node_id == ids["ckpt"] and result.error.input == "ckpt_name"
+    text = str(result.error)
+    assert f"holds only the {display}" in text and "models/diffusion_models" in text and "UNETLoader" in text
+    assert "Traceback" not in text

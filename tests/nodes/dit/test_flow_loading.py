@@ -1,0 +1,128 @@
+"""Loading the flow transformers: weights kept as stored, fp8 storage, the memory budget, and one clear
+message for each wrong combination (missing text encoders, another family's prompts, a model too big).
+
+The numbers are checked against closed references: a bf16-stored model computing layer by layer in
+float32 must equal the same network built in float32 from the bf16-rounded weights; fp8 storage keeps
+every linear weight in fp8 and stays close to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from graph_engine import ExecutionContext, Executor, Graph, InputError
+from nodes import builtin_registry
+from nodes.diffusion import runtime
+from nodes.diffusion.dit import z_image
+from nodes.diffusion.dit.loading import load_transformer
+from nodes.diffusion.dit.runtime import ConditioningMismatchError
+from nodes.diffusion.loading import load_diffusion_model
+from tests.support import tiny_flow as tf
+from tests.support.model_root import FLOW_FILES, TINY_NAMES
+
+CTX = ExecutionContext(node_id=1, title="Load Diffusion Model")
+
+
+@pytest.fixture
+def flow_models(tiny_model_root: Path, tiny_flow_root: Path) -> Iterator[Path]:
+    import nodes.folders
+
+    nodes.folders.configure(extra_roots=[str(tiny_model_root), str(tiny_flow_root)])
+    yield tiny_flow_root
+    nodes.folders.configure()
+
+
+def _linear_dtypes(network: torch.nn.Module) -> set[torch.dtype]:
+    """Dtypes of the linear weights, except the small modules a family keeps in the compute dtype."""
+    keep = z_image.KEEP_IN_COMPUTE  # the only family that declares any
+    return {
+        m.weight.dtype
+        for name, m in network.named_modules()
+        if isinstance(m, torch.nn.Linear) and not name.startswith(keep)
+    }
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3", "z_image"])
+def test_bf16_file_runs_in_float32_layer_by_layer_without_a_float32_copy(tmp_path: Path, family: str) -> None:
+    builder, to_original = {
+        "flux": (tf.tiny_flux, tf.flux_to_original),
+        "sd3": (tf.tiny_sd3, tf.sd3_to_original),
+        "z_image": (tf.tiny_z_image, tf.z_image_to_original),
+    }[family]
+    reference = builder(4)
+    path = tf.write_file(tmp_path / "model_bf16.safetensors", to_original(reference), dtype=torch.bfloat16)
+    loaded = load_transformer(path, dtype=torch.float32)
+    assert loaded.storage_dtype == torch.bfloat16 and loaded.compute_dtype == torch.float32
+    assert _linear_dtypes(loaded.network) == {torch.bfloat16}  # stored, not copied to float32
+    # The oracle: the same weights rounded to bf16, held in float32.
+    rounded = builder(4)
+    with torch.no_grad():
+        for t in [*rounded.parameters(), *rounded.buffers()]:  # the file stores both in bf16
+            if t.is_floating_point():
+                t.copy_(t.to(torch.bfloat16).float())
+    inputs = tf.example_inputs(reference, seed=1)
+    got, want = tf.forward(loaded.network, inputs), tf.forward(rounded, inputs)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert _linear_dtypes(loaded.network) == {torch.bfloat16}  # and back to storage after the call
+
+
+def test_fp8_weight_dtype_stores_linears_in_fp8_and_stays_close(tmp_path: Path) -> None:
+    reference = tf.tiny_flux(4)
+    path = tf.write_file(tmp_path / "flux.safetensors", tf.flux_to_original(reference))
+    loaded = load_transformer(path, dtype=torch.float32, weight_dtype="fp8_e4m3fn")
+    assert _linear_dtypes(loaded.network) == {torch.float8_e4m3fn}
+    exact = load_transformer(path, dtype=torch.float32)
+    assert loaded.nbytes() < exact.nbytes() * 0.5
+    inputs = tf.example_inputs(reference, seed=2)
+    got, want = tf.forward(loaded.network, inputs), tf.forward(reference, inputs)
+    assert (got - want).abs().max() < 0.1 * want.abs().max()  # fp8 (3 mantissa bits), not garbage
+    assert (got - want).abs().max() > 0  # and really fp8
+
+
+def test_a_model_over_the_budget_is_refused_with_sizes(flow_models: Path, monkeypatch) -> None:
+    monkeypatch.setattr(runtime.manager(), "budget_bytes", 1024)
+    with pytest.raises(InputError) as info:
+        load_diffusion_model(CTX, FLOW_FILES["flux1-dev.safetensors"], "default")
+    assert info.value.input_id == "unet_name"
+    text = str(info.value)
+    assert "GB for its weights but the model budget is 0.0 GB" in text and "model_budget_mb" in text
+    assert "fp8_e4m3fn" in text
+
+
+def test_checkpoint_without_text_encoders_says_which_loader_to_add(flow_models: Path, tmp_path: Path) -> None:
+    g = Graph()
+    ck = g.add_node("CheckpointLoaderSimple", {"ckpt_name": FLOW_FILES["sd3.5_medium.safetensors"]}).id
+    enc = g.add_node("CLIPTextEncode", {"text": "a cat"}, title="Prompt").id
+    g.add_link(ck, "CLIP", enc, "clip", "CLIP")
+    result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[enc])
+    assert result.status == "failed"
+    assert result.error.node_id == enc and result.error.input == "clip"
+    assert "holds no text encoders" in str(result.error) and "TripleCLIPLoader" in str(result.error)
+
+
+def test_sd_prompts_into_a_flux_model_are_refused_by_name(flow_models: Path, tmp_path: Path) -> None:
+    """Conditioning from an SD1 checkpoint's CLIP reaching FLUX: one message naming both."""
+    g = Graph()
+    sd = g.add_node("CheckpointLoaderSimple", {"ckpt_name": TINY_NAMES["sd1"]}).id
+    unet = g.add_node("UNETLoader", {"unet_name": FLOW_FILES["flux1-dev.safetensors"], "weight_dtype": "default"}).id
+    pos = g.add_node("CLIPTextEncode", {"text": "a cat"}).id
+    g.add_link(sd, "CLIP", pos, "clip", "CLIP")
+    latent = g.add_node("EmptySD3LatentImage", {"width": 64, "height": 64, "batch_size": 1}).id
+    ks = g.add_node(
+        "KSampler", {"seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+    ).id
+    g.add_link(unet, "MODEL", ks, "model", "MODEL")
+    g.add_link(pos, "CONDITIONING", ks, "positive", "CONDITIONING")
+    g.add_link(pos, "CONDITIONING", ks, "negative", "CONDITIONING")
+    g.add_link(latent, "LATENT", ks, "latent_image", "LATENT")
+    result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[ks])
+    assert result.status == "failed" and result.error.node_id == ks
+    text = str(result.error)
+    assert "encoded with a Stable Diffusion checkpoint's CLIP, but the model is FLUX.1" in text
+    assert "'flux'" in text and "Traceback" not in text
+    assert issubclass(ConditioningMismatchError, ValueError)
