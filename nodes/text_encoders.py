@@ -58,7 +58,7 @@ def _fingerprint(*input_ids: str) -> Any:
     inputs=[
         Combo("clip_name", _files),
         Combo("type", CLIP_LOADER_TYPES, "stable_diffusion"),
-        Combo("device", DEVICES, "default"),
+        Combo("device", DEVICES, "default", optional=True),
     ],
     outputs=[Output("CLIP")],
     fingerprint=_fingerprint("clip_name"),
@@ -79,7 +79,7 @@ def clip_loader(ctx: ExecutionContext, clip_name: str, type: str, device: str) -
         Combo("clip_name1", _files),
         Combo("clip_name2", _files),
         Combo("type", DUAL_CLIP_TYPES, "sdxl"),
-        Combo("device", DEVICES, "default"),
+        Combo("device", DEVICES, "default", optional=True),
     ],
     outputs=[Output("CLIP")],
     fingerprint=_fingerprint("clip_name1", "clip_name2"),

@@ -81,7 +81,9 @@ def to_api(graph: Graph, registry: NodeRegistry) -> dict[str, Any]:
             for inp in spec.inputs:
                 if inp.is_widget and inp.id not in linked:
                     value = node.values.get(inp.id, inp.default)
-                    if value is not MISSING:
+                    # An optional setting at its default is left out, as ComfyUI's own prompts do for
+                    # settings older versions of a node did not have (its function then uses the default).
+                    if value is not MISSING and not (inp.optional and value == inp.default):
                         inputs[inp.id] = _wrap(value)
             inputs.update({k: _wrap(v) for k, v in node.values.items() if spec.input(k) is None})
         for lk in sorted(graph.inputs_of(node.id).values(), key=lambda lk: lk.id):

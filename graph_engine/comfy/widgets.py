@@ -88,7 +88,9 @@ def read_widgets_values(spec: NodeSpec, saved: list[Any]) -> WidgetRead:
         if slot.kind == "input":
             remaining_inputs -= 1
             if pos >= len(saved):
-                out.short_by += 1
+                inp = spec.input(slot.name)
+                if inp is None or not inp.optional:  # optional settings come later in a node's life
+                    out.short_by += 1
                 continue
             value = saved[pos]
             pos += 1

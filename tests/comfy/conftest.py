@@ -9,7 +9,7 @@ import pytest
 
 import nodes.folders
 from tests.nodes.lora.lora_support import LoraWriter
-from tests.support.model_root import tiny_model_root, tiny_models  # noqa: F401
+from tests.support.model_root import tiny_flow_root, tiny_model_root, tiny_models  # noqa: F401
 from tests.support.tiny_sd import build_tiny_models, make_tiny_sdxl_refiner
 
 # The LoRA name the lora_txt2img anchor asks for; the test writes a small kohya LoRA under it.
@@ -39,8 +39,8 @@ def extra_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def comfy_models(tiny_model_root: Path, extra_model_root: Path) -> Iterator[Path]:  # noqa: F811
-    nodes.folders.configure(extra_roots=[str(tiny_model_root), str(extra_model_root)])
+def comfy_models(tiny_model_root: Path, extra_model_root: Path, tiny_flow_root: Path) -> Iterator[Path]:  # noqa: F811
+    nodes.folders.configure(extra_roots=[str(tiny_model_root), str(extra_model_root), str(tiny_flow_root)])
     try:
         yield tiny_model_root
     finally:

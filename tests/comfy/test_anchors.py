@@ -24,8 +24,6 @@ REGISTRY = builtin_registry()
 
 # Files whose node types we lack, and exactly the types each must report.
 MISSING = {
-    "flux_dev_sampler_custom_advanced": {"DualCLIPLoader", "UNETLoader"},
-    "default_txt2img_zimage_turbo_newer_frontend": {"UNETLoader", "CLIPLoader"},
     "sdxl_turbo_sampler_custom": {"SamplerCustom", "SDTurboScheduler"},
 }
 # Pairs whose two files are not the same moment of the same graph (see the anchors' README).

@@ -173,7 +173,7 @@ def test_cli_export(fmt, tmp_path, capsys):
 
 def test_cli_export_refusal_is_one_line(tmp_path, capsys):
     out = tmp_path / "out.json"
-    source = ANCHORS / "flux_dev_sampler_custom_advanced.workflow.json"
+    source = ANCHORS / "sdxl_turbo_sampler_custom.workflow.json"
     assert main(["export", str(source), "--format", "comfy-api", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot be written in API format" in err and "Traceback" not in err

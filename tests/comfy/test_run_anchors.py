@@ -22,7 +22,7 @@ from nodes import builtin_registry
 from nodes.folders import input_dir
 from tests.comfy.conftest import ANCHOR_LORA, REFINER
 from tests.comfy.support import ANCHORS
-from tests.support.model_root import TINY_NAMES, write_test_image
+from tests.support.model_root import FLOW_FILES, TINY_NAMES, write_test_image
 
 ALIASES = {
     "v1-5-pruned-emaonly-fp16.safetensors": TINY_NAMES["sd1"],
@@ -32,6 +32,7 @@ ALIASES = {
     "v2-1_768-ema-pruned.ckpt": TINY_NAMES["sd2"],
     "sd_xl_base_1.0.safetensors": TINY_NAMES["sdxl"],
     "sd_xl_refiner_1.0.safetensors": REFINER,
+    **FLOW_FILES,
 }
 RUNNABLE = [
     "default_txt2img_sd15.workflow.json",
@@ -42,6 +43,8 @@ RUNNABLE = [
     "lora_txt2img.workflow.json",
     "sdxl_base_refiner_ksampler_advanced.workflow.json",
     "comfyui_tests_default_graph_sdxl1_0.api.json",
+    "flux_dev_sampler_custom_advanced.workflow.json",
+    "default_txt2img_zimage_turbo_newer_frontend.workflow.json",
 ]
 STEPS = 3
 
@@ -50,7 +53,7 @@ def shrink(graph) -> None:
     """64 px latents and 3 steps; KSamplerAdvanced's start/end steps scaled to keep the base/refiner split."""
     for node in graph.nodes.values():
         v = node.values
-        if node.type == "EmptyLatentImage":
+        if node.type in ("EmptyLatentImage", "EmptySD3LatentImage"):
             v.update(width=64, height=64)
         if node.type == "LatentUpscale":
             v.update(width=96, height=96)
@@ -103,15 +106,11 @@ def test_lora_workflow_uses_the_lora(comfy_models, tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    [
-        "flux_dev_sampler_custom_advanced.workflow.json",
-        "default_txt2img_zimage_turbo_newer_frontend.workflow.json",
-        "sdxl_turbo_sampler_custom.workflow.json",
-    ],
+    ["sdxl_turbo_sampler_custom.workflow.json"],
 )
 def test_workflows_needing_missing_nodes_name_only_those_at_run(name, comfy_models):
     """Validation names each missing node that the outputs need, by id and type; nothing else blocks them
-    except model files (mapped or not installed) and, for Z-Image, its res_multistep sampler."""
+    except model files (mapped or not installed)."""
     registry = builtin_registry()
     graph = open_document(ANCHORS / name).graph
     problems = validate(graph, registry)

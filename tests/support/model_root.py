@@ -1,5 +1,6 @@
 """A session-wide model root of tiny checkpoints in the real folder layout (`checkpoints/`, `vae/`,
-`loras/`), registered as an extra model root so nodes find them by name like real models."""
+`loras/`, `diffusion_models/`, `text_encoders/`), registered as an extra model root so nodes find them
+by name like real models."""
 
 from __future__ import annotations
 
@@ -31,6 +32,56 @@ def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         make_tiny(family, ckpts, name=filename.removesuffix(".safetensors"), inpainting=key.endswith("inpaint"))
     (root / "vae").mkdir()
     (root / "loras").mkdir()
+    return root
+
+
+# Tiny flow-matching models in ComfyUI's layout, under their own names; workflows' real names (the keys)
+# are mapped onto them with the CLI's --model-alias code.
+FLOW_FILES = {
+    "flux1-dev.safetensors": "tiny_flux1_dev.safetensors",
+    "flux1-schnell.safetensors": "tiny_flux1_schnell.safetensors",
+    "z_image_turbo_bf16.safetensors": "tiny_z_image_turbo.safetensors",
+    "sd3.5_medium.safetensors": "tiny_sd3.5_medium.safetensors",
+    "t5xxl_fp16.safetensors": "tiny_t5xxl.safetensors",
+    "clip_l.safetensors": "tiny_clip_l.safetensors",
+    "clip_g.safetensors": "tiny_clip_g.safetensors",
+    "qwen_3_4b.safetensors": "tiny_qwen3.safetensors",
+    "ae.safetensors": "tiny_ae.safetensors",
+}
+
+
+def write_flow_files(root: Path) -> None:
+    """FLUX.1 dev/schnell and Z-Image transformers (bare original names, bf16 like the releases), an SD3.5
+    checkpoint with its VAE but no text encoders (like the official single file), CLIP-L, CLIP-G, T5 and
+    Qwen3 text encoders and the 16-channel VAE: tiny seeded models in the layouts users have."""
+    import torch
+
+    from nodes.diffusion.text.encoder_files import CLIP_G, CLIP_L, QWEN3, T5XXL
+    from tests.support import tiny_flow as tf
+    from tests.support.tiny_text import save_encoder, tiny_encoder
+
+    for kind in ("checkpoints", "diffusion_models", "text_encoders", "vae"):
+        (root / kind).mkdir(exist_ok=True)
+    name = FLOW_FILES
+    models, encoders, bf16 = root / "diffusion_models", root / "text_encoders", torch.bfloat16
+    tf.write_file(models / name["flux1-dev.safetensors"], tf.flux_to_original(tf.tiny_flux(1)), dtype=bf16)
+    schnell = tf.flux_to_original(tf.tiny_flux(2, guidance=False))
+    tf.write_file(models / name["flux1-schnell.safetensors"], schnell, dtype=bf16)
+    z_image = tf.z_image_to_original(tf.tiny_z_image(3))
+    tf.write_file(models / name["z_image_turbo_bf16.safetensors"], z_image, dtype=bf16)
+    tf.write_sd35_all_in_one(root / "checkpoints" / name["sd3.5_medium.safetensors"], seed=4, text_encoders=False)
+    tf.write_file(root / "vae" / name["ae.safetensors"], tf.vae16_to_original(tf.tiny_vae16(5)))
+    for seed, (role, real) in enumerate(
+        [(CLIP_L, "clip_l.safetensors"), (CLIP_G, "clip_g.safetensors"), (T5XXL, "t5xxl_fp16.safetensors"),
+         (QWEN3, "qwen_3_4b.safetensors")]
+    ):  # fmt: skip
+        save_encoder(tiny_encoder(role, 6 + seed), role, encoders / name[real])
+
+
+@pytest.fixture(scope="session")
+def tiny_flow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_flow_models")
+    write_flow_files(root)
     return root
 
 
