@@ -285,6 +285,129 @@ def guidance_sweep() -> Graph:
     return b.g
 
 
+# --------------------------------------------------------------------------------------------
+# Flow-matching families: ComfyUI's file names and folders, so the same downloads work in both
+# --------------------------------------------------------------------------------------------
+
+FLOW_PROMPT = "a red fox sitting in fresh snow at golden hour, detailed fur, photograph"
+
+
+def flow_txt2img(
+    b: Builder,
+    model: int,
+    clip: tuple[int, str],
+    vae: int,
+    prefix: str,
+    *,
+    negative: str | None,
+    guidance: float | None = None,
+    **sampler: object,
+) -> None:
+    """Prompt (→ FluxGuidance) and a negative (encoded, or zeroed where cfg is 1) → KSampler → save."""
+    pos = b.add("CLIPTextEncode", (420, 60), "Positive prompt", text=FLOW_PROMPT)
+    b.link(clip[0], clip[1], pos, "clip", "CLIP")
+    if guidance is not None:
+        fg = b.add("FluxGuidance", (420, 300), guidance=guidance)
+        b.link(pos, "CONDITIONING", fg, "conditioning", "CONDITIONING")
+        pos = fg
+    if negative is None:
+        neg = b.add("ConditioningZeroOut", (420, 420), "Negative (unused at cfg 1)")
+        b.link(pos, "CONDITIONING", neg, "conditioning", "CONDITIONING")
+    else:
+        neg = b.add("CLIPTextEncode", (420, 420), "Negative prompt", text=negative)
+        b.link(clip[0], clip[1], neg, "clip", "CLIP")
+    empty = b.add("EmptySD3LatentImage", (420, 620), width=1024, height=1024, batch_size=1)
+    k = ksampler(b, (880, 60), model, pos, neg, empty, **sampler)
+    decode_save(b, 1260, k, vae, prefix)
+
+
+def flux(variant: str) -> Graph:
+    b = Builder()
+    dev = variant == "dev"
+    unet = b.add("UNETLoader", (20, 60), unet_name=f"flux1-{variant}.safetensors", weight_dtype="default")
+    clip_files = {"clip_name1": "t5xxl_fp16.safetensors", "clip_name2": "clip_l.safetensors"}
+    clip = b.g.add_node("DualCLIPLoader", {**clip_files, "type": "flux", "device": "default"}, pos=(20, 240)).id
+    vae = b.add("VAELoader", (20, 440), vae_name="ae.safetensors")
+    model = unet
+    if dev:
+        model = b.add(
+            "ModelSamplingFlux", (20, 560), "Shift for the image size", max_shift=1.15, base_shift=0.5,
+            width=1024, height=1024,
+        )  # fmt: skip
+        b.link(unet, "MODEL", model, "model", "MODEL")
+    flow_txt2img(
+        b, model, (clip, "CLIP"), vae, f"flux1_{variant}", negative=None,
+        guidance=3.5 if dev else None, steps=20 if dev else 4, cfg=1.0, scheduler="simple",
+    )  # fmt: skip
+    kind = (
+        "guidance-distilled: the strength is FluxGuidance (3.5), cfg stays 1; ModelSamplingFlux's width and "
+        "height should be the image's"
+        if dev
+        else "timestep-distilled: 4 steps, no guidance, no shift"
+    )
+    b.note(
+        (20, 760),
+        f"FLUX.1-{variant}, {kind}.\n\nmodels/diffusion_models (or unet): flux1-{variant}.safetensors "
+        "(weight_dtype fp8_e4m3fn halves a bf16 file's memory)\nmodels/text_encoders (or clip): "
+        "t5xxl_fp16.safetensors, clip_l.safetensors\nmodels/vae: ae.safetensors\n\nAbout 24 GB of weights "
+        "plus 9 GB for T5; idle text encoders are freed when the model budget needs the room.",
+        size=(420, 220),
+    )
+    return b.g
+
+
+def flux_dev() -> Graph:
+    return flux("dev")
+
+
+def flux_schnell() -> Graph:
+    return flux("schnell")
+
+
+def sd35() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 60), ckpt_name="sd3.5_medium.safetensors")
+    clip = b.add(
+        "TripleCLIPLoader", (20, 260), clip_name1="clip_l.safetensors", clip_name2="clip_g.safetensors",
+        clip_name3="t5xxl_fp16.safetensors",
+    )  # fmt: skip
+    flow_txt2img(
+        b, ckpt, (clip, "CLIP"), ckpt, "sd3.5", negative="blurry, low quality",
+        steps=28, cfg=4.5, scheduler="simple",
+    )  # fmt: skip
+    b.note(
+        (20, 460),
+        "Stable Diffusion 3.5 Medium (Large works the same with sd3.5_large.safetensors).\n\n"
+        "models/checkpoints: sd3.5_medium.safetensors (MMDiT and VAE)\nmodels/text_encoders (or clip): "
+        "clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors\n\nA checkpoint that includes its "
+        "text encoders (…incl_clips_t5xxl…) gives CLIP itself: connect Load Checkpoint's CLIP instead.",
+        size=(420, 200),
+    )
+    return b.g
+
+
+def z_image_turbo() -> Graph:
+    b = Builder()
+    unet = b.add("UNETLoader", (20, 60), unet_name="z_image_turbo_bf16.safetensors", weight_dtype="default")
+    qwen = {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2", "device": "default"}
+    clip = b.g.add_node("CLIPLoader", qwen, pos=(20, 240)).id
+    vae = b.add("VAELoader", (20, 420), vae_name="ae.safetensors")
+    shift = b.add("ModelSamplingAuraFlow", (20, 540), shift=3.0)
+    b.link(unet, "MODEL", shift, "model", "MODEL")
+    flow_txt2img(
+        b, shift, (clip, "CLIP"), vae, "z_image_turbo", negative=None,
+        steps=8, cfg=1.0, sampler_name="res_multistep", scheduler="simple",
+    )  # fmt: skip
+    b.note(
+        (20, 680),
+        "Z-Image Turbo: 8 steps, no guidance (cfg 1), res_multistep.\n\nmodels/diffusion_models (or unet): "
+        "z_image_turbo_bf16.safetensors\nmodels/text_encoders (or clip): qwen_3_4b.safetensors (Qwen3-4B, "
+        "type lumina2)\nmodels/vae: ae.safetensors (the FLUX.1 VAE)",
+        size=(420, 180),
+    )
+    return b.g
+
+
 WORKFLOWS = {
     "txt2img": txt2img,
     "img2img": img2img,
@@ -295,6 +418,10 @@ WORKFLOWS = {
     "forward_noise": forward_noise,
     "denoise_timeline": denoise_timeline,
     "guidance_sweep": guidance_sweep,
+    "flux_dev": flux_dev,
+    "flux_schnell": flux_schnell,
+    "sd3.5": sd35,
+    "z_image_turbo": z_image_turbo,
 }
 
 

@@ -18,7 +18,7 @@ from graph_engine import Executor, validate
 from graph_engine.serialization import graph_to_dict, load
 from nodes import builtin_registry
 from nodes.folders import input_dir
-from tests.support.model_root import TINY_NAMES, write_test_image
+from tests.support.model_root import FLOW_FILES, TINY_NAMES, write_test_image
 
 ROOT = Path(__file__).parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -26,7 +26,9 @@ MODEL_FOR = {
     "v1-5-pruned-emaonly.safetensors": TINY_NAMES["sd1"],
     "sd-v1-5-inpainting.safetensors": TINY_NAMES["sd1_inpaint"],
     "sd_xl_base_1.0.safetensors": TINY_NAMES["sdxl"],
+    **FLOW_FILES,
 }
+MODEL_INPUTS = ("ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3")
 
 
 @pytest.fixture
@@ -48,9 +50,10 @@ def shrink(graph) -> None:
     """Map model names to the tiny checkpoints and make the job small enough for a CPU test."""
     for node in graph.nodes.values():
         v = node.values
-        if "ckpt_name" in v:
-            v["ckpt_name"] = MODEL_FOR[v["ckpt_name"]]
-        if node.type == "EmptyLatentImage":
+        for key in MODEL_INPUTS:
+            if key in v:
+                v[key] = MODEL_FOR[v[key]]
+        if node.type in ("EmptyLatentImage", "EmptySD3LatentImage"):
             v.update(width=64, height=64)
         if node.type in ("LatentUpscale",):
             v.update(width=96, height=96)
@@ -77,13 +80,24 @@ def expected_sizes(graph) -> set[tuple[int, int]]:
     return sizes
 
 
+@pytest.fixture
+def all_tiny_models(tiny_model_root, tiny_flow_root):
+    """The tiny SD checkpoints and the tiny flow-family files, both visible to the nodes."""
+    import nodes.folders
+
+    nodes.folders.configure(extra_roots=[str(tiny_model_root), str(tiny_flow_root)])
+    yield
+    nodes.folders.configure()
+
+
 def test_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} >= {"txt2img", "img2img", "inpaint", "hires_fix", "sdxl", "custom_sampling"}
+    assert {p.stem for p in WORKFLOWS} >= {"flux_dev", "flux_schnell", "sd3.5", "z_image_turbo"}
     assert {p.stem for p in WORKFLOWS} >= {"forward_noise", "denoise_timeline", "guidance_sweep"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_shipped_workflow_runs_end_to_end(path, tiny_models, no_network, tmp_path):
+def test_shipped_workflow_runs_end_to_end(path, all_tiny_models, no_network, tmp_path):
     write_test_image(input_dir() / "example.png")
     write_test_image(input_dir() / "example_masked.png", hole=True)
     graph = load(path)
