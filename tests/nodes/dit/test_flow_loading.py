@@ -126,3 +126,61 @@ def test_sd_prompts_into_a_flux_model_are_refused_by_name(flow_models: Path, tmp
     assert "encoded with a Stable Diffusion checkpoint's CLIP, but the model is FLUX.1" in text
     assert "'flux'" in text and "Traceback" not in text
     assert issubclass(ConditioningMismatchError, ValueError)
+
+
+def test_flux_timeline_frames_preview_and_decode_with_the_family_latent_format(
+    flow_models: Path, tmp_path: Path
+) -> None:
+    """The watch tools on a 16-channel model: previews use FLUX's factors and the last frame, decoded on
+    request, is the image VAE Decode made (the VAE's latent is x/scale + shift)."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.diffusion.previews import latent_to_rgb
+    from nodes.diffusion.timeline import decode_frame
+
+    g = Graph()
+    unet = g.add_node(
+        "UNETLoader", {"unet_name": FLOW_FILES["flux1-schnell.safetensors"], "weight_dtype": "default"}
+    ).id
+    clip = g.add_node(
+        "DualCLIPLoader",
+        {
+            "clip_name1": FLOW_FILES["t5xxl_fp16.safetensors"],
+            "clip_name2": FLOW_FILES["clip_l.safetensors"],
+            "type": "flux",
+        },
+    ).id
+    vae = g.add_node("VAELoader", {"vae_name": FLOW_FILES["ae.safetensors"]}).id
+    pos = g.add_node("CLIPTextEncode", {"text": "a cat"}).id
+    g.add_link(clip, "CLIP", pos, "clip", "CLIP")
+    latent = g.add_node("EmptySD3LatentImage", {"width": 64, "height": 64, "batch_size": 1}).id
+    ks = g.add_node(
+        "KSampler", {"seed": 3, "steps": 3, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+    ).id
+    wires = [(unet, "MODEL", "model"), (pos, "CONDITIONING", "positive"), (pos, "CONDITIONING", "negative")]
+    for src, out, inp in [*wires, (latent, "LATENT", "latent_image")]:
+        g.add_link(src, out, ks, inp, out)
+    dec = g.add_node("VAEDecode").id
+    g.add_link(ks, "LATENT", dec, "samples", "LATENT")
+    g.add_link(vae, "VAE", dec, "vae", "VAE")
+    save = g.add_node("SaveImage", {"filename_prefix": "t"}).id
+    g.add_link(dec, "IMAGE", save, "images", "IMAGE")
+    executor = Executor(builtin_registry(), output_dir=tmp_path, settings={"record_timeline": True})
+    result = executor.run(g)
+    assert result.status == "done", result.error
+    record = result.records[ks]["timeline"]
+    assert record["family"] == "flux" and len(record["frames"]) == 4
+    last = record["frames"][-1]
+    assert np.array_equal(last["preview_denoised"], latent_to_rgb(last["denoised"], "flux"))
+    assert not np.array_equal(latent_to_rgb(last["denoised"], "flux"), latent_to_rgb(last["denoised"], "sd1"))
+    from nodes.diffusion.dit.loading import load_vae16
+    from nodes.folders import model_folders
+
+    autoencoder = load_vae16(model_folders().resolve("vae", FLOW_FILES["ae.safetensors"]))
+    decoded = decode_frame(autoencoder, last, record["latent_scale"], which="x")
+    (entry,) = result.ui[save]["images"]
+    saved = np.asarray(Image.open(entry["path"]).convert("RGB"), dtype=np.int16)
+    assert np.abs(decoded.astype(np.int16) - saved).max() <= 1  # the same picture (8-bit rounding)
+    unshifted = decode_frame(autoencoder, {**last, "latent_shift": 0.0}, record["latent_scale"], which="x")
+    assert np.abs(unshifted.astype(np.int16) - saved).max() > 1  # the shift matters
