@@ -198,3 +198,17 @@ def _leaks() -> bool:
     from ui.canvas.pyside_fix import void_calls_leak_none
 
     return void_calls_leak_none()
+
+
+def test_editor_rect_grows_inside_its_node_and_never_past_it() -> None:
+    from PySide6.QtCore import QRect, QSize
+
+    from ui.canvas.editors import fit_rect
+
+    node = QRect(100, 100, 200, 150)
+    minimum = QSize(280, 150)
+    assert fit_rect(QRect(110, 140, 40, 20), QSize(80, 22), node) == QRect(110, 140, 80, 22)  # room: grows
+    # too tall and wide for the node: moved up and left inside it, then cut at its edges
+    assert fit_rect(QRect(110, 180, 180, 60), minimum, node) == QRect(100, 100, 200, 150)
+    assert fit_rect(QRect(110, 200, 180, 40), QSize(180, 80), node) == QRect(110, 170, 180, 80)
+    assert fit_rect(QRect(110, 140, 40, 20), minimum, None) == QRect(110, 140, 280, 150)
