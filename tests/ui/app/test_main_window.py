@@ -312,22 +312,27 @@ def test_shift_escape_cancels_the_run_and_drops_the_queue(
     assert not window.act_cancel_all.isEnabled() and not window.act_cancel_next.isEnabled()
 
 
-def test_cancel_next_queued_run_drops_one_and_lets_the_rest_run(
+def test_cancel_one_queued_run_from_the_run_menu_lets_the_rest_run(
     window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
 ) -> None:
     ids = build_chain(window, slow_steps=40, delay=0.01)
-    task = window.run_many(3)
+    task = window.run_many(4)
     wait_for(qloop, lambda: window.view.node_item(ids["slow"]).progress is not None)
     run_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Run")
-    window._fill_queue_menu()
-    assert [a.text() for a in window.queue_menu.actions()] == ["#1: run 2 of 3", "#2: run 3 of 3"]
-    assert window.act_cancel_next in run_menu.actions()
+    assert window.act_cancel_next in run_menu.actions() and window.act_cancel_all in run_menu.actions()
+    window.queue_menu.aboutToShow.emit()  # what opening the submenu does
+    entries = window.queue_menu.actions()
+    assert [a.text() for a in entries] == ["#1: run 2 of 4", "#2: run 3 of 4", "#3: run 4 of 4"]
+    entries[1].trigger()
+    one = window.statusBar().currentMessage()
     window.act_cancel_next.trigger()
-    message = window.statusBar().currentMessage()
+    next_one = window.statusBar().currentMessage()
     results = qloop.run_until_complete(task)
 
-    assert message == "Dropped queued run 2 of 3; 1 queued run still pending"
-    assert [r.status for r in results] == ["done", "done"]
+    assert one == "Dropped queued run 3 of 4; 2 queued runs still pending"
+    assert next_one == "Dropped queued run 2 of 4; 1 queued run still pending"
+    assert [r.status for r in results] == ["done", "done"]  # runs 1 and 4
+    assert [text for text, _ in window.log.entries() if text.startswith("Dropped")] == [one, next_one]
 
 
 def test_invalid_graph_is_outlined_and_does_not_run(window: MainWindow, qloop: asyncio.AbstractEventLoop) -> None:
