@@ -112,8 +112,21 @@ def create_window() -> object:
     return window
 
 
+def check_system_libraries() -> bool:
+    """Before any Qt import: False, after printing what to install, when Qt's xcb plugin would abort
+    for want of system libraries (see `app.qt_libs`)."""
+    from app import qt_libs
+
+    missing = qt_libs.missing_xcb_libraries()
+    if missing:
+        print(qt_libs.missing_libraries_message(missing), file=sys.stderr)
+    return not missing
+
+
 def main(path: str | None = None) -> int:
     """Run the desktop app until its window closes; returns the process exit code."""
+    if not check_system_libraries():
+        return 1
     import qasync
     from PySide6.QtCore import QTimer
 

@@ -229,10 +229,17 @@ class MainWindow(QMainWindow):
             self.addAction(action)
         self.act_run = self._action("&Run", self.run, _keys("run.queue", "Ctrl+Enter"), "run.queue")
         self.act_run_many = self._action("Run ×&N…", self.ask_run_many, [QKeySequence("Ctrl+Shift+Return")], "run.many")
-        # Esc also cancels, but from the canvas's key events (see eventFilter), not as a shortcut: a
-        # window-wide Esc shortcut would take Esc away from the node search and the inline editors.
-        self.act_cancel = self._action("&Cancel  (Esc)", self.cancel_run, _keys("run.cancel"), "run.cancel")
+        # Esc (the current run) and Shift+Esc (everything) also cancel, but from the canvas's key events
+        # (see eventFilter), not as shortcuts: a window-wide Esc shortcut would take Esc away from the
+        # node search and the inline editors.
+        self.act_cancel = self._action("&Cancel Run  (Esc)", self.cancel_run, _keys("run.cancel"), "run.cancel")
         self.act_cancel.setEnabled(False)
+        self.act_cancel_next = self._action("Cancel &Next Queued Run", self.cancel_queued, None, "run.cancel_next")
+        self.act_cancel_next.setEnabled(False)
+        self.act_cancel_all = self._action(
+            "Cancel &All Runs  (Shift+Esc)", self.cancel_all_runs, None, "run.cancel_all"
+        )
+        self.act_cancel_all.setEnabled(False)
         self.act_fit = self._action("&Fit Graph", lambda: self.view.fit_all(), None, "view.fit")
 
     def _build_menus(self) -> None:
@@ -257,6 +264,10 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.act_run)
         run_menu.addAction(self.act_run_many)
         run_menu.addAction(self.act_cancel)
+        run_menu.addAction(self.act_cancel_next)
+        self.queue_menu = run_menu.addMenu("Cancel &Queued Run")
+        self.queue_menu.aboutToShow.connect(self._fill_queue_menu)
+        run_menu.addAction(self.act_cancel_all)
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.act_fit)
         view_menu.addSeparator()
@@ -281,6 +292,16 @@ class MainWindow(QMainWindow):
         self._canvas_menu_actions = [a for a in view.actions() if a.text()] if view is not None else []
         for action in self._canvas_menu_actions:
             self.edit_menu.addAction(action)
+
+    def _fill_queue_menu(self) -> None:
+        """One entry per waiting run, so any one of them can be dropped."""
+        self.queue_menu.clear()
+        labels = self.controller.queued_runs() if self.doc is not None else []
+        for index, label in enumerate(labels):
+            action = self.queue_menu.addAction(f"#{index + 1}: {label}")
+            action.triggered.connect(lambda _c=False, i=index: self.cancel_queued(i))
+        if not labels:
+            self.queue_menu.addAction("(none queued)").setEnabled(False)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -362,7 +383,7 @@ class MainWindow(QMainWindow):
         controller.runningChanged.connect(self._running_changed)
         controller.started.connect(self._run_started)
         controller.finished.connect(self._run_finished)
-        controller.queueChanged.connect(lambda _n: self._update_status())
+        controller.queueChanged.connect(lambda _n: self._queue_changed())
         controller.previewChanged.connect(self.images.show_preview)
         controller.imagesReady.connect(self.images.add_images)
         controller.logMessage.connect(self.log.add)
@@ -762,9 +783,22 @@ class MainWindow(QMainWindow):
         self._run_count = count
         return self.run_many(count)
 
-    def cancel_run(self) -> None:
-        if self.doc is not None:
-            self.doc.controller.cancel()
+    def cancel_run(self) -> str:
+        """Esc: stop the current run only; queued runs go on. Returns (and shows) what happened."""
+        return self._report(self.doc.controller.cancel_current() if self.doc is not None else "")
+
+    def cancel_queued(self, index: int = 0) -> str:
+        """Drop one waiting run (the next one by default); the current run goes on."""
+        return self._report(self.doc.controller.cancel_queued(index) if self.doc is not None else "")
+
+    def cancel_all_runs(self) -> str:
+        """Shift+Esc: stop the current run and drop every queued one."""
+        return self._report(self.doc.controller.cancel_all() if self.doc is not None else "")
+
+    def _report(self, text: str) -> str:
+        if text:
+            self.statusBar().showMessage(text, 8000)
+        return text
 
     def _before_run(self) -> None:
         if self.autosaver is not None:
@@ -773,6 +807,12 @@ class MainWindow(QMainWindow):
     def _running_changed(self) -> None:
         running = self.doc is not None and self.doc.controller.running
         self.act_cancel.setEnabled(running)
+        self._queue_changed()
+
+    def _queue_changed(self) -> None:
+        queued = self.doc.controller.queued if self.doc is not None else 0
+        self.act_cancel_next.setEnabled(queued > 0)
+        self.act_cancel_all.setEnabled(queued > 0 or self.act_cancel.isEnabled())
         self._update_status()
 
     def _run_started(self) -> None:
@@ -844,8 +884,7 @@ class MainWindow(QMainWindow):
             return super().eventFilter(watched, event)
         kind = event.type()
         if watched is self.doc.view and kind == QEvent.Type.KeyPress:
-            if event.key() == Qt.Key.Key_Escape and self.doc.controller.running:  # type: ignore[attr-defined]
-                self.cancel_run()  # and let the canvas have it too (it drops a half-drawn wire)
+            self._escape_cancels(event)  # and let the canvas have it too (it drops a half-drawn wire)
             return False
         if watched is not self.doc.view.viewport():
             return super().eventFilter(watched, event)
@@ -867,9 +906,23 @@ class MainWindow(QMainWindow):
 
     # ---- closing --------------------------------------------------------------------------------
 
+    def _escape_cancels(self, event: Any) -> bool:
+        """Esc cancels the current run (the queue goes on); Shift+Esc cancels it and the whole queue."""
+        if event.key() != Qt.Key.Key_Escape or self.doc is None:
+            return False
+        controller = self.doc.controller
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            if not (controller.running or controller.queued):
+                return False
+            self.cancel_all_runs()
+            return True
+        if not controller.running:
+            return False
+        self.cancel_run()
+        return True
+
     def keyPressEvent(self, event: Any) -> None:
-        if event.key() == Qt.Key.Key_Escape and self.doc is not None and self.doc.controller.running:
-            self.cancel_run()  # Esc from a panel (the canvas has its own filter)
+        if self._escape_cancels(event):  # Esc from a panel (the canvas has its own filter)
             event.accept()
             return
         super().keyPressEvent(event)

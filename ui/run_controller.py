@@ -17,8 +17,11 @@ always lands before its Finished/Failed.
 
 A failure never escapes as an exception: a node's error is shown on that node (its `NodeError`
 string, never a traceback), an unexpected error in the engine is logged, and the graph is untouched.
-Cancelling sets the run's `CancelToken`; the engine notices at the next `ctx.progress()` (the next
-sampler step) and the run ends with status "cancelled".
+Runs wait in an explicit queue (`QueuedRun`s, run in queue order), so the window can say how many are
+pending and drop any of them. Cancelling the current run (Esc) sets its `CancelToken`; the engine
+notices at the next `ctx.progress()` (the next sampler step), the run ends with status "cancelled",
+and the next queued run starts. Dropping queued runs is separate: one (`cancel_queued`) or all,
+together with the current run (`cancel_all`, Shift+Esc). Each says in words what it did.
 
 Live nodes (`NodeSpec.live`, e.g. Add Noise) re-run by themselves: with `live` on, a value change on
 such a node (re)starts a short debounce timer, and the graph runs again once the value rests, or at
@@ -36,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -159,11 +163,26 @@ def snapshot(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     return graph_from_dict(json.loads(json.dumps(workflow))), workflow
 
 
+@dataclass(eq=False)
+class QueuedRun:
+    """One run waiting in the queue; `turn` resolves True when it may start, False when dropped."""
+
+    targets: list[int] | None
+    label: str
+    batch: object | None  # the Run ×N it belongs to: a failed run there drops the rest of its batch
+    turn: asyncio.Future[bool]
+    dropped: bool = False
+
+
+def _runs(count: int) -> str:
+    return f"{count} queued run" + ("" if count == 1 else "s")
+
+
 class RunController(QObject):
     """Runs one document's graph on a worker thread and shows the run on its canvas.
 
     `await run()` returns the `RunResult` (or None when the graph was invalid, or the run was
-    dropped from the queue by Cancel); `finished` carries the same value for code that prefers signals.
+    dropped from the queue); `finished` carries the same value for code that prefers signals.
     One controller, and so one Executor with its result cache, per open document: a re-run after a
     small edit only re-executes what changed.
     """
@@ -204,8 +223,8 @@ class RunController(QObject):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdgraph-run")
         self._lock = asyncio.Lock()
         self._token: CancelToken | None = None
-        self._generation = 0  # bumped by cancel(): runs queued before it are dropped
-        self._waiting = 0
+        self._queue: list[QueuedRun] = []  # runs waiting for their turn, in the order they will run
+        self._busy = False  # a run has its turn (it may still be validating or waiting for the worker)
         self._running = False
         self._pump: EventPump | None = None
         self._timer = QTimer(self)
@@ -237,7 +256,8 @@ class RunController(QObject):
 
     @property
     def queued(self) -> int:
-        return self._waiting
+        """Runs waiting behind the current one."""
+        return len(self._queue)
 
     def check(self) -> list[Problem]:
         """Validate the live graph and show the problems on the canvas (an empty list clears them)."""
@@ -247,35 +267,92 @@ class RunController(QObject):
         return problems
 
     async def run(self, targets: list[int] | None = None) -> RunResult | None:
-        """Run once (after any run already going). None: invalid graph, or dropped by Cancel."""
-        generation = self._generation
-        self._waiting += 1
-        self.queueChanged.emit(self._waiting - (1 if self._running else 0))
-        try:
-            async with self._lock:
-                self._waiting -= 1
-                self.queueChanged.emit(self._waiting)
-                if generation != self._generation:
-                    return None
-                return await self._run_once(targets)
-        finally:
-            if self._waiting < 0:
-                self._waiting = 0
+        """Run once (after any run already going). None: invalid graph, or dropped from the queue."""
+        ticket = self._enqueue(targets, None, "run")[0]
+        return await self._take_turn(ticket)
 
     async def run_many(self, count: int, targets: list[int] | None = None) -> list[RunResult]:
-        """Run ×N: one after another, applying seed controls between runs; stops at the first failure."""
+        """Run ×N: one after another, applying seed controls between runs; stops at the first failure.
+
+        All N runs join the queue at once, so the window can say how many are pending and the user
+        can drop some of them; a run that was cancelled while going does not stop the ones after it.
+        """
         results: list[RunResult] = []
-        generation = self._generation
-        for _ in range(max(0, count)):
-            if generation != self._generation:
-                break
-            result = await self.run(targets)
+        count = max(0, count)
+        tickets = self._enqueue(targets, object(), "run", count)
+        for ticket in tickets:
+            result = await self._take_turn(ticket)
             if result is None:
+                if ticket.dropped:
+                    continue  # this one was taken out of the queue; the rest may still run
                 break
             results.append(result)
-            if result.status != "done":
-                break
         return results
+
+    def queued_runs(self) -> list[str]:
+        """What waits behind the current run, in order (labels such as "run 2 of 3")."""
+        return [t.label for t in self._queue]
+
+    def _enqueue(self, targets: list[int] | None, batch: object | None, label: str, count: int = 1) -> list[QueuedRun]:
+        tickets = []
+        for i in range(count):
+            name = f"{label} {i + 1} of {count}" if count > 1 else label
+            tickets.append(QueuedRun(targets, name, batch, asyncio.get_running_loop().create_future()))
+        self._queue.extend(tickets)
+        self.queueChanged.emit(len(self._queue))
+        self._dispatch()
+        return tickets
+
+    def _dispatch(self) -> None:
+        """Give the next queued run its turn when nothing is going; the queue's order is the run order."""
+        if self._busy or not self._queue:
+            return
+        ticket = self._queue.pop(0)
+        self._busy = True
+        ticket.turn.set_result(True)
+        self.queueChanged.emit(len(self._queue))
+
+    def _drop(self, tickets: list[QueuedRun]) -> int:
+        """Take these runs out of the queue; their awaiting `run()` returns None."""
+        dropped = 0
+        for ticket in tickets:
+            if ticket in self._queue:
+                self._queue.remove(ticket)
+                ticket.dropped = True
+                if not ticket.turn.done():
+                    ticket.turn.set_result(False)
+                dropped += 1
+        if dropped:
+            self.queueChanged.emit(len(self._queue))
+        return dropped
+
+    async def _take_turn(self, ticket: QueuedRun) -> RunResult | None:
+        try:
+            granted = await ticket.turn
+        except asyncio.CancelledError:  # the awaiting task went away: never leave the queue stuck on it
+            if ticket.turn.done() and not ticket.turn.cancelled() and ticket.turn.result():
+                self._busy = False
+                self._dispatch()
+            else:
+                self._drop([ticket])
+            raise
+        if not granted:
+            return None
+        result: RunResult | None = None
+        try:
+            async with self._lock:  # a timeline decode (`call_in_worker`) may hold the worker a moment
+                result = await self._run_once(ticket.targets)
+        finally:
+            if ticket.batch is not None and self._batch_should_stop(result):
+                self._drop([t for t in self._queue if t.batch is ticket.batch])
+            self._busy = False
+            self._dispatch()
+        return result
+
+    @staticmethod
+    def _batch_should_stop(result: RunResult | None) -> bool:
+        """Run ×N stops at an invalid graph or a failed node; a cancelled run lets the rest go on."""
+        return result is None or result.status == "failed"
 
     async def call_in_worker(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the run's worker thread once no run is going (e.g. decoding one timeline step
@@ -314,7 +391,7 @@ class RunController(QObject):
     def _live_fire(self) -> None:
         self._live_timer.stop()
         self._live_deadline.stop()
-        if self._running or self._waiting:
+        if self._busy or self._queue:
             self._live_pending = True  # one follow-up run after the current one, however many changes
             return
         self._live_pending = False
@@ -348,12 +425,56 @@ class RunController(QObject):
         if self._live and self._live_pending:
             self._live_timer.start()
 
-    def cancel(self) -> None:
-        """Stop the current run at its next step and drop every queued one."""
-        self._generation += 1
-        if self._token is not None:
+    def cancel_current(self) -> str:
+        """Stop the current run at its next step; what is queued behind it still runs (Esc).
+
+        Returns what happened, in words, for the status bar; the same sentence goes to the log.
+        """
+        if self._token is None or self._token.cancelled:
+            text = "No run is going" + (f"; {_runs(len(self._queue))} still pending" if self._queue else "")
+        else:
             self._token.cancel()
-            self.logMessage.emit("info", "cancelling…", None)
+            pending = f"{_runs(len(self._queue))} still pending" if self._queue else "nothing else queued"
+            text = f"Cancelled the running run; {pending}"
+        self.logMessage.emit("info", text, None)
+        return text
+
+    def cancel_queued(self, index: int = 0) -> str:
+        """Drop one waiting run (0: the next one); the current run and the others go on."""
+        if not 0 <= index < len(self._queue):
+            text = f"There is no queued run #{index + 1}" if self._queue else "No runs are queued"
+        else:
+            label = self._queue[index].label
+            self._drop([self._queue[index]])
+            left = f"{_runs(len(self._queue))} still pending" if self._queue else "none left in the queue"
+            text = f"Dropped queued {label}; {left}"
+        self.logMessage.emit("info", text, None)
+        return text
+
+    def cancel_all(self) -> str:
+        """Stop the current run and drop every queued one (Shift+Esc)."""
+        going, dropped = self._stop_everything()
+        if going:
+            text = f"Cancelled the run and dropped {_runs(dropped)}"
+        elif dropped:
+            text = f"Dropped {_runs(dropped)}"
+        else:
+            text = "No run is going and none are queued"
+        self.logMessage.emit("info", text, None)
+        return text
+
+    def _stop_everything(self) -> tuple[bool, int]:
+        """Drop the queue, then cancel the current run: (whether one was going, how many were dropped)."""
+        dropped = self._drop(list(self._queue))
+        token = self._token
+        going = token is not None and not token.cancelled
+        if token is not None:
+            token.cancel()
+        return going, dropped
+
+    def cancel(self) -> None:
+        """Stop everything: the current run at its next step, and every queued one (`cancel_all`)."""
+        self.cancel_all()
 
     def shutdown(self) -> None:
         """The document is closing: stop the run and let the worker thread end on its own.
@@ -361,7 +482,7 @@ class RunController(QObject):
         The canvas may be deleted right after this, so the controller lets go of it: a run still
         winding down (until its node reaches the next step) finishes without touching any view.
         """
-        self.cancel()
+        self._stop_everything()
         self.view = None
         self.set_live(False)
         self._timer.stop()

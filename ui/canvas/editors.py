@@ -4,6 +4,12 @@ Nodes paint their widgets; when a person clicks to type a number, rename a node 
 canvas opens one of these over the widget's on-screen rectangle. Enter (Ctrl+Enter for multi-line
 text) or clicking elsewhere commits; Escape cancels. The editor then reports the text through a
 callback and deletes itself, so at most one real editor widget exists at a time.
+
+An editor is a real widget on top of the canvas, so whatever it covers cannot be clicked. It therefore
+never reaches outside the item it edits (`bounds`, the node on screen): it grows to a comfortable size
+where the node has room, shifts up or left inside the node if needed, and is cut to the node's edges
+otherwise. Zoomed out, the default graph's two Encode Prompt nodes sit close together; a prompt editor
+that kept its full size covered the lower prompt, and a click there typed into the upper one.
 """
 
 from __future__ import annotations
@@ -17,6 +23,20 @@ from PySide6.QtWidgets import QLineEdit, QPlainTextEdit, QWidget
 from ui import theme
 
 
+def fit_rect(rect: QRect, minimum: QSize, bounds: QRect | None) -> QRect:
+    """`rect` grown to `minimum` (down and right), then kept inside `bounds`: moved back up or left as
+    far as `bounds` allows, and cut at its edges when `bounds` is smaller still. The result always
+    covers `rect` itself where `bounds` holds it."""
+    grown = QRect(rect.topLeft(), rect.size().expandedTo(minimum))
+    if bounds is None or not bounds.isValid():
+        return grown
+    dx = min(0, bounds.right() - grown.right())  # past the right edge: move left ...
+    dy = min(0, bounds.bottom() - grown.bottom())  # ... or up
+    moved = grown.translated(max(dx, bounds.left() - grown.left()), max(dy, bounds.top() - grown.top()))
+    moved = moved.united(rect.intersected(bounds))  # never uncover the widget being edited
+    return moved.intersected(bounds)
+
+
 class InlineEditor(QObject):
     """Owns one editor widget and calls `on_commit(text)` at most once, then removes the widget."""
 
@@ -28,6 +48,7 @@ class InlineEditor(QObject):
         on_commit: Callable[[str], None],
         *,
         multiline: bool = False,
+        bounds: QRect | None = None,
     ) -> None:
         super().__init__(parent)
         self.multiline = multiline
@@ -38,12 +59,12 @@ class InlineEditor(QObject):
             w = QPlainTextEdit(parent)
             w.setPlainText(text)
             w.setTabChangesFocus(True)
-            rect = QRect(rect.topLeft(), rect.size().expandedTo(QSize(280, 150)))
+            rect = fit_rect(rect, QSize(280, 150), bounds)
         else:
             w = QLineEdit(parent)
             w.setText(text)
             w.selectAll()
-            rect = QRect(rect.topLeft(), rect.size().expandedTo(QSize(80, 22)))
+            rect = fit_rect(rect, QSize(80, 22), bounds)
         w.setStyleSheet(theme.EDITOR_STYLE)
         w.setGeometry(rect)
         w.installEventFilter(self)

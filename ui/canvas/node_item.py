@@ -223,6 +223,10 @@ class NodeItem(QGraphicsItem):
         local = slot.center if slot else QPointF(self.layout.width, theme.TITLE_HEIGHT / 2)
         return self.mapToScene(local)
 
+    def body_scene_rect(self) -> QRectF:
+        """The node's body (title bar to bottom edge) in scene coordinates: what an editor may cover."""
+        return self.mapRectToScene(self.layout.rect)
+
     def widget_scene_rect(self, input_id: str) -> QRectF:
         return self.mapRectToScene(self.layout.widgets[input_id].rect)
 

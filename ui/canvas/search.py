@@ -1,10 +1,14 @@
-"""The add-node search: a fuzzy ranking (pure functions) and the small popup that shows it.
+"""The add-node search: a tiered ranking (pure functions) and the small popup that shows it.
 
-`fuzzy_score` matches every query word as a subsequence of a node's display name, type and category,
-rewarding whole substrings, word starts and early matches, so "ksa" finds KSampler and "empty lat"
-finds Empty Latent Image. `compatible_specs` is the filter used when a wire is dropped on empty canvas:
-it keeps only node types with a socket that `graph_engine.types.types_compatible` accepts, and says
-which socket the new node will be wired through.
+A node matches through its display title or its ComfyUI type name, at the best of these tiers: exact,
+prefix ("ksam" → KSampler), every query word starting a word of the name ("vae dec" → VAE Decode,
+"vd" by initials, camel-case humps count as words), every word inside the name, and last a tight
+fuzzy match (the letters in order within a short window). Letters scattered over a long name are not a
+match: showing nothing beats showing noise ("reroute" must not offer Random Noise).
+
+`compatible_specs` is the filter used when a wire is dropped on empty canvas: it keeps only node types
+with a socket that `graph_engine.types.types_compatible` accepts, and says which socket the new node
+will be wired through.
 
 The popup is a child widget of the canvas (not a separate window), so it cannot lose a race with the
 window manager and close before it is used (behave-graph #219). It closes on Escape, on a pick, or when
@@ -13,6 +17,7 @@ the canvas is clicked elsewhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,31 +29,89 @@ from graph_engine.node_spec import NodeRegistry, NodeSpec
 from graph_engine.types import types_compatible
 from ui import theme
 
+# Match tiers, best first. A node matches at the best tier any of its names (display title, ComfyUI
+# type) reaches; within a tier the shorter matching name wins, then the menu order.
+EXACT, PREFIX, WORD_START, SUBSTRING, FUZZY = 5, 4, 3, 2, 1
+MIN_SUBSTRING = 3  # "ois" inside "noise" is a match, "oi" is noise
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+def name_words(text: str) -> list[str]:
+    """A name's words, lower case: split at spaces and punctuation and at camel-case humps, so the type
+    `VAEDecode` gives ["vae", "decode"] and `KSamplerAdvanced` gives ["k", "sampler", "advanced"]."""
+    return [w.lower() for w in _CAMEL.findall(text)]
+
+
+def _compact(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def _tight_subsequence(word: str, text: str) -> bool:
+    """`word`'s letters in order inside `text`, within a short window: at most one skipped character
+    for every three typed (a typo-tolerant "ksmp" → "ksamp"), never letters scattered across the name."""
+    allowed = max(1, len(word) // 3)
+    for start in range(len(text)):
+        if text[start] != word[0]:
+            continue
+        i, j = 1, start + 1
+        while i < len(word) and j < len(text) and j - start - i <= allowed:
+            if text[j] == word[i]:
+                i += 1
+            j += 1
+        if i == len(word) and (j - start) - len(word) <= allowed:
+            return True
+    return False
+
+
+def _word_tier(word: str, text: str, words: list[str]) -> int | None:
+    """How one query word matches one name: a word start, initials ("vd" → VAE Decode), a substring,
+    a tight fuzzy match, or not at all."""
+    if any(w.startswith(word) for w in words):
+        return WORD_START
+    initials = "".join(w[0] for w in words if w)
+    if len(word) >= 2 and initials.startswith(word):
+        return WORD_START
+    compact = _compact(text)
+    if len(word) >= MIN_SUBSTRING and (word in text.lower() or word in compact):
+        return SUBSTRING
+    if len(word) >= MIN_SUBSTRING and _tight_subsequence(word, compact):
+        return FUZZY
+    return None
+
+
+def match_tier(query: str, text: str) -> int | None:
+    """The best tier at which `query` matches the name `text`, or None: exact, prefix (of the name or
+    of its letters, so "vaedec" finds VAEDecode), every query word a word start, or — the loosest —
+    every word a substring or a tight fuzzy match. Scattered letters never match."""
+    q = " ".join(query.lower().split())
+    if not q:
+        return None
+    name = " ".join(text.lower().split())
+    qc, nc = _compact(q), _compact(name)
+    if q == name or (qc and qc == nc):
+        return EXACT
+    if name.startswith(q) or (qc and nc.startswith(qc)):
+        return PREFIX
+    words = name_words(text)
+    tiers = [_word_tier(w, text, words) for w in q.split()]
+    if any(t is None for t in tiers):
+        return None
+    return min(t for t in tiers if t is not None)
+
 
 def fuzzy_score(query: str, text: str) -> float | None:
-    """Higher is better; None when some query word does not appear (as a subsequence) in `text`."""
-    text_l = text.lower()
-    total = 0.0
-    for word in query.lower().split():
-        pos = text_l.find(word)
-        if pos >= 0:
-            at_word_start = pos == 0 or not text_l[pos - 1].isalnum()
-            total += 10.0 * len(word) + (8.0 if at_word_start else 0.0) - pos * 0.05
-            continue
-        # subsequence: each character after the previous one, bonus for consecutive runs
-        i, score, prev = 0, 0.0, -2
-        for ch in word:
-            j = text_l.find(ch, i)
-            if j < 0:
-                return None
-            score += 3.0 if j == prev + 1 else (2.0 if j == 0 or not text_l[j - 1].isalnum() else 1.0)
-            prev, i = j, j + 1
-        total += score - prev * 0.02
-    return total
+    """Higher is better; None when `query` does not match `text` (see `match_tier`). Shorter names
+    score higher within a tier, so "ksam" puts KSampler before KSampler (Advanced)."""
+    tier = match_tier(query, text)
+    if tier is None:
+        return None
+    return tier * 1000.0 - len(text)
 
 
-def _haystack(spec: NodeSpec) -> str:
-    return f"{spec.display_name} | {spec.type} | {spec.category}"
+def spec_score(query: str, spec: NodeSpec) -> float | None:
+    """A node's score: the better of its display title and its ComfyUI type name."""
+    scores = [s for s in (fuzzy_score(query, spec.display_name), fuzzy_score(query, spec.type)) if s is not None]
+    return max(scores) if scores else None
 
 
 @dataclass(frozen=True)
@@ -65,11 +128,9 @@ def rank(query: str, candidates: Iterable[Candidate]) -> list[Candidate]:
         return items
     scored = []
     for i, c in enumerate(items):
-        s = fuzzy_score(query, _haystack(c.spec))
-        if s is not None:
-            # the display name alone matters most
-            name_bonus = fuzzy_score(query, c.spec.display_name)
-            scored.append((-(s + (name_bonus or 0.0)), i, c))
+        score = spec_score(query, c.spec)
+        if score is not None:
+            scored.append((-score, i, c))
     scored.sort(key=lambda t: (t[0], t[1]))
     return [c for _, _, c in scored]
 

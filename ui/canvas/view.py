@@ -994,9 +994,23 @@ class GraphView(QGraphicsView):
     def _editor_rect(self, scene_rect: QRectF) -> Any:
         return self.mapFromScene(scene_rect).boundingRect()
 
-    def _open_editor(self, scene_rect: QRectF, text: str, on_commit: Any, multiline: bool = False) -> None:
+    def _open_editor(
+        self,
+        scene_rect: QRectF,
+        text: str,
+        on_commit: Any,
+        multiline: bool = False,
+        owner: QRectF | None = None,
+    ) -> None:
+        """An inline editor over `scene_rect`, kept inside `owner` (the edited item's scene rect) and the
+        viewport, so it never covers another node whose widgets the user may click next."""
         self._close_transients()
-        editor = InlineEditor(self.viewport(), self._editor_rect(scene_rect), text, on_commit, multiline=multiline)
+        bounds = self.viewport().rect()
+        if owner is not None:
+            bounds = bounds.intersected(self._editor_rect(owner))
+        editor = InlineEditor(
+            self.viewport(), self._editor_rect(scene_rect), text, on_commit, multiline=multiline, bounds=bounds
+        )
         self._editor = editor
         editor.destroyed.connect(lambda *_: self._forget_editor(editor))
 
@@ -1019,7 +1033,9 @@ class GraphView(QGraphicsView):
                 return
             self._set_number(node_id, inp, number, 0, None)
 
-        self._open_editor(item.widget_scene_rect(inp.id), format_value(inp, value), commit)
+        self._open_editor(
+            item.widget_scene_rect(inp.id), format_value(inp, value), commit, owner=item.body_scene_rect()
+        )
 
     def _edit_text(self, item: NodeItem, inp: Input) -> None:
         nid = item.node_id
@@ -1031,7 +1047,13 @@ class GraphView(QGraphicsView):
             if nid in self.graph.nodes and text != self.graph.nodes[nid].values.get(inp.id):
                 self.undo_stack.push(cmds.set_value_command(self.graph, nid, inp.id, text))
 
-        self._open_editor(item.widget_scene_rect(inp.id), str(value or ""), commit, multiline=inp.multiline)
+        self._open_editor(
+            item.widget_scene_rect(inp.id),
+            str(value or ""),
+            commit,
+            multiline=inp.multiline,
+            owner=item.body_scene_rect(),
+        )
 
     def _rename_node(self, item: NodeItem) -> None:
         nid = item.node_id
@@ -1044,7 +1066,7 @@ class GraphView(QGraphicsView):
             if nid in self.graph.nodes and title != self.graph.nodes[nid].title:
                 self.undo_stack.push(cmds.set_title_command(self.graph, nid, title))
 
-        self._open_editor(item.mapRectToScene(item.layout.title_rect), node.label, commit)
+        self._open_editor(item.mapRectToScene(item.layout.title_rect), node.label, commit, owner=item.body_scene_rect())
 
     def _rename_group(self, item: GroupItem) -> None:
         gid = item.group_id

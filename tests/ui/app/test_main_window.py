@@ -273,6 +273,68 @@ def test_escape_on_the_canvas_cancels_the_run(window: MainWindow, qtbot: Any, ql
     assert not window.act_cancel.isEnabled()
 
 
+def test_escape_cancels_only_the_current_run_and_says_the_queue_goes_on(
+    window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    ids = build_chain(window, slow_steps=40, delay=0.01)
+    task = window.run_many(3)
+    wait_for(qloop, lambda: window.view.node_item(ids["slow"]).progress is not None)
+    assert window.controller.queued == 2
+    assert "2 queued" in window.status.text()
+    window.view.setFocus()
+    qtbot.keyClick(window.view, Qt.Key.Key_Escape)
+    message = window.statusBar().currentMessage()
+    results = qloop.run_until_complete(task)
+
+    assert message == "Cancelled the running run; 2 queued runs still pending"
+    assert [r.status for r in results] == ["cancelled", "done", "done"]
+    assert ("SavePNG", ids["save"]) in RAN
+    assert (message, None) in window.log.entries()
+
+
+def test_shift_escape_cancels_the_run_and_drops_the_queue(
+    window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    ids = build_chain(window, slow_steps=300, delay=0.01)
+    task = window.run_many(3)
+    wait_for(qloop, lambda: window.view.node_item(ids["slow"]).progress is not None)
+    assert window.act_cancel_all.isEnabled() and window.act_cancel_next.isEnabled()
+    window.view.setFocus()
+    qtbot.keyClick(window.view, Qt.Key.Key_Escape, Qt.KeyboardModifier.ShiftModifier)
+    message = window.statusBar().currentMessage()
+    results = qloop.run_until_complete(task)
+
+    assert message == "Cancelled the run and dropped 2 queued runs"
+    assert [r.status for r in results] == ["cancelled"]
+    assert RAN.count(("Slow", ids["slow"])) == 1
+    assert ("SavePNG", ids["save"]) not in RAN
+    assert (message, None) in window.log.entries()
+    assert not window.act_cancel_all.isEnabled() and not window.act_cancel_next.isEnabled()
+
+
+def test_cancel_one_queued_run_from_the_run_menu_lets_the_rest_run(
+    window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    ids = build_chain(window, slow_steps=40, delay=0.01)
+    task = window.run_many(4)
+    wait_for(qloop, lambda: window.view.node_item(ids["slow"]).progress is not None)
+    run_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Run")
+    assert window.act_cancel_next in run_menu.actions() and window.act_cancel_all in run_menu.actions()
+    window.queue_menu.aboutToShow.emit()  # what opening the submenu does
+    entries = window.queue_menu.actions()
+    assert [a.text() for a in entries] == ["#1: run 2 of 4", "#2: run 3 of 4", "#3: run 4 of 4"]
+    entries[1].trigger()
+    one = window.statusBar().currentMessage()
+    window.act_cancel_next.trigger()
+    next_one = window.statusBar().currentMessage()
+    results = qloop.run_until_complete(task)
+
+    assert one == "Dropped queued run 3 of 4; 2 queued runs still pending"
+    assert next_one == "Dropped queued run 2 of 4; 1 queued run still pending"
+    assert [r.status for r in results] == ["done", "done"]  # runs 1 and 4
+    assert [text for text, _ in window.log.entries() if text.startswith("Dropped")] == [one, next_one]
+
+
 def test_invalid_graph_is_outlined_and_does_not_run(window: MainWindow, qloop: asyncio.AbstractEventLoop) -> None:
     save_id = window.add_node("SavePNG")
     result = qloop.run_until_complete(window.run())

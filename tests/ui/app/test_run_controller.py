@@ -239,3 +239,33 @@ def test_run_many_steps_the_seed_between_runs(qloop: asyncio.AbstractEventLoop, 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"s_{save.id}_{v}.png" for v in (5, 6, 7)]
     assert graph.nodes[seed.id].values["seed"] == 8
     assert len(edited) == 3
+
+
+def test_cancel_queued_drops_one_chosen_run_and_cancel_current_keeps_the_queue(
+    qloop: asyncio.AbstractEventLoop, tmp_path: Any
+) -> None:
+    _graph, ids, view, controller = make(tmp_path, slow_steps=30, delay=0.01)
+    log: list[str] = []
+    controller.logMessage.connect(lambda _level, text, _nid: log.append(text))
+
+    async def queue_four() -> Any:
+        first = asyncio.ensure_future(controller.run())
+        rest = asyncio.ensure_future(controller.run_many(3))
+        while not any(nid == ids["slow"] and kw.get("progress") for nid, _, kw in view.states):
+            await asyncio.sleep(0.01)
+        assert controller.queued_runs() == ["run 1 of 3", "run 2 of 3", "run 3 of 3"]
+        dropped = controller.cancel_queued(1)
+        assert controller.queued_runs() == ["run 1 of 3", "run 3 of 3"]
+        missing = controller.cancel_queued(5)
+        current = controller.cancel_current()
+        return dropped, missing, current, await first, await rest
+
+    dropped, missing, current, first, rest = qloop.run_until_complete(queue_four())
+
+    assert dropped == "Dropped queued run 2 of 3; 2 queued runs still pending"
+    assert missing == "There is no queued run #6"
+    assert current == "Cancelled the running run; 2 queued runs still pending"
+    assert [t for t in log if t in (dropped, missing, current)] == [dropped, missing, current]
+    assert first is not None and first.status == "cancelled"
+    assert [r.status for r in rest] == ["done", "done"]
+    assert controller.queued == 0 and not controller.running

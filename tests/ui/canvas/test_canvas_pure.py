@@ -7,9 +7,21 @@ import random
 
 import pytest
 
-from graph_engine import Graph
+from graph_engine import Graph, node
 from graph_engine.serialization import graph_to_dict
-from ui.canvas.search import Candidate, compatible_specs, fuzzy_score, rank
+from ui.canvas.search import (
+    EXACT,
+    FUZZY,
+    PREFIX,
+    SUBSTRING,
+    WORD_START,
+    Candidate,
+    compatible_specs,
+    fuzzy_score,
+    match_tier,
+    name_words,
+    rank,
+)
 from ui.canvas.seed import apply_seed_control
 from ui.clipboard import (
     ClipboardFormatError,
@@ -84,6 +96,50 @@ def test_fuzzy_search_ranks_names_first(registry) -> None:
     assert rank("", [Candidate(s) for s in registry]) == [Candidate(s) for s in registry]
 
 
+def _named(type_: str, title: str) -> Candidate:
+    return Candidate(node(type_, display_name=title, category="noise")(lambda ctx: ()))
+
+
+def test_search_tiers_exact_prefix_word_start_substring_tight_fuzzy() -> None:
+    assert name_words("KSamplerAdvanced") == ["k", "sampler", "advanced"]
+    assert name_words("VAEDecode") == ["vae", "decode"]
+    assert name_words("VAE Encode (for Inpainting)") == ["vae", "encode", "for", "inpainting"]
+    assert match_tier("ksampler", "KSampler") == EXACT
+    assert match_tier("ksam", "KSampler") == PREFIX
+    assert match_tier("vaedec", "VAEDecode") == PREFIX
+    assert match_tier("vae dec", "VAE Decode") == PREFIX
+    assert match_tier("dec lat", "Decode Latent") == WORD_START
+    assert match_tier("latent empty", "Empty Latent Image") == WORD_START  # any word order
+    assert match_tier("vd", "VAEDecode") == WORD_START  # initials
+    assert match_tier("ampl", "KSampler") == SUBSTRING
+    assert match_tier("ksmp", "KSampler") == FUZZY  # one skipped letter
+    assert match_tier("reroute", "Random Noise") is None
+    assert match_tier("reroute", "RandomNoise") is None
+    assert match_tier("rne", "Random Noise") is None  # letters scattered over the name
+    assert match_tier("kr", "KSampler") is None
+
+
+def test_search_ranks_by_tier_and_shows_nothing_rather_than_noise() -> None:
+    items = [
+        _named("RandomNoise", "Random Noise"),
+        _named("KSamplerAdvanced", "KSampler (Advanced)"),
+        _named("KSampler", "KSampler"),
+        _named("Reroute", "Reroute"),
+        _named("VAEEncode", "VAE Encode"),
+        _named("VAEDecode", "VAE Decode"),
+        _named("LatentDecoder", "Decoder of Latents"),
+    ]
+    types = lambda q: [c.spec.type for c in rank(q, items)]  # noqa: E731
+    assert types("reroute") == ["Reroute"]
+    assert types("reroute") == types("Reroute")
+    assert types("ksam") == ["KSampler", "KSamplerAdvanced"]
+    assert types("vae dec") == ["VAEDecode"]
+    assert types("dec")[0] == "LatentDecoder"  # title prefix before a later word start
+    assert types("dec")[1] == "VAEDecode"
+    assert types("qqq") == []
+    assert types("noise") == ["RandomNoise"]  # the category is not a name: it does not match
+
+
 def test_compatible_specs_filters_by_type_rule(registry) -> None:
     from_latent = {c.spec.type: c.socket for c in compatible_specs(registry, "LATENT", from_output=True)}
     assert from_latent == {"Decode": "samples", "Sampler": "latent", "Show": "value"}
@@ -142,3 +198,17 @@ def _leaks() -> bool:
     from ui.canvas.pyside_fix import void_calls_leak_none
 
     return void_calls_leak_none()
+
+
+def test_editor_rect_grows_inside_its_node_and_never_past_it() -> None:
+    from PySide6.QtCore import QRect, QSize
+
+    from ui.canvas.editors import fit_rect
+
+    node = QRect(100, 100, 200, 150)
+    minimum = QSize(280, 150)
+    assert fit_rect(QRect(110, 140, 40, 20), QSize(80, 22), node) == QRect(110, 140, 80, 22)  # room: grows
+    # too tall and wide for the node: moved up and left inside it, then cut at its edges
+    assert fit_rect(QRect(110, 180, 180, 60), minimum, node) == QRect(100, 100, 200, 150)
+    assert fit_rect(QRect(110, 200, 180, 40), QSize(180, 80), node) == QRect(110, 170, 180, 80)
+    assert fit_rect(QRect(110, 140, 40, 20), minimum, None) == QRect(110, 140, 280, 150)
