@@ -31,7 +31,7 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QPixmap
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -50,6 +50,7 @@ from app.history import HistoryImage, HistoryRun, HistoryStore, RecordedImage, R
 from ui.run_controller import CompletedRun
 
 THUMB = 128
+ITEM_SIZE = QSize(THUMB + 8, THUMB + 24)  # a thumbnail and one line of caption
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
 PATH_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -126,6 +127,8 @@ class HistoryModel(QAbstractListModel):
             return _when(run.started)
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icon(image)
+        if role == Qt.ItemDataRole.SizeHintRole:
+            return ITEM_SIZE  # fixed: laying out the gallery never needs a thumbnail
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))]
             if run.prompt:
@@ -153,6 +156,13 @@ class HistoryModel(QAbstractListModel):
             self.thumbnails_loaded += 1
             if not data or not pixmap.loadFromData(data, "PNG"):
                 pixmap = self._blank
+            elif pixmap.width() != THUMB or pixmap.height() != THUMB:
+                # Centred on a square: every item has the same shape, so the grid and labels line up.
+                square = QPixmap(self._blank)
+                painter = QPainter(square)
+                painter.drawPixmap((THUMB - pixmap.width()) // 2, (THUMB - pixmap.height()) // 2, pixmap)
+                painter.end()
+                pixmap = square
             icon = self._icons[image.id] = QIcon(pixmap)
         return icon
 
@@ -191,7 +201,7 @@ class HistoryPanel(QWidget):
         self.gallery.setModel(self.model)
         self.gallery.setViewMode(QListView.ViewMode.IconMode)
         self.gallery.setIconSize(QSize(THUMB, THUMB))
-        self.gallery.setGridSize(QSize(THUMB + 12, THUMB + 28))
+        self.gallery.setGridSize(ITEM_SIZE + QSize(8, 8))
         self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
         self.gallery.setMovement(QListView.Movement.Static)
         self.gallery.setUniformItemSizes(True)  # no per-item size pass: thumbnails load only when painted
