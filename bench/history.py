@@ -1,7 +1,7 @@
 """Opening the run history: open the SQLite file and list 1,000 past runs.
 
 Target (issue 10): the history opens 1,000 past runs in under 0.5 s. The file is filled first with
-1,000 runs of the shipped txt2img workflow, each with one image and a ~6 KB thumbnail, so listing
+1,000 runs of the shipped txt2img workflow, each with one image and a 37 KB noise thumbnail, so listing
 must skip the heavy parts (workflows and thumbnails live in their own tables for that). Also timed:
 a filtered listing, and the thumbnails of one screenful (what the gallery reads when it opens).
 
@@ -26,9 +26,20 @@ RUNS = 1000
 WORKFLOW = json.loads((Path(__file__).parents[1] / "workflows" / "txt2img.json").read_text(encoding="utf-8"))
 
 
+def noise_png() -> bytes:
+    """A 128×96 PNG of noise: as big as a thumbnail of a detailed image gets, and it must decode."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (128, 96), os.urandom(128 * 96 * 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def fill(path: Path) -> None:
     words = ["cat", "lighthouse", "forest", "astronaut", "city", "portrait", "mountain", "river"]
-    thumb = os.urandom(6000)  # incompressible, like a PNG
+    thumb = noise_png()
     with HistoryStore(path) as store:
         for i in range(RUNS):
             doc = json.loads(json.dumps(WORKFLOW))
@@ -74,8 +85,38 @@ def main() -> None:
         print(f"open + list {RUNS} runs:          {seconds * 1000:7.1f} ms  (target < 500 ms)")
         print(f"open + filtered list:             {timed(filtered) * 1000:7.1f} ms")
         print(f"open + 40 runs with thumbnails:   {timed(first_screen) * 1000:7.1f} ms")
-        if seconds >= 0.5:
+        panel = panel_seconds(path)
+        if panel is not None:
+            print(f"History panel shown, 1st screen:  {panel * 1000:7.1f} ms  (target < 500 ms)")
+        if max(seconds, panel or 0.0) >= 0.5:
             raise SystemExit("over the 0.5 s target")
+
+
+def panel_seconds(path: Path) -> float | None:
+    """The dock as the user sees it: store opened, runs listed, gallery painted with its thumbnails."""
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError:
+        return None
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QApplication.instance() or QApplication([])
+    from ui.panels.history import HistoryPanel
+
+    def once() -> None:
+        store = HistoryStore(path)
+        panel = HistoryPanel(store)
+        panel.resize(340, 700)
+        panel.show()
+        panel.gallery.viewport().repaint()  # paints now: the thumbnails on screen are read here
+        app.processEvents()
+        assert panel.item_count() == RUNS and panel.model.thumbnails_loaded > 0
+        panel.close()
+        panel.detach()
+        store.close()
+        panel.deleteLater()
+        app.processEvents()
+
+    return timed(once)
 
 
 if __name__ == "__main__":
