@@ -197,13 +197,13 @@ class HistoryStore:
     parts one at a time. Nothing here deletes image files unless `delete(..., delete_files=True)`.
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, timeout: float = 5.0) -> None:
         self.path = Path(path) if path is not None else default_path()
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are begun and ended explicitly below, never implicitly.
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=timeout)
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(f"the history at {self.path} cannot be opened: {exc}") from None
         try:
@@ -242,9 +242,20 @@ class HistoryStore:
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a broken connection has nothing to roll back
+                    self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Serialise access to the connection; SQLite's errors (locked too long, disk trouble, closed)
+        come out as `HistoryError` saying what was being done, the one error callers handle."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise HistoryError(f"the history could not be {what}: {exc}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -259,7 +270,9 @@ class HistoryStore:
     # ---- writing ------------------------------------------------------------------------------------
 
     def record(self, run: RunRecord) -> int:
-        """Store one run with its images and thumbnails, atomically; returns the run's id."""
+        """Store one run with its images and thumbnails, atomically; returns the run's id.
+
+        Waits up to `timeout` seconds for another process's write to end, then raises `HistoryError`."""
         found_models, found_prompts = describe_workflow(run.workflow)
         models = list(dict.fromkeys(run.models if run.models is not None else found_models))
         prompts = list(run.prompts if run.prompts is not None else found_prompts)
@@ -291,7 +304,7 @@ class HistoryStore:
 
     def delete(self, run_id: int, *, delete_files: bool = False) -> list[str]:
         """Forget a run (its images' files stay unless `delete_files`); returns the image paths it had."""
-        with self._transaction() as c:
+        with self._reading("changed"), self._transaction() as c:
             paths = [r[0] for r in c.execute("SELECT path FROM images WHERE run_id = ? ORDER BY position", (run_id,))]
             c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         if delete_files:
@@ -304,7 +317,7 @@ class HistoryStore:
 
     def workflow(self, run_id: int) -> dict[str, Any] | None:
         """The graph that made the run, as saved (`graph_to_dict`), or None when the run is gone."""
-        with self._lock:
+        with self._reading("read"):
             row = self._conn.execute("SELECT json FROM workflows WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             return None
@@ -312,17 +325,17 @@ class HistoryStore:
         return doc if isinstance(doc, dict) else None
 
     def thumbnail(self, image_id: int) -> bytes | None:
-        with self._lock:
+        with self._reading("read"):
             row = self._conn.execute("SELECT png FROM thumbnails WHERE image_id = ?", (image_id,)).fetchone()
         return bytes(row[0]) if row is not None else None
 
     def models(self) -> builtins.list[str]:
         """Every model name some recorded run used, sorted (for a filter's choices)."""
-        with self._lock:
+        with self._reading("read"):
             return [r[0] for r in self._conn.execute("SELECT DISTINCT name FROM run_models ORDER BY name")]
 
     def count(self) -> int:
-        with self._lock:
+        with self._reading("read"):
             return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
     def list(
@@ -355,7 +368,7 @@ class HistoryStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.started DESC, r.id DESC LIMIT ? OFFSET ?"
         args += [-1 if limit is None else int(limit), int(offset)]
-        with self._lock:
+        with self._reading("listed"):
             rows = self._conn.execute(sql, args).fetchall()
             images: dict[int, builtins.list[HistoryImage]] = {r[0]: [] for r in rows}
             for chunk in _chunks([r[0] for r in rows], 500):

@@ -822,7 +822,11 @@ class MainWindow(QMainWindow):
 
     def open_history_run(self, run_id: int) -> bool:
         """Open the graph a recorded run ran, as a new untitled document (after offering to save)."""
-        workflow = self.history_store.workflow(run_id) if self.history_store is not None else None
+        try:
+            workflow = self.history_store.workflow(run_id) if self.history_store is not None else None
+        except HistoryError as exc:
+            self.show_error("Cannot open the run's graph", str(exc))
+            return False
         if workflow is None:
             self.statusBar().showMessage("that run is no longer in the history", 4000)
             return False

@@ -307,3 +307,24 @@ def test_workflow_json_is_stored_as_text(store: HistoryStore) -> None:
     finally:
         raw.close()
     assert json.loads(text) == workflow("readable")
+
+
+def test_a_locked_or_closed_history_says_so_instead_of_crashing_the_caller(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    store = HistoryStore(path, timeout=0.1)
+    store.record(run("one", 1.0))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing and does not let go
+    try:
+        with pytest.raises(HistoryError, match="could not be added"):
+            store.record(run("two", 2.0))
+        with pytest.raises(HistoryError, match="could not be changed"):
+            store.delete(1)
+        assert [r.prompt for r in store.list()] == ["one"]  # WAL: reading goes on while another writes
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.record(run("two", 2.0)) > 0
+    store.close()
+    with pytest.raises(HistoryError, match="could not be listed"):
+        store.list()

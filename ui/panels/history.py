@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.history import HistoryImage, HistoryRun, HistoryStore, RecordedImage, RunRecord
+from app.history import HistoryError, HistoryImage, HistoryRun, HistoryStore, RecordedImage, RunRecord
 from ui.run_controller import CompletedRun
 
 THUMB = 128
@@ -119,6 +119,9 @@ class HistoryModel(QAbstractListModel):
     def row(self, index: Index) -> tuple[HistoryRun, HistoryImage | None]:
         return self._rows[index.row()]
 
+    def rows(self) -> list[tuple[HistoryRun, HistoryImage | None]]:
+        return list(self._rows)
+
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
@@ -152,7 +155,10 @@ class HistoryModel(QAbstractListModel):
         icon = self._icons.get(image.id)
         if icon is None:
             pixmap = QPixmap()
-            data = self.store.thumbnail(image.id)
+            try:
+                data = self.store.thumbnail(image.id)
+            except HistoryError:
+                data = None  # painted blank; the listing that failed says why
             self.thumbnails_loaded += 1
             if not data or not pixmap.loadFromData(data, "PNG"):
                 pixmap = self._blank
@@ -285,10 +291,15 @@ class HistoryPanel(QWidget):
             self.model.set_runs([])
             self._update_buttons()
             return
-        self._refresh_models()
-        runs = self.store.list(query=self.filter_edit.text(), model=self.selected_model(), since=self.since())
+        try:
+            self._refresh_models()
+            runs = self.store.list(query=self.filter_edit.text(), model=self.selected_model(), since=self.since())
+            total = self.store.count()
+        except HistoryError as exc:
+            self.status.setText(str(exc))
+            self.message.emit("warning", str(exc))
+            return
         self.model.set_runs(runs)
-        total = self.store.count()
         shown = f"{len(runs)} of {total} runs" if len(runs) != total else f"{total} runs"
         self.status.setText(shown if total != 1 else "1 run")
         self._update_buttons()
@@ -382,17 +393,22 @@ class HistoryPanel(QWidget):
         run_ids = self.selected_run_ids()
         if self.store is None or not run_ids:
             return []
-        images = sum(1 for run, image in self.model._rows if run.id in run_ids and image is not None)
-        if not self.ask_delete(len(run_ids), images):
-            return []
+        images = sum(1 for run, image in self.model.rows() if run.id in run_ids and image is not None)
         row = min(i.row() for i in self.gallery.selectionModel().selectedIndexes())
-        for run_id in run_ids:
-            self.store.delete(run_id)
-        self.model.forget(set(run_ids))
+        if not self.ask_delete(len(run_ids), images):  # (a run may finish and refresh the list meanwhile)
+            return []
+        deleted: list[int] = []
+        try:
+            for run_id in run_ids:
+                self.store.delete(run_id)
+                deleted.append(run_id)
+        except HistoryError as exc:
+            self.message.emit("warning", str(exc))
+        self.model.forget(set(deleted))
         self.refresh()
         if self.model.rowCount():  # keep the keyboard where it was: the next image is selected
             self.gallery.setCurrentIndex(self.model.index(min(row, self.model.rowCount() - 1), 0))
-        return run_ids
+        return deleted
 
 
 __all__ = ["HistoryModel", "HistoryPanel", "record_run", "thumbnail_png"]

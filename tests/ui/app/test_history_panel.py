@@ -309,3 +309,44 @@ def test_thumbnails_are_read_only_for_the_items_on_screen(qtbot: Any, tmp_path: 
     assert panel.model.thumbnails_loaded < 60
     panel.detach()
     store.close()
+
+
+def test_a_damaged_history_file_leaves_the_window_working(
+    qtbot: Any, qloop: asyncio.AbstractEventLoop, tmp_path: Path, sdgraph_home: Path
+) -> None:
+    (sdgraph_home / "history.sqlite3").write_bytes(b"not a database" * 200)
+    win = make_window(qtbot, tmp_path, sdgraph_home)
+    assert win.history_store is None
+    assert "History is off" in win.history.status.text() and "damaged" in win.history.status.text()
+    assert not win.history.gallery.isEnabled()
+    win.set_document(txt2img("still runs"), None)
+    result = qloop.run_until_complete(win.run())
+    assert result is not None and result.status == "done"
+    assert (sdgraph_home / "history.sqlite3").read_bytes().startswith(b"not a database")  # left for the user
+
+
+def test_the_list_changing_while_delete_asks_deletes_what_was_selected(
+    window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    """A run may finish (and the gallery be listed again) while the confirmation is open."""
+    window.set_document(txt2img("keep me"), None)
+    qloop.run_until_complete(window.run())
+    window.set_document(txt2img("delete me"), None)
+    qloop.run_until_complete(window.run())
+    panel = show_history_tab(qtbot, window)
+    doomed = panel.model.index(0, 0).data(RUN_ID_ROLE)
+    qtbot.mouseClick(panel.gallery.viewport(), Qt.MouseButton.LeftButton, pos=item_center(panel, 0))
+
+    def answer() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(10, answer)
+            return
+        panel.refresh()  # what recording a finished run does
+        box.button(QMessageBox.StandardButton.Yes).click()
+
+    QTimer.singleShot(0, answer)
+    qtbot.keyClick(panel.gallery, Qt.Key.Key_Delete)
+    assert panel.item_count() == 1
+    assert panel.model.index(0, 0).data(RUN_ID_ROLE) != doomed
+    assert window.history_store.workflow(doomed) is None
