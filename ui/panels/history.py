@@ -23,6 +23,7 @@ from PySide6.QtCore import (
     QByteArray,
     QEvent,
     QIODevice,
+    QItemSelectionModel,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -51,6 +52,7 @@ from ui.run_controller import CompletedRun
 
 THUMB = 128
 ITEM_SIZE = QSize(THUMB + 8, THUMB + 24)  # a thumbnail and one line of caption
+ICON_CACHE = 400  # thumbnails kept as pixmaps (64 KB each): a few screenfuls; the rest are re-read
 RUN_ID_ROLE = Qt.ItemDataRole.UserRole
 IMAGE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
 PATH_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -152,8 +154,10 @@ class HistoryModel(QAbstractListModel):
     def _icon(self, image: HistoryImage | None) -> QIcon:
         if image is None or self.store is None:
             return QIcon(self._blank)
-        icon = self._icons.get(image.id)
-        if icon is None:
+        icon = self._icons.pop(image.id, None)
+        if icon is not None:
+            self._icons[image.id] = icon  # most recently used last; the oldest go first when over the cap
+        else:
             pixmap = QPixmap()
             try:
                 data = self.store.thumbnail(image.id)
@@ -170,6 +174,8 @@ class HistoryModel(QAbstractListModel):
                 painter.end()
                 pixmap = square
             icon = self._icons[image.id] = QIcon(pixmap)
+            while len(self._icons) > ICON_CACHE:
+                del self._icons[next(iter(self._icons))]
         return icon
 
     def forget(self, run_ids: set[int]) -> None:
@@ -299,7 +305,24 @@ class HistoryPanel(QWidget):
             self.status.setText(str(exc))
             self.message.emit("warning", str(exc))
             return
+        # A new run arriving must not lose what the user has selected or where they have scrolled to.
+        selection = self.gallery.selectionModel()
+        keep = {(i.data(RUN_ID_ROLE), i.data(IMAGE_ID_ROLE)) for i in selection.selectedIndexes()}
+        current = self.gallery.currentIndex()
+        current_key = (current.data(RUN_ID_ROLE), current.data(IMAGE_ID_ROLE)) if current.isValid() else None
+        scroll = self.gallery.verticalScrollBar().value()
         self.model.set_runs(runs)
+        if keep or current_key:
+            for row in range(self.model.rowCount()):
+                index = self.model.index(row, 0)
+                key = (index.data(RUN_ID_ROLE), index.data(IMAGE_ID_ROLE))
+                if key == current_key:
+                    selection.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.NoUpdate)
+                if key in keep:
+                    selection.select(index, QItemSelectionModel.SelectionFlag.Select)
+        if scroll:
+            self.gallery.doItemsLayout()  # the scroll range is only known once the items are laid out
+            self.gallery.verticalScrollBar().setValue(scroll)
         shown = f"{len(runs)} of {total} runs" if len(runs) != total else f"{total} runs"
         self.status.setText(shown if total != 1 else "1 run")
         self._update_buttons()

@@ -350,3 +350,34 @@ def test_the_list_changing_while_delete_asks_deletes_what_was_selected(
     assert panel.item_count() == 1
     assert panel.model.index(0, 0).data(RUN_ID_ROLE) != doomed
     assert window.history_store.workflow(doomed) is None
+
+
+def test_a_new_run_keeps_the_selection_and_the_scroll_position(qtbot: Any, tmp_path: Path) -> None:
+    image = QImage(64, 64, QImage.Format.Format_RGB32)
+    image.fill(Qt.GlobalColor.darkMagenta)
+    thumb = thumbnail_png(image)
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    for i in range(120):
+        store.record(RunRecord({"nodes": []}, [RecordedImage(f"/x/{i}.png", 64, 64, 1, thumb)], started=float(i)))
+    panel = HistoryPanel(store)
+    qtbot.addWidget(panel)
+    panel.resize(420, 400)
+    panel.show()
+    qtbot.waitExposed(panel)
+    bar = panel.gallery.verticalScrollBar()
+    bar.setValue(bar.maximum() // 2)
+    qtbot.wait(20)
+    row = panel.gallery.indexAt(QPoint(40, 40)).row()
+    chosen = panel.model.index(row, 0).data(RUN_ID_ROLE)
+    qtbot.mouseClick(panel.gallery.viewport(), Qt.MouseButton.LeftButton, pos=item_center(panel, row))
+    scrolled = bar.value()
+    assert scrolled > 0
+
+    store.record(RunRecord({"nodes": []}, [RecordedImage("/x/new.png", 64, 64, 1, thumb)], started=1000.0))
+    panel.refresh()  # what the window does when a run finishes
+    assert panel.item_count() == 121
+    assert panel.selected_run_ids() == [chosen]
+    assert panel.gallery.currentIndex().data(RUN_ID_ROLE) == chosen
+    assert bar.value() == scrolled
+    panel.detach()
+    store.close()
