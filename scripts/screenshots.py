@@ -1,4 +1,5 @@
-"""Screenshots of the editor for the README: the default graph, a run in progress, a finished run.
+"""Screenshots of the editor for the README: the default graph, a run in progress, a finished run, and
+the History dock after a few more runs.
 
 Real Stable Diffusion weights are not available here, so the run uses a tiny SD1-shaped checkpoint
 with seeded random weights (`tests/support/tiny_sd.py`) written into a throwaway home folder; the
@@ -113,8 +114,27 @@ def main(argv: list[str] | None = None) -> int:
         print("the sampler finished before a mid-run screenshot could be taken; try more --steps", file=sys.stderr)
     status = getattr(result, "status", None)
     print(f"run: {status}" + (f" ({result.error})" if getattr(result, "error", None) else ""))  # type: ignore[attr-defined]
+    history_ok = shoot_history(window, loop, settle, shot, by_type, set_value_command)
     window.close_without_prompt()
-    return 0 if status == "done" and captured else 1
+    return 0 if status == "done" and captured and history_ok else 1
+
+
+def shoot_history(window, loop, settle, shot, by_type, set_value_command) -> bool:  # type: ignore[no-untyped-def]
+    """Three more runs with other prompts (short ones), then the History dock in front."""
+    encoders = [n.id for n in window.graph.nodes.values() if n.type == "CLIPTextEncode"]
+    prompts = ["a lighthouse on a cliff at dusk", "a red fox in fresh snow", "an astronaut riding a horse"]
+    if "KSampler" in by_type:
+        window.undo_stack.push(set_value_command(window.graph, by_type["KSampler"], "steps", 6))
+    for prompt in prompts:
+        if encoders:
+            window.undo_stack.push(set_value_command(window.graph, encoders[0], "text", prompt))
+        result = loop.run_until_complete(window.run())
+        if getattr(result, "status", None) != "done":
+            return False
+    window.history_dock.raise_()
+    settle(0.5)
+    shot("history.png")
+    return window.history.item_count() == len(prompts) + 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ that is not an undo step: seed controls moving a seed on after a run. Saving mar
 The window never edits the graph directly: panels emit requests (add a node of this type, show that
 node) and the window turns them into `ui.commands` pushed on the undo stack, like the canvas does.
 Runs are started as asyncio tasks on the qasync loop; the window only keeps a reference to them.
+Every finished run that wrote images is kept in the run history (`app.history`, shown by the History
+dock); reopening one from there opens its graph as a new untitled document, like a template.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.documents import PNG_WORKFLOW_KEY, open_document, save_format_of_file, write_workflow
+from app.documents import PNG_WORKFLOW_KEY, from_json_document, open_document, save_format_of_file, write_workflow
+from app.history import HistoryError, HistoryStore
 from app.settings import Settings, home_dir
 from app.workflow_formats import SAVE_FORMATS, SDGRAPH
 from graph_engine import Graph, NodeRegistry, RunResult
@@ -70,8 +73,9 @@ from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
+from ui.panels.history import HistoryPanel, record_run
 from ui.panels.timeline import install_timeline
-from ui.run_controller import RunController, default_seed_control
+from ui.run_controller import CompletedRun, RunController, default_seed_control
 from ui.shortcuts import BY_ID
 
 APP_NAME = "sdgraph"
@@ -182,11 +186,25 @@ class MainWindow(QMainWindow):
         self.library = NodeLibraryPanel(self.registry, self)
         self.images = ImagePanel(self)
         self.log = LogPanel(self)
+        # The run history (<home>/history.sqlite3). A damaged or newer file leaves it off, never the window.
+        self.history_store: HistoryStore | None = None
+        unavailable = ""
+        try:
+            self.history_store = HistoryStore()
+        except HistoryError as exc:
+            unavailable = f"History is off: {exc}"
+            self.log.add("warning", unavailable)
+        self.history = HistoryPanel(self.history_store, self, unavailable=unavailable)
+        self.history.openRequested.connect(self.open_history_run)
+        self.history.message.connect(self.log.add)
         self.library.addNodeRequested.connect(lambda t: self.add_node(t))
         self.log.nodeActivated.connect(self.show_node)
         area = Qt.DockWidgetArea
         self.library_dock = self._dock("Nodes", self.library, area.LeftDockWidgetArea)
         self.images_dock = self._dock("Images", self.images, area.RightDockWidgetArea)
+        self.history_dock = self._dock("History", self.history, area.RightDockWidgetArea)
+        self.tabifyDockWidget(self.images_dock, self.history_dock)
+        self.images_dock.raise_()
         self.log_dock = self._dock("Log", self.log, area.BottomDockWidgetArea)
         # at most 45% of the window for both docks, so the canvas stays the widest part on small screens
         width = self.width()
@@ -271,7 +289,7 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.act_fit)
         view_menu.addSeparator()
-        for dock in (self.library_dock, self.images_dock, self.log_dock):
+        for dock in (self.library_dock, self.images_dock, self.history_dock, self.log_dock):
             view_menu.addAction(dock.toggleViewAction())
         self._fill_recent_menu()
         self._fill_templates_menu()
@@ -384,6 +402,7 @@ class MainWindow(QMainWindow):
         controller.started.connect(self._run_started)
         controller.finished.connect(self._run_finished)
         controller.queueChanged.connect(lambda _n: self._queue_changed())
+        controller.runCompleted.connect(self._record_run)
         controller.previewChanged.connect(self.images.show_preview)
         controller.imagesReady.connect(self.images.add_images)
         controller.logMessage.connect(self.log.add)
@@ -830,6 +849,40 @@ class MainWindow(QMainWindow):
             self.log_dock.show()
         self._update_status()
 
+    def _record_run(self, run: CompletedRun) -> None:
+        """Keep a finished run, its images and its graph in the history; a failure is only logged."""
+        if self.history_store is None or not run.images:
+            return  # a run that wrote no new image (all cached, or no output node) adds nothing to see
+        try:
+            record_run(self.history_store, run)
+        except HistoryError as exc:
+            self.log.add("warning", str(exc))
+            return
+        self.history.refresh()
+
+    def open_history_run(self, run_id: int) -> bool:
+        """Open the graph a recorded run ran, as a new untitled document (after offering to save)."""
+        try:
+            workflow = self.history_store.workflow(run_id) if self.history_store is not None else None
+        except HistoryError as exc:
+            self.show_error("Cannot open the run's graph", str(exc))
+            return False
+        if workflow is None:
+            self.statusBar().showMessage("that run is no longer in the history", 4000)
+            return False
+        if not self.maybe_save():
+            return False
+        try:
+            document = from_json_document(workflow)
+        except WorkflowFormatError as exc:
+            self.show_error("Cannot open the run's graph", str(exc))
+            return False
+        self.set_document(document.graph, None, fmt=document.save_format)
+        for notice in document.notices:
+            self.log.add("warning", notice)
+        self.log.add("info", f"opened the graph of history run {run_id}")
+        return True
+
     def _update_status(self) -> None:
         if self.doc is None:
             return
@@ -968,3 +1021,7 @@ class MainWindow(QMainWindow):
             self.autosaver.stop()
             with contextlib.suppress(OSError):
                 self.autosaver.store.end_session()
+        if self.history_store is not None:
+            self.history.detach()
+            self.history_store.close()
+            self.history_store = None

@@ -39,7 +39,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -178,6 +179,18 @@ def _runs(count: int) -> str:
     return f"{count} queued run" + ("" if count == 1 else "s")
 
 
+@dataclass
+class CompletedRun:
+    """A run that finished: the workflow it ran (as embedded in its images), when, and the images the
+    nodes that ran wrote, already loaded (node id, file, picture). Cached nodes' images are left out:
+    they belong to the earlier run that made them."""
+
+    workflow: dict[str, Any]
+    started: float  # unix time
+    finished: float
+    images: list[tuple[int, Path, QImage]] = field(default_factory=list)
+
+
 class RunController(QObject):
     """Runs one document's graph on a worker thread and shows the run on its canvas.
 
@@ -200,6 +213,9 @@ class RunController(QObject):
     nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
     seedsChanged = Signal()  # seed controls edited the live graph (not an undo step; the document is modified)
     textReady = Signal(int, list)  # node id, the lines of text its run reported (`ui["text"]`)
+    # A finished (status "done") run the user started, with the images its output nodes wrote: for
+    # the run history. Live re-runs (a slider being scrubbed) are not runs anyone wants to keep.
+    runCompleted = Signal(object)  # CompletedRun
 
     def __init__(
         self,
@@ -234,6 +250,7 @@ class RunController(QObject):
         self._progress: dict[int, tuple[int, int]] = {}
         self._pending_preview: NodePreview | None = None
         self._last_preview = 0.0
+        self._new_images: list[tuple[int, Path, QImage]] = []  # written by nodes that ran in this run
         self.last_result: RunResult | None = None
         self._live = False
         self._live_pending = False
@@ -511,6 +528,8 @@ class RunController(QObject):
         self._running_since.clear()
         self._progress.clear()
         self._pending_preview = None
+        self._new_images = []
+        started_at = time.time()
         if self.view is not None:
             self.view.clear_run_state()
         self._set_running(True)
@@ -530,6 +549,9 @@ class RunController(QObject):
             self._set_running(False)
         self._finish(result, engine_error, live_run)
         self.last_result = result
+        if result is not None and result.status == "done" and engine_error is None and not live_run:
+            self.runCompleted.emit(CompletedRun(workflow, started_at, time.time(), list(self._new_images)))
+        self._new_images = []
         self.finished.emit(result)
         return result
 
@@ -595,7 +617,8 @@ class RunController(QObject):
             progress = self._progress.pop(event.node_id, None)
             self._state(event.node_id, "done", progress=progress, elapsed=event.seconds)
             if event.ui:
-                self._show_images(event.node_id, event.ui)
+                loaded = self._show_images(event.node_id, event.ui)
+                self._new_images += [(event.node_id, path, image) for path, image in loaded]
                 self._show_text(event.node_id, event.ui)
         elif isinstance(event, NodeFailed):
             self._running_since.pop(event.node_id, None)
@@ -616,13 +639,14 @@ class RunController(QObject):
             return
         self.previewChanged.emit(event.node_id, image)
 
-    def _show_images(self, node_id: int, ui: dict[str, Any]) -> None:
+    def _show_images(self, node_id: int, ui: dict[str, Any]) -> list[tuple[Path, QImage]]:
         loaded = load_ui_images(ui)
         if not loaded:
-            return
+            return loaded
         if node_id in self.graph.nodes and self.view is not None:
             self.view.set_node_images(node_id, [img for _, img in loaded])
         self.imagesReady.emit(node_id, loaded)
+        return loaded
 
     def _show_text(self, node_id: int, ui: dict[str, Any]) -> None:
         """A node's reported text lines, drawn on the node when the canvas can (GraphView items can)."""
@@ -694,6 +718,7 @@ def default_seed_control() -> SeedControl | None:
 
 
 __all__ = [
+    "CompletedRun",
     "EventPump",
     "RunController",
     "RunView",

@@ -94,3 +94,18 @@ def test_txt2img_from_the_window(window: MainWindow, qtbot: Any, qloop: asyncio.
     assert max(gaps) < 0.1, f"the event loop stalled for {max(gaps) * 1000:.0f} ms"
     # Every node ended as done.
     assert {window.view.node_item(n).run_state for n in ids.values()} == {"done"}
+    # The run is in the history, found by its checkpoint and its positive prompt (not the negative one).
+    window.history.refresh()
+    history = window.history_store
+    assert history is not None
+    (run,) = history.list(query="red fox", model=TINY_NAMES["sd1"])
+    assert run.prompt == "a red fox in the snow" and history.list(query="blurry") == []
+    assert [(Path(i.path).name, i.width, i.height, i.node_id) for i in run.images] == [
+        ("gui_00001_.png", 64, 64, ids["out"])
+    ]
+    assert window.history.item_count() == 1
+    # Its graph is the one that ran: the seed used, not the one the seed control moved on to since.
+    recorded = history.workflow(run.id)
+    assert recorded is not None
+    (sampler,) = [n for n in recorded["nodes"] if n["type"] == "KSampler"]
+    assert sampler["inputs"]["seed"] == 11
