@@ -158,11 +158,7 @@ def _load_flow_checkpoint(
     from nodes.diffusion.text_encoders import ClipFileError, assign_roles, build_clip_value, encoder_dtype
 
     if path.is_dir():
-        raise InputError(
-            "ckpt_name",
-            f"{name} is a diffusers {family.display_name} folder; load its transformer with Load Diffusion Model "
-            "(UNETLoader), its VAE with Load VAE and its text encoders with a CLIP loader",
-        )
+        return _load_flow_folder(ctx, name, path, family)
     shapes = read_shapes(path)
     module = importlib.import_module(family.resolve_module(family.denoiser_loader))
     parts = module.components(shapes) if hasattr(module, "components") else {"vae": None}
@@ -202,6 +198,44 @@ def _load_flow_checkpoint(
     except (ModelError, ClipFileError) as exc:
         raise InputError("ckpt_name", str(exc)) from None
     return flow_model(loaded, name), build_clip_value(clip_type, modules), VAEModel(vae, name)
+
+
+CLIP_TYPE = {"sd3": "sd3", "flux": "flux", "z_image": "lumina2"}
+
+
+def _load_flow_folder(
+    ctx: ExecutionContext, name: str, path: Path, family: families.ModelFamily
+) -> tuple[DiffusionModel, Any, VAEModel]:
+    """A diffusers pipeline folder (``model_index.json``) of a transformer family: the transformer and VAE
+    through the model manager, the text encoders with transformers from their own sub-folders."""
+    import transformers
+
+    from nodes.diffusion.text.encoder_files import CLIP_G, CLIP_L, QWEN3, T5XXL
+    from nodes.diffusion.text_encoders import build_clip_value
+
+    device = device_for(ctx.device)
+    compute, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
+    apply_memory_settings(ctx.settings)
+    _check_budget("ckpt_name", name, _size(path / "transformer"), None)
+    make_vram_room(device, _size(path))
+    modules: dict[str, Any] = {}
+    try:
+        loaded = manager().diffusion_model(path, device=device, dtype=compute)
+        vae = manager().vae16(path, device=device, dtype=vae_dtype)
+        for slot in family.text_encoders:
+            folder = path / slot.component
+            if not (folder / "config.json").is_file():
+                continue
+            clip_role = CLIP_L if slot.component == "text_encoder" else CLIP_G
+            role = {"t5": T5XXL, "qwen3": QWEN3}.get(slot.layout, clip_role)
+            small = slot.layout == "clip"  # CLIPs run in the text dtype; T5/Qwen3 stay as stored
+            cls = getattr(transformers, slot.transformers_class)
+            encoder = cls.from_pretrained(folder, torch_dtype=text_dtype if small else "auto", local_files_only=True)
+            modules[role] = encoder.to(device).eval().requires_grad_(False)
+    except (ModelError, OSError, ValueError) as exc:
+        raise InputError("ckpt_name", f"{name}: {exc}") from None
+    clip = build_clip_value(CLIP_TYPE[family.name], modules) if modules else NoTextEncoders(name, family)
+    return flow_model(loaded, name), clip, VAEModel(vae, name)
 
 
 class NoTextEncoders:

@@ -293,3 +293,44 @@ def test_z_image_matches_z_image_pipeline(models: Path, tmp_path: Path, guidance
     ours, model = run_latents(g, ks, tmp_path)
     assert model.family == "z_image"
     _close(ours, model, z_image_reference(transformer, vae, qwen, 4, guidance))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole diffusers pipeline folders through Load Checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def test_diffusers_folders_load_through_load_checkpoint(models: Path, tmp_path: Path) -> None:
+    """``FluxPipeline.save_pretrained`` / ``StableDiffusion3Pipeline.save_pretrained`` folders (what a
+    Hugging Face download is) in models/checkpoints: Load Checkpoint gives MODEL, CLIP and VAE that
+    reproduce the pipeline that wrote them."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    ckpt = tf.write_sd35_all_in_one(tmp_path / "unused_sd3.safetensors", seed=5)
+    sd3 = StableDiffusion3Pipeline(
+        transformer=ckpt.transformer, scheduler=scheduler_for("sd3.5_medium"), vae=ckpt.vae,
+        text_encoder=ckpt.clip_l, tokenizer=build_clip_tokenizer(), text_encoder_2=ckpt.clip_g,
+        tokenizer_2=build_clip_tokenizer(pad_token="!"), text_encoder_3=ckpt.t5, tokenizer_3=build_t5_tokenizer(),
+    )  # fmt: skip
+    sd3.save_pretrained(models / "checkpoints" / "sd3.5-medium-diffusers")
+    transformer, vae = tf.tiny_flux(12), tf.tiny_vae16(13)
+    clip_l, t5 = tf.tiny_flux_text_encoders(14)
+    flux = FluxPipeline(
+        scheduler=scheduler_for("flux1_dev"), vae=vae, text_encoder=clip_l.text_model, tokenizer=build_clip_tokenizer(),
+        text_encoder_2=t5, tokenizer_2=build_t5_tokenizer(), transformer=transformer,
+    )  # fmt: skip
+    flux.save_pretrained(models / "checkpoints" / "FLUX.1-dev")
+
+    g = Graph()
+    loader = g.add_node("CheckpointLoaderSimple", {"ckpt_name": "sd3.5-medium-diffusers"}).id
+    ks = flow_graph({k: (loader, k) for k in ("MODEL", "CLIP", "VAE")}, g, steps=3, cfg=4.5, scheduler="normal")
+    ours, model = run_latents(g, ks, tmp_path / "sd3")
+    _close(ours, model, sd3_reference(ckpt, 3, 4.5))
+
+    g = Graph()
+    loader = g.add_node("CheckpointLoaderSimple", {"ckpt_name": "FLUX.1-dev"}).id
+    sampling = ("ModelSamplingFlux", {"width": W, "height": H, "max_shift": 1.15, "base_shift": 0.5})
+    loaders = {k: (loader, k) for k in ("MODEL", "CLIP", "VAE")}
+    ks = flow_graph(loaders, g, steps=3, cfg=1.0, scheduler="linspace_diffusers", model_sampling=sampling)
+    ours, model = run_latents(g, ks, tmp_path / "flux")
+    _close(ours, model, flux_reference(transformer, vae, clip_l, t5, 3, dev=True))
