@@ -178,7 +178,8 @@ def _load_flow_checkpoint(
     apply_memory_settings(ctx.settings)
     _check_budget("ckpt_name", name, _size(path), None)
     make_vram_room(device, _size(path))
-    clip_type = "sd3" if family.name == "sd3" else "flux"
+    clip_type = family.clip_type
+    assert clip_type is not None
     try:
         loaded = manager().diffusion_model(path, device=device, dtype=compute)
         vae = manager().vae16(path, device=device, dtype=vae_dtype)
@@ -198,9 +199,6 @@ def _load_flow_checkpoint(
     except (ModelError, ClipFileError) as exc:
         raise InputError("ckpt_name", str(exc)) from None
     return flow_model(loaded, name), build_clip_value(clip_type, modules), VAEModel(vae, name)
-
-
-CLIP_TYPE = {"sd3": "sd3", "flux": "flux", "z_image": "lumina2"}
 
 
 def _load_flow_folder(
@@ -234,7 +232,8 @@ def _load_flow_folder(
             modules[role] = encoder.to(device).eval().requires_grad_(False)
     except (ModelError, OSError, ValueError) as exc:
         raise InputError("ckpt_name", f"{name}: {exc}") from None
-    clip = build_clip_value(CLIP_TYPE[family.name], modules) if modules else NoTextEncoders(name, family)
+    assert family.clip_type is not None
+    clip = build_clip_value(family.clip_type, modules) if modules else NoTextEncoders(name, family)
     return flow_model(loaded, name), clip, VAEModel(vae, name)
 
 

@@ -141,6 +141,8 @@ class ModelFamily:
     predictor: str | None = None
     # "module:function" loading the denoiser from a file or folder (the transformer families).
     denoiser_loader: str | None = None
+    # The CLIPLoader ``type`` (ComfyUI's name) that builds this family's text encoders from files.
+    clip_type: str | None = None
     notes: tuple[str, ...] = field(default=())
 
     def text_encoder_names(self) -> list[str]:

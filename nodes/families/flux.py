@@ -79,4 +79,5 @@ FAMILY = ModelFamily(
     detector="nodes.diffusion.dit.flux:config_from_shapes",
     predictor="nodes.diffusion.dit.flux:predict",
     denoiser_loader="nodes.diffusion.dit.flux:load",
+    clip_type="flux",
 )

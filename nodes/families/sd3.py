@@ -78,4 +78,5 @@ FAMILY = ModelFamily(
     detector="nodes.diffusion.dit.sd3:config_from_shapes",
     predictor="nodes.diffusion.dit.sd3:predict",
     denoiser_loader="nodes.diffusion.dit.sd3:load",
+    clip_type="sd3",
 )

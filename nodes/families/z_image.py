@@ -45,4 +45,5 @@ FAMILY = ModelFamily(
     detector="nodes.diffusion.dit.z_image:config_from_shapes",
     predictor="nodes.diffusion.dit.z_image:predict",
     denoiser_loader="nodes.diffusion.dit.z_image:load",
+    clip_type="lumina2",
 )

@@ -32,8 +32,6 @@ NETWORK = "16-channel VAE"
 CLASS_NAME = "AutoencoderKL"
 LATENT_CHANNELS = 16
 VAE_PREFIXES = ("first_stage_model.", "vae.", "")
-# Which shipped config holds each family's latent normalisation.
-FAMILY_CONFIGS = {"sd3": "sd3.5_medium", "flux": "flux1_dev", "z_image": "z_image_turbo"}
 _PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
 
@@ -54,15 +52,26 @@ def recognise_folder(path: str | Path) -> bool:
     return folder_class(path, "vae") == CLASS_NAME
 
 
+def _config_dir(family: str) -> str:
+    """The shipped config folder (``resources/dit_configs``) holding a 16-channel family's VAE factors."""
+    from nodes import families
+
+    known = [f.name for f in families.FAMILIES if f.latent is not None and f.latent.channels == 16 and f.config_dir]
+    if family not in known:
+        raise ValueError(f"family must be one of {sorted(known)}, not {family!r}")
+    config_dir = families.get(family).config_dir
+    assert config_dir is not None
+    return config_dir
+
+
 def config_from_shapes(shapes: Shapes, family: str, *, source: str | Path = "?") -> dict[str, Any]:
     """The ``AutoencoderKL`` config of these tensors, with ``family``'s scaling and shift factors."""
-    if family not in FAMILY_CONFIGS:
-        raise ValueError(f"family must be one of {sorted(FAMILY_CONFIGS)}, not {family!r}")
+    config_dir = _config_dir(family)
     prefix = vae_prefix(shapes)
     if prefix is None:
         raise UnusableWeightsError(source, NETWORK, "no decoder.conv_in.weight (with or without first_stage_model.)")
     idx = KeyIndex(shapes, prefix)
-    cfg = public_config(FAMILY_CONFIGS[family], "vae")
+    cfg = public_config(config_dir, "vae")
     in_channels = need(idx, "encoder.conv_in.weight", source, NETWORK, ndim=4)[1]
     latent = need(idx, "decoder.conv_in.weight", source, NETWORK, ndim=4)[1]
     out_channels = need(idx, "decoder.conv_out.weight", source, NETWORK, ndim=4)[0]

@@ -115,7 +115,9 @@ def check_recipe(conds: Sequence[CondEntry], family: str, display_name: str) -> 
 
 
 def _clip_type(family: str) -> str:
-    return {"z_image": "lumina2"}.get(family, family)
+    from nodes import families
+
+    return families.get(family).clip_type or family
 
 
 def same_length(embeds: Sequence[Tensor]) -> list[Tensor]:

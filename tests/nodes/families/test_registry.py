@@ -190,6 +190,9 @@ def test_transformer_family_declares_complete_consistent_data(family: ModelFamil
         # Shipped as the full released architecture (CLIP-L with projection, Qwen3 with its LM head).
         assert any(arch.startswith(slot.transformers_class.removesuffix("Model")) for arch in shipped), slot
         assert isinstance(getattr(importlib.import_module("transformers"), slot.transformers_class), type)
+    from nodes.diffusion.text_encoders import CLIP_TYPES
+
+    assert family.clip_type in CLIP_TYPES and CLIP_TYPES[family.clip_type].builds == family.name
     assert sampling.prediction == "flow" and sampling.shift_rule in ("sd3", "flux", "auraflow")
     ms = model_sampling_for(family.name)
     assert isinstance(ms, FlowModelSampling) and ms.sigma_max == pytest.approx(1.0) and ms.sigma_min > 0
