@@ -363,6 +363,9 @@ class PatchedClip(ClipModel):
         )
 
 
+_TRANSFORMER_FAMILIES = ("sd3", "flux", "z_image")
+
+
 def apply_lora(
     model: DiffusionModel,
     clip: ClipModel | None,
@@ -377,6 +380,12 @@ def apply_lora(
     being patched must exist in the model with the LoRA's shapes, else :class:`LoraMismatchError` lists
     what did not fit — a LoRA for SDXL on an SD1 model, say, fails here instead of producing noise.
     """
+    clip_family = getattr(clip, "family", "")
+    if (strength_model and model.is_transformer) or (strength_clip and clip_family in _TRANSFORMER_FAMILIES):
+        raise ModelError(
+            f"lora {Path(lora.path).name!r}: LoRAs for {model.family} models are not supported yet (sdgraph "
+            "applies LoRAs to SD 1.x, SD 2.x and SDXL models and their text encoders); remove the LoRA loader"
+        )
     model_layers = [ly for ly in lora.layers if ly.target == UNET] if strength_model else []
     clip_layers = [ly for ly in lora.layers if ly.target != UNET] if strength_clip and clip is not None else []
     if clip is None and strength_model and not model_layers:

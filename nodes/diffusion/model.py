@@ -188,6 +188,11 @@ class DiffusionModel:
         out = self._forward(x, context)(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
         return out.float()
 
+    @property
+    def is_transformer(self) -> bool:
+        """Whether the family calls its denoiser its own way (the flow transformers), not as a UNet."""
+        return self._predictor() is not None
+
     def _predictor(self) -> Any:
         if self.family not in families.names(only_supported=False):
             return None

@@ -184,3 +184,33 @@ def test_flux_timeline_frames_preview_and_decode_with_the_family_latent_format(
     assert np.abs(decoded.astype(np.int16) - saved).max() <= 1  # the same picture (8-bit rounding)
     unshifted = decode_frame(autoencoder, {**last, "latent_shift": 0.0}, record["latent_scale"], which="x")
     assert np.abs(unshifted.astype(np.int16) - saved).max() > 1  # the shift matters
+
+
+def test_a_lora_on_a_flux_model_is_one_clear_message(flow_models: Path, tmp_path: Path) -> None:
+    """LoRAs for the transformer families are not supported yet: the loader says so by node and input."""
+    from tests.nodes.lora.lora_support import LoraWriter
+    from tests.support.tiny_sd import build_tiny_models
+
+    (flow_models / "loras").mkdir(exist_ok=True)
+    writer = LoraWriter(seed=1)
+    attn = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+    writer.kohya(build_tiny_models("sd1").unet, attn, "lora_unet_" + attn.replace(".", "_"), alpha=2.0)
+    writer.save(flow_models / "loras" / "some_lora.safetensors")
+    g = Graph()
+    unet = g.add_node("UNETLoader", {"unet_name": FLOW_FILES["flux1-dev.safetensors"], "weight_dtype": "default"}).id
+    clip = g.add_node(
+        "DualCLIPLoader",
+        {
+            "clip_name1": FLOW_FILES["t5xxl_fp16.safetensors"],
+            "clip_name2": FLOW_FILES["clip_l.safetensors"],
+            "type": "flux",
+        },
+    ).id
+    lora = g.add_node(
+        "LoraLoader", {"lora_name": "some_lora.safetensors", "strength_model": 1.0, "strength_clip": 1.0}
+    ).id
+    g.add_link(unet, "MODEL", lora, "model", "MODEL")
+    g.add_link(clip, "CLIP", lora, "clip", "CLIP")
+    result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[lora])
+    assert result.status == "failed" and result.error.node_id == lora and result.error.input == "lora_name"
+    assert "LoRAs for flux models are not supported yet" in str(result.error)
