@@ -259,6 +259,12 @@ class MainWindow(QMainWindow):
         )
         self.act_cancel_all.setEnabled(False)
         self.act_fit = self._action("&Fit Graph", lambda: self.view.fit_all(), None, "view.fit")
+        self.act_preferences = self._action(
+            "&Preferences…", self.show_preferences, _keys("app.preferences"), "app.preferences"
+        )
+        self.act_cheat_sheet = self._action(
+            "&Keyboard Shortcuts", self.show_cheat_sheet, _keys("help.shortcuts"), "help.shortcuts"
+        )
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -273,6 +279,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_save)
         file_menu.addAction(self.act_save_as)
         file_menu.addAction(self.act_export)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_preferences)
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         self.edit_menu = bar.addMenu("&Edit")
@@ -291,8 +299,31 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         for dock in (self.library_dock, self.images_dock, self.history_dock, self.log_dock):
             view_menu.addAction(dock.toggleViewAction())
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_cheat_sheet)
         self._fill_recent_menu()
         self._fill_templates_menu()
+
+    def show_cheat_sheet(self) -> None:
+        from ui.cheat_sheet import CheatSheet
+
+        CheatSheet(self).exec()
+
+    def show_preferences(self) -> None:
+        """Edit the settings; on OK save them and apply them to the open document's runs."""
+        from ui.preferences import PreferencesDialog
+
+        dialog = PreferencesDialog(self.settings, self)
+        if dialog.exec() != PreferencesDialog.DialogCode.Accepted:
+            return
+        new = dialog.result_settings()
+        for name in new.__dataclass_fields__:
+            setattr(self.settings, name, getattr(new, name))  # the same object the run controllers hold
+        self.settings.save()
+        self.settings.apply_model_folders()
+        if self.doc is not None:
+            self.doc.controller.apply_settings(self.settings)
+        self.statusBar().showMessage("Preferences saved", 4000)
 
     def _fill_edit_menu(self) -> None:
         """Undo/redo, then the canvas's own actions (they change with each document's view).

@@ -267,6 +267,14 @@ class RunController(QObject):
 
     # ---- public -----------------------------------------------------------------------------------
 
+    def apply_settings(self, settings: Any) -> None:
+        """New preferences for later runs: a fresh executor (device, precision, output folder, cache
+        budget) that keeps the cached results, so an unchanged graph does not run again for nothing."""
+        fresh = executor_from_settings(self.registry, settings)
+        fresh.cache = self.executor.cache
+        fresh.cache.budget_bytes = max(0, int(settings.cache_budget_mb)) * 1024**2
+        self.executor = fresh
+
     @property
     def running(self) -> bool:
         return self._running

@@ -52,6 +52,21 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("run.cancel", ("Ctrl+Alt+Return",), "Cancel the run", scope="window"),
     Shortcut("file.open", ("Ctrl+O",), "Open a workflow", scope="window"),
     Shortcut("file.save", ("Ctrl+S",), "Save the workflow", scope="window"),
+    Shortcut("app.preferences", ("Ctrl+,",), "Preferences: device, precision, memory, model folders", scope="window"),
+    Shortcut("help.shortcuts", ("F1",), "Show this list of shortcuts and mouse gestures", scope="window"),
+)
+
+# Keys the canvas reads from its key events (so that they stay free for the search popup and the inline
+# editors) and mouse gestures: not actions, but listed with the shortcuts in the cheat sheet.
+GESTURES: tuple[tuple[str, str], ...] = (
+    ("Esc", "Cancel the running run (queued runs still run)"),
+    ("Shift+Esc", "Cancel the run and drop every queued run"),
+    ("Wheel", "Zoom at the cursor"),
+    ("Middle drag, Space+drag or Alt+drag", "Pan the canvas"),
+    ("Drag from a socket", "Draw a wire; drop it on empty canvas to search nodes that fit"),
+    ("Double-click empty canvas", "Add a node: open the search"),
+    ("Drag on empty canvas", "Select the nodes in a rectangle (Ctrl/Shift add to the selection)"),
+    ("Double-click a node title", "Rename the node"),
 )
 
 BY_ID: dict[str, Shortcut] = {s.action_id: s for s in SHORTCUTS}
