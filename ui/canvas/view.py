@@ -63,7 +63,7 @@ from ui import theme
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
 from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
-from ui.canvas.reroute import insert_reroute_command, reroute_consumers
+from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
 from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
 from ui.canvas.seed import EXTRA_KEY, SEED_MODES, seed_mode
 from ui.canvas.wire_item import WireItem
@@ -944,6 +944,7 @@ class GraphView(QGraphicsView):
             if det is not None:
                 command.edits.insert(0, cmds.RemoveLink(link_record(det)))
                 command.setText("Move connection")
+            command.edits += adopt_widget_value_edits(self.graph, self.registry, src, out, dst, inp)
             self.undo_stack.push(command)
             return
         self._refusal_label.hide()
