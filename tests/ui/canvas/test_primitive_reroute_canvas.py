@@ -126,3 +126,14 @@ def test_search_finds_reroute_and_primitive(view: GraphView, graph: Graph, regis
         assert popup.shown_types()[0] == type_
         QTest.keyClick(popup.edit, Qt.Key.Key_Return)
         assert any(n.type == type_ for n in graph.nodes.values())
+
+
+def test_a_primitive_feeding_a_seed_steps_after_a_run_like_the_seed(graph: Graph, registry: NodeRegistry) -> None:
+    from ui.canvas import apply_seed_control
+
+    p = add(graph, registry, "PrimitiveNode", (0, 0), value=41)
+    s = add(graph, registry, "Sampler", (300, 0))
+    graph.add_link(p, "value", s, "seed", "INT")
+    graph.nodes[p].extra["control_after_generate"] = "increment"
+    assert apply_seed_control(graph, p, registry) == {"value": 42}
+    assert apply_seed_control(graph, s, registry) == {}  # the sampler's own seed is driven, not stepped
