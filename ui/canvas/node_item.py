@@ -175,8 +175,8 @@ class NodeItem(QGraphicsItem):
 
     def driven_values(self) -> dict[str, Any]:
         """Wired widget inputs whose value comes from a Primitive, with that value (shown greyed)."""
-        if self.registry is None or not self._linked:
-            return {}
+        if self.registry is None or not any(i in self.layout.widgets for i in self._linked):
+            return {}  # the common case, decided without scanning links: no wired widget at all
         return fed_values(self.graph, self.registry, self.node_id)
 
     def _place_ui_text(self, lay: NodeLayout) -> None:
