@@ -15,6 +15,7 @@ from typing import Any
 
 from graph_engine.model import Graph, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry
+from graph_engine.reroute import REROUTE, REROUTE_INPUT, output_type
 from graph_engine.types import types_compatible
 from graph_engine.value_sources import VALUE
 
@@ -84,7 +85,11 @@ def can_connect(
         return Verdict(False, f"{src_spec.display_name} has no output {src_output!r}")
     if inp is None:
         return Verdict(False, f"{dst_spec.display_name} has no input {dst_input!r}")
-    reason = types_compatible(out.type, inp.type)
+    if src_spec.value_source and not inp.is_widget:
+        return Verdict(False, f"a {src_spec.display_name} can only feed a value input, not {inp.type}")
+    # A reroute carries the type of what feeds it; a primitive the type of the widget it feeds.
+    src_type = output_type(graph, registry, src_node, src_output) if src_spec.virtual else out.type
+    reason = types_compatible(src_type, inp.type)
     if reason:
         return Verdict(False, reason)
     # The link that would be replaced does not count: dragging onto a connected input swaps it.
@@ -105,12 +110,22 @@ def can_connect(
 
 
 def resolve_source(graph: Graph, node_id: int, output_id: str, type: str) -> Source | str:
-    """Follow an output through bypassed nodes to the node that really produces it, or say why not."""
+    """Follow an output through reroutes and bypassed nodes to the node that really produces it, or say
+    why not. A reroute is looked through whatever its mode: it is part of the wire, not a step."""
     seen: set[int] = set()
     while True:
         node = graph.nodes.get(node_id)
         if node is None:
             return f"links to node {node_id}, which does not exist"
+        if node.type == REROUTE:
+            if node_id in seen:
+                return "reroutes form a loop"
+            seen.add(node_id)
+            feeding_link = graph.link_into(node_id, REROUTE_INPUT)
+            if feeding_link is None:
+                return f"comes from node {node_id} ({node.label}), a reroute with nothing plugged into it"
+            node_id, output_id = feeding_link.src_node, feeding_link.src_output
+            continue
         if node.mode == NodeMode.ACTIVE:
             return Source(node_id, output_id)
         if node.mode == NodeMode.MUTE:

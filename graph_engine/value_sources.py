@@ -14,22 +14,58 @@ stands for.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from graph_engine.model import Graph, Node
 from graph_engine.node_spec import Input, NodeRegistry, NodeSpec, Output
+from graph_engine.reroute import REROUTE
 
 VALUE = "value"
 
 
 def fed_input(graph: Graph, registry: NodeRegistry, node_id: int) -> Input | None:
-    """The widget input the value source feeds first (lowest link id), as its own `value` input."""
+    """The widget input the value source feeds first (lowest link id, looking through reroutes), as its
+    own `value` input."""
+    inp = first_fed_input(graph, registry, node_id)
+    return None if inp is None else replace(inp, id=VALUE, label=inp.display_name)
+
+
+def first_fed_input(
+    graph: Graph, registry: NodeRegistry, node_id: int, _seen: frozenset[int] = frozenset()
+) -> Input | None:
+    """The consumer's own declaration of the first widget input an output reaches (through reroutes)."""
     for lk in sorted(graph.links_from(node_id), key=lambda lk: lk.id):
         consumer = graph.nodes.get(lk.dst_node)
-        spec = registry.get(consumer.type) if consumer is not None else None
+        if consumer is None:
+            continue
+        if consumer.type == REROUTE:
+            if consumer.id not in _seen:
+                found = first_fed_input(graph, registry, consumer.id, _seen | {node_id})
+                if found is not None:
+                    return found
+            continue
+        spec = registry.get(consumer.type)
         inp = spec.input(lk.dst_input) if spec is not None else None
         if inp is not None and inp.is_widget:
-            return replace(inp, id=VALUE, label=inp.display_name)
+            return inp
     return None
+
+
+def fed_values(graph: Graph, registry: NodeRegistry, node_id: int) -> dict[str, Any]:
+    """The node's widget inputs whose value comes from a value source (through reroutes and bypasses),
+    with that value: what ComfyUI's API format inlines and what a run gives the node."""
+    from graph_engine.validation import Source, resolve_source  # validation imports this module
+
+    out: dict[str, Any] = {}
+    for input_id, lk in graph.inputs_of(node_id).items():
+        src = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
+        if not isinstance(src, Source):
+            continue
+        source = graph.nodes[src.node_id]
+        spec = registry.get(source.type)
+        if spec is not None and spec.value_source and VALUE in source.values:
+            out[input_id] = source.values[VALUE]
+    return out
 
 
 def effective_spec(graph: Graph, registry: NodeRegistry, node: Node) -> NodeSpec | None:

@@ -18,6 +18,7 @@ from graph_engine import NodeRegistry
 NODE_MODULES = (
     "nodes.note",
     "nodes.primitive",
+    "nodes.reroute",
     "nodes.loaders",
     "nodes.conditioning",
     "nodes.text_encoders",

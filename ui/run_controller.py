@@ -70,6 +70,7 @@ from graph_engine.events import (
 from graph_engine.model import EVENT_VALUE_CHANGED
 from graph_engine.serialization import graph_from_dict, graph_to_dict
 from graph_engine.validation import validate
+from graph_engine.value_sources import effective_spec
 from ui.images import load_ui_images, qimage_from_array
 
 PUMP_INTERVAL_MS = 50  # ~20 canvas updates a second
@@ -709,7 +710,7 @@ class RunController(QObject):
             return
         changed = False
         for node_id, node in list(self.graph.nodes.items()):
-            spec = self.registry.get(node.type)
+            spec = effective_spec(self.graph, self.registry, node)  # a Primitive feeding a seed steps too
             if spec is not None and any(i.control_after_generate for i in spec.inputs):
                 changed |= bool(self._seed_control(self.graph, node_id, self.registry))
         if changed:

@@ -8,7 +8,10 @@ whose source is muted is left out, as ComfyUI's frontend does; the server then n
 UI: every node, with widgets_values positional again (the seed's control value after the seed,
 LoadImage's upload entry), links as 6-arrays whose slots index the exported inputs/outputs lists,
 groups, and the ComfyUI data import kept in `extra["comfy"]`. Import → export → import gives the same
-graph; what changes is listed in `ui_import` (Reroutes/Primitives) and here: litegraph's required
+graph; Primitives are written as ComfyUI's PrimitiveNode (linked to the consumers' converted widgets,
+which also hold its value) and Reroutes as Reroute; in API format both vanish (a primitive's value is
+inlined into each input it feeds, a link through reroutes comes from the real source). What changes is
+listed in `ui_import` and here: litegraph's required
 node keys (size, flags, order, properties) are filled in when the graph had none (a graph made in
 sdgraph or read from the API format), and a missing seed control becomes "randomize".
 """
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from graph_engine.comfy.common import COMFY_KEY, OUR_NOTE, SDGRAPH_EXTRA_KEY
+from graph_engine.comfy.common import COMFY_KEY, OUR_NOTE, PRIMITIVE, SDGRAPH_EXTRA_KEY
 from graph_engine.comfy.ui_import import output_names, unique_names
 from graph_engine.comfy.widgets import CONTROL_EXTRA_KEY, write_widgets_values
 from graph_engine.model import Graph, Link, Node, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry, NodeSpec
+from graph_engine.reroute import REROUTE
+from graph_engine.types import ANY
 from graph_engine.validation import Source, resolve_source
+from graph_engine.value_sources import VALUE, fed_input, fed_values
 
 _OWN_EXTRA = {COMFY_KEY, CONTROL_EXTRA_KEY}
 _NOT_NODE_KEYS = {"id", "mode", "inputs", "outputs", "widgets_values", "type", "extra_widgets_values", "api"}
@@ -86,7 +92,11 @@ def to_api(graph: Graph, registry: NodeRegistry) -> dict[str, Any]:
                     if value is not MISSING and not (inp.optional and value == inp.default):
                         inputs[inp.id] = _wrap(value)
             inputs.update({k: _wrap(v) for k, v in node.values.items() if spec.input(k) is None})
+        inlined = fed_values(graph, registry, node.id)
         for lk in sorted(graph.inputs_of(node.id).values(), key=lambda lk: lk.id):
+            if lk.dst_input in inlined:  # a primitive's value, as ComfyUI's frontend writes it
+                inputs[lk.dst_input] = _wrap(inlined[lk.dst_input])
+                continue
             src = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
             if not isinstance(src, Source):
                 continue
@@ -124,16 +134,32 @@ def _ui_node(
     links_in = graph.inputs_of(node.id)
     inputs: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
+    slots_override: dict[str, int] = {}
     if spec is not None and node.type == OUR_NOTE and spec.virtual:
         node_type = comfy.get("type", OUR_NOTE)
         widgets: list[Any] | None = [node.values.get("text", "")]
         out_names: list[str] = []
+    elif spec is not None and spec.value_source:
+        node_type = PRIMITIVE
+        inputs, outputs, widgets = _primitive_parts(graph, registry, node)
+        out_names = [o.id for o in spec.outputs]
+    elif spec is not None and node.type == REROUTE:
+        node_type = node.type
+        src = links_in.get(spec.inputs[0].id)
+        typ = src.type if src is not None else "*"
+        inputs = [{"name": "", "type": "*"}]
+        outputs = [{"name": "", "type": typ}]
+        out_names = [o.id for o in spec.outputs]
+        slots_override = {spec.inputs[0].id: 0}
+        widgets = comfy.get("widgets_values")
     elif spec is not None:
         node_type = node.type
         inputs = _known_inputs(spec, links_in)
         out_names = [o.id for o in spec.outputs]
         outputs = [{"name": o.id, "type": o.type} for o in spec.outputs]
-        widgets = write_widgets_values(spec, node.values, node.extra.get(CONTROL_EXTRA_KEY))
+        # A widget fed by a primitive holds the primitive's value, as ComfyUI's frontend keeps it.
+        values = {**node.values, **fed_values(graph, registry, node.id)}
+        widgets = write_widgets_values(spec, values, node.extra.get(CONTROL_EXTRA_KEY))
         widgets += list(comfy.get("extra_widgets_values", []))
         if not any(i.is_widget for i in spec.inputs):
             widgets = None
@@ -148,19 +174,20 @@ def _ui_node(
 
     slots: dict[str, int] = {}
     for i, s in enumerate(inputs):
-        name = (s.get("widget") or {}).get("name") or s["name"]
+        name = (s.get("widget") or {}).get("name") or s["name"] or (spec.inputs[0].id if spec is not None else "")
         slots[name] = i
         s["link"] = links_in[name].id if name in links_in else None
     for i, s in enumerate(outputs):
         links = [lk.id for lk in graph.links_from(node.id, out_names[i])] if i < len(out_names) else []
         s["links"] = sorted(links)
         s["slot_index"] = i
+    slots.update(slots_override)
 
     d: dict[str, Any] = {
         "id": comfy_key(node),
         "type": node_type,
         "pos": [node.pos[0], node.pos[1]],
-        "size": list(node.size) if node.size else [320.0, 60.0 + 22.0 * max(len(inputs), len(outputs), 1)],
+        "size": list(node.size) if node.size else _default_size(node, inputs, outputs),
         "flags": dict(node.flags),
         "order": order,
         "mode": _mode(node),
@@ -183,6 +210,47 @@ def _ui_node(
     return d, slots, out_names
 
 
+def _primitive_parts(
+    graph: Graph, registry: NodeRegistry, node: Node
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """A Primitive as ComfyUI's PrimitiveNode: no inputs, one output typed and named like the widget it
+    feeds (with `widget.name`), and widgets_values [value, control, ...]. A number or combo primitive
+    always has a control value in ComfyUI ("fixed" unless chosen); a seed's defaults to "randomize",
+    as our seed widgets do."""
+    fed = fed_input(graph, registry, node.id)
+    typ = fed.type if fed is not None else "*"
+    output: dict[str, Any] = {"name": typ if fed is not None else "connect to widget input", "type": typ}
+    target = _first_widget_name(graph, registry, node.id)
+    if target is not None:
+        output["widget"] = {"name": target}
+    widgets: list[Any] = [node.values.get(VALUE)]
+    control = node.extra.get(CONTROL_EXTRA_KEY)
+    if control is None and fed is not None and fed.type in ("INT", "FLOAT", "COMBO"):
+        control = "randomize" if fed.control_after_generate else "fixed"
+    if control is not None:
+        widgets.append(control)
+    widgets += list(node.extra.get(COMFY_KEY, {}).get("extra_widgets_values", []))
+    return [], [output], widgets
+
+
+def _first_widget_name(graph: Graph, registry: NodeRegistry, node_id: int) -> str | None:
+    """The name of the first widget input a primitive feeds directly (ComfyUI's `outputs[0].widget`)."""
+    for lk in sorted(graph.links_from(node_id), key=lambda lk: lk.id):
+        consumer = graph.nodes.get(lk.dst_node)
+        spec = registry.get(consumer.type) if consumer is not None else None
+        inp = spec.input(lk.dst_input) if spec is not None else None
+        if inp is not None and inp.is_widget:
+            return inp.id
+    return None
+
+
+def _default_size(node: Node, inputs: list[Any], outputs: list[Any]) -> list[float]:
+    """litegraph needs a size; a Reroute's is ComfyUI's small pill."""
+    if node.type == REROUTE:
+        return [75.0, 26.0]
+    return [320.0, 60.0 + 22.0 * max(len(inputs), len(outputs), 1)]
+
+
 def _known_inputs(spec: NodeSpec, links_in: dict[str, Link]) -> list[dict[str, Any]]:
     """Sockets in declared order, then widgets fed by a wire (ComfyUI's "converted widgets")."""
     inputs: list[dict[str, Any]] = [{"name": i.id, "type": i.type} for i in spec.inputs if not i.is_widget]
@@ -192,6 +260,15 @@ def _known_inputs(spec: NodeSpec, links_in: dict[str, Link]) -> list[dict[str, A
     known = {i.id for i in spec.inputs}
     inputs += [{"name": name, "type": lk.type} for name, lk in sorted(links_in.items()) if name not in known]
     return inputs
+
+
+def _link_type(graph: Graph, registry: NodeRegistry, lk: Link) -> str:
+    """The link's type, ComfyUI's "*" for ANY; a primitive's link made in sdgraph takes the widget's type."""
+    if lk.type != ANY:
+        return lk.type
+    spec = registry.get(graph.nodes[lk.dst_node].type)
+    inp = spec.input(lk.dst_input) if spec is not None else None
+    return inp.type if inp is not None and inp.type != ANY else "*"
 
 
 def to_ui(graph: Graph, registry: NodeRegistry) -> dict[str, Any]:
@@ -216,7 +293,7 @@ def to_ui(graph: Graph, registry: NodeRegistry) -> dict[str, Any]:
                 outs.index(lk.src_output),
                 comfy_key(graph.nodes[lk.dst_node]),
                 input_slots[lk.dst_node][lk.dst_input],
-                lk.type,
+                _link_type(graph, registry, lk),
             ]
         )
     groups = []

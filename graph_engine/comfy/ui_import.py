@@ -6,9 +6,13 @@ Both schemas are read: 0.4 (litegraph: links as `[id, origin, origin_slot, targe
 * a type we have: widget values named through `widgets.read_widgets_values`; the seed's control
   selector goes to `extra["control_after_generate"]`;
 * `Note` / `MarkdownNote`: our `Note` (a MarkdownNote remembers its type for export);
-* `Reroute`: removed; a link through it (or a chain of them) becomes one link from the real source;
-* `PrimitiveNode`: removed; its value is written into each widget it feeds (a widget converted to a
-  socket, `inputs[i].widget`), and a seed's control value with it;
+* `Reroute`: our Reroute node (one `input`, one `output`), links through it kept; the engine looks
+  through it. (With a registry that lacks Reroute, a link through one becomes one link from the real
+  source.)
+* `PrimitiveNode`: our Primitive (same type name), its value in `values["value"]`, its control value in
+  `extra["control_after_generate"]`, linked to each widget it feeds (a widget converted to a socket,
+  `inputs[i].widget`); the engine gives its value to those inputs. (With a registry that lacks it, its
+  value is written into each widget it feeds instead.)
 * anything else: a placeholder of the same type that keeps all its data (`extra["comfy"]`: inputs and
   outputs with names and types, widgets_values, properties) and its links, so nothing is lost and the
   parts of the graph that do not need it still run.
@@ -19,13 +23,12 @@ id by the input's name in the file. Positions, sizes, titles, colours, groups an
 
 Normalisations on import (documented because a re-export differs from the file in these points):
 
-* Reroutes and PrimitiveNodes disappear (links and values go straight to where they lead);
 * legacy boolean control values become "randomize" / "fixed";
 * LoadImage's upload entry is not kept (export writes "image");
 * a widget the file has no value for gets its declared default, as in ComfyUI's frontend (a
   model-file combo stays empty rather than guessed);
-* a PrimitiveNode feeding a placeholder is dropped (the frontend already synced its value into the
-  placeholder's widgets_values);
+* a PrimitiveNode's widgets_values after its value and control (a combo's filter) go to
+  `extra["comfy"]["extra_widgets_values"]`;
 * a schema-1 file is written back as 0.4; subgraphs are kept as one placeholder per instance.
 """
 
@@ -56,7 +59,9 @@ from graph_engine.comfy.common import (
 from graph_engine.comfy.widgets import CONTROL_EXTRA_KEY, normalize_control, read_widgets_values
 from graph_engine.model import Graph, GraphError, NodeMode
 from graph_engine.node_spec import MISSING, NodeRegistry, NodeSpec
+from graph_engine.reroute import REROUTE_INPUT
 from graph_engine.types import ANY
+from graph_engine.value_sources import VALUE
 
 MODES = {0: NodeMode.ACTIVE, 1: NodeMode.ACTIVE, 2: NodeMode.MUTE, 3: NodeMode.ACTIVE, 4: NodeMode.BYPASS}
 _NODE_KEYS = {"id", "type", "pos", "size", "title", "mode", "color", "flags", "inputs", "outputs", "widgets_values"}
@@ -185,6 +190,11 @@ class _UIReader:
         self.missing: list[str] = []
         self.nodes: dict[int | str, _RawNode] = {}
         self.subgraphs = self._subgraph_names()
+        # Reroutes and primitives are kept as our nodes when this install has them (it always does; a
+        # bare registry, as some tests and tools use, falls back to dissolving them).
+        prim = registry.get(PRIMITIVE)
+        self.keep_primitives = prim is not None and prim.value_source
+        self.keep_reroutes = registry.get(REROUTE) is not None
 
     def _subgraph_names(self) -> dict[str, str]:
         defs = self.doc.get("definitions")
@@ -266,14 +276,30 @@ class _UIReader:
         missing: list[str] = []
         short_nodes: list[str] = []
         for rn in sorted(self.nodes.values(), key=lambda r: r.index):
-            if rn.type in (REROUTE, PRIMITIVE):
+            if self.dissolved(rn):
                 continue
             attrs = self._common_attrs(rn)
             comfy = attrs.pop("comfy")
             own = rn.raw.get(SDGRAPH_EXTRA_KEY)
             extra: dict[str, Any] = dict(own) if isinstance(own, dict) else {}
             saved = rn.raw.get("widgets_values")
-            if rn.spec is not None and rn.type in NOTE_TYPES:
+            if rn.type == REROUTE:
+                values = {}
+                if saved is not None:
+                    comfy["widgets_values"] = saved
+            elif rn.type == PRIMITIVE:
+                values = {}
+                if isinstance(saved, list):
+                    if saved and saved[0] is not None:
+                        values[VALUE] = saved[0]
+                    control = normalize_control(saved[1]) if len(saved) > 1 else None
+                    if control is not None:
+                        extra[CONTROL_EXTRA_KEY] = control
+                    if len(saved) > 2:
+                        comfy["extra_widgets_values"] = saved[2:]
+                elif saved is not None:
+                    raise fail(f"{rn.where}.widgets_values", f"expected a list of values, got {short(saved)}")
+            elif rn.spec is not None and rn.type in NOTE_TYPES:
                 values = {}
                 if isinstance(saved, list) and saved and isinstance(saved[0], str):
                     values["text"] = saved[0]
@@ -317,6 +343,10 @@ class _UIReader:
                 f"{plural(len(short_nodes), 'node')} ({', '.join(short_nodes)}) saved a different number of "
                 "settings than this version has; they were matched in order, so check their values"
             )
+
+    def dissolved(self, rn: _RawNode) -> bool:
+        """A Reroute or PrimitiveNode this registry cannot hold: its links and values go where they lead."""
+        return (rn.type == REROUTE and not self.keep_reroutes) or (rn.type == PRIMITIVE and not self.keep_primitives)
 
     def _widget_values(self, rn: _RawNode, saved: Any) -> tuple[dict[str, Any], str | None, list[Any], int]:
         assert rn.spec is not None
@@ -367,16 +397,20 @@ class _UIReader:
         self.into = into
         for lk in sorted(into.values(), key=lambda lk: lk.id):
             target = self.nodes[lk.target]
-            if target.type in (REROUTE, PRIMITIVE) or target.type in NOTE_TYPES:
+            if target.type == PRIMITIVE or target.type in NOTE_TYPES or self.dissolved(target):
                 continue
-            source = self._resolve(lk, set())
-            if source is None:
+            source = self._resolve(lk, set())  # also finds reroute loops, which no graph may hold
+            if source is None and not self.keep_reroutes:
                 continue
-            origin, slot, link_type = source
+            origin, slot, link_type = (self.nodes[lk.origin], lk.origin_slot, lk.type) if self.keep_reroutes else source
             inp = target.inputs[lk.target_slot]
             widget = inp.get("widget")
             input_id = widget["name"] if isinstance(widget, dict) else inp["name"]
-            if origin.type == PRIMITIVE:
+            if target.type == REROUTE:
+                if lk.target_slot != 0:
+                    raise fail(lk.where, f"goes into input slot {lk.target_slot} of Reroute node {target.key}")
+                input_id = REROUTE_INPUT
+            if origin.type == PRIMITIVE and not self.keep_primitives:
                 self._push_primitive(origin, target, input_id)
                 continue
             output_id = self._output_id(origin, slot, lk)
@@ -430,8 +464,9 @@ class _UIReader:
         return origin.placeholder_outputs[slot]
 
     def _link_type(self, origin: _RawNode, output_id: str, target: _RawNode, input_id: str, file_type: Any) -> str:
-        """Our spec's type where we know the node; the file's where we do not (a placeholder's socket)."""
-        if origin.spec is not None and (out := origin.spec.output(output_id)) is not None:
+        """Our spec's type where we know the node; the file's where we do not (a placeholder's socket) or
+        where ours is ANY (a reroute's or primitive's output carries what the file says)."""
+        if origin.spec is not None and (out := origin.spec.output(output_id)) is not None and out.type != ANY:
             return out.type
         if isinstance(file_type, str) and file_type and file_type != "*":
             return file_type

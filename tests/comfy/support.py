@@ -3,8 +3,9 @@
 The executable view is what a run (or a ComfyUI server) sees: active, non-virtual nodes; for each,
 its type, its widget values by name (defaults filled in; `None` for a placeholder, whose positional
 values have no names in the UI format) and its links as `input -> (source ComfyUI id, output slot)`,
-looked through bypassed nodes. A UI file and its API twin must give the same view: the UI file's
-Notes, PrimitiveNodes, Reroutes and muted nodes do not appear in it.
+looked through reroutes and bypassed nodes. A widget fed by a Primitive shows the primitive's value, as
+a run gives it (and as the API format inlines it). A UI file and its API twin must give the same view:
+the UI file's Notes, PrimitiveNodes, Reroutes and muted nodes do not appear in it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from graph_engine.comfy import output_slot
 from graph_engine.comfy.export import comfy_key
 from graph_engine.node_spec import MISSING
 from graph_engine.validation import Source, resolve_source
+from graph_engine.value_sources import fed_values
 
 ANCHORS = Path(__file__).parents[2] / ".." / "shared" / "anchors" / "comfyui-workflows"
 ANCHOR_FILES = sorted(ANCHORS.glob("*.json"))
@@ -38,7 +40,10 @@ def executable_view(graph: Graph, registry: NodeRegistry) -> dict[str, tuple[str
         if node.mode != NodeMode.ACTIVE or (spec is not None and spec.virtual):
             continue
         links: dict[str, tuple[str, int | None]] = {}
+        fed = fed_values(graph, registry, node.id)
         for name, lk in graph.inputs_of(node.id).items():
+            if name in fed:
+                continue
             src = resolve_source(graph, lk.src_node, lk.src_output, lk.type)
             if isinstance(src, Source):
                 links[name] = (
@@ -47,10 +52,11 @@ def executable_view(graph: Graph, registry: NodeRegistry) -> dict[str, tuple[str
                 )
         values = None
         if spec is not None:
+            own = {**node.values, **fed}
             values = {
-                i.id: node.values.get(i.id, i.default)
+                i.id: own.get(i.id, i.default)
                 for i in spec.inputs
-                if i.is_widget and i.id not in links and node.values.get(i.id, i.default) is not MISSING
+                if i.is_widget and i.id not in links and own.get(i.id, i.default) is not MISSING
             }
         view[str(comfy_key(node))] = (node.type, values, links)
     return view

@@ -17,6 +17,7 @@ from app.documents import open_document
 from graph_engine import NodeMode
 from graph_engine.comfy import load_comfy, to_api, to_ui
 from graph_engine.serialization import graph_to_dict
+from graph_engine.validation import analyze
 from nodes import builtin_registry
 from tests.comfy.support import ANCHOR_FILES, ANCHORS, PAIRS, executable_view, read_anchor
 
@@ -68,13 +69,14 @@ def test_ui_and_api_twins_give_the_same_executable_graph(name):
     assert set(ui.missing_types) == set(api.missing_types) == MISSING.get(name, set())
 
 
-def test_sdxl_ui_file_resolves_primitives_notes_and_converted_widgets():
-    """24 UI nodes: 8 Notes stay (as our Note), 4 PrimitiveNodes are pushed into the widgets they feed."""
+def test_sdxl_ui_file_keeps_primitives_notes_and_converted_widgets():
+    """24 UI nodes: 9 Notes stay (as our Note), 4 PrimitiveNodes stay as Primitives wired to the converted
+    widgets they feed; the engine gives each consumer the primitive's value."""
     result = load_comfy(read_anchor("sdxl_base_refiner_ksampler_advanced.workflow.json"), REGISTRY)
     graph = result.graph
     types = sorted(n.type for n in graph.nodes.values())
-    assert types.count("Note") == 9 and "PrimitiveNode" not in types
-    assert len(graph.nodes) == 20 and len(graph.groups) == 8
+    assert types.count("Note") == 9 and types.count("PrimitiveNode") == 4
+    assert len(graph.nodes) == 24 and len(graph.groups) == 8
     base, refiner = graph.nodes[10], graph.nodes[11]
     assert base.values == {
         "add_noise": "enable",
@@ -89,11 +91,25 @@ def test_sdxl_ui_file_resolves_primitives_notes_and_converted_widgets():
     }
     assert base.extra["control_after_generate"] == "randomize"
     assert refiner.extra["control_after_generate"] == "fixed"
-    assert (refiner.values["start_at_step"], refiner.values["steps"]) == (20, 25)
     assert refiner.title == "KSampler (Advanced) - REFINER"
-    # Converted widgets fed by a primitive hold its value and have no link.
-    assert "steps" not in graph.inputs_of(10) and "text" not in graph.inputs_of(15)
-    assert graph.nodes[15].values["text"].startswith("evening sunset")
+    # The Step Control primitives: their value, their control, a link into each sampler's widget.
+    steps, end = graph.nodes[45], graph.nodes[47]
+    assert (steps.title, steps.values, steps.extra["control_after_generate"]) == ("steps", {"value": 25}, "fixed")
+    assert (end.title, end.values) == ("end_at_step", {"value": 20})
+    assert (graph.inputs_of(10)["steps"].src_node, graph.inputs_of(11)["steps"].src_node) == (45, 45)
+    assert (graph.inputs_of(10)["end_at_step"].src_node, graph.inputs_of(11)["start_at_step"].src_node) == (47, 47)
+    assert graph.inputs_of(10)["steps"].type == "INT"
+    assert graph.inputs_of(15)["text"].src_node == 13 and graph.nodes[13].values["value"].startswith("evening sunset")
+    # What a run gives the samplers: the primitives' values.
+    analysis = analyze(graph, REGISTRY)
+    assert [p for p in analysis.problems if p.input != "ckpt_name"] == []  # no model files here
+    got = {
+        nid: {k: analysis.inputs[nid][k].value for k in ("steps", "start_at_step", "end_at_step")} for nid in (10, 11)
+    }
+    assert got == {
+        10: {"steps": 25, "start_at_step": 0, "end_at_step": 20},
+        11: {"steps": 25, "start_at_step": 20, "end_at_step": 10000},
+    }
     note = graph.nodes[36]
     assert note.values["text"].startswith("This is a checkpoint model loader")
     assert note.title == "Note - Load Checkpoint BASE"
@@ -171,3 +187,27 @@ def test_api_round_trip_gives_the_same_graph(path):
     # API -> UI -> graph keeps the executable graph (the UI export adds sizes and properties).
     via_ui = load_comfy(json.loads(json.dumps(to_ui(first, REGISTRY))), REGISTRY).graph
     assert executable_view(via_ui, REGISTRY) == executable_view(first, REGISTRY)
+
+
+def test_sdxl_primitives_export_as_comfyui_writes_them():
+    """UI export: each Primitive is a PrimitiveNode with [value, control], its output typed like the widget
+    it feeds, wired to the samplers' converted widgets; API export inlines the values."""
+    graph = load_comfy(read_anchor("sdxl_base_refiner_ksampler_advanced.workflow.json"), REGISTRY).graph
+    graph.set_value(45, "value", 30)  # as if edited on the canvas
+    ui = to_ui(graph, REGISTRY)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    steps = nodes[45]
+    assert (steps["type"], steps["title"], steps["widgets_values"]) == ("PrimitiveNode", "steps", [30, "fixed"])
+    (out,) = steps["outputs"]
+    assert (out["type"], out["widget"], sorted(out["links"])) == ("INT", {"name": "steps"}, [38, 41])
+    assert "inputs" not in steps
+    assert nodes[13]["widgets_values"] == [graph.nodes[13].values["value"]]  # a STRING has no control
+    for sampler in (10, 11):
+        (entry,) = [i for i in nodes[sampler]["inputs"] if i["name"] == "steps"]
+        assert entry["widget"] == {"name": "steps"} and entry["type"] == "INT"
+        assert next(lk for lk in ui["links"] if lk[0] == entry["link"])[1:3] == [45, 0]
+        assert nodes[sampler]["widgets_values"][3] == 30  # the converted widget holds the primitive's value
+    again = load_comfy(json.loads(json.dumps(ui)), REGISTRY).graph
+    assert again.nodes[45].values == {"value": 30} and again.inputs_of(11)["steps"].src_node == 45
+    api = to_api(graph, REGISTRY)
+    assert "45" not in api and api["10"]["inputs"]["steps"] == api["11"]["inputs"]["steps"] == 30

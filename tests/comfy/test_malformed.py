@@ -22,6 +22,7 @@ from app.cli import main
 from graph_engine import WorkflowFormatError, validate
 from graph_engine.comfy import ComfyExportError, load_comfy, to_api, to_ui
 from graph_engine.serialization import graph_from_dict, graph_to_dict
+from graph_engine.validation import Source, resolve_source
 from nodes import builtin_registry
 from tests.comfy.support import ANCHOR_FILES, read_anchor
 
@@ -129,9 +130,24 @@ def test_reroutes_are_followed():
     doc["links"] = [lk for lk in doc["links"] if lk[0] != 1]
     doc["links"] += [[30, 4, 0, 20, 0, "MODEL"], [1, 20, 0, 3, 0, "MODEL"]]
     graph = load_comfy(doc, REGISTRY).graph
-    assert 20 not in graph.nodes
+    # The Reroute is kept as ours; the engine and the API export look through it to the checkpoint.
+    assert graph.nodes[20].type == "Reroute"
     lk = graph.inputs_of(3)["model"]
-    assert (lk.id, lk.src_node, lk.src_output) == (1, 4, "MODEL")
+    assert (lk.id, lk.src_node, lk.src_output, lk.type) == (1, 20, "output", "MODEL")
+    assert resolve_source(graph, lk.src_node, lk.src_output, lk.type) == Source(4, "MODEL")
+    assert to_api(graph, REGISTRY)["3"]["inputs"]["model"] == ["4", 0]
+    assert "20" not in to_api(graph, REGISTRY)
+    # The UI export writes it back as a Reroute on the same wires, and reads back as the same graph.
+    ui = to_ui(graph, REGISTRY)
+    (reroute,) = [n for n in ui["nodes"] if n["id"] == 20]
+    assert reroute["type"] == "Reroute" and reroute["inputs"][0]["link"] == 30 and reroute["outputs"][0]["links"] == [1]
+    assert [30, 4, 0, 20, 0, "MODEL"] in ui["links"] and [1, 20, 0, 3, 0, "MODEL"] in ui["links"]
+    again = load_comfy(json.loads(json.dumps(ui)), REGISTRY).graph
+    # This hand-made Reroute had no size/order/properties; the export fills them in once (see export).
+    assert graph_to_dict(again)["links"] == graph_to_dict(graph)["links"]
+    assert again.nodes[20].size == (75, 26)
+    third = load_comfy(json.loads(json.dumps(to_ui(again, REGISTRY))), REGISTRY).graph
+    assert graph_to_dict(third) == graph_to_dict(again)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from app.cli import apply_aliases
 from app.documents import open_document
 from graph_engine import Executor, validate
 from graph_engine.serialization import graph_to_dict
+from graph_engine.value_sources import first_fed_input
 from nodes import builtin_registry
 from nodes.folders import input_dir
 from tests.comfy.conftest import ANCHOR_LORA, REFINER
@@ -50,7 +51,24 @@ STEPS = 3
 
 
 def shrink(graph) -> None:
-    """64 px latents and 3 steps; KSamplerAdvanced's start/end steps scaled to keep the base/refiner split."""
+    """64 px latents and 3 steps; KSamplerAdvanced's start/end steps scaled to keep the base/refiner split.
+    A Primitive feeding one of these widgets (the SDXL file's step control, FLUX's width and height) is
+    shrunk the same way: its value is the one the consumer gets."""
+    registry = builtin_registry()
+    fed = {
+        node.id: inp.id
+        for node in graph.nodes.values()
+        if node.type == "PrimitiveNode" and (inp := first_fed_input(graph, registry, node.id)) is not None
+    }
+    old_steps = next((graph.nodes[nid].values["value"] for nid, key in fed.items() if key == "steps"), None)
+    for nid, key in fed.items():
+        v = graph.nodes[nid].values
+        if key in ("width", "height"):
+            v["value"] = 64
+        elif key == "steps":
+            v["value"] = STEPS
+        elif key in ("start_at_step", "end_at_step") and old_steps and v["value"] < 10000:
+            v["value"] = min(STEPS, round(v["value"] * STEPS / old_steps))
     for node in graph.nodes.values():
         v = node.values
         if node.type in ("EmptyLatentImage", "EmptySD3LatentImage"):
@@ -58,7 +76,7 @@ def shrink(graph) -> None:
         if node.type == "LatentUpscale":
             v.update(width=96, height=96)
         if "steps" in v:
-            old = v["steps"]
+            old = old_steps or v["steps"]
             v["steps"] = STEPS
             for key in ("start_at_step", "end_at_step"):
                 if key in v and v[key] < 10000:

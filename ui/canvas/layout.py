@@ -14,7 +14,13 @@ Rows, top to bottom, in node-local coordinates (0, 0 = top-left):
   name as a socket instead of an editor. The row keeps its height either way, so wiring a widget never
   moves anything else on the node;
 - a "control after generate" row under a seed-like INT;
+- a multiline text fed by a wire (ComfyUI's "converted widget", often fed by a Primitive) shrinks to one
+  row: its box would only show the name, and a ComfyUI file sizes such nodes without the box, so keeping
+  it would make imported nodes overlap their neighbours;
 - the image area of Save/Preview nodes.
+
+A Reroute is a small pill with its input socket at the left end and its output at the right; the whole
+pill is its "title" (grab it to move it).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from PySide6.QtCore import QPointF, QRectF
 
 from graph_engine.model import Graph, Node
 from graph_engine.node_spec import Input, NodeSpec
+from graph_engine.reroute import REROUTE
 from graph_engine.types import ANY
 from ui import theme
 
@@ -83,11 +90,26 @@ def _phantom_sockets(graph: Graph, node: Node) -> tuple[list[tuple[str, str]], l
     return ins, outs
 
 
+REROUTE_SIZE = (40.0, 18.0)
+
+
 def compute_layout(
-    graph: Graph, node: Node, spec: NodeSpec | None, image_aspects: list[float] | None = None
+    graph: Graph,
+    node: Node,
+    spec: NodeSpec | None,
+    image_aspects: list[float] | None = None,
+    linked: set[str] | None = None,
 ) -> NodeLayout:
-    """The node's geometry. `image_aspects` are height/width ratios of images to show (run results)."""
+    """The node's geometry. `image_aspects` are height/width ratios of images to show (run results);
+    `linked` the wired input ids (a wired multiline text takes one row)."""
     fm = theme.label_metrics()
+    if node.type == REROUTE and spec is not None:
+        w, h = REROUTE_SIZE
+        lay = NodeLayout(w, h, QRectF(0, 0, w, h))
+        inp, out = spec.inputs[0], spec.outputs[0]
+        lay.inputs[inp.id] = SocketSlot(inp.id, inp.type, "", QPointF(0.0, h / 2), False)
+        lay.outputs[out.id] = SocketSlot(out.id, out.type, "", QPointF(w, h / 2), True)
+        return lay
     title_w = theme.title_metrics().horizontalAdvance(node.title or (spec.display_name if spec else node.type))
     width = max(theme.NODE_MIN_WIDTH, title_w + 70.0)
 
@@ -133,7 +155,8 @@ def compute_layout(
             lay.outputs[sid] = SocketSlot(sid, typ, label, QPointF(width, cy), True)
         y += theme.ROW_HEIGHT
     for inp in widget_inputs:
-        rows = theme.MULTILINE_ROWS if (inp.type == "STRING" and inp.multiline) else 1
+        wired = linked is not None and inp.id in linked
+        rows = theme.MULTILINE_ROWS if (inp.type == "STRING" and inp.multiline and not wired) else 1
         h = theme.ROW_HEIGHT * rows
         box_h = h - (theme.ROW_HEIGHT - theme.WIDGET_HEIGHT)
         top = y + (theme.ROW_HEIGHT - theme.WIDGET_HEIGHT) / 2

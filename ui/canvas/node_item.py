@@ -27,7 +27,10 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from graph_engine.model import Node, NodeMode
-from graph_engine.node_spec import Input, NodeSpec
+from graph_engine.node_spec import Input, NodeRegistry, NodeSpec
+from graph_engine.reroute import REROUTE, REROUTE_OUTPUT, output_type
+from graph_engine.types import ANY
+from graph_engine.value_sources import effective_spec, fed_values
 from ui import theme
 from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
 from ui.canvas.seed import seed_mode
@@ -78,12 +81,25 @@ def slider_fraction(inp: Input, value: Any) -> float:
 
 
 class NodeItem(QGraphicsItem):
-    def __init__(self, graph: Graph, node_id: int, spec: NodeSpec | None, *, linked: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        node_id: int,
+        spec: NodeSpec | None,
+        *,
+        linked: set[str] | None = None,
+        registry: NodeRegistry | None = None,
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.node_id = node_id
+        # `spec` is what the node is drawn and edited as: for a Primitive, the widget it feeds (its
+        # `effective_spec`, re-derived on every refresh); `base_spec` is the registered declaration.
+        self.base_spec = spec
         self.spec = spec
+        self.registry = registry
         self.note = is_note(spec)
+        self.is_reroute = spec is not None and spec.type == REROUTE
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setZValue(NODE_Z)
@@ -119,13 +135,18 @@ class NodeItem(QGraphicsItem):
         """
         node = self.node
         self._linked = set(self.graph.inputs_of(self.node_id)) if linked is None else set(linked)
+        if self.is_value_source and self.registry is not None:
+            self.spec = effective_spec(self.graph, self.registry, node)
         aspects = [img.height() / img.width() for img in self.images[:1] if img.width() > 0]
-        lay = compute_layout(self.graph, node, self.spec, aspects)
+        lay = compute_layout(self.graph, node, self.spec, aspects, self._linked)
+        if self.is_value_source:
+            lay.inputs.clear()  # its widget is its own value, not a socket anything can plug into
         self._place_ui_text(lay)
         self.prepareGeometryChange()
         self.layout = lay
         body = QPainterPath()
-        body.addRoundedRect(lay.rect, theme.CORNER, theme.CORNER)
+        corner = lay.height / 2 if self.is_reroute else theme.CORNER
+        body.addRoundedRect(lay.rect, corner, corner)
         self._body = body
         clip = QPainterPath()
         clip.addRect(lay.title_rect)
@@ -146,6 +167,17 @@ class NodeItem(QGraphicsItem):
         self.setPos(QPointF(*node.pos))
         self.setToolTip("\n".join(self.problems) if self.problems else "")
         self.update()
+
+    @property
+    def is_value_source(self) -> bool:
+        """A Primitive: drawn as the widget it feeds, so its shape follows its links."""
+        return self.base_spec is not None and self.base_spec.value_source
+
+    def driven_values(self) -> dict[str, Any]:
+        """Wired widget inputs whose value comes from a Primitive, with that value (shown greyed)."""
+        if self.registry is None or not any(i in self.layout.widgets for i in self._linked):
+            return {}  # the common case, decided without scanning links: no wired widget at all
+        return fed_values(self.graph, self.registry, self.node_id)
 
     def _place_ui_text(self, lay: NodeLayout) -> None:
         """Make room for the run's text lines under the widgets (above any image), growing the node.
@@ -270,6 +302,9 @@ class NodeItem(QGraphicsItem):
         detailed = lod >= theme.LOD_THRESHOLD
         if node.mode == NodeMode.MUTE:
             painter.setOpacity(theme.MUTE_OPACITY)
+        if self.is_reroute:
+            self._paint_reroute(painter, lay)
+            return
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(theme.NOTE_BODY if self.note else theme.NODE_BODY)
         painter.drawPath(self._body)
@@ -309,6 +344,21 @@ class NodeItem(QGraphicsItem):
             painter.drawRoundedRect(lay.rect.adjusted(-3, -3, 3, 3), theme.CORNER + 2, theme.CORNER + 2)
         # sockets sit on the border, so they go on top of it
         self._paint_sockets(painter, lay, detailed)
+
+    def _paint_reroute(self, painter: QPainter, lay: NodeLayout) -> None:
+        """A small pill in the colour of what flows through it, with its two sockets at the ends."""
+        typ = output_type(self.graph, self.registry, self.node_id, REROUTE_OUTPUT) if self.registry else ANY
+        color = theme.type_color(typ)
+        painter.setPen(theme.pen((theme.NODE_SELECTED if self.isSelected() else theme.NODE_BORDER).name(), 1.4))
+        painter.setBrush(theme.NODE_BODY)
+        painter.drawPath(self._body)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawEllipse(lay.rect.center(), 4.0, 4.0)
+        r = theme.SOCKET_RADIUS - 1
+        painter.setPen(theme.pen(theme.NODE_BORDER.name(), 1.0))
+        for slot in (*lay.inputs.values(), *lay.outputs.values()):
+            painter.drawEllipse(slot.center, r, r)
 
     def title_text(self) -> str:
         node = self.node
@@ -368,7 +418,11 @@ class NodeItem(QGraphicsItem):
             r = QRectF(lay.width / 2 - 12, slot.center.y() - theme.ROW_HEIGHT / 2, lay.width / 2, theme.ROW_HEIGHT)
             painter.drawText(r, align_r, slot.label)
         values = node.values
+        driven = self.driven_values()
         for row in lay.widgets.values():
+            if row.input.id in driven:
+                self._paint_driven(painter, row, driven[row.input.id])
+                continue
             self._paint_widget(painter, row, values.get(row.input.id, row.input.default))
         if self.ui_text and not self._text_rect.isNull():
             painter.setPen(theme.LABEL_TEXT)
@@ -435,6 +489,28 @@ class NodeItem(QGraphicsItem):
             painter.drawText(inner, align_l, label)
             painter.setPen(theme.VALUE_TEXT)
             painter.drawText(inner, align_r, mode_text)
+
+    def _paint_driven(self, painter: QPainter, row: WidgetRow, value: Any) -> None:
+        """A widget fed by a Primitive: greyed (it cannot be edited here) and showing the value it gets."""
+        inp, rect = row.input, row.rect
+        fm = theme.label_metrics()
+        painter.save()
+        painter.setOpacity(painter.opacity() * 0.55)
+        painter.setPen(theme.pen(theme.WIDGET_BORDER.name()))
+        painter.setBrush(theme.WIDGET_BG)
+        radius = min(rect.height() / 2, 8.0)
+        painter.drawRoundedRect(rect, radius, radius)
+        inner = rect.adjusted(8, 0, -8, 0)
+        align_l = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft)
+        align_r = int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight)
+        painter.setPen(theme.DIM_TEXT)
+        label = f"⇠ {inp.display_name}"
+        painter.drawText(inner, align_l, label)
+        shown = " ".join(format_value(inp, value).split())
+        avail = inner.width() - fm.horizontalAdvance(label) - 12
+        painter.setPen(theme.VALUE_TEXT)
+        painter.drawText(inner, align_r, fm.elidedText(shown, Qt.TextElideMode.ElideRight, max(avail, 10)))
+        painter.restore()
 
     @staticmethod
     def _paint_slider_track(painter: QPainter, rect: QRectF, inp: Input, value: Any, radius: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from graph_engine.model import Graph
 from graph_engine.node_spec import NodeRegistry
+from graph_engine.value_sources import effective_spec
 
 EXTRA_KEY = "control_after_generate"
 SEED_MODES = ("fixed", "increment", "decrement", "randomize")
@@ -49,7 +50,7 @@ def apply_seed_control(
 
         registry = builtin_registry()
     node = graph.node(node_id)
-    spec = registry.get(node.type)
+    spec = effective_spec(graph, registry, node)  # a Primitive steps like the seed it feeds
     if spec is None:
         return {}
     mode = seed_mode(graph, node_id)

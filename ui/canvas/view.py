@@ -55,12 +55,15 @@ from graph_engine.model import (
     NodeMode,
 )
 from graph_engine.node_spec import Input, NodeRegistry
+from graph_engine.reroute import output_type, reroute_origin
+from graph_engine.types import ANY
 from graph_engine.validation import Problem, can_connect
 from ui import commands as cmds
 from ui import theme
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
 from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
+from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
 from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
 from ui.canvas.seed import EXTRA_KEY, SEED_MODES, seed_mode
 from ui.canvas.wire_item import WireItem
@@ -244,6 +247,14 @@ class GraphView(QGraphicsView):
         self.select_nodes([node_id])
         return int(node_id)
 
+    def insert_reroute(self, link_id: int, scene_pos: QPointF) -> int:
+        """Put a Reroute on a wire, centred at `scene_pos` (double-click on the wire); one undo step."""
+        command = insert_reroute_command(self.graph, self.registry, link_id, (scene_pos.x(), scene_pos.y()))
+        self.undo_stack.push(command)
+        node_id = int(command.edits[0].record["id"])  # type: ignore[attr-defined]
+        self.select_nodes([node_id])
+        return node_id
+
     def set_node_state(
         self,
         node_id: int,
@@ -346,7 +357,7 @@ class GraphView(QGraphicsView):
 
     def _add_node_item(self, node_id: int, linked: set[str] | None = None) -> None:
         node = self.graph.nodes[node_id]
-        item = NodeItem(self.graph, node_id, self.registry.get(node.type), linked=linked)
+        item = NodeItem(self.graph, node_id, self.registry.get(node.type), linked=linked, registry=self.registry)
         self._nodes[node_id] = item
         self._scene.addItem(item)
 
@@ -396,8 +407,8 @@ class GraphView(QGraphicsView):
     def _is_stepping_seed(self, ev: GraphEvent) -> bool:
         """A seed with a control (randomize, increment...) moves on after every run by design; that keeps
         the last run's badges, which describe the run just made."""
-        node = self.graph.nodes.get(ev.ids[0]) if ev.ids else None
-        spec = self.registry.get(node.type) if node is not None else None
+        item = self._nodes.get(ev.ids[0]) if ev.ids else None
+        spec = item.spec if item is not None else None
         inp = spec.input(ev.key) if spec is not None and ev.key else None
         return bool(inp is not None and inp.control_after_generate)
 
@@ -423,6 +434,10 @@ class GraphView(QGraphicsView):
             for nid in ev.ids:
                 if nid in self._nodes:
                     self._nodes[nid].update()
+                    if self._nodes[nid].is_value_source:
+                        for consumer in reroute_consumers(self.graph, nid):
+                            if consumer in self._nodes:
+                                self._nodes[consumer].update()
         elif kind == EVENT_NODE_CHANGED:
             for nid in ev.ids:
                 if nid in self._nodes:
@@ -474,9 +489,15 @@ class GraphView(QGraphicsView):
     def _refresh_link_ends(self, lk: Link) -> None:
         for nid in (lk.dst_node, lk.src_node):
             item = self._nodes.get(nid)
-            if item is not None and (nid == lk.dst_node or item.spec is None):
+            if item is not None and (nid == lk.dst_node or item.spec is None or item.is_value_source):
                 item.refresh()
                 self._update_wires_of(nid)
+        # A Primitive behind reroutes takes the shape of the widget it now reaches.
+        origin = reroute_origin(self.graph, lk.src_node, lk.src_output)
+        item = self._nodes.get(origin[0]) if origin is not None else None
+        if item is not None and item.is_value_source and origin is not None and origin[0] != lk.src_node:
+            item.refresh()
+            self._update_wires_of(origin[0])
 
     def _emit_selection(self) -> None:
         self.nodeSelectionChanged.emit(self.selected_node_ids())
@@ -736,8 +757,11 @@ class GraphView(QGraphicsView):
         sp = self.mapToScene(vp)
         item, hit = self._hit(sp)
         if item is None:
-            if self._wire_at(sp) is None:
+            wire = self._wire_at(sp)
+            if wire is None:
                 self.open_search(vp)
+            elif wire.link_id in self.graph.links:
+                self.insert_reroute(wire.link_id, sp)
             return
         if isinstance(item, GroupItem):
             self._rename_group(item)
@@ -914,10 +938,13 @@ class GraphView(QGraphicsView):
             det = drag.detached
             if det is not None and (det.dst_node, det.dst_input) == (dst, inp):
                 return  # picked up and put back
-            command = cmds.connect_command(self.graph, src, out, dst, inp, self._link_type(src, out, drag.type))
+            command = cmds.connect_command(
+                self.graph, src, out, dst, inp, self._link_type(src, out, drag.type, dst, inp)
+            )
             if det is not None:
                 command.edits.insert(0, cmds.RemoveLink(link_record(det)))
                 command.setText("Move connection")
+            command.edits += adopt_widget_value_edits(self.graph, self.registry, src, out, dst, inp)
             self.undo_stack.push(command)
             return
         self._refusal_label.hide()
@@ -930,9 +957,17 @@ class GraphView(QGraphicsView):
         candidates = compatible_specs(self.registry, drag.type, from_output=drag.from_output)
         self.search_popup.open(candidates, vp)
 
-    def _link_type(self, src: int, out: str, fallback: str) -> str:
+    def _link_type(self, src: int, out: str, fallback: str, dst: int | None = None, inp: str | None = None) -> str:
         spec = self.registry.get(self.graph.nodes[src].type)
         o = spec.output(out) if spec else None
+        if o is not None and spec is not None and spec.virtual:
+            # a reroute carries what feeds it; a primitive (or an unplugged reroute) what it feeds
+            typ = output_type(self.graph, self.registry, src, out)
+            dst_spec = self.registry.get(self.graph.nodes[dst].type) if dst is not None else None
+            dst_inp = dst_spec.input(inp) if dst_spec is not None and inp is not None else None
+            if typ == ANY and dst_inp is not None:
+                typ = dst_inp.type
+            return typ
         return o.type if o else fallback
 
     # ==== search ==================================================================================
