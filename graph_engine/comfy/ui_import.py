@@ -122,7 +122,8 @@ def _key(value: Any, where: str) -> int | str:
     return check_id(value, where)
 
 
-def _sockets(value: Any, where: str, kind: str) -> list[dict[str, Any]]:
+def _sockets(value: Any, where: str, kind: str, *, unnamed_ok: bool = True) -> list[dict[str, Any]]:
+    """A node's socket list; only a Reroute's inputs may have no name (every other input is linked by it)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -134,6 +135,8 @@ def _sockets(value: Any, where: str, kind: str) -> list[dict[str, Any]]:
         name = s.get("name", s.get("type") if kind == "outputs" else None)
         if not isinstance(name, str):  # may be empty: a Reroute's sockets have no name
             raise fail(f"{where}.{kind}[{i}].name", f"expected text, got {short(name)}")
+        if not name and not unnamed_ok:
+            raise fail(f"{where}.{kind}[{i}].name", "an input needs a name")
         widget = s.get("widget")
         if widget is not None and not (isinstance(widget, dict) and isinstance(widget.get("name"), str)):
             raise fail(f"{where}.{kind}[{i}].widget", f"expected {{'name': ...}}, got {short(widget)}")
@@ -241,7 +244,7 @@ class _UIReader:
                 nid,
                 typ,
                 n,
-                _sockets(n.get("inputs"), where, "inputs"),
+                _sockets(n.get("inputs"), where, "inputs", unnamed_ok=typ == REROUTE),
                 _sockets(n.get("outputs"), where, "outputs"),
             )
             rn.spec = self.registry.get(OUR_NOTE if typ in NOTE_TYPES else typ)
