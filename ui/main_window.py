@@ -6,8 +6,9 @@ Opening or creating a workflow builds a whole new document and drops the old one
 history, cached results, run markers) can leak from one workflow into another. A file that fails to
 load never gets that far: the error is shown and the current document is left exactly as it was.
 
-"Dirty" is the undo stack's clean state (`QUndoStack.cleanChanged`), plus one flag for the only edit
-that is not an undo step: seed controls moving a seed on after a run. Saving marks both clean.
+"Dirty" is the undo stack's clean state (`QUndoStack.cleanChanged`), plus one flag for changes made
+outside it (a restored autosave). Seed controls moving a seed on after a run are neither: a run is not
+an edit, so it never asks to be saved, but the moved seed is in the graph and goes into the next Save.
 
 The window never edits the graph directly: panels emit requests (add a node of this type, show that
 node) and the window turns them into `ui.commands` pushed on the undo stack, like the canvas does.
@@ -481,9 +482,9 @@ class MainWindow(QMainWindow):
         self.dirtyChanged.emit()
 
     def _seeds_changed(self) -> None:
-        if self.doc is not None and not self.doc.modified_outside_undo:
-            self.doc.modified_outside_undo = True
-            self._dirty_changed()
+        """A run stepped a randomize/increment seed: the graph holds the new value (a later Save writes
+        it), but running is not editing, so the document stays as saved (no asterisk, no prompt)."""
+        self._update_status()
 
     def _update_title(self) -> None:
         name = self.doc.name if self.doc is not None else "Untitled"

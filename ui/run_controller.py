@@ -211,7 +211,7 @@ class RunController(QObject):
     imagesReady = Signal(int, list)  # node id, list[tuple[Path, QImage]]: an output node's final images
     logMessage = Signal(str, str, object)  # level ("info" | "warning" | "error"), text, node id or None
     nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
-    seedsChanged = Signal()  # seed controls edited the live graph (not an undo step; the document is modified)
+    seedsChanged = Signal()  # seed controls edited the live graph (not an undo step, and not an unsaved edit)
     textReady = Signal(int, list)  # node id, the lines of text its run reported (`ui["text"]`)
     # A finished (status "done") run the user started, with the images its output nodes wrote: for
     # the run history. Live re-runs (a slider being scrubbed) are not runs anyone wants to keep.

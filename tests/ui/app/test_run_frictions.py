@@ -1,0 +1,95 @@
+"""Issue 10, editor frictions around running: the Run bar (Run, ×N, overall progress with elapsed and
+remaining time), file dialogs that start somewhere sensible, seeds a run moves on without making the
+document unsaved, and Run ×N on a fixed seed asking first.
+
+Everything is driven through the real window with real mouse and key events on the toy nodes (no
+torch); modal boxes are answered by a timer that clicks a button on them, as a person would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QPointF, Qt
+
+from ui.commands import connect_command
+from ui.main_window import MainWindow
+
+CTRL = Qt.KeyboardModifier.ControlModifier
+
+
+def wait_for(qloop: asyncio.AbstractEventLoop, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not condition():
+            assert loop.time() < end, "timed out"
+            await asyncio.sleep(0.01)
+
+    qloop.run_until_complete(poll())
+
+
+def seeded_graph(win: MainWindow, mode: str, *, slow_steps: int = 0, delay: float = 0.01) -> dict[str, int]:
+    """Seeded (control after generate = `mode`) → [Slow →] SavePNG, built with undoable commands."""
+    seed = win.add_node("Seeded", QPointF(0, 0))
+    assert seed is not None
+    win.graph.nodes[seed].extra["control_after_generate"] = mode
+    last, last_out = seed, "INT"
+    ids = {"seed": seed}
+    if slow_steps:
+        slow = win.add_node("Slow", QPointF(250, 0))
+        assert slow is not None
+        win.graph.set_value(slow, "steps", slow_steps)
+        win.graph.set_value(slow, "delay", delay)
+        win.undo_stack.push(connect_command(win.graph, seed, "INT", slow, "x", "INT"))
+        last = ids["slow"] = slow
+    save = win.add_node("SavePNG", QPointF(500, 0))
+    assert save is not None
+    win.undo_stack.push(connect_command(win.graph, last, last_out, save, "x", "INT"))
+    ids["save"] = save
+    return ids
+
+
+def run_with_keys(win: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop) -> Any:
+    """Ctrl+Enter on the canvas, then wait for that run to end; returns its result."""
+    results: list[Any] = []
+    win.controller.finished.connect(results.append)
+    win.view.setFocus()
+    qtbot.keyClick(win.view, Qt.Key.Key_Return, CTRL)
+    wait_for(qloop, lambda: bool(results))
+    return results[0]
+
+
+# ---- 3: a run that moves a seed on does not make the document unsaved ------------------------------
+
+
+def test_a_run_that_moves_the_seed_on_leaves_the_document_saved(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    win = toy_window
+    ids = seeded_graph(win, "increment")  # randomize behaves the same; increment is deterministic
+    path = tmp_path / "seeded.json"
+    assert win.save_as(path)
+    assert win.windowTitle() == "seeded.json — sdgraph"
+    undo_index = win.undo_stack.index()
+    before = win.graph.nodes[ids["seed"]].values.get("seed", 5)
+
+    result = run_with_keys(win, qtbot, qloop)
+    assert result.status == "done"
+    qtbot.wait(20)
+    after = win.graph.nodes[ids["seed"]].values["seed"]
+    assert after == before + 1
+    assert not win.is_dirty()
+    assert win.windowTitle() == "seeded.json — sdgraph"
+    assert win.undo_stack.index() == undo_index and win.undo_stack.isClean()
+
+    # Nothing asks to be saved on close, yet a Save writes the new seed.
+    win.view.setFocus()
+    qtbot.keyClick(win.view, Qt.Key.Key_S, CTRL)
+    saved = json.loads(path.read_text())
+    (node,) = [n for n in saved["nodes"] if n["type"] == "Seeded"]
+    assert node["inputs"]["seed"] == after
