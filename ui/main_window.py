@@ -34,7 +34,6 @@ from PySide6.QtCore import (
     QRectF,
     QSettings,
     QSize,
-    QStandardPaths,
     Qt,
     QTimer,
     Signal,
@@ -52,7 +51,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QInputDialog,
     QLabel,
     QMainWindow,
@@ -70,6 +68,7 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
 from nodes.diffusion.model_paths import sdgraph_home
 from nodes.model_matching import MissingModel, find_missing_models
+from ui import file_dialogs
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
@@ -546,8 +545,8 @@ class MainWindow(QMainWindow):
     def open_file(self, path: str | Path | None = None) -> bool:
         """Open… (asks for a file when `path` is None), after offering to save unsaved changes."""
         if path is None:
-            chosen, _ = QFileDialog.getOpenFileName(self, "Open workflow", str(self.dialog_folder()), FILE_FILTER)
-            if not chosen:
+            chosen = file_dialogs.ask_open_file(self, "Open workflow", FILE_FILTER)
+            if chosen is None:
                 return False
             path = chosen
         if not self.maybe_save():
@@ -585,14 +584,8 @@ class MainWindow(QMainWindow):
         return True
 
     def dialog_folder(self) -> Path:
-        """Where file dialogs start: the open file's folder, else the last one used, else Documents."""
-        if self.path is not None:
-            return self.path.parent
-        for entry in self.settings.recent_files:
-            if Path(entry).parent.is_dir():
-                return Path(entry).parent
-        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
-        return Path(documents) if documents and Path(documents).is_dir() else Path.home()
+        """Where Save/Export dialogs start: the open file's folder, else the last one used, else Documents."""
+        return file_dialogs.start_folder(self.path.parent if self.path is not None else None)
 
     def save(self) -> bool:
         """Save to the open file, in the format it came in; Save As when it has none."""
@@ -607,12 +600,12 @@ class MainWindow(QMainWindow):
         if path is None:
             name = self.path.name if self.path else "untitled.json"
             filters = list(FORMAT_FILTERS.values())
-            chosen, chosen_filter = QFileDialog.getSaveFileName(
-                self, "Save workflow", str(self.dialog_folder() / name), ";;".join(filters), FORMAT_FILTERS[fmt]
+            answer = file_dialogs.ask_save_file(
+                self, "Save workflow", self.dialog_folder() / name, ";;".join(filters), FORMAT_FILTERS[fmt]
             )
-            if not chosen:
+            if answer is None:
                 return False
-            path = chosen
+            path, chosen_filter = answer
             fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         if path.suffix.lower() != ".json":
@@ -670,10 +663,10 @@ class MainWindow(QMainWindow):
         if path is None:
             start = self.dialog_folder() / (self.path.with_suffix(".png").name if self.path else "workflow.png")
             filters = [PNG_FILTER, *FORMAT_FILTERS.values()]
-            chosen, chosen_filter = QFileDialog.getSaveFileName(self, "Export", str(start), ";;".join(filters))
-            if not chosen:
+            answer = file_dialogs.ask_save_file(self, "Export", start, ";;".join(filters))
+            if answer is None:
                 return False
-            path = chosen
+            path, chosen_filter = answer
             fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         try:
@@ -707,6 +700,7 @@ class MainWindow(QMainWindow):
 
     def _remember(self, path: Path) -> None:
         self.settings.add_recent(path)
+        file_dialogs.remember_folder(path)  # a drop or a recent file counts as the last folder used
         try:
             self.settings.save()
         except OSError as exc:

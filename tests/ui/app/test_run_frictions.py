@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PySide6.QtCore import QPointF, Qt
 
 from ui.commands import connect_command
@@ -93,3 +94,68 @@ def test_a_run_that_moves_the_seed_on_leaves_the_document_saved(
     saved = json.loads(path.read_text())
     (node,) = [n for n in saved["nodes"] if n["type"] == "Seeded"]
     assert node["inputs"]["seed"] == after
+
+
+# ---- 2: Open/Save dialogs start in Documents, then in the last folder used --------------------------
+
+
+def test_file_dialogs_start_in_documents_then_in_the_last_folder_used(
+    toy_window: MainWindow, qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gui_toy_nodes import toy_registry
+
+    from app.settings import Settings
+    from graph_engine import Graph
+    from graph_engine.serialization import save
+    from ui import file_dialogs
+
+    user = tmp_path / "user"
+    (user / "Documents").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(user))  # QStandardPaths reads it on every call
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(user / ".config"))
+    work = tmp_path / "work"
+    work.mkdir()
+    graph = Graph()
+    graph.add_node("Const", {"value": 7})
+    save(graph, work / "a.json")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    asked: list[tuple[str, str]] = []
+    answers: list[str] = [str(work / "a.json"), ""]
+    saves: list[tuple[str, str]] = []
+
+    def fake_open(_parent: Any, caption: str, directory: str, _filters: str) -> tuple[str, str]:
+        asked.append((caption, directory))
+        return answers.pop(0), ""
+
+    def fake_save(_parent: Any, caption: str, start: str, _filters: str, selected: str) -> tuple[str, str]:
+        saves.append((caption, start))
+        return str(elsewhere / "b.json"), selected
+
+    monkeypatch.setattr(file_dialogs, "open_dialog", fake_open)
+    monkeypatch.setattr(file_dialogs, "save_dialog", fake_save)
+    win = toy_window
+    win.view.setFocus()
+    qtbot.keyClick(win.view, Qt.Key.Key_O, CTRL)
+    assert asked == [("Open workflow", str(user / "Documents"))]  # first time: Documents, not the cwd
+    assert win.path == work / "a.json"
+
+    qtbot.keyClick(win.view, Qt.Key.Key_N, CTRL)  # an untitled document: no folder of its own
+    assert win.path is None
+    qtbot.keyClick(win.view, Qt.Key.Key_O, CTRL)  # cancelled in the dialog
+    assert asked[1] == ("Open workflow", str(work))
+    win.add_node("Const")
+    qtbot.keyClick(win.view, Qt.Key.Key_S, CTRL)  # untitled: Save asks where, starting in the last folder
+    assert saves == [("Save workflow", str(work / "untitled.json"))]
+    assert (elsewhere / "b.json").is_file()
+
+    # The last folder is kept between launches.
+    again = MainWindow(toy_registry(), Settings(), templates_dir=tmp_path / "templates")
+    qtbot.addWidget(again, before_close_func=lambda w: setattr(w, "prompt_on_close", False))
+    again.show()
+    qtbot.waitExposed(again)
+    answers.append("")
+    again.view.setFocus()
+    qtbot.keyClick(again.view, Qt.Key.Key_O, CTRL)
+    assert asked[2] == ("Open workflow", str(elsewhere))
