@@ -75,6 +75,7 @@ from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.history import HistoryPanel, record_run
 from ui.panels.timeline import install_timeline
+from ui.run_bar import RunBar
 from ui.run_controller import CompletedRun, RunController, default_seed_control
 from ui.shortcuts import BY_ID
 
@@ -171,6 +172,10 @@ class MainWindow(QMainWindow):
         self.missing_models = MissingModelsBar(central)
         self.missing_models.replaceRequested.connect(self.replace_model)
         self.canvas_host = QStackedWidget(central)
+        self.run_bar = RunBar(central)
+        self.run_bar.runRequested.connect(self.run_requested)
+        self.documentChanged.connect(lambda: self.run_bar.attach(self.controller))
+        column.addWidget(self.run_bar)
         column.addWidget(self.missing_models)
         column.addWidget(self.canvas_host, 1)
         self.setCentralWidget(central)
@@ -789,6 +794,10 @@ class MainWindow(QMainWindow):
 
     def run_many(self, count: int) -> asyncio.Future[list[RunResult]]:
         return self._spawn(self.controller.run_many(count))
+
+    def run_requested(self, count: int) -> asyncio.Future[Any] | None:
+        """The Run bar's button: one run, or Run ×N with the bar's count."""
+        return self.run() if count <= 1 else self.run_many(count)
 
     def ask_run_many(self) -> asyncio.Future[list[RunResult]] | None:
         count, ok = QInputDialog.getInt(self, "Run ×N", "Number of runs:", self._run_count, 1, 1000)

@@ -211,6 +211,7 @@ class RunController(QObject):
     imagesReady = Signal(int, list)  # node id, list[tuple[Path, QImage]]: an output node's final images
     logMessage = Signal(str, str, object)  # level ("info" | "warning" | "error"), text, node id or None
     nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
+    nodeProgress = Signal(int, int, int)  # node id, step, total: a sampler's steps, for the overall progress
     seedsChanged = Signal()  # seed controls edited the live graph (not an undo step, and not an unsaved edit)
     textReady = Signal(int, list)  # node id, the lines of text its run reported (`ui["text"]`)
     # A finished (status "done") run the user started, with the images its output nodes wrote: for
@@ -275,6 +276,11 @@ class RunController(QObject):
     def queued(self) -> int:
         """Runs waiting behind the current one."""
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """No run is going, about to start (it has its turn) or waiting in the queue."""
+        return not self._busy and not self._queue
 
     def check(self) -> list[Problem]:
         """Validate the live graph and show the problems on the canvas (an empty list clears them)."""
@@ -583,6 +589,8 @@ class RunController(QObject):
         if self.view is not None:
             self.view.set_node_state(node_id, state, **kw)
         self.nodeStateChanged.emit(node_id, state)
+        if kw.get("progress") is not None:
+            self.nodeProgress.emit(node_id, *kw["progress"])
 
     def _drain(self) -> None:
         pump = self._pump

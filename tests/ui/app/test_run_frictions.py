@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, Qt, QTimer
 
 from ui.commands import connect_command
 from ui.main_window import MainWindow
@@ -159,3 +159,71 @@ def test_file_dialogs_start_in_documents_then_in_the_last_folder_used(
     again.view.setFocus()
     qtbot.keyClick(again.view, Qt.Key.Key_O, CTRL)
     assert asked[2] == ("Open workflow", str(elsewhere))
+
+
+# ---- 1: the Run bar ----------------------------------------------------------------------------------
+
+
+def chain_graph(win: MainWindow, *, steps: int, delay: float) -> dict[str, int]:
+    """Const → Slow → SavePNG, as undoable edits."""
+    ids = {}
+    for role, type_, x in (("const", "Const", 0), ("slow", "Slow", 250), ("save", "SavePNG", 500)):
+        nid = win.add_node(type_, QPointF(x, 0))
+        assert nid is not None
+        ids[role] = nid
+    win.graph.set_value(ids["slow"], "steps", steps)
+    win.graph.set_value(ids["slow"], "delay", delay)
+    win.undo_stack.push(connect_command(win.graph, ids["const"], "INT", ids["slow"], "x", "INT"))
+    win.undo_stack.push(connect_command(win.graph, ids["slow"], "INT", ids["save"], "x", "INT"))
+    return ids
+
+
+def test_the_run_button_runs_and_the_bar_shows_progress_and_time(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    win = toy_window
+    bar = win.run_bar
+    assert bar.isVisible() and bar.run_button.isVisible() and bar.count.value() == 1
+    chain_graph(win, steps=60, delay=0.03)
+    finished: list[Any] = []
+    win.controller.finished.connect(finished.append)
+    seen: list[tuple[int, str]] = []
+    win.controller.nodeProgress.connect(lambda *_: seen.append((bar.progress.value(), bar.time_label.text())))
+
+    qtbot.mouseClick(bar.run_button, Qt.MouseButton.LeftButton)
+    wait_for(qloop, lambda: bar.progress.value() > 0 and "elapsed" in bar.time_label.text())
+    first = bar.progress.value()
+    wait_for(qloop, lambda: "left" in bar.time_label.text() and bar.progress.value() > first)
+    text = bar.time_label.text()
+    assert text.startswith("0:0") and " elapsed, ~" in text and text.endswith(" left"), text
+    assert 0 < bar.progress.value() < bar.progress.maximum()
+    wait_for(qloop, lambda: bool(finished))
+    assert finished[0].status == "done"
+    values = [v for v, _ in seen]
+    assert values == sorted(values)  # it only ever moves forward
+    wait_for(qloop, lambda: bar.time_label.text() == "" and bar.progress.value() == 0)  # cleared after
+
+
+def test_run_times_three_from_the_bar_queues_three_runs(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    win = toy_window
+    bar = win.run_bar
+    chain_graph(win, steps=20, delay=0.02)
+    finished: list[Any] = []
+    win.controller.finished.connect(finished.append)
+    texts: list[str] = []
+    win.controller.started.connect(lambda: QTimer.singleShot(0, lambda: texts.append(bar.time_label.text())))
+
+    # type the count into the spin box, as a person would
+    qtbot.mouseClick(bar.count, Qt.MouseButton.LeftButton)
+    bar.count.lineEdit().selectAll()
+    qtbot.keyClicks(bar.count, "3")
+    assert bar.count.value() == 3
+    qtbot.mouseClick(bar.run_button, Qt.MouseButton.LeftButton)
+    wait_for(qloop, lambda: win.controller.running)
+    assert win.controller.queued == 2
+    wait_for(qloop, lambda: len(finished) == 3 and win.controller.idle)
+    assert [r.status for r in finished] == ["done"] * 3
+    assert [t.split(" · ")[0] for t in texts] == ["run 1 of 3", "run 2 of 3", "run 3 of 3"]
+    wait_for(qloop, lambda: bar.time_label.text() == "")
