@@ -68,7 +68,7 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
 from nodes.diffusion.model_paths import sdgraph_home
 from nodes.model_matching import MissingModel, find_missing_models
-from ui import file_dialogs
+from ui import file_dialogs, run_bar
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
@@ -797,14 +797,26 @@ class MainWindow(QMainWindow):
 
     def run_requested(self, count: int) -> asyncio.Future[Any] | None:
         """The Run bar's button: one run, or Run ×N with the bar's count."""
-        return self.run() if count <= 1 else self.run_many(count)
+        return self.run() if count <= 1 else self.queue_runs(count)
+
+    def queue_runs(self, count: int) -> asyncio.Future[list[RunResult]] | None:
+        """Run ×N as the user asked for it: with every seed fixed, first ask whether to vary it."""
+        from ui.canvas.seed import all_seeds_fixed
+
+        vary = False
+        if count > 1 and all_seeds_fixed(self.graph, self.registry):
+            answer = run_bar.ask_fixed_seed(self, count)
+            if answer == run_bar.CANCEL:
+                return None
+            vary = answer == run_bar.VARY_SEED
+        return self._spawn(self.controller.run_many(count, vary_seeds=vary))
 
     def ask_run_many(self) -> asyncio.Future[list[RunResult]] | None:
         count, ok = QInputDialog.getInt(self, "Run ×N", "Number of runs:", self._run_count, 1, 1000)
         if not ok:
             return None
         self._run_count = count
-        return self.run_many(count)
+        return self.queue_runs(count)
 
     def cancel_run(self) -> str:
         """Esc: stop the current run only; queued runs go on. Returns (and shows) what happened."""

@@ -12,7 +12,9 @@ runs: run k of N adds (k - 1)/N. The estimate is the elapsed time scaled by what
 once a little of the work is done, so the first guess is not wild.
 
 The bar knows nothing of documents: the window `attach`es it to the open document's controller and
-turns `runRequested(count)` into runs.
+turns `runRequested(count)` into runs. Before Run ×N on a graph whose seeds are all "fixed" it asks
+`ask_fixed_seed` (a module function, so tests and other front ends can answer it): N runs of one seed
+are one image and N - 1 cache hits, which is rarely what someone clicking ×N wants.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QWidget,
+)
 
 PROGRESS_RANGE = 1000  # the bar's maximum: fractions to a tenth of a percent
 CLOCK_INTERVAL_MS = 250  # the elapsed time ticks even while no event arrives
@@ -36,6 +47,33 @@ QPushButton { background: #2e7d32; color: #ffffff; border: 1px solid #1b5e20; bo
 QPushButton:hover { background: #388e3c; }
 QPushButton:pressed { background: #1b5e20; }
 """
+
+
+# What to do about Run ×N with every seed fixed.
+VARY_SEED = "vary"
+RUN_ANYWAY = "anyway"
+CANCEL = "cancel"
+VARY_TEXT = "Vary the seed"
+ANYWAY_TEXT = "Run anyway"
+
+
+def ask_fixed_seed(parent: QWidget | None, count: int) -> str:
+    """Every seed is fixed: vary it per run (VARY_SEED), run as asked (RUN_ANYWAY) or not (CANCEL)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle(f"Run ×{count}")
+    box.setText(
+        f"Every seed in this graph is fixed, so the {count} runs would make the same image {count} times "
+        f"(all but the first straight from the cache)."
+    )
+    box.setInformativeText("Vary the seed adds one to it for each run; the seed controls stay fixed.")
+    vary = box.addButton(VARY_TEXT, QMessageBox.ButtonRole.AcceptRole)
+    anyway = box.addButton(ANYWAY_TEXT, QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(vary)
+    box.exec()
+    clicked = box.clickedButton()
+    return VARY_SEED if clicked is vary else RUN_ANYWAY if clicked is anyway else CANCEL
 
 
 def clock(seconds: float) -> str:

@@ -79,8 +79,11 @@ LIVE_DEBOUNCE_MS = 120  # a live node's value must rest this long before the gra
 LIVE_MAX_WAIT_MS = 250  # ... or a drag has gone on this long since the first change
 
 
-# `ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run.
-SeedControl = Callable[[Graph, int, NodeRegistry], Any]
+class SeedControl(Protocol):
+    """`ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run;
+    `fixed_as="increment"` makes "fixed" seeds step too (Run ×N asked to vary them)."""
+
+    def __call__(self, graph: Graph, node_id: int, registry: NodeRegistry, /, **kw: Any) -> Any: ...
 
 
 class RunView(Protocol):
@@ -173,6 +176,7 @@ class QueuedRun:
     batch: object | None  # the Run ×N it belongs to: a failed run there drops the rest of its batch
     turn: asyncio.Future[bool]
     dropped: bool = False
+    vary_seeds: bool = False  # after this run, "fixed" seeds step as if set to increment
 
 
 def _runs(count: int) -> str:
@@ -257,6 +261,7 @@ class RunController(QObject):
         self._live_pending = False
         self._live_nodes: set[int] = set()
         self._live_run = False  # the run in progress was started by a live change: no seed controls
+        self._vary_seeds = False  # the run in progress steps "fixed" seeds too (Run ×N, vary the seed)
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
@@ -294,15 +299,20 @@ class RunController(QObject):
         ticket = self._enqueue(targets, None, "run")[0]
         return await self._take_turn(ticket)
 
-    async def run_many(self, count: int, targets: list[int] | None = None) -> list[RunResult]:
+    async def run_many(
+        self, count: int, targets: list[int] | None = None, *, vary_seeds: bool = False
+    ) -> list[RunResult]:
         """Run ×N: one after another, applying seed controls between runs; stops at the first failure.
 
         All N runs join the queue at once, so the window can say how many are pending and the user
         can drop some of them; a run that was cancelled while going does not stop the ones after it.
+        `vary_seeds`: "fixed" seeds step too (increment), so N runs make N different images.
         """
         results: list[RunResult] = []
         count = max(0, count)
         tickets = self._enqueue(targets, object(), "run", count)
+        for ticket in tickets:
+            ticket.vary_seeds = vary_seeds
         for ticket in tickets:
             result = await self._take_turn(ticket)
             if result is None:
@@ -364,6 +374,7 @@ class RunController(QObject):
         result: RunResult | None = None
         try:
             async with self._lock:  # a timeline decode (`call_in_worker`) may hold the worker a moment
+                self._vary_seeds = ticket.vary_seeds
                 result = await self._run_once(ticket.targets)
         finally:
             if ticket.batch is not None and self._batch_should_stop(result):
@@ -708,10 +719,11 @@ class RunController(QObject):
         if self._seed_control is None:
             return
         changed = False
+        kw = {"fixed_as": "increment"} if self._vary_seeds else {}
         for node_id, node in list(self.graph.nodes.items()):
             spec = self.registry.get(node.type)
             if spec is not None and any(i.control_after_generate for i in spec.inputs):
-                changed |= bool(self._seed_control(self.graph, node_id, self.registry))
+                changed |= bool(self._seed_control(self.graph, node_id, self.registry, **kw))
         if changed:
             self.seedsChanged.emit()
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gui_toy_nodes import RAN
 from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ui.commands import connect_command
 from ui.main_window import MainWindow
@@ -227,3 +230,93 @@ def test_run_times_three_from_the_bar_queues_three_runs(
     assert [r.status for r in finished] == ["done"] * 3
     assert [t.split(" · ")[0] for t in texts] == ["run 1 of 3", "run 2 of 3", "run 3 of 3"]
     wait_for(qloop, lambda: bar.time_label.text() == "")
+
+
+# ---- 4: Run ×N with every seed fixed asks first -------------------------------------------------------
+
+
+def answer_box_with(qtbot: Any, text: str, seen: list[str], give_up_s: float = 10.0) -> None:
+    """When the next modal message box opens (within `give_up_s`), note its text and click its button
+    labelled `text`."""
+    deadline = time.monotonic() + give_up_s
+
+    def poll() -> None:
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            seen.append(box.text())
+            (button,) = [b for b in box.buttons() if b.text().replace("&", "") == text]
+            qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        elif time.monotonic() < deadline:
+            QTimer.singleShot(10, poll)
+
+    QTimer.singleShot(0, poll)
+
+
+def click_run_times(win: MainWindow, qtbot: Any, count: int) -> None:
+    bar = win.run_bar
+    qtbot.mouseClick(bar.count, Qt.MouseButton.LeftButton)
+    bar.count.lineEdit().selectAll()
+    qtbot.keyClicks(bar.count, str(count))
+    assert bar.count.value() == count
+    qtbot.mouseClick(bar.run_button, Qt.MouseButton.LeftButton)
+
+
+def saved_seeds(out: Path) -> list[int]:
+    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in out.glob("*.png"))
+
+
+def test_run_times_three_with_a_fixed_seed_can_vary_it(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    win = toy_window
+    ids = seeded_graph(win, "fixed")
+    finished: list[Any] = []
+    win.controller.finished.connect(finished.append)
+    seen: list[str] = []
+    answer_box_with(qtbot, "Vary the seed", seen)
+    click_run_times(win, qtbot, 3)
+    wait_for(qloop, lambda: len(finished) == 3 and win.controller.idle)
+
+    assert len(seen) == 1 and "same image 3 times" in seen[0]
+    assert [r.status for r in finished] == ["done"] * 3
+    assert RAN.count(("Seeded", ids["seed"])) == 3  # three different seeds: nothing came from the cache
+    assert saved_seeds(tmp_path / "out") == [5, 6, 7]
+    assert win.graph.nodes[ids["seed"]].extra["control_after_generate"] == "fixed"  # the choice stays
+
+
+def test_run_times_three_with_a_fixed_seed_can_run_anyway_or_be_cancelled(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    win = toy_window
+    ids = seeded_graph(win, "fixed")
+    finished: list[Any] = []
+    win.controller.finished.connect(finished.append)
+    seen: list[str] = []
+    answer_box_with(qtbot, "Cancel", seen)
+    click_run_times(win, qtbot, 3)
+    qtbot.wait(50)
+    assert len(seen) == 1 and win.controller.idle and not finished and not RAN
+
+    answer_box_with(qtbot, "Run anyway", seen)
+    qtbot.mouseClick(win.run_bar.run_button, Qt.MouseButton.LeftButton)
+    wait_for(qloop, lambda: len(finished) == 3 and win.controller.idle)
+    assert len(seen) == 2
+    assert [r.status for r in finished] == ["done"] * 3
+    assert RAN.count(("Seeded", ids["seed"])) == 1  # the same seed three times: two came from the cache
+    assert saved_seeds(tmp_path / "out") == [5]
+    assert win.graph.nodes[ids["seed"]].values.get("seed", 5) == 5
+
+
+def test_run_times_three_with_a_moving_seed_does_not_ask(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    win = toy_window
+    seeded_graph(win, "increment")
+    finished: list[Any] = []
+    win.controller.finished.connect(finished.append)
+    seen: list[str] = []
+    answer_box_with(qtbot, "Cancel", seen, give_up_s=2.0)  # a question would be seen (and cancelled)
+    click_run_times(win, qtbot, 3)
+    wait_for(qloop, lambda: len(finished) == 3 and win.controller.idle)
+    assert seen == []
+    assert [r.status for r in finished] == ["done"] * 3
