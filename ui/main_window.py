@@ -68,7 +68,7 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
 from nodes.diffusion.model_paths import sdgraph_home
 from nodes.model_matching import MissingModel, find_missing_models
-from ui import file_dialogs, run_bar
+from ui import file_dialogs, node_titles, run_bar
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
@@ -145,6 +145,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.registry = registry
         self.settings = settings if settings is not None else Settings.load()
+        node_titles.set_style(self.settings.node_titles)
         self.templates_dir = templates_dir if templates_dir is not None else WORKFLOWS_DIR
         self.undo_group = QUndoGroup(self)
         self.doc: OpenDocument | None = None

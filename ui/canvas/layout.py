@@ -26,7 +26,7 @@ from PySide6.QtCore import QPointF, QRectF
 from graph_engine.model import Graph, Node
 from graph_engine.node_spec import Input, NodeSpec
 from graph_engine.types import ANY
-from ui import theme
+from ui import node_titles, theme
 
 
 @dataclass
@@ -88,8 +88,10 @@ def compute_layout(
 ) -> NodeLayout:
     """The node's geometry. `image_aspects` are height/width ratios of images to show (run results)."""
     fm = theme.label_metrics()
-    title_w = theme.title_metrics().horizontalAdvance(node.title or (spec.display_name if spec else node.type))
+    title_w = theme.title_metrics().horizontalAdvance(node.title or (node_titles.title(spec) if spec else node.type))
     width = max(theme.NODE_MIN_WIDTH, title_w + 70.0)
+    if spec is not None and any(i.type == "COMBO" and callable(i.choices) for i in spec.inputs):
+        width = max(width, theme.FILE_NODE_MIN_WIDTH)  # a model file's name needs room (ComfyUI's are wide too)
 
     if is_note(spec):
         w, h = node.size or theme.NOTE_SIZE
