@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal, SignalInstance
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -35,6 +36,8 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+from ui.run_controller import RunController
 
 PROGRESS_RANGE = 1000  # the bar's maximum: fractions to a tenth of a percent
 CLOCK_INTERVAL_MS = 250  # the elapsed time ticks even while no event arrives
@@ -138,8 +141,8 @@ class RunBar(QWidget):
         self.run_button.setFont(font)
         self.run_button.setStyleSheet(BUTTON_STYLE)
         self.run_button.setToolTip("Run the graph (Ctrl+Enter); while a run is going this queues more")
-        self.run_button.clicked.connect(lambda _checked=False: self.runRequested.emit(self.count.value()))
         self.count = QSpinBox(self)
+        self.run_button.clicked.connect(lambda _checked=False: self.runRequested.emit(self.count.value()))
         self.count.setObjectName("run-count")
         self.count.setRange(1, MAX_RUNS)
         self.count.setPrefix("× ")
@@ -160,7 +163,7 @@ class RunBar(QWidget):
         row.addWidget(self.progress, 3)
         row.addWidget(self.time_label, 2)
 
-        self._controller: QObject | None = None
+        self._controller: RunController | None = None
         self._run = RunProgress()
         self._active = False  # a batch of runs (one or more) is going
         self._going = False  # one run of it is between started and finished
@@ -173,26 +176,25 @@ class RunBar(QWidget):
 
     # ---- wiring ---------------------------------------------------------------------------------
 
-    def attach(self, controller: QObject) -> None:
+    def attach(self, controller: RunController) -> None:
         """Follow this controller's runs (the open document's); the previous one is let go."""
         old = self._controller
         if old is not None:
             for signal, slot in self._connections(old):
                 with contextlib.suppress(RuntimeError, TypeError):  # the old controller may be gone
-                    signal.disconnect(slot)  # type: ignore[attr-defined]
+                    signal.disconnect(slot)
         self._controller = controller
         for signal, slot in self._connections(controller):
             signal.connect(slot)
         self._clear()
 
-    def _connections(self, controller: QObject) -> list[tuple[object, object]]:
-        c: object = controller
+    def _connections(self, c: RunController) -> list[tuple[SignalInstance, Callable[..., None]]]:
         return [
-            (c.started, self._run_started),  # type: ignore[attr-defined]
-            (c.finished, self._run_finished),  # type: ignore[attr-defined]
-            (c.nodeStateChanged, self._node_state),  # type: ignore[attr-defined]
-            (c.nodeProgress, self._node_steps),  # type: ignore[attr-defined]
-            (c.queueChanged, self._queue_changed),  # type: ignore[attr-defined]
+            (c.started, self._run_started),
+            (c.finished, self._run_finished),
+            (c.nodeStateChanged, self._node_state),
+            (c.nodeProgress, self._node_steps),
+            (c.queueChanged, self._queue_changed),
         ]
 
     # ---- what the bar shows -----------------------------------------------------------------------
@@ -205,7 +207,7 @@ class RunBar(QWidget):
         return min(1.0, (self._index - 1 + self._run.fraction) / self._total)
 
     def _queued(self) -> int:
-        return int(getattr(self._controller, "queued", 0))
+        return self._controller.queued if self._controller is not None else 0
 
     def _run_started(self) -> None:
         if not self._active:
@@ -239,7 +241,7 @@ class RunBar(QWidget):
 
     def _clear_when_idle(self) -> None:
         """After the last run, or when the rest of a batch was dropped: nothing left to show."""
-        if self._active and not self._going and bool(getattr(self._controller, "idle", True)):
+        if self._active and not self._going and (self._controller is None or self._controller.idle):
             self._clear()
 
     def _node_state(self, node_id: int, state: str) -> None:

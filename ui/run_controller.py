@@ -83,7 +83,9 @@ class SeedControl(Protocol):
     """`ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run;
     `fixed_as="increment"` makes "fixed" seeds step too (Run ×N asked to vary them)."""
 
-    def __call__(self, graph: Graph, node_id: int, registry: NodeRegistry, /, **kw: Any) -> Any: ...
+    def __call__(
+        self, graph: Graph, node_id: int, registry: NodeRegistry, /, *, fixed_as: str | None = None
+    ) -> Any: ...
 
 
 class RunView(Protocol):
@@ -719,11 +721,11 @@ class RunController(QObject):
         if self._seed_control is None:
             return
         changed = False
-        kw = {"fixed_as": "increment"} if self._vary_seeds else {}
+        fixed_as = "increment" if self._vary_seeds else None
         for node_id, node in list(self.graph.nodes.items()):
             spec = self.registry.get(node.type)
             if spec is not None and any(i.control_after_generate for i in spec.inputs):
-                changed |= bool(self._seed_control(self.graph, node_id, self.registry, **kw))
+                changed |= bool(self._seed_control(self.graph, node_id, self.registry, fixed_as=fixed_as))
         if changed:
             self.seedsChanged.emit()
 
@@ -734,7 +736,7 @@ def default_seed_control() -> SeedControl | None:
         from ui.canvas import apply_seed_control
     except ImportError:
         return None
-    return apply_seed_control  # type: ignore[no-any-return]
+    return apply_seed_control
 
 
 __all__ = [
