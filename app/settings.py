@@ -38,6 +38,9 @@ class Settings:
     comfyui_extra_model_paths: str = ""  # a ComfyUI extra_model_paths.yaml to read
     a1111_install: str = ""  # an AUTOMATIC1111/Forge folder whose models/ to use
     recent_files: list[str] = field(default_factory=list)
+    # Node titles as ComfyUI shows them ("CLIP Text Encode (Prompt)") or sdgraph's ("Encode Prompt");
+    # search finds either way. See ui.node_titles.
+    node_titles: str = "comfyui"  # comfyui | sdgraph
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -32,6 +32,7 @@ from graph_engine.model import (
     NodeMode,
 )
 from graph_engine.node_spec import NodeRegistry
+from ui import node_titles
 from ui.clipboard import link_record, node_record, payload_to_records, restore_link, restore_node
 
 
@@ -356,7 +357,7 @@ def add_node_command(
 ) -> GraphCommand:
     rec = new_node_record(graph, registry, type, pos, values=values)
     spec = registry.get(type)
-    return GraphCommand(graph, f"Add {spec.display_name if spec else type}", [AddNode(rec)])
+    return GraphCommand(graph, f"Add {node_titles.title(spec) if spec else type}", [AddNode(rec)])
 
 
 def add_connected_node_command(
@@ -381,7 +382,7 @@ def add_connected_node_command(
         edits.append(RemoveLink(link_record(old)))
     edits.append(AddLink(_link_rec(graph.next_link_id, src_id, out, dst_id, inp, typ)))
     spec = registry.get(type)
-    return GraphCommand(graph, f"Add {spec.display_name if spec else type}", edits)
+    return GraphCommand(graph, f"Add {node_titles.title(spec) if spec else type}", edits)
 
 
 def _link_rec(link_id: int, src: int, out: str, dst: int, inp: str, typ: str) -> dict[str, Any]:

@@ -6,8 +6,9 @@ Opening or creating a workflow builds a whole new document and drops the old one
 history, cached results, run markers) can leak from one workflow into another. A file that fails to
 load never gets that far: the error is shown and the current document is left exactly as it was.
 
-"Dirty" is the undo stack's clean state (`QUndoStack.cleanChanged`), plus one flag for the only edit
-that is not an undo step: seed controls moving a seed on after a run. Saving marks both clean.
+"Dirty" is the undo stack's clean state (`QUndoStack.cleanChanged`), plus one flag for changes made
+outside it (a restored autosave). Seed controls moving a seed on after a run are neither: a run is not
+an edit, so it never asks to be saved, but the moved seed is in the graph and goes into the next Save.
 
 The window never edits the graph directly: panels emit requests (add a node of this type, show that
 node) and the window turns them into `ui.commands` pushed on the undo stack, like the canvas does.
@@ -33,7 +34,6 @@ from PySide6.QtCore import (
     QRectF,
     QSettings,
     QSize,
-    QStandardPaths,
     Qt,
     QTimer,
     Signal,
@@ -51,7 +51,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QInputDialog,
     QLabel,
     QMainWindow,
@@ -69,12 +68,14 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
 from nodes.diffusion.model_paths import sdgraph_home
 from nodes.model_matching import MissingModel, find_missing_models
+from ui import file_dialogs, node_titles, run_bar
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.history import HistoryPanel, record_run
 from ui.panels.timeline import install_timeline
+from ui.run_bar import RunBar
 from ui.run_controller import CompletedRun, RunController, default_seed_control
 from ui.shortcuts import BY_ID
 
@@ -144,6 +145,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.registry = registry
         self.settings = settings if settings is not None else Settings.load()
+        node_titles.set_style(self.settings.node_titles)
         self.templates_dir = templates_dir if templates_dir is not None else WORKFLOWS_DIR
         self.undo_group = QUndoGroup(self)
         self.doc: OpenDocument | None = None
@@ -171,6 +173,10 @@ class MainWindow(QMainWindow):
         self.missing_models = MissingModelsBar(central)
         self.missing_models.replaceRequested.connect(self.replace_model)
         self.canvas_host = QStackedWidget(central)
+        self.run_bar = RunBar(central)
+        self.run_bar.runRequested.connect(self.run_requested)
+        self.documentChanged.connect(lambda: self.run_bar.attach(self.controller))
+        column.addWidget(self.run_bar)
         column.addWidget(self.missing_models)
         column.addWidget(self.canvas_host, 1)
         self.setCentralWidget(central)
@@ -512,9 +518,9 @@ class MainWindow(QMainWindow):
         self.dirtyChanged.emit()
 
     def _seeds_changed(self) -> None:
-        if self.doc is not None and not self.doc.modified_outside_undo:
-            self.doc.modified_outside_undo = True
-            self._dirty_changed()
+        """A run stepped a randomize/increment seed: the graph holds the new value (a later Save writes
+        it), but running is not editing, so the document stays as saved (no asterisk, no prompt)."""
+        self._update_status()
 
     def _update_title(self) -> None:
         name = self.doc.name if self.doc is not None else "Untitled"
@@ -576,8 +582,8 @@ class MainWindow(QMainWindow):
     def open_file(self, path: str | Path | None = None) -> bool:
         """Open… (asks for a file when `path` is None), after offering to save unsaved changes."""
         if path is None:
-            chosen, _ = QFileDialog.getOpenFileName(self, "Open workflow", str(self.dialog_folder()), FILE_FILTER)
-            if not chosen:
+            chosen = file_dialogs.ask_open_file(self, "Open workflow", FILE_FILTER)
+            if chosen is None:
                 return False
             path = chosen
         if not self.maybe_save():
@@ -615,14 +621,8 @@ class MainWindow(QMainWindow):
         return True
 
     def dialog_folder(self) -> Path:
-        """Where file dialogs start: the open file's folder, else the last one used, else Documents."""
-        if self.path is not None:
-            return self.path.parent
-        for entry in self.settings.recent_files:
-            if Path(entry).parent.is_dir():
-                return Path(entry).parent
-        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
-        return Path(documents) if documents and Path(documents).is_dir() else Path.home()
+        """Where Save/Export dialogs start: the open file's folder, else the last one used, else Documents."""
+        return file_dialogs.start_folder(self.path.parent if self.path is not None else None)
 
     def save(self) -> bool:
         """Save to the open file, in the format it came in; Save As when it has none."""
@@ -637,12 +637,12 @@ class MainWindow(QMainWindow):
         if path is None:
             name = self.path.name if self.path else "untitled.json"
             filters = list(FORMAT_FILTERS.values())
-            chosen, chosen_filter = QFileDialog.getSaveFileName(
-                self, "Save workflow", str(self.dialog_folder() / name), ";;".join(filters), FORMAT_FILTERS[fmt]
+            answer = file_dialogs.ask_save_file(
+                self, "Save workflow", self.dialog_folder() / name, ";;".join(filters), FORMAT_FILTERS[fmt]
             )
-            if not chosen:
+            if answer is None:
                 return False
-            path = chosen
+            path, chosen_filter = answer
             fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         if path.suffix.lower() != ".json":
@@ -700,10 +700,10 @@ class MainWindow(QMainWindow):
         if path is None:
             start = self.dialog_folder() / (self.path.with_suffix(".png").name if self.path else "workflow.png")
             filters = [PNG_FILTER, *FORMAT_FILTERS.values()]
-            chosen, chosen_filter = QFileDialog.getSaveFileName(self, "Export", str(start), ";;".join(filters))
-            if not chosen:
+            answer = file_dialogs.ask_save_file(self, "Export", start, ";;".join(filters))
+            if answer is None:
                 return False
-            path = chosen
+            path, chosen_filter = answer
             fmt = next((f for f, flt in FORMAT_FILTERS.items() if flt == chosen_filter), fmt)
         path = Path(path)
         try:
@@ -737,6 +737,7 @@ class MainWindow(QMainWindow):
 
     def _remember(self, path: Path) -> None:
         self.settings.add_recent(path)
+        file_dialogs.remember_folder(path)  # a drop or a recent file counts as the last folder used
         try:
             self.settings.save()
         except OSError as exc:
@@ -826,12 +827,28 @@ class MainWindow(QMainWindow):
     def run_many(self, count: int) -> asyncio.Future[list[RunResult]]:
         return self._spawn(self.controller.run_many(count))
 
+    def run_requested(self, count: int) -> asyncio.Future[Any] | None:
+        """The Run bar's button: one run, or Run ×N with the bar's count."""
+        return self.run() if count <= 1 else self.queue_runs(count)
+
+    def queue_runs(self, count: int) -> asyncio.Future[list[RunResult]] | None:
+        """Run ×N as the user asked for it: with every seed fixed, first ask whether to vary it."""
+        from ui.canvas.seed import all_seeds_fixed
+
+        vary = False
+        if count > 1 and all_seeds_fixed(self.graph, self.registry):
+            answer = run_bar.ask_fixed_seed(self, count)
+            if answer == run_bar.CANCEL:
+                return None
+            vary = answer == run_bar.VARY_SEED
+        return self._spawn(self.controller.run_many(count, vary_seeds=vary))
+
     def ask_run_many(self) -> asyncio.Future[list[RunResult]] | None:
         count, ok = QInputDialog.getInt(self, "Run ×N", "Number of runs:", self._run_count, 1, 1000)
         if not ok:
             return None
         self._run_count = count
-        return self.run_many(count)
+        return self.queue_runs(count)
 
     def cancel_run(self) -> str:
         """Esc: stop the current run only; queued runs go on. Returns (and shows) what happened."""

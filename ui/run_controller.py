@@ -80,8 +80,13 @@ LIVE_DEBOUNCE_MS = 120  # a live node's value must rest this long before the gra
 LIVE_MAX_WAIT_MS = 250  # ... or a drag has gone on this long since the first change
 
 
-# `ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run.
-SeedControl = Callable[[Graph, int, NodeRegistry], Any]
+class SeedControl(Protocol):
+    """`ui.canvas.apply_seed_control(graph, node_id, registry)`: steps a node's seed inputs after a run;
+    `fixed_as="increment"` makes "fixed" seeds step too (Run ×N asked to vary them)."""
+
+    def __call__(
+        self, graph: Graph, node_id: int, registry: NodeRegistry, /, *, fixed_as: str | None = None
+    ) -> Any: ...
 
 
 class RunView(Protocol):
@@ -174,6 +179,7 @@ class QueuedRun:
     batch: object | None  # the Run ×N it belongs to: a failed run there drops the rest of its batch
     turn: asyncio.Future[bool]
     dropped: bool = False
+    vary_seeds: bool = False  # after this run, "fixed" seeds step as if set to increment
 
 
 def _runs(count: int) -> str:
@@ -212,7 +218,8 @@ class RunController(QObject):
     imagesReady = Signal(int, list)  # node id, list[tuple[Path, QImage]]: an output node's final images
     logMessage = Signal(str, str, object)  # level ("info" | "warning" | "error"), text, node id or None
     nodeStateChanged = Signal(int, str)  # node id, state: for panels; the canvas is driven directly
-    seedsChanged = Signal()  # seed controls edited the live graph (not an undo step; the document is modified)
+    nodeProgress = Signal(int, int, int)  # node id, step, total: a sampler's steps, for the overall progress
+    seedsChanged = Signal()  # seed controls edited the live graph (not an undo step, and not an unsaved edit)
     textReady = Signal(int, list)  # node id, the lines of text its run reported (`ui["text"]`)
     # A finished (status "done") run the user started, with the images its output nodes wrote: for
     # the run history. Live re-runs (a slider being scrubbed) are not runs anyone wants to keep.
@@ -257,6 +264,7 @@ class RunController(QObject):
         self._live_pending = False
         self._live_nodes: set[int] = set()
         self._live_run = False  # the run in progress was started by a live change: no seed controls
+        self._vary_seeds = False  # the run in progress steps "fixed" seeds too (Run ×N, vary the seed)
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
@@ -285,6 +293,11 @@ class RunController(QObject):
         """Runs waiting behind the current one."""
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """No run is going, about to start (it has its turn) or waiting in the queue."""
+        return not self._busy and not self._queue
+
     def check(self) -> list[Problem]:
         """Validate the live graph and show the problems on the canvas (an empty list clears them)."""
         problems = validate(self.graph, self.registry)
@@ -297,15 +310,20 @@ class RunController(QObject):
         ticket = self._enqueue(targets, None, "run")[0]
         return await self._take_turn(ticket)
 
-    async def run_many(self, count: int, targets: list[int] | None = None) -> list[RunResult]:
+    async def run_many(
+        self, count: int, targets: list[int] | None = None, *, vary_seeds: bool = False
+    ) -> list[RunResult]:
         """Run ×N: one after another, applying seed controls between runs; stops at the first failure.
 
         All N runs join the queue at once, so the window can say how many are pending and the user
         can drop some of them; a run that was cancelled while going does not stop the ones after it.
+        `vary_seeds`: "fixed" seeds step too (increment), so N runs make N different images.
         """
         results: list[RunResult] = []
         count = max(0, count)
         tickets = self._enqueue(targets, object(), "run", count)
+        for ticket in tickets:
+            ticket.vary_seeds = vary_seeds
         for ticket in tickets:
             result = await self._take_turn(ticket)
             if result is None:
@@ -367,6 +385,7 @@ class RunController(QObject):
         result: RunResult | None = None
         try:
             async with self._lock:  # a timeline decode (`call_in_worker`) may hold the worker a moment
+                self._vary_seeds = ticket.vary_seeds
                 result = await self._run_once(ticket.targets)
         finally:
             if ticket.batch is not None and self._batch_should_stop(result):
@@ -592,6 +611,8 @@ class RunController(QObject):
         if self.view is not None:
             self.view.set_node_state(node_id, state, **kw)
         self.nodeStateChanged.emit(node_id, state)
+        if kw.get("progress") is not None:
+            self.nodeProgress.emit(node_id, *kw["progress"])
 
     def _drain(self) -> None:
         pump = self._pump
@@ -709,10 +730,11 @@ class RunController(QObject):
         if self._seed_control is None:
             return
         changed = False
+        fixed_as = "increment" if self._vary_seeds else None
         for node_id, node in list(self.graph.nodes.items()):
             spec = effective_spec(self.graph, self.registry, node)  # a Primitive feeding a seed steps too
             if spec is not None and any(i.control_after_generate for i in spec.inputs):
-                changed |= bool(self._seed_control(self.graph, node_id, self.registry))
+                changed |= bool(self._seed_control(self.graph, node_id, self.registry, fixed_as=fixed_as))
         if changed:
             self.seedsChanged.emit()
 
@@ -723,7 +745,7 @@ def default_seed_control() -> SeedControl | None:
         from ui.canvas import apply_seed_control
     except ImportError:
         return None
-    return apply_seed_control  # type: ignore[no-any-return]
+    return apply_seed_control
 
 
 __all__ = [

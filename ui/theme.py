@@ -93,6 +93,7 @@ _HASHED = [QColor(c) for c in ("#4a5d7a", "#6a4a7a", "#4a7a6a", "#7a6a4a", "#5a7
 # ---- metrics (scene units) ----------------------------------------------------------------------
 
 NODE_MIN_WIDTH = 200.0
+FILE_NODE_MIN_WIDTH = 280.0  # nodes that pick a file from disk (loaders): names run long
 TITLE_HEIGHT = 26.0
 ROW_HEIGHT = 22.0
 MULTILINE_ROWS = 4

@@ -33,7 +33,7 @@ from graph_engine.model import Graph, Node
 from graph_engine.node_spec import Input, NodeSpec
 from graph_engine.reroute import REROUTE
 from graph_engine.types import ANY
-from ui import theme
+from ui import node_titles, theme
 
 
 @dataclass
@@ -110,8 +110,10 @@ def compute_layout(
         lay.inputs[inp.id] = SocketSlot(inp.id, inp.type, "", QPointF(0.0, h / 2), False)
         lay.outputs[out.id] = SocketSlot(out.id, out.type, "", QPointF(w, h / 2), True)
         return lay
-    title_w = theme.title_metrics().horizontalAdvance(node.title or (spec.display_name if spec else node.type))
+    title_w = theme.title_metrics().horizontalAdvance(node.title or (node_titles.title(spec) if spec else node.type))
     width = max(theme.NODE_MIN_WIDTH, title_w + 70.0)
+    if spec is not None and any(i.type == "COMBO" and callable(i.choices) for i in spec.inputs):
+        width = max(width, theme.FILE_NODE_MIN_WIDTH)  # a model file's name needs room (ComfyUI's are wide too)
 
     if is_note(spec):
         w, h = node.size or theme.NOTE_SIZE

@@ -7,6 +7,10 @@ commands; the item only mirrors the model (`refresh()` after a graph notificatio
 state (queued/running/... border, progress, elapsed time, error text, result thumbnails, and the
 lines of text a node's last run reported in its `ui` payload, e.g. Add Noise's ᾱ and SNR).
 
+A value too long for its widget is shortened in the middle, keeping its end: model files differ at the
+end ("…_v2.safetensors", "…_fp8.safetensors"), and the extension says what kind of file it is. Hovering
+such a widget shows the whole value as the tooltip.
+
 An INT/FLOAT input declared with `display="slider"` (and a min and max) is painted as a slider: the
 box fills up to the value's place between min and max, with a knob there. It is edited like any number
 (drag to scrub, arrows to step, click to type), so the view needs no extra interaction code.
@@ -24,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPainterPath, QPixmap
-from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsSceneHoverEvent, QStyleOptionGraphicsItem, QWidget
 
 from graph_engine.model import Node, NodeMode
 from graph_engine.node_spec import Input, NodeRegistry, NodeSpec
 from graph_engine.reroute import REROUTE, REROUTE_OUTPUT, output_type
 from graph_engine.types import ANY
 from graph_engine.value_sources import effective_spec, fed_values
-from ui import theme
+from ui import node_titles, theme
 from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
 from ui.canvas.seed import seed_mode
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
 NODE_Z = 1.0
 ARROW_W = 14.0  # the clickable step arrows at each end of a number widget
+VALUE_SHARE = 0.8  # how much of a widget row a too-long value may take from its label
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,21 @@ def format_value(inp: Input, value: Any) -> str:
     if inp.type == "BOOLEAN":
         return "true" if value else "false"
     return str(value)
+
+
+def elide_keeping_end(text: str, fm: QFontMetricsF, width: float) -> str:
+    """`text` shortened to `width` with "…" in the middle of its name, keeping a file extension whole
+    (sd_xl_base…fixed.safetensors); without room for that, cut from the left (…fixed.safetensors)."""
+    if fm.horizontalAdvance(text) <= width:
+        return text
+    stem, dot, ext = text.rpartition(".")
+    if dot and stem and 0 < len(ext) <= 12 and " " not in ext:
+        suffix = dot + ext
+        room = width - fm.horizontalAdvance(suffix)
+        head = fm.elidedText(stem, Qt.TextElideMode.ElideMiddle, room) if room > 0 else ""
+        if len(head) > 3:  # a few letters of the name on each side of the "…"
+            return head + suffix
+    return fm.elidedText(text, Qt.TextElideMode.ElideLeft, width)
 
 
 def is_slider(inp: Input) -> bool:
@@ -101,6 +121,7 @@ class NodeItem(QGraphicsItem):
         self.note = is_note(spec)
         self.is_reroute = spec is not None and spec.type == REROUTE
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setAcceptHoverEvents(True)  # for the whole value of a shortened widget as its tooltip
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.setZValue(NODE_Z)
         # view-only state
@@ -237,6 +258,49 @@ class NodeItem(QGraphicsItem):
         self.setToolTip("\n".join(messages))
         self.update()
 
+    # ---- widget text ------------------------------------------------------------------------------
+
+    def _value_text(self, row: WidgetRow, value: Any) -> tuple[str, str, str]:
+        """(label, what the widget shows, the whole value) for a one-line text/number/combo widget.
+
+        The label keeps its full width while both fit; a value too long for the rest takes up to
+        `VALUE_SHARE` of the row from the label, so a model file's name shows more than its extension."""
+        inp, fm = row.input, theme.label_metrics()
+        full = format_value(inp, value)
+        text_rect = row.rect.adjusted(ARROW_W if inp.type in ("INT", "FLOAT") else 8, 0, -ARROW_W, 0)
+        room = text_rect.width() - 12  # the gap between label and value
+        arrow = fm.horizontalAdvance(" ▾") if inp.type == "COMBO" else 0.0
+        label_w = fm.horizontalAdvance(inp.display_name)
+        value_w = fm.horizontalAdvance(full) + arrow
+        label = inp.display_name
+        if label_w + value_w > room:
+            label_w = min(label_w, max(room - value_w, room * (1.0 - VALUE_SHARE)))
+            label = fm.elidedText(inp.display_name, Qt.TextElideMode.ElideRight, max(label_w, 0.0))
+        avail = max(room - label_w - arrow, 10.0)
+        if inp.type == "COMBO":
+            return label, elide_keeping_end(full, fm, avail), full
+        return label, fm.elidedText(full, Qt.TextElideMode.ElideMiddle, avail), full
+
+    def shown_value(self, input_id: str) -> str:
+        """The value as the input's widget paints it (shortened to fit; a combo's ▾ left out)."""
+        row = self.layout.widgets[input_id]
+        return self._value_text(row, self.node.values.get(input_id, row.input.default))[1]
+
+    def tooltip_at(self, scene_pos: QPointF) -> str:
+        """The tooltip for a point: a shortened widget's whole value, else the node's problems."""
+        hit = self.hit(scene_pos)
+        if hit is not None and hit.kind == "widget" and not self.note:
+            row = self.layout.widgets[hit.key]
+            if not (row.input.type == "STRING" and row.input.multiline) and row.input.type != "BOOLEAN":
+                _label, shown, full = self._value_text(row, self.node.values.get(hit.key, row.input.default))
+                if shown != full:
+                    return full
+        return "\n".join(self.problems)
+
+    def hoverMoveEvent(self, event: QGraphicsSceneHoverEvent) -> None:
+        self.setToolTip(self.tooltip_at(event.scenePos()))
+        super().hoverMoveEvent(event)
+
     # ---- geometry --------------------------------------------------------------------------------
 
     def boundingRect(self) -> QRectF:
@@ -362,7 +426,7 @@ class NodeItem(QGraphicsItem):
 
     def title_text(self) -> str:
         node = self.node
-        return node.title or (self.spec.display_name if self.spec else f"{node.type} (not installed)")
+        return node.title or (node_titles.title(self.spec) if self.spec else f"{node.type} (not installed)")
 
     def _paint_far_text(self, painter: QPainter, node: Node, lay: NodeLayout, lod: float) -> None:
         """Zoomed out past the detail threshold: the title (and a failed node's error) in a font scaled up
@@ -459,8 +523,8 @@ class NodeItem(QGraphicsItem):
             )
             return
         painter.setPen(theme.DIM_TEXT)
-        painter.drawText(text_rect, align_l, inp.display_name)
-        label_w = fm.horizontalAdvance(inp.display_name) + 12
+        label, shown, _full = self._value_text(row, value)
+        painter.drawText(text_rect, align_l, label)
         if inp.type in ("INT", "FLOAT"):
             painter.setPen(theme.WIDGET_ARROW)
             painter.drawText(QRectF(rect.left() + 3, rect.top(), ARROW_W, rect.height()), align_l, "◀")
@@ -476,10 +540,8 @@ class NodeItem(QGraphicsItem):
             painter.setPen(theme.VALUE_TEXT)
             painter.drawText(text_rect.adjusted(0, 0, -32, 0), align_r, format_value(inp, value))
         else:
-            shown = format_value(inp, value) + (" ▾" if inp.type == "COMBO" else "")
-            avail = text_rect.width() - label_w
             painter.setPen(theme.VALUE_TEXT)
-            painter.drawText(text_rect, align_r, fm.elidedText(shown, Qt.TextElideMode.ElideMiddle, max(avail, 10)))
+            painter.drawText(text_rect, align_r, shown + (" ▾" if inp.type == "COMBO" else ""))
         if row.control_rect is not None:
             painter.setPen(theme.DIM_TEXT)
             mode_text = f"{seed_mode(self.graph, self.node_id)} ▾"

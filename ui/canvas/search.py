@@ -27,7 +27,7 @@ from PySide6.QtWidgets import QFrame, QLineEdit, QListWidget, QListWidgetItem, Q
 
 from graph_engine.node_spec import NodeRegistry, NodeSpec
 from graph_engine.types import types_compatible
-from ui import theme
+from ui import node_titles, theme
 
 # Match tiers, best first. A node matches at the best tier any of its names (display title, ComfyUI
 # type) reaches; within a tier the shorter matching name wins, then the menu order.
@@ -109,8 +109,9 @@ def fuzzy_score(query: str, text: str) -> float | None:
 
 
 def spec_score(query: str, spec: NodeSpec) -> float | None:
-    """A node's score: the better of its display title and its ComfyUI type name."""
-    scores = [s for s in (fuzzy_score(query, spec.display_name), fuzzy_score(query, spec.type)) if s is not None]
+    """A node's score: the best over its names (ComfyUI's title, sdgraph's title and its type name),
+    so a person finds a node by whichever name they know, whichever one the canvas shows."""
+    scores = [s for s in (fuzzy_score(query, name) for name in node_titles.search_names(spec)) if s is not None]
     return max(scores) if scores else None
 
 
@@ -208,7 +209,10 @@ class NodeSearchPopup(QFrame):
         self._shown = rank(text, self._candidates)
         self.list.clear()
         for c in self._shown:
-            label = f"{c.spec.display_name}"
+            label = node_titles.title(c.spec)
+            other = node_titles.other_title(c.spec)
+            if other:
+                label += f"   ({other})"
             if c.socket:
                 label += f"   → {c.socket}"
             item = QListWidgetItem(label)

@@ -59,7 +59,7 @@ from graph_engine.reroute import output_type, reroute_origin
 from graph_engine.types import ANY
 from graph_engine.validation import Problem, can_connect
 from ui import commands as cmds
-from ui import theme
+from ui import node_titles, theme
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
 from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
@@ -1197,7 +1197,7 @@ class GraphView(QGraphicsView):
                 if cat not in submenus:
                     submenus[cat] = add.addMenu(cat)
                 t = spec.type
-                submenus[cat].addAction(spec.display_name, lambda t=t: self.add_node_at(t, sp))
+                submenus[cat].addAction(node_titles.title(spec), lambda t=t: self.add_node_at(t, sp))
             menu.addSeparator()
             menu.addAction("Paste", self.paste)
             menu.addAction("Fit view", self.fit_all)

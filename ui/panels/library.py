@@ -13,9 +13,11 @@ from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtWidgets import QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from graph_engine import NodeRegistry
+from ui import node_titles
 
 NODE_TYPE_MIME = "application/x-sdgraph-node-type"
 _TYPE_ROLE = Qt.ItemDataRole.UserRole
+_NAMES_ROLE = Qt.ItemDataRole.UserRole + 1  # every name the filter matches: both titles and the type
 
 
 class _Tree(QTreeWidget):
@@ -63,9 +65,11 @@ class NodeLibraryPanel(QWidget):
                 cat.setFlags(Qt.ItemFlag.ItemIsEnabled)
                 self.tree.addTopLevelItem(cat)
                 categories[spec.category] = cat
-            item = QTreeWidgetItem([spec.display_name])
+            item = QTreeWidgetItem([node_titles.title(spec)])
             item.setData(0, _TYPE_ROLE, spec.type)
-            item.setToolTip(0, spec.description or spec.type)
+            item.setData(0, _NAMES_ROLE, " ".join(node_titles.search_names(spec)))
+            other = node_titles.other_title(spec)
+            item.setToolTip(0, "\n".join(t for t in (other and f"also: {other}", spec.description or spec.type) if t))
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled)
             categories[spec.category].addChild(item)
         self.tree.expandAll()
@@ -89,7 +93,7 @@ class NodeLibraryPanel(QWidget):
             visible = 0
             for j in range(cat.childCount()):
                 item = cat.child(j)
-                hay = f"{item.text(0)} {item.data(0, _TYPE_ROLE)}".lower()
+                hay = f"{item.text(0)} {item.data(0, _NAMES_ROLE)}".lower()  # both titles and the type
                 show = not needle or cat_match or needle in hay
                 item.setHidden(not show)
                 visible += show

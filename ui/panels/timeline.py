@@ -24,7 +24,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -36,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from graph_engine import Graph, RunResult
+from ui import file_dialogs
 from ui.images import qimage_from_array
 
 if TYPE_CHECKING:
@@ -265,9 +265,13 @@ class TimelinePanel(QWidget):
         return export_animation(self._frames, path, scale=scale)
 
     def _ask_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export timeline", "timeline.gif", "Animations (*.gif *.webp)")
-        if not path:
+        # a bare "timeline.gif" would start the dialog in the launch directory
+        answer = file_dialogs.ask_save_file(
+            self, "Export timeline", file_dialogs.start_folder() / "timeline.gif", "Animations (*.gif *.webp)"
+        )
+        if answer is None:
             return
+        path = answer[0]
         try:
             n = self.export(path)
         except (OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QPlainTextEdit, QWidget
 
 from graph_engine import Graph, NodeRegistry
 from nodes import builtin_registry
+from ui import node_titles
 from ui.canvas import GraphView
 
 
@@ -48,9 +49,11 @@ def search_for(view: GraphView, text: str) -> list[str]:
     assert popup.isVisible()
     QTest.keyClicks(popup.edit, text)
     shown = popup.shown_types()
-    assert [popup.list.item(i).text() for i in range(popup.list.count())] == [
-        view.registry.get(t).display_name for t in shown
-    ]
+    # each row shows the title the canvas uses (ComfyUI's by default), then the other name if it differs
+    labels = [popup.list.item(i).text() for i in range(popup.list.count())]
+    specs = [view.registry.get(t) for t in shown]
+    assert [label.split("   (")[0] for label in labels] == [node_titles.title(s) for s in specs]
+    assert all(node_titles.other_title(s) in label for s, label in zip(specs, labels, strict=True))
     QTest.keyClick(popup.edit, Qt.Key.Key_Escape)
     assert not popup.isVisible()
     return shown
