@@ -60,15 +60,21 @@ def load_clip(
     target = device_for(ctx.device) if device != "cpu" else device_for("cpu")
     _, _, run_dtype = dtypes_for(target, ctx.settings)
     apply_memory_settings(ctx.settings)
+    requests: list[tuple[str, dict[str, Any]]] = []
     modules: dict[str, Any] = {}
     for input_id, enc in roles:
         path = paths[input_id]
         dtype = encoder_dtype(enc.role, stored_dtype(path, enc.prefix), run_dtype)
         make_vram_room(target, path.stat().st_size)
+        request = dict(path=path, prefix=enc.prefix, role=enc.role, device=target, dtype=dtype)
         try:
-            modules[enc.role] = manager().text_encoder(
-                path, prefix=enc.prefix, role=enc.role, device=target, dtype=dtype
-            )
+            modules[enc.role] = manager().text_encoder(**request)
         except ModelError as exc:
             raise InputError(input_id, f"{node}: {exc}") from None
-    return build_clip_value(clip_type, modules)
+        requests.append((enc.role, request))
+    return build_clip_value(clip_type, modules, fetch=lambda: fetch_encoders(requests))
+
+
+def fetch_encoders(requests: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The encoders of these manager requests: the cached ones, or loaded again if the budget freed them."""
+    return {role: manager().text_encoder(**request) for role, request in requests}

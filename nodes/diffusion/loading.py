@@ -154,6 +154,7 @@ def _load_flow_checkpoint(
 ) -> tuple[DiffusionModel, Any, VAEModel]:
     """An all-in-one SD3.5 or FLUX file: transformer, VAE and text encoders under their usual prefixes."""
     from nodes.diffusion.checkpoint.files import read_shapes
+    from nodes.diffusion.clip_loading import fetch_encoders
     from nodes.diffusion.text.encoder_files import read_encoders, stored_dtype
     from nodes.diffusion.text_encoders import ClipFileError, assign_roles, build_clip_value, encoder_dtype
 
@@ -186,19 +187,24 @@ def _load_flow_checkpoint(
         if not encoders:  # the official SD3.5 single files: MMDiT and VAE, text encoders separate
             return flow_model(loaded, name), NoTextEncoders(name, family), VAEModel(vae, name)
         roles = assign_roles(clip_type, "CheckpointLoaderSimple", [("ckpt_name", name, e) for e in encoders])
-        modules = {
-            enc.role: manager().text_encoder(
-                path,
-                prefix=enc.prefix,
-                role=enc.role,
-                device=device,
-                dtype=encoder_dtype(enc.role, stored_dtype(path, enc.prefix), text_dtype),
+        requests = [
+            (
+                enc.role,
+                dict(
+                    path=path,
+                    prefix=enc.prefix,
+                    role=enc.role,
+                    device=device,
+                    dtype=encoder_dtype(enc.role, stored_dtype(path, enc.prefix), text_dtype),
+                ),
             )
             for _, enc in roles
-        }
+        ]
+        modules = fetch_encoders(requests)
     except (ModelError, ClipFileError) as exc:
         raise InputError("ckpt_name", str(exc)) from None
-    return flow_model(loaded, name), build_clip_value(clip_type, modules), VAEModel(vae, name)
+    clip = build_clip_value(clip_type, modules, fetch=lambda: fetch_encoders(requests))
+    return flow_model(loaded, name), clip, VAEModel(vae, name)
 
 
 def _load_flow_folder(

@@ -30,7 +30,7 @@ as ``ZImageTransformer2DModel`` accepts, when batching entries of different leng
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -70,23 +70,39 @@ def _qwen3_tokenizer() -> PreTrainedTokenizerBase:
 class FlowClip:
     """Text encoders of a flow-matching family plus how to read them (see the module docstring)."""
 
-    __slots__ = ("_encoders", "_layer_idx", "_recipe", "_t5_length")
+    __slots__ = ("_fetch", "_layer_idx", "_recipe", "_roles", "_t5_length")
 
     def __init__(
-        self, recipe: str, encoders: FlowEncoders, *, layer_idx: int | None = None, t5_length: int | None = None
+        self,
+        recipe: str,
+        encoders: FlowEncoders | Callable[[], FlowEncoders],
+        *,
+        layer_idx: int | None = None,
+        t5_length: int | None = None,
     ) -> None:
+        """``encoders``: the loaded modules, or a function that fetches them. The loaders pass a function
+        that asks the model manager, so this value (cached by the graph with the loader's output) does
+        not keep gigabytes of T5 or Qwen3 alive: when the model budget needs the room for the diffusion
+        model, the manager can really free them, and the next prompt loads them again."""
+        present_from = encoders() if callable(encoders) else encoders
+        present = {role for role in (CLIP_L, CLIP_G, T5XXL, QWEN3) if getattr(present_from, role) is not None}
         if recipe not in RECIPES:
             raise ValueError(f"unknown text recipe {recipe!r}; expected one of {RECIPES}")
-        present = {role for role in (CLIP_L, CLIP_G, T5XXL, QWEN3) if getattr(encoders, role) is not None}
         allowed = {"sd3": {CLIP_L, CLIP_G, T5XXL}, "flux": {CLIP_L, T5XXL}, "z_image": {QWEN3}}[recipe]
         if not present or present - allowed:
             names = ", ".join(ROLE_NAMES[r] for r in sorted(present)) or "none"
             wanted = ", ".join(ROLE_NAMES[r] for r in sorted(allowed))
             raise ValueError(f"{recipe} uses {wanted}; got {names}")
+        del present_from
         self._recipe = recipe
-        self._encoders = encoders
+        self._fetch: Callable[[], FlowEncoders] = encoders if callable(encoders) else (lambda e=encoders: e)
+        self._roles = frozenset(present)
         self._layer_idx = layer_idx
         self._t5_length = T5_LENGTH.get(recipe, 0) if t5_length is None else int(t5_length)
+
+    @property
+    def _encoders(self) -> FlowEncoders:
+        return self._fetch()
 
     @property
     def family(self) -> str:
@@ -118,11 +134,11 @@ class FlowClip:
         )
         if depth and not -depth <= stop_at_clip_layer <= -1:
             raise ValueError(f"CLIP layer must be between -{depth} and -1, got {stop_at_clip_layer}")
-        return FlowClip(self._recipe, self._encoders, layer_idx=stop_at_clip_layer, t5_length=self._t5_length)
+        return FlowClip(self._recipe, self._fetch, layer_idx=stop_at_clip_layer, t5_length=self._t5_length)
 
     def with_t5_length(self, length: int) -> FlowClip:
         """The same encoders padding T5 to ``length`` tokens (FLUX.1-schnell's pipelines use 256)."""
-        return FlowClip(self._recipe, self._encoders, layer_idx=self._layer_idx, t5_length=length)
+        return FlowClip(self._recipe, self._fetch, layer_idx=self._layer_idx, t5_length=length)
 
     def _entry(self, embeds: Any, pooled: Any, extras: Mapping[str, Any] | None) -> Conditioning:
         return [CondEntry(embeds, pooled, {**dict(extras or {}), TEXT_RECIPE_KEY: self._recipe})]
@@ -187,7 +203,7 @@ class FlowClip:
         return self._entry(embeds, pooled, merged)
 
     def __repr__(self) -> str:
-        roles = [ROLE_NAMES[r] for r in (CLIP_L, CLIP_G, T5XXL, QWEN3) if getattr(self._encoders, r) is not None]
+        roles = [ROLE_NAMES[r] for r in (CLIP_L, CLIP_G, T5XXL, QWEN3) if r in self._roles]
         return (
             f"FlowClip({self._recipe!r}, {', '.join(roles)}, layer_idx={self._layer_idx}, t5_length={self._t5_length})"
         )
@@ -293,8 +309,13 @@ def assign_roles(
     return result
 
 
-def build_clip_value(clip_type: str, modules: Mapping[str, Any]) -> Any:
-    """The CLIP socket value for loaded encoders by role: a ``ClipModel`` (SD1/SDXL) or a ``FlowClip``."""
+def build_clip_value(
+    clip_type: str, modules: Mapping[str, Any], fetch: Callable[[], Mapping[str, Any]] | None = None
+) -> Any:
+    """The CLIP socket value for loaded encoders by role: a ``ClipModel`` (SD1/SDXL) or a ``FlowClip``.
+
+    ``fetch`` (the same modules, asked for again each time) makes a ``FlowClip`` that does not hold
+    them itself, so the model manager can free them (see ``FlowClip``)."""
     spec = CLIP_TYPES[clip_type]
     if spec.builds in ("sd1", "sdxl"):
         from .clip import ClipModel
@@ -303,7 +324,13 @@ def build_clip_value(clip_type: str, modules: Mapping[str, Any]) -> Any:
         tower = getattr(clip_l, "text_model", clip_l)  # SD1/SDXL read CLIP-L unprojected, as a CLIPTextModel
         encoders = [tower] if spec.builds == "sd1" else [tower, modules[CLIP_G]]
         return ClipModel(spec.builds, encoders)
-    return FlowClip(spec.builds, FlowEncoders(**{role: modules.get(role) for role in (CLIP_L, CLIP_G, T5XXL, QWEN3)}))
+
+    def encoders(found: Mapping[str, Any]) -> FlowEncoders:
+        return FlowEncoders(**{role: found.get(role) for role in (CLIP_L, CLIP_G, T5XXL, QWEN3)})
+
+    if fetch is not None:
+        return FlowClip(spec.builds, lambda: encoders(fetch()))
+    return FlowClip(spec.builds, encoders(modules))
 
 
 def encoder_dtype(role: str, stored: Any, run_dtype: Any) -> Any:

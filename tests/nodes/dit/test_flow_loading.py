@@ -214,3 +214,26 @@ def test_a_lora_on_a_flux_model_is_one_clear_message(flow_models: Path, tmp_path
     result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[lora])
     assert result.status == "failed" and result.error.node_id == lora and result.error.input == "lora_name"
     assert "LoRAs for flux models are not supported yet" in str(result.error)
+
+
+def test_text_encoders_are_freed_when_the_budget_needs_room_and_come_back(flow_models: Path) -> None:
+    """The CLIP value a loader returns does not hold T5 itself: once the model manager drops it (the
+    budget needs the room for the diffusion model), the memory is really released, and the next prompt
+    loads it again with the same result."""
+    import gc
+    import weakref
+
+    from nodes.diffusion.clip_loading import load_clip
+
+    files = [("clip_name1", FLOW_FILES["t5xxl_fp16.safetensors"]), ("clip_name2", FLOW_FILES["clip_l.safetensors"])]
+    clip = load_clip(CTX, "DualCLIPLoader", "flux", files)
+    (first,) = clip.encode("a red fox")
+    t5 = weakref.ref(clip.encoders.t5xxl)
+    assert t5() is not None
+    loads = runtime.manager().loads
+    runtime.manager().unload_all()  # what eviction does when a load needs the room
+    gc.collect()
+    assert t5() is None, "the CLIP value kept T5 alive"
+    (again,) = clip.encode("a red fox")
+    assert runtime.manager().loads > loads  # loaded again
+    torch.testing.assert_close(again.embeds, first.embeds)
