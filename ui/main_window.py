@@ -74,6 +74,7 @@ from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.history import HistoryPanel, record_run
+from ui.panels.models import install_models
 from ui.panels.queue import install_queue
 from ui.panels.timeline import install_timeline
 from ui.run_controller import CompletedRun, RunController, default_seed_control
@@ -180,6 +181,7 @@ class MainWindow(QMainWindow):
         self.set_document(Graph(), None)
         self.timeline, self.timeline_dock = install_timeline(self)  # follows documentChanged from here on
         self.queue, self.queue_dock = install_queue(self)  # likewise
+        self.models, self.models_dock = install_models(self)  # and drops of model files on the canvas
         self.restore_window_state()
 
     # ---- construction ---------------------------------------------------------------------------
