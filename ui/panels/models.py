@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -106,6 +107,7 @@ class ModelsPanel(QWidget):
         self._relay = _Relay(self)
         self._relay.probed.connect(self._probed)
         self.summary = QLabel(self)
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
         self.refresh_button = QPushButton("Refresh", self)
         self.refresh_button.setToolTip("Look for new, removed or replaced model files (F5)")
         self.tree = _Tree(self)

@@ -26,7 +26,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
+    QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -96,12 +97,17 @@ class QueuePanel(QWidget):
         self.state.setObjectName("queue-state")
         self.current = QLabel(self)
         self.current.setObjectName("queue-current")
-        self.current.setWordWrap(True)
+        for label in (self.state, self.current):  # the dock may be narrow: a long label is cut, not widened
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.list = _QueueList(self)
-        self.up_button = QPushButton("▲ Up", self)
-        self.down_button = QPushButton("▼ Down", self)
-        self.cancel_button = QPushButton("Cancel", self)
-        self.pause_button = QPushButton("Pause", self)
+        self.up_button = QToolButton(self)
+        self.up_button.setText("▲")
+        self.down_button = QToolButton(self)
+        self.down_button.setText("▼")
+        self.cancel_button = QToolButton(self)
+        self.cancel_button.setText("Cancel")
+        self.pause_button = QToolButton(self)
+        self.pause_button.setText("Pause")
         self.pause_button.setCheckable(True)
         for button, tip in (
             (self.up_button, "Run the selected run earlier (Ctrl+Up)"),
@@ -110,17 +116,16 @@ class QueuePanel(QWidget):
             (self.pause_button, "Hold the queue: the running run finishes, the others wait"),
         ):
             button.setToolTip(tip)
-        buttons = QHBoxLayout()
-        for button in (self.up_button, self.down_button, self.cancel_button):
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.pause_button)
+        self.list.setMinimumHeight(40)  # the bottom dock is short; the queue must not make it taller
+        top = QHBoxLayout()  # one row above the list: what runs, how many wait, and the actions
+        top.addWidget(self.current, 1)
+        top.addWidget(self.state, 2)
+        for button in (self.up_button, self.down_button, self.cancel_button, self.pause_button):
+            top.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.state)
-        layout.addWidget(self.current)
+        layout.addLayout(top)
         layout.addWidget(self.list, 1)
-        layout.addLayout(buttons)
         self.list.dropRequested.connect(self.cancel_row)
         self.list.moveRequested.connect(self.move_row)
         self.list.currentRowChanged.connect(lambda _row: self._update_buttons())
