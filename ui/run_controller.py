@@ -179,6 +179,7 @@ class QueuedRun:
     batch: object | None  # the Run ×N it belongs to: a failed run there drops the rest of its batch
     turn: asyncio.Future[bool]
     workflow: dict[str, Any]  # the document when it was queued (JSON data; never mutated)
+    stepped: tuple[tuple[int, str, str], ...] = ()  # seeds taken from the live document when it starts
     dropped: bool = False
 
 
@@ -188,6 +189,9 @@ class QueueEntry:
 
     label: str
     workflow: dict[str, Any]
+    # (node id, input, seed control) of the seeds that take the live value when the run starts: the
+    # workflow's value for them is not what will run.
+    stepped: tuple[tuple[int, str, str], ...] = ()
 
 
 def _runs(count: int) -> str:
@@ -341,7 +345,7 @@ class RunController(QObject):
 
     def queued_entries(self) -> list[QueueEntry]:
         """The waiting runs with the workflows they were queued with, in the order they will run."""
-        return [QueueEntry(t.label, t.workflow) for t in self._queue]
+        return [QueueEntry(t.label, t.workflow, t.stepped) for t in self._queue]
 
     @property
     def current(self) -> QueueEntry | None:
@@ -385,9 +389,11 @@ class RunController(QObject):
     ) -> list[QueuedRun]:
         """Queue `count` runs of `workflow` (the document as queued; shared by a batch, never mutated)."""
         tickets = []
+        stepped = tuple(self._stepped_seeds(graph_from_dict(json.loads(json.dumps(workflow)))))
         for i in range(count):
             name = f"{label} {i + 1} of {count}" if count > 1 else label
-            tickets.append(QueuedRun(targets, name, batch, asyncio.get_running_loop().create_future(), workflow))
+            turn = asyncio.get_running_loop().create_future()
+            tickets.append(QueuedRun(targets, name, batch, turn, workflow, stepped))
         self._queue.extend(tickets)
         self.queueChanged.emit(len(self._queue))
         self._dispatch()
@@ -584,19 +590,26 @@ class RunController(QObject):
         """The graph a queued run runs: the document as queued, with seeds that are stepped between runs
         (any control but "fixed") taken from the live document, where the runs before moved them."""
         copy = graph_from_dict(json.loads(json.dumps(queued)))
-        if self._seed_control is not None:
-            for node_id, node in copy.nodes.items():
-                live = self.graph.nodes.get(node_id)
-                spec = self.registry.get(node.type)
-                if live is None or live.type != node.type or spec is None:
-                    continue
-                if node.extra.get("control_after_generate", "randomize") == "fixed":
-                    continue
-                linked = copy.inputs_of(node_id)
-                for inp in spec.inputs:
-                    if inp.control_after_generate and inp.id not in linked and inp.id in live.values:
-                        node.values[inp.id] = live.values[inp.id]
+        for node_id, input_id, _mode in self._stepped_seeds(copy):
+            live = self.graph.nodes.get(node_id)
+            if live is not None and live.type == copy.nodes[node_id].type and input_id in live.values:
+                copy.nodes[node_id].values[input_id] = live.values[input_id]
         return copy, json.loads(json.dumps(graph_to_dict(copy)))
+
+    def _stepped_seeds(self, graph: Graph) -> list[tuple[int, str, str]]:
+        """(node, input, control) of the seeds in `graph` that runs step: a seed control other than
+        "fixed" (no control set means ComfyUI's "randomize"), on an input no wire feeds."""
+        if self._seed_control is None:
+            return []
+        found = []
+        for node_id, node in graph.nodes.items():
+            spec = self.registry.get(node.type)
+            mode = str(node.extra.get("control_after_generate", "randomize"))
+            if spec is None or mode == "fixed":
+                continue
+            linked = graph.inputs_of(node_id)
+            found += [(node_id, i.id, mode) for i in spec.inputs if i.control_after_generate and i.id not in linked]
+        return found
 
     async def _run_once(self, ticket: QueuedRun) -> RunResult | None:
         live_run, self._live_run = self._live_run, False

@@ -15,6 +15,7 @@ controller's `queueChanged`, `runningChanged` and `pausedChanged`, never from it
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, Signal
@@ -38,16 +39,31 @@ from ui.run_controller import RunController
 
 NO_CHANGES = "same as the run before"
 FIRST_RUN = "first run"
+STEPPED = {"increment": "+1", "decrement": "−1", "randomize": "random"}  # how a seed control reads in a row
 
 
-def describe_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
-    """One line: what `after` changes relative to `before` (None: there is nothing to compare with)."""
+def describe_changes(
+    before: dict[str, Any] | None, after: dict[str, Any], stepped: Sequence[tuple[int, str, str]] = ()
+) -> str:
+    """One line: what `after` changes relative to `before` (None: there is nothing to compare with).
+
+    `stepped` seeds take their value when the run starts (the runs ahead move them on), so the value
+    in `after` is not what will run: they are named with their control instead of compared.
+    """
     if before is None:
         return FIRST_RUN
     try:
-        changes = workflow_changes(graph_from_dict(before), graph_from_dict(after))
+        old, new = graph_from_dict(before), graph_from_dict(after)
     except WorkflowFormatError:
         return "?"
+    phrases = []
+    for node_id, input_id, mode in stepped:
+        for graph in (old, new):
+            if node_id in graph.nodes:
+                graph.nodes[node_id].values.pop(input_id, None)
+        if node_id in new.nodes:
+            phrases.append(f"{new.nodes[node_id].label}.{input_id} {STEPPED.get(mode, mode)}")
+    changes = workflow_changes(old, new) + phrases
     return ", ".join(changes) if changes else NO_CHANGES
 
 
@@ -172,7 +188,7 @@ class QueuePanel(QWidget):
             self.current.setText(f"▶ {current.label}" if current is not None else "")
             before = current.workflow if current is not None else controller.last_workflow
             for index, entry in enumerate(entries):
-                changes = describe_changes(before, entry.workflow)
+                changes = describe_changes(before, entry.workflow, entry.stepped)
                 item = QListWidgetItem(f"#{index + 1}  {entry.label}\n    {changes}")
                 item.setToolTip(changes.replace(", ", "\n"))
                 item.setData(Qt.ItemDataRole.UserRole, changes)

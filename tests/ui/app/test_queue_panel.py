@@ -61,12 +61,12 @@ def set_value(win: MainWindow, node_id: int, key: str, value: Any) -> None:
     win.undo_stack.push(set_values_command(win.graph, [(node_id, key)], value, f"Set {key}"))
 
 
-def finished_values(win: MainWindow, const_id: int) -> list[int]:
-    """The Const value of every run that completes from now on, in the order they complete."""
+def finished_values(win: MainWindow, node_id: int, key: str = "value") -> list[int]:
+    """One node's value in every run that completes from now on (as the run ran it), in order."""
     seen: list[int] = []
 
     def completed(run: CompletedRun) -> None:
-        seen.append(graph_from_dict(run.workflow).nodes[const_id].values["value"])
+        seen.append(graph_from_dict(run.workflow).nodes[node_id].values[key])
 
     win.controller.runCompleted.connect(completed)
     return seen
@@ -178,3 +178,38 @@ def test_the_panel_follows_the_open_document(toy_window: MainWindow, qtbot: Any)
     toy_window.new_document()
     assert panel.controller is toy_window.controller is not old
     assert panel.pause_button.text() == "Pause" and "paused" not in panel.state.text()
+
+
+def test_seeds_with_a_control_are_drawn_when_the_run_starts_and_fixed_ones_as_queued(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    win = toy_window
+    seeded = win.add_node("Seeded", QPointF(0, 0))
+    save = win.add_node("SavePNG", QPointF(300, 0))
+    assert seeded is not None and save is not None
+    win.undo_stack.push(connect_command(win.graph, seeded, "INT", save, "x", "INT"))
+    win.graph.set_extra(seeded, "control_after_generate", "increment")
+    set_value(win, seeded, "seed", 5)
+    panel = panel_of(win, qtbot)
+    ran = finished_values(win, seeded, "seed")
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    tasks = [win.run(), win.run()]
+    wait_for(qloop, lambda: win.controller.queued == 2)
+    assert panel.changes() == [FIRST_RUN, "Seeded.seed +1"]  # not "5 → 5": the value is drawn at start
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    for task in tasks:
+        qloop.run_until_complete(task)
+    assert ran == [5, 6] and win.graph.nodes[seeded].values["seed"] == 7
+
+    win.graph.set_extra(seeded, "control_after_generate", "fixed")
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    tasks = [win.run()]
+    set_value(win, seeded, "seed", 11)
+    tasks.append(win.run())
+    set_value(win, seeded, "seed", 12)  # after both were queued: neither runs it
+    wait_for(qloop, lambda: win.controller.queued == 2)
+    assert panel.changes() == ["Seeded.seed 6 → 7", "Seeded.seed 7 → 11"]  # compared with the last run (6)
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    for task in tasks:
+        qloop.run_until_complete(task)
+    assert ran == [5, 6, 7, 11]
