@@ -901,7 +901,8 @@ class MainWindow(QMainWindow):
             r = controller.last_result
             parts.append(f"last run: {r.status} in {r.seconds:.1f} s")
         if controller.paused:
-            parts.append(f"queue paused, {controller.queued} waiting" if controller.queued else "queue paused")
+            waiting = controller.queued and not controller.running  # while running, "N queued" says it
+            parts.append(f"queue paused, {controller.queued} waiting" if waiting else "queue paused")
         parts.append(f"{len(self.graph.nodes)} nodes")
         self.status.setText(" · ".join(parts))
 
