@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -84,7 +84,10 @@ class _QueueList(QListWidget):
         self.model().rowsMoved.connect(self._rows_moved)
 
     def _rows_moved(self, _parent: QModelIndex, start: int, _end: int, _dest: QModelIndex, row: int) -> None:
-        self.moveRequested.emit(start, row if row < start else row - 1)
+        """A row dragged to another place (Qt has moved it already): ask for the same move in the queue,
+        once the drop is over (the panel then redraws the list, which it must not do inside the drop)."""
+        new_row = row if row < start else row - 1
+        QTimer.singleShot(0, lambda: self.moveRequested.emit(start, new_row))
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         row = self.currentRow()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gui_toy_nodes import RAN, chain
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QModelIndex, QPointF, Qt
 
 from graph_engine import Graph
 from graph_engine.serialization import graph_from_dict
@@ -213,3 +213,27 @@ def test_seeds_with_a_control_are_drawn_when_the_run_starts_and_fixed_ones_as_qu
     for task in tasks:
         qloop.run_until_complete(task)
     assert ran == [5, 6, 7, 11]
+
+
+def test_a_row_dragged_to_another_place_moves_that_run_in_the_queue(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop
+) -> None:
+    """Offscreen Qt ends a QDrag at once, so the drop is given as QListWidget's internal-move drop applies
+    it: the list model moves the row (rowsMoved); the panel must carry that move over to the queue."""
+    win = toy_window
+    ids = build_chain(win, slow_steps=2, delay=0.01)
+    panel = panel_of(win, qtbot)
+    done = finished_values(win, ids["const"])
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    tasks = []
+    for value in (3, 4, 5):
+        set_value(win, ids["const"], "value", value)
+        tasks.append(win.run())
+    wait_for(qloop, lambda: win.controller.queued == 3)
+    assert panel.list.model().moveRows(QModelIndex(), 2, 1, QModelIndex(), 0)  # the 5 dropped above the 3
+    qtbot.waitUntil(lambda: panel.changes() == [FIRST_RUN, "Const.value 5 → 3", "Const.value 3 → 4"])
+    assert panel.list.currentRow() == 0
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    for task in tasks:
+        qloop.run_until_complete(task)
+    assert done == [5, 3, 4]
