@@ -105,7 +105,9 @@ class ModelsPanel(QWidget):
         self._pending: set[tuple[str, int, int]] = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdgraph-probe")
         self._relay = _Relay(self)
-        self._relay.probed.connect(self._probed)
+        # Always queued, also when a probe is done before its callback is attached (the callback then runs
+        # here, inside refresh): rows fill in from the event loop, never halfway through a refresh.
+        self._relay.probed.connect(self._probed, Qt.ConnectionType.QueuedConnection)
         self.summary = QLabel(self)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widens the dock
         self.refresh_button = QPushButton("Refresh", self)
