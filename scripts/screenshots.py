@@ -1,5 +1,5 @@
-"""Screenshots of the editor for the README: the default graph, a run in progress, a finished run, and
-the History dock after a few more runs.
+"""Screenshots of the editor for the README: the default graph, a run in progress, a finished run, the
+History dock after a few more runs, the Queue dock with waiting variations, and the Models dock.
 
 Real Stable Diffusion weights are not available here, so the run uses a tiny SD1-shaped checkpoint
 with seeded random weights (`tests/support/tiny_sd.py`) written into a throwaway home folder; the
@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     status = getattr(result, "status", None)
     print(f"run: {status}" + (f" ({result.error})" if getattr(result, "error", None) else ""))  # type: ignore[attr-defined]
     history_ok = shoot_history(window, loop, settle, shot, by_type, set_value_command)
+    queue_ok = shoot_queue(window, loop, settle, shot, by_type, set_value_command)
+    models_ok = shoot_models(window, home, settle, shot)
     window.close_without_prompt()
-    return 0 if status == "done" and captured and history_ok else 1
+    return 0 if status == "done" and captured and history_ok and queue_ok and models_ok else 1
 
 
 def shoot_history(window, loop, settle, shot, by_type, set_value_command) -> bool:  # type: ignore[no-untyped-def]
@@ -135,6 +137,63 @@ def shoot_history(window, loop, settle, shot, by_type, set_value_command) -> boo
     settle(0.5)
     shot("history.png")
     return window.history.item_count() == len(prompts) + 1
+
+
+def shoot_queue(window, loop, settle, shot, by_type, set_value_command) -> bool:  # type: ignore[no-untyped-def]
+    """A run going and three variations queued behind it (a seed, a prompt, a cfg), the queue paused."""
+    from PySide6.QtCore import Qt
+
+    graph, sampler = window.graph, by_type.get("KSampler")
+    encoders = [n.id for n in graph.nodes.values() if n.type == "CLIPTextEncode"]
+    if sampler is None or not encoders:
+        return False
+    window.undo_stack.push(set_value_command(graph, sampler, "steps", 40))
+    graph.set_extra(sampler, "control_after_generate", "fixed")  # the seed changes below are the user's
+    tasks = [window.run()]
+    for key, node, value in (
+        ("seed", sampler, 1234),
+        ("text", encoders[0], "a lighthouse on a cliff at dawn, oil painting"),
+        ("cfg", sampler, 4.5),
+    ):
+        window.undo_stack.push(set_value_command(graph, node, key, value))
+        tasks.append(window.run())
+
+    async def until_running() -> None:
+        while not (window.controller.running and window.controller.queued == 3):
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(until_running())
+    window.controller.set_paused(True)
+    window.queue_dock.raise_()
+    window.resizeDocks([window.queue_dock], [230], Qt.Orientation.Vertical)
+    settle(0.5)
+    shot("queue.png")
+    ok = window.queue.list.count() == 3
+    window.controller.cancel_all()
+    window.controller.set_paused(False)
+    for task in tasks:
+        loop.run_until_complete(task)
+    window.log_dock.raise_()
+    window.resizeDocks([window.log_dock], [140], Qt.Orientation.Vertical)
+    return ok
+
+
+def shoot_models(window, home, settle, shot) -> bool:  # type: ignore[no-untyped-def]
+    """The Models dock over tiny models of every kind (FLUX.1, Z-Image, SD3.5, text encoders, VAE)."""
+    from PySide6.QtCore import Qt
+
+    from tests.support.model_root import write_flow_files
+
+    write_flow_files(home / "models")
+    window.models.refresh()
+    end = time.perf_counter() + 60
+    while window.models.pending and time.perf_counter() < end:
+        settle(0.1)
+    window.models_dock.raise_()
+    window.resizeDocks([window.models_dock], [420], Qt.Orientation.Horizontal)
+    settle(0.5)
+    shot("models.png")
+    return window.models.pending == 0
 
 
 if __name__ == "__main__":

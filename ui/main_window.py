@@ -74,6 +74,8 @@ from ui.commands import set_values_command
 from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.history import HistoryPanel, record_run
+from ui.panels.models import install_models
+from ui.panels.queue import install_queue
 from ui.panels.timeline import install_timeline
 from ui.run_bar import RunBar
 from ui.run_controller import CompletedRun, RunController, default_seed_control
@@ -184,6 +186,8 @@ class MainWindow(QMainWindow):
         self._missing_timer.timeout.connect(self.refresh_missing_models)
         self.set_document(Graph(), None)
         self.timeline, self.timeline_dock = install_timeline(self)  # follows documentChanged from here on
+        self.queue, self.queue_dock = install_queue(self)  # likewise
+        self.models, self.models_dock = install_models(self)  # and drops of model files on the canvas
         self.restore_window_state()
 
     # ---- construction ---------------------------------------------------------------------------
@@ -439,6 +443,7 @@ class MainWindow(QMainWindow):
         controller.started.connect(self._run_started)
         controller.finished.connect(self._run_finished)
         controller.queueChanged.connect(lambda _n: self._queue_changed())
+        controller.pausedChanged.connect(self._update_status)
         controller.runCompleted.connect(self._record_run)
         controller.previewChanged.connect(self.images.show_preview)
         controller.imagesReady.connect(self.images.add_images)
@@ -943,6 +948,9 @@ class MainWindow(QMainWindow):
         elif controller.last_result is not None:
             r = controller.last_result
             parts.append(f"last run: {r.status} in {r.seconds:.1f} s")
+        if controller.paused:
+            waiting = controller.queued and not controller.running  # while running, "N queued" says it
+            parts.append(f"queue paused, {controller.queued} waiting" if waiting else "queue paused")
         parts.append(f"{len(self.graph.nodes)} nodes")
         self.status.setText(" · ".join(parts))
 

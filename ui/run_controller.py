@@ -23,6 +23,12 @@ notices at the next `ctx.progress()` (the next sampler step), the run ends with 
 and the next queued run starts. Dropping queued runs is separate: one (`cancel_queued`) or all,
 together with the current run (`cancel_all`, Shift+Esc). Each says in words what it did.
 
+A queued run keeps the document as it was when it was queued (its `workflow`), like ComfyUI's queue: edit
+the prompt, press Run, edit it again, press Run, and the two runs differ. Seeds whose control is not
+"fixed" are the exception: they are taken from the live document when the run starts, because the runs
+ahead step them (so Run ×3 makes three seeds). Waiting runs can be reordered (`move_queued`) and the
+queue paused (`set_paused`): the running run finishes, the rest wait until it is resumed.
+
 Live nodes (`NodeSpec.live`, e.g. Add Noise) re-run by themselves: with `live` on, a value change on
 such a node (re)starts a short debounce timer, and the graph runs again once the value rests, or at
 the latest `LIVE_MAX_WAIT_MS` after the first change, so a slider that keeps moving still updates as it
@@ -37,7 +43,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,8 +184,21 @@ class QueuedRun:
     label: str
     batch: object | None  # the Run ×N it belongs to: a failed run there drops the rest of its batch
     turn: asyncio.Future[bool]
+    workflow: dict[str, Any]  # the document when it was queued (JSON data; never mutated)
+    stepped: tuple[tuple[int, str, str], ...] = ()  # seeds taken from the live document when it starts
     dropped: bool = False
     vary_seeds: bool = False  # after this run, "fixed" seeds step as if set to increment
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """What a panel may know of a run: its label and the workflow it runs (or will run, seeds aside)."""
+
+    label: str
+    workflow: dict[str, Any]
+    # (node id, input, seed control) of the seeds that take the live value when the run starts: the
+    # workflow's value for them is not what will run.
+    stepped: tuple[tuple[int, str, str], ...] = ()
 
 
 def _runs(count: int) -> str:
@@ -212,7 +231,8 @@ class RunController(QObject):
     # No bool payloads: PySide6 6.12 on Python 3.11 drops a reference to True/False on every Python-side
     # emit of a bool, and after a few hundred emits the interpreter aborts (bool_dealloc). Read `running`.
     runningChanged = Signal()
-    queueChanged = Signal(int)  # runs waiting behind the current one
+    queueChanged = Signal(int)  # runs waiting behind the current one (also sent on reorder)
+    pausedChanged = Signal()  # read `paused` (no bool payloads, see runningChanged)
     problemsFound = Signal(list)  # list[Problem]: the run did not start
     previewChanged = Signal(int, QImage)  # node id, live preview
     imagesReady = Signal(int, list)  # node id, list[tuple[Path, QImage]]: an output node's final images
@@ -249,6 +269,9 @@ class RunController(QObject):
         self._token: CancelToken | None = None
         self._queue: list[QueuedRun] = []  # runs waiting for their turn, in the order they will run
         self._busy = False  # a run has its turn (it may still be validating or waiting for the worker)
+        self._paused = False  # queued runs wait; the running one finishes
+        self._current: QueueEntry | None = None  # the run going now, as it runs (seeds drawn)
+        self.last_workflow: dict[str, Any] | None = None  # what the most recent run ran
         self._running = False
         self._pump: EventPump | None = None
         self._timer = QTimer(self)
@@ -305,25 +328,35 @@ class RunController(QObject):
             self.view.set_problems(problems)
         return problems
 
-    async def run(self, targets: list[int] | None = None) -> RunResult | None:
-        """Run once (after any run already going). None: invalid graph, or dropped from the queue."""
-        ticket = self._enqueue(targets, None, "run")[0]
+    def run(self, targets: list[int] | None = None) -> Coroutine[Any, Any, RunResult | None]:
+        """Run once (after any run already going). None: invalid graph, or dropped from the queue.
+
+        The document is copied now, when the run is asked for, not when the returned coroutine first
+        runs: `ensure_future(run())` twice with an edit between queues two different runs.
+        """
+        return self._run_queued(targets, snapshot(self.graph)[1])
+
+    async def _run_queued(self, targets: list[int] | None, workflow: dict[str, Any]) -> RunResult | None:
+        ticket = self._enqueue(targets, None, "run", workflow)[0]
         return await self._take_turn(ticket)
 
-    async def run_many(
+    def run_many(
         self, count: int, targets: list[int] | None = None, *, vary_seeds: bool = False
-    ) -> list[RunResult]:
+    ) -> Coroutine[Any, Any, list[RunResult]]:
         """Run ×N: one after another, applying seed controls between runs; stops at the first failure.
 
         All N runs join the queue at once, so the window can say how many are pending and the user
         can drop some of them; a run that was cancelled while going does not stop the ones after it.
         `vary_seeds`: "fixed" seeds step too (increment), so N runs make N different images.
         """
+        return self._run_many(count, targets, snapshot(self.graph)[1], vary_seeds)
+
+    async def _run_many(
+        self, count: int, targets: list[int] | None, workflow: dict[str, Any], vary_seeds: bool = False
+    ) -> list[RunResult]:
         results: list[RunResult] = []
         count = max(0, count)
-        tickets = self._enqueue(targets, object(), "run", count)
-        for ticket in tickets:
-            ticket.vary_seeds = vary_seeds
+        tickets = self._enqueue(targets, object(), "run", workflow, count, vary_seeds)
         for ticket in tickets:
             result = await self._take_turn(ticket)
             if result is None:
@@ -337,11 +370,64 @@ class RunController(QObject):
         """What waits behind the current run, in order (labels such as "run 2 of 3")."""
         return [t.label for t in self._queue]
 
-    def _enqueue(self, targets: list[int] | None, batch: object | None, label: str, count: int = 1) -> list[QueuedRun]:
+    def queued_entries(self) -> list[QueueEntry]:
+        """The waiting runs with the workflows they were queued with, in the order they will run."""
+        return [QueueEntry(t.label, t.workflow, t.stepped) for t in self._queue]
+
+    @property
+    def current(self) -> QueueEntry | None:
+        """The run going now (None between runs)."""
+        return self._current
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_paused(self, paused: bool) -> str:
+        """Hold the queue (the running run finishes; the rest wait) or let it go on."""
+        if paused == self._paused:
+            return "The queue is already " + ("paused" if paused else "running")
+        self._paused = paused
+        self.pausedChanged.emit()
+        if paused:
+            text = "Paused the queue" + (f"; {_runs(len(self._queue))} wait" if self._queue else "")
+        else:
+            text = "Resumed the queue" + (f"; {_runs(len(self._queue))} to go" if self._queue else "")
+            self._dispatch()
+        self.logMessage.emit("info", text, None)
+        return text
+
+    def move_queued(self, index: int, new_index: int) -> str:
+        """Move a waiting run to another place in the queue (0: next to run)."""
+        if not 0 <= index < len(self._queue):
+            text = f"There is no queued run #{index + 1}" if self._queue else "No runs are queued"
+        else:
+            new_index = max(0, min(new_index, len(self._queue) - 1))
+            ticket = self._queue.pop(index)
+            self._queue.insert(new_index, ticket)
+            text = f"Moved queued {ticket.label} to #{new_index + 1}"
+            if new_index != index:
+                self.queueChanged.emit(len(self._queue))
+        self.logMessage.emit("info", text, None)
+        return text
+
+    def _enqueue(
+        self,
+        targets: list[int] | None,
+        batch: object | None,
+        label: str,
+        workflow: dict[str, Any],
+        count: int = 1,
+        vary_seeds: bool = False,
+    ) -> list[QueuedRun]:
+        """Queue `count` runs of `workflow` (the document as queued; shared by a batch, never mutated).
+        `vary_seeds`: "fixed" seeds step between these runs too, so they are taken live like the others."""
         tickets = []
+        stepped = tuple(self._stepped_seeds(graph_from_dict(json.loads(json.dumps(workflow))), vary_seeds))
         for i in range(count):
             name = f"{label} {i + 1} of {count}" if count > 1 else label
-            tickets.append(QueuedRun(targets, name, batch, asyncio.get_running_loop().create_future()))
+            turn = asyncio.get_running_loop().create_future()
+            tickets.append(QueuedRun(targets, name, batch, turn, workflow, stepped, vary_seeds=vary_seeds))
         self._queue.extend(tickets)
         self.queueChanged.emit(len(self._queue))
         self._dispatch()
@@ -349,7 +435,7 @@ class RunController(QObject):
 
     def _dispatch(self) -> None:
         """Give the next queued run its turn when nothing is going; the queue's order is the run order."""
-        if self._busy or not self._queue:
+        if self._busy or self._paused or not self._queue:
             return
         ticket = self._queue.pop(0)
         self._busy = True
@@ -386,7 +472,7 @@ class RunController(QObject):
         try:
             async with self._lock:  # a timeline decode (`call_in_worker`) may hold the worker a moment
                 self._vary_seeds = ticket.vary_seeds
-                result = await self._run_once(ticket.targets)
+                result = await self._run_once(ticket)
         finally:
             if ticket.batch is not None and self._batch_should_stop(result):
                 self._drop([t for t in self._queue if t.batch is ticket.batch])
@@ -535,9 +621,37 @@ class RunController(QObject):
 
     # ---- one run ----------------------------------------------------------------------------------
 
-    async def _run_once(self, targets: list[int] | None) -> RunResult | None:
+    def _prepare(self, queued: dict[str, Any], vary_seeds: bool = False) -> tuple[Graph, dict[str, Any]]:
+        """The graph a queued run runs: the document as queued, with seeds that are stepped between runs
+        (any control but "fixed", or every one when the batch varies them) taken from the live document,
+        where the runs before moved them."""
+        copy = graph_from_dict(json.loads(json.dumps(queued)))
+        for node_id, input_id, _mode in self._stepped_seeds(copy, vary_seeds):
+            live = self.graph.nodes.get(node_id)
+            if live is not None and live.type == copy.nodes[node_id].type and input_id in live.values:
+                copy.nodes[node_id].values[input_id] = live.values[input_id]
+        return copy, json.loads(json.dumps(graph_to_dict(copy)))
+
+    def _stepped_seeds(self, graph: Graph, include_fixed: bool = False) -> list[tuple[int, str, str]]:
+        """(node, input, control) of the seeds in `graph` that runs step: a seed control other than
+        "fixed" (no control set means ComfyUI's "randomize"), or any with `include_fixed`, on an input
+        no wire feeds."""
+        if self._seed_control is None:
+            return []
+        found = []
+        for node_id, node in graph.nodes.items():
+            spec = self.registry.get(node.type)
+            mode = str(node.extra.get("control_after_generate", "randomize"))
+            if spec is None or (mode == "fixed" and not include_fixed):
+                continue
+            linked = graph.inputs_of(node_id)
+            found += [(node_id, i.id, mode) for i in spec.inputs if i.control_after_generate and i.id not in linked]
+        return found
+
+    async def _run_once(self, ticket: QueuedRun) -> RunResult | None:
         live_run, self._live_run = self._live_run, False
-        copy, workflow = snapshot(self.graph)
+        targets = ticket.targets
+        copy, workflow = self._prepare(ticket.workflow, ticket.vary_seeds)
         problems = validate(copy, self.registry, targets)
         if self.view is not None:
             self.view.set_problems(problems)
@@ -560,6 +674,8 @@ class RunController(QObject):
         started_at = time.time()
         if self.view is not None:
             self.view.clear_run_state()
+        self._current = QueueEntry(ticket.label, workflow)  # set before runningChanged: panels read it
+        self.last_workflow = workflow
         self._set_running(True)
         self.started.emit()
         self._timer.start()
@@ -574,6 +690,7 @@ class RunController(QObject):
             self._timer.stop()
             self._drain()
             self._token = self._pump = None
+            self._current = None
             self._set_running(False)
         self._finish(result, engine_error, live_run)
         self.last_result = result
@@ -751,6 +868,7 @@ def default_seed_control() -> SeedControl | None:
 __all__ = [
     "CompletedRun",
     "EventPump",
+    "QueueEntry",
     "RunController",
     "RunView",
     "SeedControl",
