@@ -286,6 +286,7 @@ class _UIReader:
             own = rn.raw.get(SDGRAPH_EXTRA_KEY)
             extra: dict[str, Any] = dict(own) if isinstance(own, dict) else {}
             saved = rn.raw.get("widgets_values")
+            values: dict[str, Any]
             if rn.type == REROUTE:
                 values = {}
                 if saved is not None:
@@ -405,7 +406,11 @@ class _UIReader:
             source = self._resolve(lk, set())  # also finds reroute loops, which no graph may hold
             if source is None and not self.keep_reroutes:
                 continue
-            origin, slot, link_type = (self.nodes[lk.origin], lk.origin_slot, lk.type) if self.keep_reroutes else source
+            if self.keep_reroutes:
+                origin, slot, link_type = self.nodes[lk.origin], lk.origin_slot, lk.type
+            else:
+                assert source is not None
+                origin, slot, link_type = source
             inp = target.inputs[lk.target_slot]
             widget = inp.get("widget")
             input_id = widget["name"] if isinstance(widget, dict) else inp["name"]
