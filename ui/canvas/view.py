@@ -63,6 +63,7 @@ from ui import node_titles, theme
 from ui.canvas.colours import group_colour_menu, node_colour_menu
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
+from ui.canvas.minimap import Minimap
 from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
 from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
 from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
@@ -218,6 +219,7 @@ class GraphView(QGraphicsView):
         slot = self._on_graph_event
         self.destroyed.connect(lambda *_: _safe_disconnect(graph, slot))
         self._rebuild()
+        self.minimap = Minimap(self)  # the overview in the corner (ui.canvas.minimap)
 
     # ==== public API ==============================================================================
 
