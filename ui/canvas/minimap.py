@@ -47,7 +47,9 @@ from ui.canvas.node_item import NodeItem
 if TYPE_CHECKING:
     from ui.canvas.view import GraphView
 
-SIZE = QSize(200, 140)
+SIZE = QSize(200, 140)  # on a canvas large enough; a small canvas gets a smaller map (`MAX_SHARE`)
+MAX_SHARE = 0.35  # the most of the canvas's width or height the minimap may cover
+MIN_SCALE = 0.5  # ... but never less than half its full size
 MARGIN = 12  # pixels between the minimap and the viewport's corner
 INSET = 5.0  # pixels inside the minimap's border that the graph may use
 SCENE_PAD = 40.0  # scene units around the graph's bounds
@@ -69,7 +71,7 @@ class Minimap(QWidget):
         super().__init__(view.viewport())
         self.setObjectName("minimap")
         self._view = view
-        self.setFixedSize(SIZE)
+        self.setFixedSize(self._size_for(view.viewport().size()))
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("Click or drag to move the canvas there")
@@ -182,9 +184,21 @@ class Minimap(QWidget):
 
     def _place(self) -> None:
         vp = self._view.viewport().rect()
-        target = QPoint(vp.right() - SIZE.width() - MARGIN + 1, vp.bottom() - SIZE.height() - MARGIN + 1)
+        size = self._size_for(vp.size())
+        if size != self.size():
+            self.setFixedSize(size)
+            self._dirty = True
+            self._schedule(0)
+        target = QPoint(vp.right() - size.width() - MARGIN + 1, vp.bottom() - size.height() - MARGIN + 1)
         if self.pos() != target:
             self.move(target)
+
+    @staticmethod
+    def _size_for(canvas: QSize) -> QSize:
+        """The minimap's size on a canvas of size `canvas`: `SIZE`, shrunk on a small canvas."""
+        f = min(1.0, canvas.width() * MAX_SHARE / SIZE.width(), canvas.height() * MAX_SHARE / SIZE.height())
+        f = max(f, MIN_SCALE)
+        return QSize(round(SIZE.width() * f), round(SIZE.height() * f))
 
     def moveEvent(self, event: QMoveEvent) -> None:
         """The view scrolled its viewport's children along with the scene: go back to the corner."""
@@ -206,14 +220,14 @@ class Minimap(QWidget):
             self._pixmap = None
             return
         self._bounds = rect.adjusted(-SCENE_PAD, -SCENE_PAD, SCENE_PAD, SCENE_PAD)
-        room_w, room_h = SIZE.width() - 2 * INSET, SIZE.height() - 2 * INSET
+        room_w, room_h = self.width() - 2 * INSET, self.height() - 2 * INSET
         self._scale = min(room_w / self._bounds.width(), room_h / self._bounds.height())
         self._origin = QPointF(
             INSET + (room_w - self._bounds.width() * self._scale) / 2,
             INSET + (room_h - self._bounds.height() * self._scale) / 2,
         )
         dpr = self.devicePixelRatioF()
-        pix = QPixmap(SIZE * dpr)
+        pix = QPixmap(self.size() * dpr)
         pix.setDevicePixelRatio(dpr)
         pix.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pix)

@@ -184,3 +184,21 @@ def test_minimap_hides_when_the_graph_fits_or_is_switched_off(view: GraphView, g
     view.viewport().repaint()
     settle(qtbot, minimap)
     assert minimap.isVisible()
+
+
+def test_minimap_shrinks_on_a_small_canvas(view: GraphView, graph: Graph, registry, qtbot) -> None:
+    ids = wide_graph(graph, registry)
+    minimap = view.minimap
+    settle(qtbot, minimap)
+    assert (minimap.width(), minimap.height()) == (200, 140)
+    view.resize(420, 330)
+    settle(qtbot, minimap)
+    assert minimap.isVisible()
+    assert minimap.width() <= 0.35 * view.viewport().width() + 1 and minimap.height() < 140
+    corner = view.viewport().rect().bottomRight()
+    assert (corner - minimap.geometry().bottomRight()).manhattanLength() < 40
+    # redrawn for its new size: the far node is still where its centre maps
+    image = image_of(minimap)
+    far_at = px(minimap.scene_to_map(node_centre(view, ids["far"])))
+    assert minimap.rect().contains(far_at)
+    assert near(image.pixelColor(far_at), BY_NAME["red"].title_color, 30)
