@@ -182,6 +182,11 @@ class Graph:
         self.node(node_id).title = title or None
         self._emit(EVENT_NODE_CHANGED, (node_id,), "title")
 
+    def set_color(self, node_id: int, color: str | None) -> None:
+        """The title colour (ComfyUI's node `color`, a CSS hex string); `None` is the category's colour."""
+        self.node(node_id).color = color or None
+        self._emit(EVENT_NODE_CHANGED, (node_id,), "color")
+
     def set_size(self, node_id: int, size: tuple[float, float] | None) -> None:
         self.node(node_id).size = size
         self._emit(EVENT_NODE_CHANGED, (node_id,), "size")

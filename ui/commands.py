@@ -27,6 +27,7 @@ from typing import Any
 
 from PySide6.QtGui import QUndoCommand
 
+from graph_engine.comfy.common import COMFY_KEY
 from graph_engine.model import (
     Graph,
     NodeMode,
@@ -48,6 +49,9 @@ class _Missing:
     def __deepcopy__(self, memo: dict[int, Any]) -> _Missing:
         return self
 
+
+# ComfyUI's node body colour, kept where the ComfyUI importer keeps it: `node.extra["comfy"]["bgcolor"]`.
+COMFY_BGCOLOR = "bgcolor"
 
 # A key that was not in `node.values` / `node.extra` before the edit; reverting removes it again.
 ABSENT: Any = _Missing()
@@ -216,6 +220,21 @@ class SetMode(Edit):
 
     def revert(self, graph: Graph) -> None:
         graph.set_mode(self.node_id, self.old)
+
+
+@dataclass
+class SetColor(Edit):
+    """A node's title colour (`node.color`); its body colour travels as a `SetExtra` of "comfy"."""
+
+    node_id: int
+    old: str | None
+    new: str | None
+
+    def apply(self, graph: Graph) -> None:
+        graph.set_color(self.node_id, self.new)
+
+    def revert(self, graph: Graph) -> None:
+        graph.set_color(self.node_id, self.old)
 
 
 @dataclass
@@ -516,3 +535,32 @@ def move_group_command(
     edits: list[Edit] = [UpdateGroup(group_id, {"bounding": g.bounding}, {"bounding": tuple(bounding)})]
     edits += [MoveNode(nid, graph.nodes[nid].pos, (float(p[0]), float(p[1]))) for nid, p in sorted(node_moves.items())]
     return GraphCommand(graph, "Move group", edits, merge_key=merge_key)
+
+
+def set_node_colors_command(graph: Graph, node_ids: list[int], color: str | None, bgcolor: str | None) -> GraphCommand:
+    """Colour nodes as ComfyUI does, as one step: `color` (title) in `node.color`, `bgcolor` (body) in
+    `node.extra["comfy"]["bgcolor"]`; `None` removes them. Nothing else in "comfy" is touched."""
+    edits: list[Edit] = []
+    for nid in sorted(set(node_ids)):
+        node = graph.node(nid)
+        edits.append(SetColor(nid, node.color, color or None))
+        old_comfy = copy.deepcopy(node.extra.get(COMFY_KEY, ABSENT))
+        before = old_comfy if isinstance(old_comfy, dict) else {}
+        after = dict(before)
+        if bgcolor:
+            after[COMFY_BGCOLOR] = bgcolor
+        else:
+            after.pop(COMFY_BGCOLOR, None)
+        if after != before:
+            edits.append(SetExtra(nid, COMFY_KEY, old_comfy, after if after else ABSENT))
+    n = len(set(node_ids))
+    text = f"Colour {_plural(n, 'node')}" if color else f"Remove colour of {_plural(n, 'node')}"
+    return GraphCommand(graph, text, edits)
+
+
+def set_group_colors_command(graph: Graph, group_ids: list[int], color: str | None) -> GraphCommand:
+    """Colour groups (ComfyUI's `groupcolor` in `group.color`; `None` is the theme's) as one step."""
+    edits: list[Edit] = [
+        UpdateGroup(gid, {"color": graph.groups[gid].color}, {"color": color or None}) for gid in sorted(set(group_ids))
+    ]
+    return GraphCommand(graph, "Colour group" if color else "Remove group colour", edits)

@@ -269,6 +269,9 @@ class MainWindow(QMainWindow):
         )
         self.act_cancel_all.setEnabled(False)
         self.act_fit = self._action("&Fit Graph", lambda: self.view.fit_all(), None, "view.fit")
+        self.act_minimap = self._action("&Minimap", self._minimap_toggled, None, "view.minimap")
+        self.act_minimap.setCheckable(True)
+        self.act_minimap.setChecked(self.window_state_store().value("minimap", True, type=bool))
         self.act_preferences = self._action(
             "&Preferences…", self.show_preferences, _keys("app.preferences"), "app.preferences"
         )
@@ -306,6 +309,7 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.act_cancel_all)
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.act_fit)
+        view_menu.addAction(self.act_minimap)
         view_menu.addSeparator()
         for dock in (self.library_dock, self.images_dock, self.history_dock, self.log_dock):
             view_menu.addAction(dock.toggleViewAction())
@@ -313,6 +317,15 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.act_cheat_sheet)
         self._fill_recent_menu()
         self._fill_templates_menu()
+
+    def _minimap_toggled(self) -> None:
+        """View ▸ Minimap: show or hide the canvas overview, and remember the choice for the next start."""
+        on = self.act_minimap.isChecked()
+        if self.doc is not None:
+            self.doc.view.minimap.set_wanted(on)
+        store = self.window_state_store()
+        store.setValue("minimap", on)
+        store.sync()
 
     def show_cheat_sheet(self) -> None:
         from ui.cheat_sheet import CheatSheet
@@ -437,6 +450,7 @@ class MainWindow(QMainWindow):
             old.view.deleteLater()
         view.installEventFilter(self)
         view.viewport().installEventFilter(self)
+        view.minimap.set_wanted(self.act_minimap.isChecked())
         view.setFocus()
         undo.cleanChanged.connect(self._dirty_changed)
         controller.runningChanged.connect(self._running_changed)

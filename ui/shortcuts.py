@@ -67,6 +67,8 @@ GESTURES: tuple[tuple[str, str], ...] = (
     ("Double-click empty canvas", "Add a node: open the search"),
     ("Drag on empty canvas", "Select the nodes in a rectangle (Ctrl/Shift add to the selection)"),
     ("Double-click a node title", "Rename the node"),
+    ("Right-click a node or group ▸ Colour", "Colour it (every selected node) with ComfyUI's palette"),
+    ("Click or drag in the minimap", "Move the canvas there (View ▸ Minimap shows or hides it)"),
 )
 
 BY_ID: dict[str, Shortcut] = {s.action_id: s for s in SHORTCUTS}

@@ -36,6 +36,7 @@ from graph_engine.reroute import REROUTE, REROUTE_OUTPUT, output_type
 from graph_engine.types import ANY
 from graph_engine.value_sources import effective_spec, fed_values
 from ui import node_titles, theme
+from ui.canvas.colours import painted_colours
 from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
 from ui.canvas.seed import seed_mode
 
@@ -140,6 +141,7 @@ class NodeItem(QGraphicsItem):
         self._header = QPainterPath()
         self._bounds = QRectF()
         self._message_rect = QRectF()
+        self._colours: tuple[QColor | None, QColor | None] = (None, None)
         self.refresh(linked)
 
     # ---- model mirroring -------------------------------------------------------------------------
@@ -172,6 +174,7 @@ class NodeItem(QGraphicsItem):
         clip = QPainterPath()
         clip.addRect(lay.title_rect)
         self._header = body.intersected(clip)  # the body's rounded top, square at the bottom
+        self._colours = painted_colours(node)
         self._thumb = None
         if self.images and lay.image_rect is not None:
             self._thumb = QPixmap.fromImage(
@@ -370,15 +373,9 @@ class NodeItem(QGraphicsItem):
             self._paint_reroute(painter, lay)
             return
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(theme.NOTE_BODY if self.note else theme.NODE_BODY)
+        painter.setBrush(self.body_color())
         painter.drawPath(self._body)
-        if self.note:
-            header = theme.NOTE_HEADER
-        elif self.spec is None:
-            header = theme.MISSING_TYPE_HEADER
-        else:
-            header = QColor(node.color) if node.color else theme.category_color(self.spec.category)
-        painter.setBrush(header)
+        painter.setBrush(self.header_color())
         painter.drawPath(self._header)
         if node.mode == NodeMode.BYPASS:
             painter.setBrush(theme.BYPASS_TINT)
@@ -423,6 +420,20 @@ class NodeItem(QGraphicsItem):
         painter.setPen(theme.pen(theme.NODE_BORDER.name(), 1.0))
         for slot in (*lay.inputs.values(), *lay.outputs.values()):
             painter.drawEllipse(slot.center, r, r)
+
+    def header_color(self) -> QColor:
+        """The title bar's colour: the node's own colour (see `ui.canvas.colours`), else the note's, the
+        missing type's red or the category's. The minimap draws nodes in it too."""
+        if self.spec is None:
+            return theme.MISSING_TYPE_HEADER
+        if self._colours[0] is not None:
+            return self._colours[0]
+        return theme.NOTE_HEADER if self.note else theme.category_color(self.spec.category)
+
+    def body_color(self) -> QColor:
+        if self._colours[1] is not None:
+            return self._colours[1]
+        return theme.NOTE_BODY if self.note else theme.NODE_BODY
 
     def title_text(self) -> str:
         node = self.node

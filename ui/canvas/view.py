@@ -60,8 +60,10 @@ from graph_engine.types import ANY
 from graph_engine.validation import Problem, can_connect
 from ui import commands as cmds
 from ui import node_titles, theme
+from ui.canvas.colours import group_colour_menu, node_colour_menu
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
+from ui.canvas.minimap import Minimap
 from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
 from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
 from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
@@ -217,6 +219,7 @@ class GraphView(QGraphicsView):
         slot = self._on_graph_event
         self.destroyed.connect(lambda *_: _safe_disconnect(graph, slot))
         self._rebuild()
+        self.minimap = Minimap(self)  # the overview in the corner (ui.canvas.minimap)
 
     # ==== public API ==============================================================================
 
@@ -1177,6 +1180,7 @@ class GraphView(QGraphicsView):
             menu.addAction("Rename", lambda: self._rename_node(item))
             menu.addAction("Bypass", lambda: self.toggle_mode(NodeMode.BYPASS))
             menu.addAction("Mute", lambda: self.toggle_mode(NodeMode.MUTE))
+            menu.addMenu(node_colour_menu(menu, self.graph, self.undo_stack, self.selected_node_ids()))
             menu.addSeparator()
             menu.addAction("Copy", self.copy_selected)
             menu.addAction("Duplicate", self.duplicate_selected)
@@ -1184,6 +1188,9 @@ class GraphView(QGraphicsView):
         elif isinstance(item, GroupItem):
             gid = item.group_id
             menu.addAction("Rename group", lambda: self._rename_group(item))
+            selected = {i.group_id for i in self._scene.selectedItems() if isinstance(i, GroupItem)}
+            gids = sorted(selected) if gid in selected else [gid]
+            menu.addMenu(group_colour_menu(menu, self.graph, self.undo_stack, gids))
             menu.addAction("Delete group", lambda: self.undo_stack.push(cmds.remove_groups_command(self.graph, [gid])))
         elif (wire := self._wire_at(sp)) is not None and wire.link_id is not None:
             lid = wire.link_id
