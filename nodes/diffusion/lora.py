@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nodes import families
 from nodes.diffusion.clip import ClipModel
 from nodes.diffusion.conditioning import Conditioning
 from nodes.diffusion.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
@@ -363,9 +364,6 @@ class PatchedClip(ClipModel):
         )
 
 
-_TRANSFORMER_FAMILIES = ("sd3", "flux", "z_image")
-
-
 def apply_lora(
     model: DiffusionModel,
     clip: ClipModel | None,
@@ -381,7 +379,8 @@ def apply_lora(
     what did not fit — a LoRA for SDXL on an SD1 model, say, fails here instead of producing noise.
     """
     clip_family = getattr(clip, "family", "")
-    if (strength_model and model.is_transformer) or (strength_clip and clip_family in _TRANSFORMER_FAMILIES):
+    clip_is_flow = clip_family in families.names() and families.get(clip_family).denoiser_loader is not None
+    if (strength_model and model.is_transformer) or (strength_clip and clip_is_flow):
         raise ModelError(
             f"lora {Path(lora.path).name!r}: LoRAs for {model.family} models are not supported yet (sdgraph "
             "applies LoRAs to SD 1.x, SD 2.x and SDXL models and their text encoders); remove the LoRA loader"

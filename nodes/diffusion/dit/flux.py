@@ -89,6 +89,11 @@ def variant(shapes: Shapes) -> str:
     return "flux1_dev" if prefix + "guidance_in.in_layer.weight" in shapes else "flux1_schnell"
 
 
+def variant_of(network: Any) -> str:
+    """The same for a built network: whether it has the guidance embedder."""
+    return "flux1_dev" if network.config.guidance_embeds else "flux1_schnell"
+
+
 def config_from_shapes(shapes: Shapes, *, source: str | Path = "?") -> dict[str, Any]:
     """The ``FluxTransformer2DModel`` config these tensors need."""
     prefix = transformer_prefix(shapes)

@@ -90,9 +90,8 @@ def load_transformer(
     storage = storage_dtype(stored, weight_dtype)
     network.to(torch.device(device))
     set_compute_dtype(network, storage, dtype, getattr(module, "KEEP_IN_COMPUTE", ()))
-    variant = family.name
-    if family.name == "flux":
-        variant = "flux1_dev" if network.config.guidance_embeds else "flux1_schnell"
+    variant_of = getattr(module, "variant_of", None)  # FLUX: dev (guidance-distilled) or schnell
+    variant = variant_of(network) if variant_of is not None else family.name
     return LoadedTransformer(network, family.name, variant, dtype, storage)
 
 
