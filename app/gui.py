@@ -1,7 +1,7 @@
 """The desktop app's entry point: a QApplication on a qasync event loop, showing the main window.
 
 `main(path)` is what `sdgraph` (no arguments) and `sdgraph gui FILE` call. It stays thin: set up Qt,
-the dark palette and the asyncio loop, open the window with the default txt2img workflow (or the
+the palette of the chosen theme and the asyncio loop, open the window with the default txt2img workflow (or the
 file given), offer crash recovery, and run the loop until the window closes.
 
 Startup speed is part of the contract: nothing here (or in the window) imports torch, which would add
@@ -53,36 +53,6 @@ def pin_bool_refcounts() -> bool:
     return True
 
 
-def dark_palette() -> object:
-    """The window's dark palette (Fusion style), matching the canvas's colours."""
-    from PySide6.QtGui import QColor, QPalette
-
-    p = QPalette()
-    roles = QPalette.ColorRole
-    colors = {
-        roles.Window: "#25262a",
-        roles.WindowText: "#dcdfe4",
-        roles.Base: "#1c1d20",
-        roles.AlternateBase: "#2a2c30",
-        roles.ToolTipBase: "#2f3136",
-        roles.ToolTipText: "#e8e8e8",
-        roles.Text: "#dcdfe4",
-        roles.Button: "#2e3035",
-        roles.ButtonText: "#dcdfe4",
-        roles.BrightText: "#ff6b6b",
-        roles.Link: "#5c9ded",
-        roles.Highlight: "#3d6fb6",
-        roles.HighlightedText: "#ffffff",
-        roles.PlaceholderText: "#7d828b",
-    }
-    for role, color in colors.items():
-        p.setColor(role, QColor(color))
-    disabled = QPalette.ColorGroup.Disabled
-    for role in (roles.Text, roles.ButtonText, roles.WindowText):
-        p.setColor(disabled, role, QColor("#6b6f76"))
-    return p
-
-
 def make_app() -> object:
     """The QApplication (reused when one exists, as under pytest-qt), styled dark."""
     from PySide6.QtWidgets import QApplication
@@ -92,7 +62,9 @@ def make_app() -> object:
     app.setApplicationName("sdgraph")
     app.setOrganizationName("sdgraph")
     app.setStyle("Fusion")
-    app.setPalette(dark_palette())  # type: ignore[arg-type]
+    from ui import theme
+
+    app.setPalette(theme.window_palette(theme.current))  # type: ignore[attr-defined]
     return app
 
 
@@ -105,6 +77,12 @@ def create_window() -> object:
 
     settings = Settings.load()
     settings.apply_model_folders()
+    from PySide6.QtWidgets import QApplication
+
+    from ui import theme
+
+    theme.apply(settings.theme)
+    QApplication.setPalette(theme.window_palette(theme.current))
     store = AutosaveStore(home_dir() / "autosave")
     store.start_session()
     window = MainWindow(builtin_registry(), settings, autosave=store)

@@ -29,6 +29,7 @@ def home_dir() -> Path:
 class Settings:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "exact"  # exact | fast
+    theme: str = "dark"  # dark | light
     compile: bool = False  # torch.compile the UNet (CPU: inductor freezing), once per image size
     output_dir: str = ""  # empty: <home>/output
     cache_budget_mb: int = 2048

@@ -344,9 +344,23 @@ class MainWindow(QMainWindow):
             setattr(self.settings, name, getattr(new, name))  # the same object the run controllers hold
         self.settings.save()
         self.settings.apply_model_folders()
+        self.apply_theme(self.settings.theme)
         if self.doc is not None:
             self.doc.controller.apply_settings(self.settings)
         self.statusBar().showMessage("Preferences saved", 4000)
+
+    def apply_theme(self, name: str) -> None:
+        """Switch the canvas and window colours now (node pictures are cached, so each is redrawn)."""
+        from PySide6.QtWidgets import QApplication
+
+        from ui import theme
+
+        QApplication.setPalette(theme.window_palette(theme.apply(name)))
+        if self.doc is not None:
+            for item in self.doc.view.scene().items():
+                item.update()
+            self.doc.view.resetCachedContent()  # the grid background is cached too
+            self.doc.view.viewport().update()
 
     def _fill_edit_menu(self) -> None:
         """Undo/redo, then the canvas's own actions (they change with each document's view).

@@ -75,7 +75,11 @@ class MissingModelsBar(QFrame):
         super().__init__(parent)
         self.setObjectName("missing-models")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setStyleSheet("#missing-models { background: #3a3220; border: 1px solid #7a6020; }")
+        # Its own colours in both themes: a warning strip with light text on dark amber.
+        self.setStyleSheet(
+            "#missing-models { background: #3a3220; border: 1px solid #7a6020; }"
+            " #missing-models QLabel { color: #f1e7b5; }"
+        )
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(8, 4, 8, 4)
         self.rows: list[MissingModelRow] = []

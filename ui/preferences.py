@@ -70,6 +70,11 @@ class PreferencesDialog(QDialog):
         self.precision.setCurrentIndex(max(0, self.precision.findData(settings.precision)))
         form.addRow("&Precision", self.precision)
 
+        self.theme = QComboBox()
+        self.theme.addItems(["dark", "light"])
+        self.theme.setCurrentText(settings.theme if settings.theme in ("dark", "light") else "dark")
+        form.addRow("&Theme", self.theme)
+
         self.compile = QCheckBox("Compile the denoiser for each image size (slow first run, faster after)")
         self.compile.setChecked(settings.compile)
         form.addRow("", self.compile)
@@ -110,6 +115,7 @@ class PreferencesDialog(QDialog):
             self._settings,
             device=self.device.currentText(),
             precision=str(self.precision.currentData()),
+            theme=self.theme.currentText(),
             compile=self.compile.isChecked(),
             model_budget_mb=self.model_budget.value(),
             vram_budget_mb=self.vram_budget.value(),

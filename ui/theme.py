@@ -1,4 +1,4 @@
-"""The canvas's dark theme: colours, fonts, pens and node metrics in one place.
+"""The canvas's theme (dark by default, or light): colours, fonts, pens and node metrics in one place.
 
 Everything a `paint()` needs is built once here and reused, so painting a node allocates nothing big.
 Fonts and pens need a running `QGuiApplication`, so they are created lazily on first use (cached) rather
@@ -14,7 +14,7 @@ import zlib
 from functools import cache
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPalette, QPen
 
 from graph_engine.types import TYPES
 
@@ -78,6 +78,44 @@ QListWidget::item:selected { background: #3d5a80; color: white; }
 """
 
 EDITOR_STYLE = "background: #1b1c1f; color: #e8e8e8; border: 1px solid #5c9ded;"
+
+# ---- themes -------------------------------------------------------------------------------------
+# The palette above is the dark theme. A theme is applied by changing those QColor objects in place
+# (painters read `theme.X` when they paint), before or after windows exist; a repaint shows it.
+
+THEMES = ("dark", "light")
+_LIGHT = {
+    "BACKGROUND": "#f3f4f6", "GRID_MINOR": "#e7e9ed", "GRID_MAJOR": "#d6d9df",
+    "NODE_BODY": "#ffffff", "NODE_BORDER": "#9aa0a8", "NODE_SELECTED": "#1e6fd9",
+    "LABEL_TEXT": "#4a4f57", "VALUE_TEXT": "#1d1f23", "DIM_TEXT": "#767c86",
+    "WIDGET_BG": "#eef0f3", "WIDGET_BORDER": "#c3c7ce", "WIDGET_ARROW": "#6b717b", "TOGGLE_OFF": "#c9ccd2",
+    "NOTE_BODY": "#fbf3cf", "NOTE_HEADER": "#e2cf7a", "NOTE_TEXT": "#3b3315",
+    "GROUP_TITLE": "#2b3340", "ERROR_TEXT_BG": "#fde2e2", "ERROR_TEXT": "#8a1c1c", "PROGRESS_BG": "#e3e5e9",
+}  # fmt: skip
+_LIGHT_STYLES = {
+    "SEARCH_STYLE": """
+QFrame#nodeSearch { background: #ffffff; border: 1px solid #b9bec6; border-radius: 6px; }
+QLineEdit { background: #f6f7f9; color: #1d1f23; border: 1px solid #c3c7ce; padding: 4px; }
+QListWidget { background: #ffffff; color: #1d1f23; border: none; }
+QListWidget::item:selected { background: #cfe0fb; color: #0b1f3a; }
+""",
+    "EDITOR_STYLE": "background: #ffffff; color: #1d1f23; border: 1px solid #1e6fd9;",
+}
+_DARK = {name: QColor(globals()[name]) for name in _LIGHT}
+_DARK_STYLES = {name: globals()[name] for name in _LIGHT_STYLES}
+current = "dark"
+
+
+def apply(name: str) -> str:
+    """Switch the canvas palette to theme `name` ("dark" or "light"; anything else is dark); returns it."""
+    global current
+    name = name if name in THEMES else "dark"
+    for key, dark in _DARK.items():
+        globals()[key].setRgba((QColor(_LIGHT[key]) if name == "light" else dark).rgba())
+    globals().update(_LIGHT_STYLES if name == "light" else _DARK_STYLES)
+    current = name
+    return name
+
 
 # Title-bar colours by node category; unknown categories get a stable colour from a hash.
 CATEGORY_COLORS: dict[str, QColor] = {
@@ -185,3 +223,32 @@ def pen(color: str, width: float = 1.0, cosmetic: bool = False) -> QPen:
 def problem_pen() -> QPen:
     """The outline for nodes with problems: width in device pixels, so zooming out never hides it."""
     return pen(PROBLEM.name(), PROBLEM_PEN_WIDTH, True)
+
+
+def window_palette(name: str) -> QPalette:
+    """The window's (Fusion) palette for a theme: docks, menus and dialogs matching the canvas."""
+    roles = QPalette.ColorRole
+    if name == "light":
+        colors = {
+            roles.Window: "#eceef1", roles.WindowText: "#1d1f23", roles.Base: "#ffffff",
+            roles.AlternateBase: "#f3f4f6", roles.ToolTipBase: "#ffffff", roles.ToolTipText: "#1d1f23",
+            roles.Text: "#1d1f23", roles.Button: "#e3e6ea", roles.ButtonText: "#1d1f23",
+            roles.BrightText: "#c62828", roles.Link: "#1e6fd9", roles.Highlight: "#1e6fd9",
+            roles.HighlightedText: "#ffffff", roles.PlaceholderText: "#8a9099",
+        }  # fmt: skip
+        disabled_text = "#a0a5ad"
+    else:
+        colors = {
+            roles.Window: "#25262a", roles.WindowText: "#dcdfe4", roles.Base: "#1c1d20",
+            roles.AlternateBase: "#2a2c30", roles.ToolTipBase: "#2f3136", roles.ToolTipText: "#e8e8e8",
+            roles.Text: "#dcdfe4", roles.Button: "#2e3035", roles.ButtonText: "#dcdfe4",
+            roles.BrightText: "#ff6b6b", roles.Link: "#5c9ded", roles.Highlight: "#3d6fb6",
+            roles.HighlightedText: "#ffffff", roles.PlaceholderText: "#7d828b",
+        }  # fmt: skip
+        disabled_text = "#6b6f76"
+    palette = QPalette()
+    for role, color in colors.items():
+        palette.setColor(role, QColor(color))
+    for role in (roles.Text, roles.ButtonText, roles.WindowText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor(disabled_text))
+    return palette

@@ -108,3 +108,31 @@ def test_browse_fills_the_folder(qtbot: QtBot, tmp_path: Path, monkeypatch) -> N
     assert browse is not None and browse.text() == "Browse…"
     qtbot.mouseClick(browse, Qt.MouseButton.LeftButton)
     assert dialog.result_settings().output_dir == str(tmp_path)
+
+
+def test_light_theme_from_preferences_repaints_the_canvas(toy_window: MainWindow, qtbot: QtBot, sdgraph_home) -> None:
+    """Theme "light" in Preferences: saved, and the canvas and window turn light at once; dark restores."""
+    from ui import theme
+
+    def grab_corner() -> tuple[int, int, int]:
+        image = toy_window.view.viewport().grab().toImage()
+        c = image.pixelColor(3, image.height() - 4)  # empty canvas, away from the minimap
+        return c.red(), c.green(), c.blue()
+
+    try:
+        assert sum(grab_corner()) < 3 * 80  # dark to start with
+
+        def choose_light(dialog: PreferencesDialog) -> None:
+            dialog.theme.setCurrentText("light")
+            qtbot.mouseClick(_button(dialog, QDialogButtonBox.StandardButton.Ok), Qt.MouseButton.LeftButton)
+
+        seen: list[Any] = []
+        _when_dialog(PreferencesDialog, choose_light, seen)
+        toy_window.act_preferences.trigger()
+        assert json.loads((sdgraph_home / "settings.json").read_text())["theme"] == "light"
+        qtbot.waitUntil(lambda: sum(grab_corner()) > 3 * 200)
+        assert QApplication.palette().window().color().lightness() > 200
+    finally:
+        toy_window.apply_theme("dark")
+    assert sum(grab_corner()) < 3 * 80
+    assert theme.current == "dark"
