@@ -83,6 +83,14 @@ def _family_of_path(path: str, _size: int, _mtime: int) -> str | None:
         return _family_of_diffusers_folder(p)
     try:
         shapes = read_shapes(p)
+    except (ModelError, OSError, ValueError):
+        return None
+    from nodes import families
+
+    transformer = families.recognise_single_file(shapes)
+    if transformer is not None and transformer.supported and transformer.denoiser_loader is not None:
+        return transformer.name  # SD3 / FLUX / Z-Image (all-in-one or diffusion model alone)
+    try:
         family = detect_family(shapes, p)
     except (ModelError, OSError, ValueError):
         return None
@@ -160,7 +168,7 @@ def find_missing_models(graph: Graph, registry: NodeRegistry) -> list[MissingMod
                 continue
             entry = found.get((kind, value))
             if entry is None:
-                family = guess_family(value) if kind == "checkpoints" else None
+                family = guess_family(value) if kind in ("checkpoints", "diffusion_models") else None
                 candidates, same = rank_candidates(
                     value, family, listed[kind], lambda n, k=kind: family_of_installed(k, n)
                 )

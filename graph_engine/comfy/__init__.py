@@ -38,7 +38,16 @@ from graph_engine.serialization import WorkflowFormatError
 ListModels = Callable[[str], list[str]]
 
 # Inputs that name a model file, and the model folder kind `list_models` knows them by.
-MODEL_INPUTS = {"ckpt_name": "checkpoints", "vae_name": "vae", "lora_name": "loras"}
+MODEL_INPUTS = {
+    "ckpt_name": "checkpoints",
+    "unet_name": "diffusion_models",
+    "clip_name": "text_encoders",
+    "clip_name1": "text_encoders",
+    "clip_name2": "text_encoders",
+    "clip_name3": "text_encoders",
+    "vae_name": "vae",
+    "lora_name": "loras",
+}
 
 
 def detect_format(doc: Any) -> str | None:

@@ -237,3 +237,22 @@ def test_text_encoders_are_freed_when_the_budget_needs_room_and_come_back(flow_m
     (again,) = clip.encode("a red fox")
     assert runtime.manager().loads > loads  # loaded again
     torch.testing.assert_close(again.embeds, first.embeds)
+
+
+def test_missing_flow_files_are_offered_installed_ones_of_the_family(flow_models: Path) -> None:
+    """The editor's missing-models bar for ComfyUI's FLUX names: the diffusion model, both text encoders
+    and the VAE are reported, and the installed FLUX.1 file is the first candidate for flux1-dev."""
+    from graph_engine.serialization import load
+    from nodes.model_matching import find_missing_models
+
+    root = Path(__file__).resolve().parents[3]
+    graph = load(root / "workflows" / "flux_dev.json")
+    missing = {(m.kind, m.name): m for m in find_missing_models(graph, builtin_registry())}
+    assert set(missing) == {
+        ("diffusion_models", "flux1-dev.safetensors"),
+        ("text_encoders", "t5xxl_fp16.safetensors"),
+        ("text_encoders", "clip_l.safetensors"),
+        ("vae", "ae.safetensors"),
+    }
+    unet = missing[("diffusion_models", "flux1-dev.safetensors")]
+    assert unet.family == "flux" and unet.candidates[0].startswith("tiny_flux1_")
