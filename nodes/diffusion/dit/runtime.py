@@ -133,7 +133,8 @@ def same_length(embeds: Sequence[Tensor]) -> list[Tensor]:
 
 def batch_rows(conds: Sequence[CondEntry], per: int, value: Any) -> Tensor:
     """One row per sample: ``value(entry)`` ([1, …]) repeated for the ``per`` samples of its block."""
-    return torch.cat([value(c).expand(per, *value(c).shape[1:]) for c in conds])
+    rows = [value(c) for c in conds]
+    return torch.cat([r.expand(per, *r.shape[1:]) for r in rows])
 
 
 def pad_to_patch(x: Tensor, patch: int) -> tuple[Tensor, tuple[int, int]]:
