@@ -129,7 +129,7 @@ def inpaint() -> Graph:
         "3. paint what should change ([ and ] set the brush size) and Save: the node then loads "
         "<name>_mask.png;\n"
         "4. Run.",
-        size=(400, 250),
+        size=(400, 170),
     )
     return b.g
 

@@ -550,6 +550,11 @@ class MaskEditorDialog(QDialog):
         button.setToolTip(tip)
         button.setCheckable(True)
         button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        # The chosen tool must be obvious at a glance; the default style barely marks a checked button.
+        button.setStyleSheet(
+            "QToolButton { padding: 3px 10px; border: 1px solid #555; border-radius: 3px; }"
+            "QToolButton:checked { background: #2f5f9e; border-color: #6fa0e0; color: white; }"
+        )
         return button
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
