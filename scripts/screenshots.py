@@ -250,7 +250,7 @@ def shoot_mask_editor(window, settle, out: Path) -> bool:  # type: ignore[no-unt
     path_out = out / "mask_editor.png"
     dialog.grab().save(str(path_out))
     print(f"wrote {path_out}")
-    dialog.reject()
+    dialog.done(0)  # closed without the "discard your painting?" question
     return True
 
 

@@ -473,6 +473,8 @@ class MaskEditorDialog(QDialog):
         self.image_name = str(graph.nodes[node_id].values.get("image", ""))
         self.source = resolve_input_image(self.image_name)
         self.saved_name: str | None = None
+        self.discard_box: QMessageBox | None = None  # the "discard your painting?" question, while open
+        self._discarding = False
         picture = read_picture(self.source)
         self.setWindowTitle(f"Mask Editor — {self.image_name}")
         self.canvas = MaskCanvas(picture, self)
@@ -610,6 +612,33 @@ class MaskEditorDialog(QDialog):
         if self.canvas.picture.text(MARK_KEY) and self.source.suffix.lower() == ".png":
             return self.source, True
         return masked_copy_path(self.source), False
+
+    def reject(self) -> None:
+        """Cancel, Esc or the close button: painted strokes are not thrown away without asking."""
+        if self._discarding or not self.canvas.can_undo():
+            super().reject()
+            return
+        if self.discard_box is not None:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Mask Editor",
+            "Discard the mask you painted?",
+            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _result: self._discard_answered(box))
+        self.discard_box = box
+        box.open()
+
+    def _discard_answered(self, box: QMessageBox) -> None:
+        discard = box.clickedButton() is box.button(QMessageBox.StandardButton.Discard)
+        self.discard_box = None
+        if discard:
+            self._discarding = True
+            super().reject()
 
     def save(self) -> None:
         """Write the masked PNG, point the node at it (undoable), close; a failure is reported, not lost."""

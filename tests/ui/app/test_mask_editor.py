@@ -112,6 +112,16 @@ def click_button(dialog: MaskEditorDialog, which: QDialogButtonBox.StandardButto
     QTest.mouseClick(button, LEFT, NO_MOD, button.rect().center())
 
 
+def answer(qtbot: Any, dialog: MaskEditorDialog, which: QMessageBox.StandardButton) -> None:
+    """Click `which` in the "discard the mask?" question with the mouse."""
+    qtbot.waitUntil(lambda: dialog.discard_box is not None and dialog.discard_box.isVisible())
+    box = dialog.discard_box
+    assert box is not None and "Discard" in box.text()
+    button = box.button(which)
+    QTest.mouseClick(button, LEFT, NO_MOD, button.rect().center())
+    qtbot.waitUntil(lambda: dialog.discard_box is None)
+
+
 def alpha_of(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         assert img.mode == "RGBA"
@@ -244,7 +254,11 @@ def test_undo_invert_clear_brush_keys_and_cancel(window: MainWindow, qtbot: Any)
     assert abs(centre.x() - canvas.width() / 2) < 1 and abs(centre.y() - canvas.height() / 2) < 1
 
     undo_count = window.undo_stack.count()
+    click_button(dialog, QDialogButtonBox.StandardButton.Cancel)  # asks first: something was painted
+    answer(qtbot, dialog, QMessageBox.StandardButton.Cancel)
+    assert dialog.isVisible() and (mask_alpha(canvas.mask) == inverted).all()  # still editing
     click_button(dialog, QDialogButtonBox.StandardButton.Cancel)
+    answer(qtbot, dialog, QMessageBox.StandardButton.Discard)
     qtbot.waitUntil(lambda: not dialog.isVisible())
     assert sorted(p.name for p in input_dir().iterdir()) == ["photo.png"]
     assert window.graph.nodes[nid].values["image"] == "photo.png"
@@ -263,7 +277,8 @@ def test_painting_at_the_fitted_zoom_lands_on_the_same_image_pixels(window: Main
     alpha = mask_alpha(canvas.mask)
     ys, xs = np.nonzero(alpha > 128)
     assert abs(xs.mean() - 8) <= 1 and abs(ys.mean() - 8) <= 1 and xs.max() - xs.min() <= 6
-    QTest.keyClick(dialog, Qt.Key.Key_Escape)  # Esc cancels
+    QTest.keyClick(dialog, Qt.Key.Key_Escape)  # Esc cancels, after asking
+    answer(qtbot, dialog, QMessageBox.StandardButton.Discard)
     qtbot.waitUntil(lambda: not dialog.isVisible())
     assert sorted(p.name for p in input_dir().iterdir()) == ["photo.png"]
 
@@ -326,3 +341,42 @@ def test_the_inpaint_template_takes_the_painted_mask(window: MainWindow, qtbot: 
     result = Executor(builtin_registry(), output_dir=tmp_path / "run").run(graph, targets=[load])
     assert result.status == "done", result.error
     assert (result.outputs[load][1][0, 22:27, 10:51] == 1).all()
+
+
+def test_save_never_overwrites_and_stays_beside_the_picture(window: MainWindow, qtbot: Any) -> None:
+    """A picture in a subfolder gets its masked copy in that subfolder; a name already taken (here by
+    an unrelated file) is left alone and the next free number is used."""
+    (input_dir() / "sub").mkdir(parents=True)
+    write_photo("sub/photo.png")
+    (input_dir() / "sub" / "photo_mask.png").write_bytes(b"someone else's file")
+    nid = load_image_graph(window, "sub/photo.png")
+    dialog = open_from_menu(window, qtbot, nid)
+    paint_horizontal_stroke(dialog)
+    click_button(dialog, QDialogButtonBox.StandardButton.Save)
+    qtbot.waitUntil(lambda: not dialog.isVisible())
+    assert (input_dir() / "sub" / "photo_mask.png").read_bytes() == b"someone else's file"
+    assert window.graph.nodes[nid].values["image"] == "sub/photo_mask_2.png"
+    assert alpha_of(input_dir() / "sub" / "photo_mask_2.png")[24, 30] == 0
+    assert sorted(p.name for p in input_dir().rglob("*") if p.is_file()) == [
+        "photo.png",
+        "photo_mask.png",
+        "photo_mask_2.png",
+    ]
+
+
+def test_a_soft_brush_fades_towards_its_edge(window: MainWindow, qtbot: Any) -> None:
+    write_photo()
+    nid = load_image_graph(window, "photo.png")
+    dialog = open_from_menu(window, qtbot, nid)
+    dialog.hardness_slider.setValue(0)
+    dialog.canvas.set_zoom(4.0, QPointF(0, 0))
+    dialog.canvas.offset = QPointF(20, 20)
+    dialog.size_slider.setValue(20)
+    stroke(dialog, [(30, 24), (30, 24)])
+    alpha = mask_alpha(dialog.canvas.mask)
+    centre, half, edge = int(alpha[24, 30]), int(alpha[24, 35]), int(alpha[24, 39])
+    assert centre > half > edge and centre > 200 and 0 < half < 220
+    assert alpha[24, 42] == 0  # beyond the 10-pixel radius
+    dialog.reject()
+    answer(qtbot, dialog, QMessageBox.StandardButton.Discard)
+    assert not dialog.isVisible()
