@@ -122,7 +122,14 @@ def inpaint() -> Graph:
     b.note(
         (880, 520),
         "The transparent pixels of the loaded image are the mask: only they are repainted. "
-        "Use an inpainting checkpoint at denoise 1.0.",
+        "Use an inpainting checkpoint at denoise 1.0.\n\n"
+        "To mask a picture of your own:\n"
+        "1. choose it in Load Image (its image list shows the input folder);\n"
+        "2. right-click Load Image \u2192 Open in Mask Editor (or Edit \u25b8 Open in Mask Editor);\n"
+        "3. paint what should change ([ and ] set the brush size) and Save: the node then loads "
+        "<name>_mask.png;\n"
+        "4. Run.",
+        size=(400, 170),
     )
     return b.g
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import tempfile
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     history_ok = shoot_history(window, loop, settle, shot, by_type, set_value_command)
     queue_ok = shoot_queue(window, loop, settle, shot, by_type, set_value_command)
     models_ok = shoot_models(window, home, settle, shot)
+    mask_ok = shoot_mask_editor(window, settle, args.out)
     window.close_without_prompt()
-    return 0 if status == "done" and captured and history_ok and queue_ok and models_ok else 1
+    return 0 if status == "done" and captured and history_ok and queue_ok and models_ok and mask_ok else 1
 
 
 def shoot_history(window, loop, settle, shot, by_type, set_value_command) -> bool:  # type: ignore[no-untyped-def]
@@ -194,6 +196,62 @@ def shoot_models(window, home, settle, shot) -> bool:  # type: ignore[no-untyped
     settle(0.5)
     shot("models.png")
     return window.models.pending == 0
+
+
+def shoot_mask_editor(window, settle, out: Path) -> bool:  # type: ignore[no-untyped-def]
+    """The inpaint template's Load Image in the mask editor, a stroke painted over a drawn landscape."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QColor, QImage, QLinearGradient, QPainter
+    from PySide6.QtTest import QTest
+
+    from nodes.folders import input_dir
+    from ui.commands import set_value_command
+    from ui.mask_editor import open_mask_editor
+
+    picture = QImage(640, 448, QImage.Format.Format_RGB32)
+    p = QPainter(picture)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    sky = QLinearGradient(0, 0, 0, 448)
+    sky.setColorAt(0, QColor(40, 70, 140))
+    sky.setColorAt(1, QColor(240, 170, 110))
+    p.fillRect(picture.rect(), sky)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QColor(255, 225, 150))
+    p.drawEllipse(QPointF(470, 170), 46, 46)
+    for colour, y, bumps in ((QColor(70, 90, 110), 300, 3), (QColor(40, 70, 60), 350, 5)):
+        p.setBrush(colour)
+        for i in range(bumps + 1):
+            p.drawEllipse(QPointF(i * 640 / bumps, y + 40), 640 / bumps * 0.75, 110)
+        p.drawRect(0, y + 40, 640, 448)
+    p.end()
+    input_dir().mkdir(parents=True, exist_ok=True)
+    picture.save(str(input_dir() / "landscape.png"))
+
+    window.open_template(Path(__file__).resolve().parents[1] / "workflows" / "inpaint.json")
+    settle()
+    graph = window.graph
+    load = next(n.id for n in graph.nodes.values() if n.type == "LoadImage")
+    window.undo_stack.push(set_value_command(graph, load, "image", "landscape.png"))
+    dialog = open_mask_editor(window.view, graph, window.undo_stack, load)
+    if dialog is None:
+        return False
+    dialog.resize(900, 720)
+    settle()
+    dialog.size_slider.setValue(70)
+    canvas = dialog.canvas
+    path = [QPointF(395 + 6 * i, 165 - 40 * math.sin(i / 8)) for i in range(26)]
+    points = [canvas.to_widget(q).toPoint() for q in path]
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[0])
+    for point in points[1:]:
+        QTest.mouseMove(canvas, point)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[-1])
+    QTest.mouseMove(canvas, points[-1] + QPoint(90, 60))  # the brush outline, away from the stroke
+    settle()
+    path_out = out / "mask_editor.png"
+    dialog.grab().save(str(path_out))
+    print(f"wrote {path_out}")
+    dialog.done(0)  # closed without the "discard your painting?" question
+    return True
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ from graph_engine.reroute import output_type, reroute_origin
 from graph_engine.types import ANY
 from graph_engine.validation import Problem, can_connect
 from ui import commands as cmds
-from ui import node_titles, theme
+from ui import mask_editor, node_titles, theme
 from ui.canvas.colours import group_colour_menu, node_colour_menu
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
@@ -211,6 +211,7 @@ class GraphView(QGraphicsView):
             context=Qt.ShortcutContext.WidgetShortcut,
         )
         self.addActions(list(self.canvas_actions.values()))
+        self.addAction(mask_editor.mask_editor_action(self))  # listed in the window's Edit menu
 
         self._scene.selectionChanged.connect(self._emit_selection)
         self._link_dst: dict[int, int] = {}  # link id -> the node it feeds, still known once the link is gone
@@ -1181,6 +1182,8 @@ class GraphView(QGraphicsView):
             menu.addAction("Bypass", lambda: self.toggle_mode(NodeMode.BYPASS))
             menu.addAction("Mute", lambda: self.toggle_mode(NodeMode.MUTE))
             menu.addMenu(node_colour_menu(menu, self.graph, self.undo_stack, self.selected_node_ids()))
+            if self.graph.nodes[item.node_id].type == mask_editor.LOAD_IMAGE:
+                mask_editor.add_menu_entry(menu, self, item.node_id)
             menu.addSeparator()
             menu.addAction("Copy", self.copy_selected)
             menu.addAction("Duplicate", self.duplicate_selected)
