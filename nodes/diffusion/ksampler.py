@@ -138,6 +138,7 @@ def sample(
             "family": model.family,
             "sigmas": sigmas.tolist(),
             "latent_scale": scale,
+            "image_size": [hw[1], hw[0]],  # (width, height) the VAE decodes to: the exported GIF's size
         }
     result = {k: v for k, v in latent.items() if k != "samples"}
     result["samples"] = out.float().cpu() / scale
