@@ -306,20 +306,70 @@ def dumps(graph: Graph) -> str:
     return json.dumps(graph_to_dict(graph), indent=2, ensure_ascii=False) + "\n"
 
 
-def atomic_write(path: Path | str, data: bytes | str) -> None:
-    """Write via a temp file in the same folder, fsync, rename: a crash leaves the old file or the new one."""
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    `os.umask` can only be read by setting it, which for a moment gives files other threads create
+    mode 0o666/0o777; Linux reports it in /proc, so that racy dance is only the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode_for(path: Path | str) -> int:
+    """The mode a file written at `path` should get: the existing file's, or 0o666 less the umask.
+
+    Atomic writes go through `tempfile.mkstemp`, which creates files 0o600 whatever the umask; a file
+    saved that way would be private although a plain `open(path, "w")` makes it readable to the group
+    or everyone. Replacing a file keeps its mode, as editing it in place would.
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def set_file_mode(fd_or_path: int | str | Path, mode: int) -> None:
+    """chmod where the OS has POSIX modes (on Windows a mode only means read-only, so it is skipped)."""
+    if os.name != "posix":
+        return
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
+def atomic_write(path: Path | str, data: bytes | str, *, fsync: bool = True) -> None:
+    """Write via a temp file in the same folder, fsync, rename: a crash leaves the old file or the new one.
+
+    The file gets the mode a plain write would give it (`file_mode_for`), not mkstemp's 0o600.
+    `fsync=False` skips the flushes for files that are cheap to lose (previews), not the atomic rename.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
+    mode = file_mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        set_file_mode(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not fsync:
+        return
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:

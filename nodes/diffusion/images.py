@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-from graph_engine.serialization import PNG_WORKFLOW_KEY
+from graph_engine.serialization import PNG_WORKFLOW_KEY, atomic_write
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,14 +85,11 @@ def png_bytes(img: Image.Image, text: Mapping[str, str], compress_level: int) ->
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A rename-into-place write (a reader never sees half a PNG) with the mode a plain write would give.
+
+    No fsync: previews and outputs are cheap to lose in a power cut, and a run writes many of them.
+    """
+    atomic_write(path, data, fsync=False)
 
 
 def save_images(

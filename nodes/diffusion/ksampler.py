@@ -141,6 +141,7 @@ def sample(
             "sigmas": sigmas.tolist(),
             "latent_scale": scale,
             "latent_shift": model.latent_shift,
+            "image_size": [hw[1], hw[0]],  # (width, height) the VAE decodes to: the exported GIF's size
         }
     result = {k: v for k, v in latent.items() if k != "samples"}
     result["samples"] = model.from_model_space(out.float().cpu())

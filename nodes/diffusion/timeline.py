@@ -1,10 +1,11 @@
 """The denoising timeline: what a sampler run looked like at every step, cheap to keep and to scrub.
 
 When the run's settings ask for it (`record_timeline`), `nodes.diffusion.ksampler.sample` stores in
-`ctx.records["timeline"]` a dict with `frames`, `family`, `sigmas` and `latent_scale`. There are
-steps + 1 frames: frame 0 is the start (the input latent plus the seed's noise at the first σ, i.e. pure
-noise for text-to-image) and frame k ≥ 1 is the state after step k, whose last frame holds the final
-latent. Each frame is a dict:
+`ctx.records["timeline"]` a dict with `frames`, `family`, `sigmas`, `latent_scale` and `image_size`
+((width, height) of the decoded image, the size the editor exports the GIF at). There are steps + 1
+frames: frame 0 is the start (the input latent plus the seed's noise at the first σ, i.e. pure noise for
+text-to-image) and frame k ≥ 1 is the state after step k, whose last frame holds the final latent. Each
+frame is a dict:
 
 * ``step`` (0…steps), ``sigma`` (the noise level of ``x``: σ_k, 0 for the last frame), ``t`` (the
   model's timestep for that σ, `model_sampling.timestep`: a table index 0…999, fractional, for SD
@@ -86,12 +87,35 @@ def decode_frame(vae: Any, frame: Mapping[str, Any], latent_scale: float, which:
     return (image[0].clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)  # type: ignore[no-any-return]
 
 
-def frame_label(frame: Mapping[str, Any], steps: int) -> str:
-    return f"step {frame['step']}/{steps}   t {frame['t']:.0f}   σ {frame['sigma']:.3f}"
+def frame_label(frame: Mapping[str, Any], steps: int, *, sigma: str = "σ") -> str:
+    """The caption of one frame. `sigma` is how σ is written: "sigma" for a font that lacks the glyph
+    (Pillow's built-in font does, and would draw a box)."""
+    return f"step {frame['step']}/{steps}   t {frame['t']:.0f}   {sigma} {frame['sigma']:.3f}"
+
+
+def timeline_image_size(
+    frames: Sequence[Mapping[str, Any]], record: Mapping[str, Any] | None = None
+) -> tuple[int, int]:
+    """(width, height) of the image the run decodes to: the record's `image_size` when the sampler stored
+    it, else the latent's size × 8 (every supported VAE downsamples 8×), else the preview's × 8."""
+    if record is not None and record.get("image_size"):
+        w, h = record["image_size"]
+        return int(w), int(h)
+    if not frames:
+        raise ValueError("the timeline is empty: run a sampler with timeline recording on first")
+    x = frames[0].get("x")
+    if x is not None and hasattr(x, "shape") and len(x.shape) >= 2:
+        return int(x.shape[-1]) * 8, int(x.shape[-2]) * 8
+    h, w = np.asarray(frames[0]["preview_x"]).shape[:2]
+    return int(w) * 8, int(h) * 8
 
 
 def compose_frame(frame: Mapping[str, Any], steps: int, scale: int = 4, *, label: bool = True) -> Image.Image:
-    """x_t and x̂₀ previews side by side (upscaled `scale`×, nearest), with the step's numbers on top."""
+    """x_t and x̂₀ previews side by side (upscaled `scale`×, nearest), with the step's numbers on top.
+
+    The headless export's frame; the editor draws its own at the image's size with a font that has σ
+    (`ui.panels.timeline_export`). Pillow's built-in font has no σ, so the label spells it "sigma".
+    """
     x = np.asarray(frame["preview_x"], dtype=np.uint8)
     h, w = x.shape[:2]
     d = frame.get("preview_denoised")
@@ -103,31 +127,43 @@ def compose_frame(frame: Mapping[str, Any], steps: int, scale: int = 4, *, label
     canvas.paste(Image.fromarray(x).resize(size, Image.Resampling.NEAREST), (0, header))
     canvas.paste(Image.fromarray(d).resize(size, Image.Resampling.NEAREST), (w * scale + gap, header))
     if label:
-        ImageDraw.Draw(canvas).text((3, 1), frame_label(frame, steps), fill=(230, 230, 230))
+        ImageDraw.Draw(canvas).text((3, 1), frame_label(frame, steps, sigma="sigma"), fill=(230, 230, 230))
     return canvas
+
+
+def check_animation_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise ValueError(f"export as .gif or .webp, not {path.suffix or 'no suffix'!r}")
+    return path
+
+
+def write_animation(images: Sequence[Image.Image], path: str | Path, *, duration_ms: int = 200) -> int:
+    """Write `images` as an animated GIF or WebP (by suffix), looping; the last frame lingers so the
+    result is seen before the loop restarts. Returns the number of frames written."""
+    path = check_animation_path(path)
+    if not images:
+        raise ValueError("the timeline is empty: run a sampler with timeline recording on first")
+    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 5]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first, rest = images[0], list(images[1:])
+    if path.suffix.lower() == ".webp":
+        first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, lossless=True)
+    else:
+        # Pillow merges consecutive identical GIF frames (the last steps often look alike); the step
+        # label drawn on every frame keeps them distinct, so the file has one frame per timeline frame.
+        first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, optimize=False, disposal=1)
+    return len(images)
 
 
 def export_animation(
     frames: Sequence[Mapping[str, Any]], path: str | Path, *, scale: int = 4, duration_ms: int = 200
 ) -> int:
     """Write the timeline as an animated GIF or WebP (by suffix), one animation frame per timeline frame
-    (steps + 1 of them: the noise start, then one per step). The last frame lingers so the result is
-    seen before the loop restarts. Returns the number of frames written."""
-    path = Path(path)
-    if path.suffix.lower() not in ANIMATION_SUFFIXES:
-        raise ValueError(f"export as .gif or .webp, not {path.suffix or 'no suffix'!r}")
+    (steps + 1 of them: the noise start, then one per step), previews side by side (`compose_frame`).
+    Returns the number of frames written."""
+    check_animation_path(path)
     if not frames:
         raise ValueError("the timeline is empty: run a sampler with timeline recording on first")
     steps = max(int(f["step"]) for f in frames)
-    images = [compose_frame(f, steps, scale) for f in frames]
-    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 5]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".webp":
-        images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, lossless=True)
-    else:
-        # Pillow merges consecutive identical GIF frames (the last steps often look alike); the step
-        # label drawn on every frame keeps them distinct, so the file has one frame per timeline frame.
-        images[0].save(
-            path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False, disposal=1
-        )
-    return len(images)
+    return write_animation([compose_frame(f, steps, scale) for f in frames], path, duration_ms=duration_ms)

@@ -6,7 +6,8 @@ noisy sample x_t and the model's predicted image x̂₀ as small RGB previews, p
 scrub and the step's numbers underneath. Previews are approximations (a linear map of the latent);
 "Decode with VAE" renders the shown step's x̂₀ properly, on the run's worker thread, through a
 `decoder` the window provides (the panel knows nothing of models or torch). "Export GIF…" writes the
-whole run as an animation, one frame per timeline frame (steps + 1: the noise start, then each step).
+whole run as an animation at the image's size, one frame per timeline frame (steps + 1: the noise
+start, then each step), captioned with a font that has σ (`ui.panels.timeline_export`).
 
 `install_timeline(window)` docks the panel in the main window and keeps it attached to whichever
 document is open: it turns recording and live re-runs on for the document's run controller, feeds the
@@ -48,6 +49,16 @@ X0_DECODED = "predicted x₀, decoded with the VAE"
 
 # frame, latent_scale, sampler node id -> uint8 [H, W, 3], computed off the Qt thread.
 Decoder = Callable[[Mapping[str, Any], float, int | None], Awaitable["np.ndarray"]]
+
+
+def ask_export_path(parent: QWidget) -> str:
+    """The file to export the timeline to ("" when cancelled). A module function, so tests replace it
+    rather than block on a modal dialog."""
+    # a bare "timeline.gif" would start the dialog in the launch directory
+    answer = file_dialogs.ask_save_file(
+        parent, "Export timeline", file_dialogs.start_folder() / "timeline.gif", "Animations (*.gif *.webp)"
+    )
+    return "" if answer is None else str(answer[0])
 
 
 class _FrameView(QLabel):
@@ -94,6 +105,7 @@ class TimelinePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._frames: list[Mapping[str, Any]] = []
+        self._record: Mapping[str, Any] | None = None
         self._latent_scale = 1.0
         self._node_id: int | None = None
         self._decoded: dict[int, QImage] = {}
@@ -161,6 +173,7 @@ class TimelinePanel(QWidget):
     def set_timeline(self, record: Mapping[str, Any] | None, node_id: int | None = None, title: str = "") -> None:
         """Show a `ctx.records["timeline"]` dict (None clears); starts at the last frame, the result."""
         self._frames = list(record["frames"]) if record else []
+        self._record = record
         self._latent_scale = float(record.get("latent_scale", 1.0)) if record else 1.0
         self._node_id = node_id
         self._decoded.clear()
@@ -258,20 +271,24 @@ class TimelinePanel(QWidget):
             self.x0_caption.setText(X0_DECODED)
         self.decoded.emit(index)
 
-    def export(self, path: str | Path, *, scale: int = 4) -> int:
-        """Write the timeline as a GIF or WebP (by suffix); returns the number of frames written."""
-        from nodes.diffusion.timeline import export_animation  # numpy + Pillow only; no torch
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the image the run decodes to: the size the animation is exported at."""
+        from nodes.diffusion.timeline import timeline_image_size  # numpy + Pillow only; no torch
 
-        return export_animation(self._frames, path, scale=scale)
+        return timeline_image_size(self._frames, self._record)
+
+    def export(self, path: str | Path) -> int:
+        """Write the timeline as a GIF or WebP (by suffix) at the image's size, using the full VAE decodes
+        made so far (`ui.panels.timeline_export`); returns the number of frames written."""
+        from ui.panels.timeline_export import export_timeline
+
+        return export_timeline(self._frames, path, self.image_size, self._decoded)
 
     def _ask_export(self) -> None:
-        # a bare "timeline.gif" would start the dialog in the launch directory
-        answer = file_dialogs.ask_save_file(
-            self, "Export timeline", file_dialogs.start_folder() / "timeline.gif", "Animations (*.gif *.webp)"
-        )
-        if answer is None:
+        path = ask_export_path(self)
+        if not path:
             return
-        path = answer[0]
         try:
             n = self.export(path)
         except (OSError, ValueError) as exc:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from graph_engine.serialization import file_mode_for, set_file_mode
 from nodes import families
 from nodes.families.ldm import UNET_PREFIX
 
@@ -275,10 +276,12 @@ def save_state_dict(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[key] = t.contiguous()
+    mode = file_mode_for(path)  # mkstemp makes 0o600 files; a model file gets what a plain write would
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
+        set_file_mode(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

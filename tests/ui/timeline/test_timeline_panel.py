@@ -86,6 +86,7 @@ def test_export_gif_has_one_frame_per_step_plus_start(session, tmp_path):
     assert panel.export(path) == STEPS + 1
     with Image.open(path) as img:
         assert img.n_frames == STEPS + 1
+        assert img.size == panel.image_size == (128, 128)  # the image's size, not the latent previews'
 
 
 def test_screenshot_for_the_docs(session, qtbot, tmp_path):
