@@ -14,7 +14,8 @@ Rows, top to bottom, in node-local coordinates (0, 0 = top-left):
   name as a socket instead of an editor. The row keeps its height either way, so wiring a widget never
   moves anything else on the node;
 - a "control after generate" row under a seed-like INT;
-- the image area of Save/Preview nodes.
+- a "Choose file…" button row under an image-file combo (`Input.display == "image_file"`, Load Image);
+- the image area of Save/Preview nodes, and of Load Image (its chosen picture).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from graph_engine.model import Graph, Node
 from graph_engine.node_spec import Input, NodeSpec
 from graph_engine.types import ANY
 from ui import theme
+from ui.input_images import is_image_input
 
 
 @dataclass
@@ -46,6 +48,7 @@ class WidgetRow:
     rect: QRectF  # the editor box
     socket: QPointF
     control_rect: QRectF | None = None  # the "control after generate" selector
+    button_rect: QRectF | None = None  # "Choose file…" under an image-file combo (Load Image)
 
 
 @dataclass
@@ -144,6 +147,9 @@ def compute_layout(
         y += h
         if inp.control_after_generate and inp.type == "INT":
             row.control_rect = QRectF(rect.left(), y + 1, rect.width(), theme.WIDGET_HEIGHT - 2)
+            y += theme.ROW_HEIGHT - 2
+        if is_image_input(inp):
+            row.button_rect = QRectF(rect.left(), y + 1, rect.width(), theme.WIDGET_HEIGHT - 2)
             y += theme.ROW_HEIGHT - 2
         lay.widgets[inp.id] = row
     if image_aspects:

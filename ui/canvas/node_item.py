@@ -27,16 +27,18 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from graph_engine.model import Node, NodeMode
-from graph_engine.node_spec import Input, NodeSpec
+from graph_engine.node_spec import MISSING, Input, NodeSpec
 from ui import theme
 from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
 from ui.canvas.seed import seed_mode
+from ui.input_images import folder_hint, image_inputs, thumbnail
 
 if TYPE_CHECKING:
     from graph_engine.model import Graph
 
 NODE_Z = 1.0
 ARROW_W = 14.0  # the clickable step arrows at each end of a number widget
+CHOOSE_FILE_TEXT = "Choose file…"  # the button under an image-file combo (Load Image)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Hit:
 
 
 def format_value(inp: Input, value: Any) -> str:
-    if value is None:
+    if value is None or value is MISSING:  # e.g. a file combo with nothing chosen yet
         return "—"
     if inp.type == "FLOAT" and isinstance(value, int | float):
         step = inp.round or inp.step or 0.01
@@ -119,7 +121,8 @@ class NodeItem(QGraphicsItem):
         """
         node = self.node
         self._linked = set(self.graph.inputs_of(self.node_id)) if linked is None else set(linked)
-        aspects = [img.height() / img.width() for img in self.images[:1] if img.width() > 0]
+        shown = self.shown_images()
+        aspects = [img.height() / img.width() for img in shown[:1] if img.width() > 0]
         lay = compute_layout(self.graph, node, self.spec, aspects)
         self._place_ui_text(lay)
         self.prepareGeometryChange()
@@ -131,9 +134,9 @@ class NodeItem(QGraphicsItem):
         clip.addRect(lay.title_rect)
         self._header = body.intersected(clip)  # the body's rounded top, square at the bottom
         self._thumb = None
-        if self.images and lay.image_rect is not None:
+        if shown and lay.image_rect is not None:
             self._thumb = QPixmap.fromImage(
-                self.images[0].scaled(
+                shown[0].scaled(
                     int(lay.image_rect.width() * 2),
                     int(lay.image_rect.height() * 2),
                     Qt.AspectRatioMode.KeepAspectRatio,
@@ -144,8 +147,37 @@ class NodeItem(QGraphicsItem):
         pad = theme.SOCKET_RADIUS + 3
         self._bounds = lay.rect.adjusted(-pad, -22, pad, 4).united(self._message_rect)
         self.setPos(QPointF(*node.pos))
-        self.setToolTip("\n".join(self.problems) if self.problems else "")
+        self._update_tooltip()
         self.update()
+
+    def shown_images(self) -> list[QImage]:
+        """The pictures drawn in the node: a run's results, else the image a Load Image node names."""
+        if self.images:
+            return self.images
+        values = self.node.values
+        for inp in image_inputs(self.spec):
+            if inp.id in self._linked:
+                continue
+            image = thumbnail(values.get(inp.id))
+            if not image.isNull():
+                return [image]
+        return []
+
+    def value_changed(self, input_id: str | None) -> None:
+        """A value was edited: repaint, or re-lay the node when the value is the picture it shows."""
+        if any(inp.id == input_id for inp in image_inputs(self.spec)):
+            self.refresh()
+        else:
+            self.update()
+
+    def _update_tooltip(self) -> None:
+        """Problems first; a Load Image node otherwise says where its images come from."""
+        if self.problems:
+            self.setToolTip("\n".join(self.problems))
+        elif image_inputs(self.spec):
+            self.setToolTip(folder_hint())
+        else:
+            self.setToolTip("")
 
     def _place_ui_text(self, lay: NodeLayout) -> None:
         """Make room for the run's text lines under the widgets (above any image), growing the node.
@@ -164,6 +196,7 @@ class NodeItem(QGraphicsItem):
         else:
             bottoms = [r.rect.bottom() for r in lay.widgets.values()]
             bottoms += [r.control_rect.bottom() for r in lay.widgets.values() if r.control_rect is not None]
+            bottoms += [r.button_rect.bottom() for r in lay.widgets.values() if r.button_rect is not None]
             bottoms += [s.center.y() + theme.ROW_HEIGHT / 2 for s in (*lay.inputs.values(), *lay.outputs.values())]
             top = max(bottoms, default=lay.title_rect.bottom()) + 2
         self._text_rect = QRectF(theme.PADDING + 4, top + 2, lay.width - 2 * theme.PADDING - 8, h - 4)
@@ -202,7 +235,7 @@ class NodeItem(QGraphicsItem):
 
     def set_problems(self, messages: list[str]) -> None:
         self.problems = list(messages)
-        self.setToolTip("\n".join(messages))
+        self._update_tooltip()
         self.update()
 
     # ---- geometry --------------------------------------------------------------------------------
@@ -245,6 +278,8 @@ class NodeItem(QGraphicsItem):
         for row in self.layout.widgets.values():
             if row.control_rect is not None and row.control_rect.contains(p):
                 return Hit("control", row.input.id)
+            if row.button_rect is not None and row.button_rect.contains(p) and row.input.id not in self._linked:
+                return Hit("button", row.input.id)
             if row.rect.contains(p):
                 if row.input.id in self._linked:
                     return Hit("body")
@@ -431,6 +466,13 @@ class NodeItem(QGraphicsItem):
             painter.drawText(inner, align_l, label)
             painter.setPen(theme.VALUE_TEXT)
             painter.drawText(inner, align_r, mode_text)
+        if row.button_rect is not None:
+            painter.setPen(theme.pen(theme.WIDGET_BORDER.name()))
+            painter.setBrush(theme.WIDGET_BG)
+            radius = min(row.button_rect.height() / 2, 8.0)
+            painter.drawRoundedRect(row.button_rect, radius, radius)
+            painter.setPen(theme.VALUE_TEXT)
+            painter.drawText(row.button_rect, int(Qt.AlignmentFlag.AlignCenter), CHOOSE_FILE_TEXT)
 
     @staticmethod
     def _paint_slider_track(painter: QPainter, rect: QRectF, inp: Input, value: Any, radius: float) -> None:
