@@ -7,6 +7,7 @@ the same files. Formats from other programs (ComfyUI, A1111) plug in through `IM
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,30 @@ def read_png_text(path: Path) -> dict[str, str]:
             return {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise WorkflowFormatError(f"{path.name}: not a readable image ({exc})") from None
+
+
+# PNG text chunks that carry a workflow: ours, ComfyUI's UI workflow and API prompt, A1111's parameters.
+WORKFLOW_CHUNKS = (PNG_WORKFLOW_KEY, "workflow", "prompt", "parameters")
+
+
+def png_carries_workflow(path: Path | str) -> bool:
+    """Whether a PNG holds a workflow (its text chunks; remembered per file version, since a drag asks
+    on every mouse move). A dropped PNG that does opens as its graph; one that does not is just an
+    image (the editor gives it to Load Image)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return False
+    return _png_carries_workflow(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _png_carries_workflow(path: str, mtime_ns: int, size: int) -> bool:
+    try:
+        chunks = read_png_text(Path(path))
+    except WorkflowFormatError:
+        return False
+    return any(key in chunks for key in WORKFLOW_CHUNKS)
 
 
 def from_json_document(doc: Any, chunks: dict[str, str] | None = None) -> Document:

@@ -59,7 +59,9 @@ class Input:
     # Pixel sizes a VAE can represent must be multiples of 8.
     multiple_of: int | None = None
     # How the editor draws a widget: "" (its type's default) or "slider" (a bounded INT/FLOAT dragged
-    # along a track, for values one explores by sweeping, like Add Noise's t). A hint, never a rule.
+    # along a track, for values one explores by sweeping, like Add Noise's t), or "image_file" (a COMBO
+    # of images in the input folder: the editor adds a file picker, paste and drop, and shows the
+    # picture, like Load Image). A hint, never a rule.
     display: str = ""
 
     @property

@@ -57,7 +57,65 @@ def model_identity(kind: str, name: str) -> tuple[str, int, int]:
 
 
 def input_dir() -> Path:
+    """Where Load Image reads from: `$SDGRAPH_INPUT_DIR`, else `<home>/input`. May not exist yet."""
     return Path(os.environ.get("SDGRAPH_INPUT_DIR") or sdgraph_home() / "input")
+
+
+def ensure_input_dir() -> Path:
+    """The input folder, created if missing: it is made when the first image is added, not before."""
+    folder = input_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def store_input_image(data: bytes, name: str) -> str:
+    """Put an image's bytes into the input folder under `name` (a plain file name) and return the name
+    a workflow stores: `name` itself, or `stem_1.png`, `stem_2.png`, … when a *different* file already
+    has it. A file with the same bytes is reused, so adding one image twice does not make copies.
+
+    Never overwrites: each candidate is created with O_EXCL, so two windows adding at once cannot
+    clobber each other either.
+    """
+    base = Path(name).name  # a name from anywhere (a dropped file, a dialog) is only a name here
+    if not base or base in (".", "..") or "\x00" in base:
+        raise ValueError(f"{name!r} is not a usable file name")
+    if not is_image_name(base):
+        raise ValueError(f"{base!r} is not an image file ({', '.join(IMAGE_SUFFIXES)})")
+    folder = ensure_input_dir()
+    stem, suffix = Path(base).stem, Path(base).suffix
+    for n in range(10_000):
+        candidate = base if n == 0 else f"{stem}_{n}{suffix}"
+        target = folder / candidate
+        try:
+            with open(target, "xb") as f:
+                f.write(data)
+            return candidate
+        except FileExistsError:
+            try:
+                if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+                    return candidate
+            except OSError:
+                pass
+    raise OSError(f"no free name for {base!r} in {folder}")
+
+
+def import_input_image(path: str | Path) -> str:
+    """Make the image at `path` (anywhere on disk) available to Load Image; returns its name there.
+
+    A file already inside the input folder is used where it is; any other is copied in (`store_input_image`).
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {src}")
+    folder = input_dir().resolve()
+    real = src.resolve()
+    if real.is_relative_to(folder) and is_image_name(real.name):
+        return real.relative_to(folder).as_posix()
+    return store_input_image(src.read_bytes(), src.name)
 
 
 def list_input_images() -> list[str]:

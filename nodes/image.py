@@ -21,7 +21,8 @@ def _image_hash(values: Mapping[str, Any]) -> str:
     "LoadImage",
     display_name="Load Image",
     category="image",
-    inputs=[Combo("image", list_input_images)],
+    # display="image_file": the editor adds "Choose file…", paste and drop, and shows the picture.
+    inputs=[Combo("image", list_input_images, display="image_file")],
     outputs=[Output("IMAGE"), Output("MASK")],
     fingerprint=_image_hash,
 )

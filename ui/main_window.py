@@ -60,7 +60,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.documents import PNG_WORKFLOW_KEY, from_json_document, open_document, save_format_of_file, write_workflow
+from app.documents import (
+    PNG_WORKFLOW_KEY,
+    from_json_document,
+    open_document,
+    png_carries_workflow,
+    save_format_of_file,
+    write_workflow,
+)
 from app.history import HistoryError, HistoryStore
 from app.settings import Settings, home_dir
 from app.workflow_formats import SAVE_FORMATS, SDGRAPH
@@ -986,13 +993,27 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _dropped_file(event: QDragEnterEvent | QDropEvent) -> Path | None:
+        """A dropped workflow: a .json, or a .png that carries one. A plain image is not one: the
+        canvas turns it into a Load Image node (`GraphView.dropEvent`)."""
         mime = event.mimeData()
         if not mime.hasUrls():
             return None
         for url in mime.urls():
-            if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in OPENABLE:
-                return Path(url.toLocalFile())
+            if not url.isLocalFile():
+                continue
+            path = Path(url.toLocalFile())
+            suffix = path.suffix.lower()
+            if suffix in OPENABLE and (suffix != ".png" or png_carries_workflow(path)):
+                return path
         return None
+
+    def _dropped_workflow_on_canvas(self, event: Any) -> Path | None:
+        """A workflow dropped on the canvas, unless it lands on a Load Image node: that takes it as its
+        image (as in ComfyUI), so a generated PNG can feed img2img without opening its graph."""
+        path = self._dropped_file(event)
+        if path is None or self.view.image_input_at(event.position().toPoint()) is not None:
+            return None
+        return path
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if self._dropped_file(event) is not None:
@@ -1026,7 +1047,7 @@ class MainWindow(QMainWindow):
         if watched is not self.doc.view.viewport():
             return super().eventFilter(watched, event)
         if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
-            if self._dropped_file(event) is not None or event.mimeData().hasFormat(NODE_TYPE_MIME):  # type: ignore[attr-defined]
+            if self._dropped_workflow_on_canvas(event) is not None or event.mimeData().hasFormat(NODE_TYPE_MIME):  # type: ignore[attr-defined]
                 event.acceptProposedAction()  # type: ignore[attr-defined]
                 return True
         elif kind == QEvent.Type.Drop:
@@ -1036,7 +1057,7 @@ class MainWindow(QMainWindow):
                 self.add_node(node_type, self.view.mapToScene(pos))
                 event.acceptProposedAction()  # type: ignore[attr-defined]
                 return True
-            if self._dropped_file(event) is not None:
+            if self._dropped_workflow_on_canvas(event) is not None:
                 self.dropEvent(event)  # type: ignore[arg-type]
                 return True
         return super().eventFilter(watched, event)

@@ -17,7 +17,8 @@ Rows, top to bottom, in node-local coordinates (0, 0 = top-left):
 - a multiline text fed by a wire (ComfyUI's "converted widget", often fed by a Primitive) shrinks to one
   row: its box would only show the name, and a ComfyUI file sizes such nodes without the box, so keeping
   it would make imported nodes overlap their neighbours;
-- the image area of Save/Preview nodes.
+- a "Choose file…" button row under an image-file combo (`Input.display == "image_file"`, Load Image);
+- the image area of Save/Preview nodes, and of Load Image (its chosen picture).
 
 A Reroute is a small pill with its input socket at the left end and its output at the right; the whole
 pill is its "title" (grab it to move it).
@@ -34,6 +35,7 @@ from graph_engine.node_spec import Input, NodeSpec
 from graph_engine.reroute import REROUTE
 from graph_engine.types import ANY
 from ui import node_titles, theme
+from ui.input_images import is_image_input
 
 
 @dataclass
@@ -53,6 +55,7 @@ class WidgetRow:
     rect: QRectF  # the editor box
     socket: QPointF
     control_rect: QRectF | None = None  # the "control after generate" selector
+    button_rect: QRectF | None = None  # "Choose file…" under an image-file combo (Load Image)
 
 
 @dataclass
@@ -169,6 +172,9 @@ def compute_layout(
         y += h
         if inp.control_after_generate and inp.type == "INT":
             row.control_rect = QRectF(rect.left(), y + 1, rect.width(), theme.WIDGET_HEIGHT - 2)
+            y += theme.ROW_HEIGHT - 2
+        if is_image_input(inp):
+            row.button_rect = QRectF(rect.left(), y + 1, rect.width(), theme.WIDGET_HEIGHT - 2)
             y += theme.ROW_HEIGHT - 2
         lay.widgets[inp.id] = row
     if image_aspects:

@@ -31,7 +31,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsSceneHoverEvent, QStyleOptionGraphicsItem, QWidget
 
 from graph_engine.model import Node, NodeMode
-from graph_engine.node_spec import Input, NodeRegistry, NodeSpec
+from graph_engine.node_spec import MISSING, Input, NodeRegistry, NodeSpec
 from graph_engine.reroute import REROUTE, REROUTE_OUTPUT, output_type
 from graph_engine.types import ANY
 from graph_engine.value_sources import effective_spec, fed_values
@@ -39,6 +39,7 @@ from ui import node_titles, theme
 from ui.canvas.colours import painted_colours
 from ui.canvas.layout import NodeLayout, WidgetRow, compute_layout, is_note
 from ui.canvas.seed import seed_mode
+from ui.input_images import folder_hint, image_inputs, thumbnail
 
 if TYPE_CHECKING:
     from graph_engine.model import Graph
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 NODE_Z = 1.0
 ARROW_W = 14.0  # the clickable step arrows at each end of a number widget
 VALUE_SHARE = 0.8  # how much of a widget row a too-long value may take from its label
+CHOOSE_FILE_TEXT = "Choose file…"  # the button under an image-file combo (Load Image)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Hit:
 
 
 def format_value(inp: Input, value: Any) -> str:
-    if value is None:
+    if value is None or value is MISSING:  # e.g. a file combo with nothing chosen yet
         return "—"
     if inp.type == "FLOAT" and isinstance(value, int | float):
         step = inp.round or inp.step or 0.01
@@ -160,7 +162,8 @@ class NodeItem(QGraphicsItem):
         self._linked = set(self.graph.inputs_of(self.node_id)) if linked is None else set(linked)
         if self.is_value_source and self.registry is not None:
             self.spec = effective_spec(self.graph, self.registry, node)
-        aspects = [img.height() / img.width() for img in self.images[:1] if img.width() > 0]
+        shown = self.shown_images()
+        aspects = [img.height() / img.width() for img in shown[:1] if img.width() > 0]
         lay = compute_layout(self.graph, node, self.spec, aspects, self._linked)
         if self.is_value_source:
             lay.inputs.clear()  # its widget is its own value, not a socket anything can plug into
@@ -176,9 +179,9 @@ class NodeItem(QGraphicsItem):
         self._header = body.intersected(clip)  # the body's rounded top, square at the bottom
         self._colours = painted_colours(node)
         self._thumb = None
-        if self.images and lay.image_rect is not None:
+        if shown and lay.image_rect is not None:
             self._thumb = QPixmap.fromImage(
-                self.images[0].scaled(
+                shown[0].scaled(
                     int(lay.image_rect.width() * 2),
                     int(lay.image_rect.height() * 2),
                     Qt.AspectRatioMode.KeepAspectRatio,
@@ -189,7 +192,7 @@ class NodeItem(QGraphicsItem):
         pad = theme.SOCKET_RADIUS + 3
         self._bounds = lay.rect.adjusted(-pad, -22, pad, 4).united(self._message_rect)
         self.setPos(QPointF(*node.pos))
-        self.setToolTip("\n".join(self.problems) if self.problems else "")
+        self._update_tooltip()
         self.update()
 
     @property
@@ -202,6 +205,35 @@ class NodeItem(QGraphicsItem):
         if self.registry is None or not any(i in self.layout.widgets for i in self._linked):
             return {}  # the common case, decided without scanning links: no wired widget at all
         return fed_values(self.graph, self.registry, self.node_id)
+
+    def shown_images(self) -> list[QImage]:
+        """The pictures drawn in the node: a run's results, else the image a Load Image node names."""
+        if self.images:
+            return self.images
+        values = self.node.values
+        for inp in image_inputs(self.spec):
+            if inp.id in self._linked:
+                continue
+            image = thumbnail(values.get(inp.id))
+            if not image.isNull():
+                return [image]
+        return []
+
+    def value_changed(self, input_id: str | None) -> None:
+        """A value was edited: repaint, or re-lay the node when the value is the picture it shows."""
+        if any(inp.id == input_id for inp in image_inputs(self.spec)):
+            self.refresh()
+        else:
+            self.update()
+
+    def _update_tooltip(self) -> None:
+        """Problems first; a Load Image node otherwise says where its images come from."""
+        if self.problems:
+            self.setToolTip("\n".join(self.problems))
+        elif image_inputs(self.spec):
+            self.setToolTip(folder_hint())
+        else:
+            self.setToolTip("")
 
     def _place_ui_text(self, lay: NodeLayout) -> None:
         """Make room for the run's text lines under the widgets (above any image), growing the node.
@@ -220,6 +252,7 @@ class NodeItem(QGraphicsItem):
         else:
             bottoms = [r.rect.bottom() for r in lay.widgets.values()]
             bottoms += [r.control_rect.bottom() for r in lay.widgets.values() if r.control_rect is not None]
+            bottoms += [r.button_rect.bottom() for r in lay.widgets.values() if r.button_rect is not None]
             bottoms += [s.center.y() + theme.ROW_HEIGHT / 2 for s in (*lay.inputs.values(), *lay.outputs.values())]
             top = max(bottoms, default=lay.title_rect.bottom()) + 2
         self._text_rect = QRectF(theme.PADDING + 4, top + 2, lay.width - 2 * theme.PADDING - 8, h - 4)
@@ -258,7 +291,7 @@ class NodeItem(QGraphicsItem):
 
     def set_problems(self, messages: list[str]) -> None:
         self.problems = list(messages)
-        self.setToolTip("\n".join(messages))
+        self._update_tooltip()
         self.update()
 
     # ---- widget text ------------------------------------------------------------------------------
@@ -348,6 +381,8 @@ class NodeItem(QGraphicsItem):
         for row in self.layout.widgets.values():
             if row.control_rect is not None and row.control_rect.contains(p):
                 return Hit("control", row.input.id)
+            if row.button_rect is not None and row.button_rect.contains(p) and row.input.id not in self._linked:
+                return Hit("button", row.input.id)
             if row.rect.contains(p):
                 if row.input.id in self._linked:
                     return Hit("body")
@@ -562,6 +597,13 @@ class NodeItem(QGraphicsItem):
             painter.drawText(inner, align_l, label)
             painter.setPen(theme.VALUE_TEXT)
             painter.drawText(inner, align_r, mode_text)
+        if row.button_rect is not None:
+            painter.setPen(theme.pen(theme.WIDGET_BORDER.name()))
+            painter.setBrush(theme.WIDGET_BG)
+            radius = min(row.button_rect.height() / 2, 8.0)
+            painter.drawRoundedRect(row.button_rect, radius, radius)
+            painter.setPen(theme.VALUE_TEXT)
+            painter.drawText(row.button_rect, int(Qt.AlignmentFlag.AlignCenter), CHOOSE_FILE_TEXT)
 
     def _paint_driven(self, painter: QPainter, row: WidgetRow, value: Any) -> None:
         """A widget fed by a Primitive: greyed (it cannot be edited here) and showing the value it gets."""

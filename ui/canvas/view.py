@@ -24,10 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QContextMenuEvent,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QGuiApplication,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -59,17 +63,18 @@ from graph_engine.reroute import output_type, reroute_origin
 from graph_engine.types import ANY
 from graph_engine.validation import Problem, can_connect
 from ui import commands as cmds
-from ui import mask_editor, node_titles, theme
+from ui import input_images, mask_editor, node_titles, theme
 from ui.canvas.colours import group_colour_menu, node_colour_menu
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
 from ui.canvas.minimap import Minimap
-from ui.canvas.node_item import NODE_Z, Hit, NodeItem, format_value
+from ui.canvas.node_item import CHOOSE_FILE_TEXT, NODE_Z, Hit, NodeItem, format_value
 from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
 from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
 from ui.canvas.seed import EXTRA_KEY, SEED_MODES, seed_mode
 from ui.canvas.wire_item import WireItem
 from ui.clipboard import link_record, read_system_clipboard, selection_to_payload, write_system_clipboard
+from ui.input_images import is_image_input
 from ui.shortcuts import build_actions
 
 SCENE_HALF = 200_000.0
@@ -437,7 +442,8 @@ class GraphView(QGraphicsView):
         elif kind == EVENT_VALUE_CHANGED:
             for nid in ev.ids:
                 if nid in self._nodes:
-                    self._nodes[nid].update()
+                    self._nodes[nid].value_changed(ev.key)
+                    self._update_wires_of(nid)
                     if self._nodes[nid].is_value_source:
                         for consumer in reroute_consumers(self.graph, nid):
                             if consumer in self._nodes:
@@ -635,6 +641,9 @@ class GraphView(QGraphicsView):
             return
         if hit.kind == "control":
             self._open_seed_menu(item, hit.key)
+            return
+        if hit.kind == "button":
+            self.choose_image(nid, hit.key)
             return
         if hit.kind == "widget" and not item.note:
             self._press_widget(item, hit, vp)
@@ -1133,8 +1142,15 @@ class GraphView(QGraphicsView):
         nid = item.node_id
         menu = QMenu(self)
         choices = inp.choice_list()  # computed now: model files may have appeared since the last look
+        if is_image_input(inp):
+            menu.addAction(CHOOSE_FILE_TEXT, lambda: self.choose_image(nid, inp.id))
+            menu.addAction("Open input folder", input_images.open_input_folder)
+            menu.setToolTipsVisible(True)
+            menu.setToolTip(input_images.folder_hint())
+            menu.addSeparator()
         if not choices:
-            menu.addAction("(nothing available)").setEnabled(False)
+            empty = f"(no images in {input_images.input_dir()})" if is_image_input(inp) else "(nothing available)"
+            menu.addAction(empty).setEnabled(False)
         for choice in choices:
             act = menu.addAction(choice)
             act.setCheckable(True)
@@ -1178,6 +1194,11 @@ class GraphView(QGraphicsView):
         if isinstance(item, NodeItem):
             if not item.isSelected():
                 self.select_nodes([item.node_id])
+            for inp in input_images.image_inputs(item.spec):
+                menu.addAction(
+                    f"{CHOOSE_FILE_TEXT[:-1]} for {inp.display_name}…",
+                    lambda i=inp.id: self.choose_image(item.node_id, i),
+                )
             menu.addAction("Rename", lambda: self._rename_node(item))
             menu.addAction("Bypass", lambda: self.toggle_mode(NodeMode.BYPASS))
             menu.addAction("Mute", lambda: self.toggle_mode(NodeMode.MUTE))
@@ -1246,13 +1267,120 @@ class GraphView(QGraphicsView):
             self.undo_stack.push(command)
 
     def paste(self) -> None:
-        """Paste the clipboard's nodes with their top-left at the cursor (or the view centre)."""
+        """Paste the clipboard's nodes with their top-left at the cursor (or the view centre); with no
+        nodes there but an image (data or image files), a Load Image node with that image instead."""
         payload = read_system_clipboard()
-        if not payload or not payload.get("nodes"):
-            return
         vp = self._last_mouse_vp or self.viewport().rect().center()
         at = self.mapToScene(vp)
-        self._push_paste(payload, (at.x(), at.y()), "Paste")
+        if payload and payload.get("nodes"):
+            self._push_paste(payload, (at.x(), at.y()), "Paste")
+            return
+        mime = QGuiApplication.clipboard().mimeData()
+        if input_images.mime_has_image(mime):
+            self._add_images_from(mime, at, vp, "Paste image")
+
+    # ==== images for Load Image: choose, paste, drop ==============================================
+
+    def image_loader_type(self) -> str | None:
+        """The node type pasted or dropped images become: Load Image, or any type with an image-file input."""
+        spec = self.registry.get("LoadImage")
+        if spec is not None and input_images.image_inputs(spec):
+            return spec.type
+        return next((s.type for s in self.registry if input_images.image_inputs(s)), None)
+
+    def choose_image(self, node_id: int, input_id: str) -> str | None:
+        """Ask for an image file anywhere (`ui.input_images.choose_image_file`), copy it into the input
+        folder under a free name and select it in the node (one undo step); returns the name."""
+        path = input_images.choose_image_file(self)
+        if path is None or node_id not in self.graph.nodes:
+            return None
+        try:
+            name = input_images.import_file(path)
+        except (OSError, ValueError) as exc:
+            self._show_refusal(f"could not add the image: {exc}", self._widget_vp(node_id, input_id), linger_ms=4000)
+            return None
+        if self.graph.nodes[node_id].values.get(input_id) != name:
+            self.undo_stack.push(cmds.set_value_command(self.graph, node_id, input_id, name))
+        else:
+            self._nodes[node_id].refresh()  # the same name, maybe a new picture
+        return name
+
+    def _widget_vp(self, node_id: int, input_id: str) -> QPoint:
+        item = self._nodes.get(node_id)
+        if item is None or input_id not in item.layout.widgets:
+            return self.viewport().rect().center()
+        return self.mapFromScene(item.widget_scene_rect(input_id).bottomLeft())
+
+    def image_input_at(self, vp: QPoint) -> tuple[int, str] | None:
+        """The unwired image-file input of the node under a viewport point (a drop there sets it)."""
+        item, _hit = self._hit(self.mapToScene(vp))
+        if not isinstance(item, NodeItem):
+            return None
+        linked = set(self.graph.inputs_of(item.node_id))
+        for inp in input_images.image_inputs(item.spec):
+            if inp.id not in linked:
+                return item.node_id, inp.id
+        return None
+
+    def _add_images_from(self, mime: QMimeData, at: QPointF, vp: QPoint, text: str) -> list[int]:
+        """Store the images `mime` carries in the input folder; onto the Load Image node under `vp` (the
+        first image), else as new Load Image nodes at `at`, cascading. One undo step; new node ids."""
+        target = self.image_input_at(vp)
+        node_type = self.image_loader_type()
+        if target is None and node_type is None:
+            self._show_refusal("no node type here loads images", vp, linger_ms=3000)
+            return []
+        try:
+            names = input_images.store_from_mime(mime)
+        except (OSError, ValueError) as exc:
+            self._show_refusal(f"could not add the image: {exc}", vp, linger_ms=4000)
+            return []
+        if not names:
+            return []
+        if target is not None:
+            nid, input_id = target
+            if self.graph.nodes[nid].values.get(input_id) != names[0]:
+                self.undo_stack.push(cmds.set_value_command(self.graph, nid, input_id, names[0]))
+            return []
+        assert node_type is not None
+        spec = self.registry.get(node_type)
+        input_id = input_images.image_inputs(spec)[0].id
+        edits: list[cmds.Edit] = []
+        new_ids: list[int] = []
+        next_id = self.graph.next_node_id
+        for i, name in enumerate(names):
+            pos = (at.x() + 30 * i, at.y() + 30 * i)
+            rec = cmds.new_node_record(
+                self.graph, self.registry, node_type, pos, node_id=next_id + i, values={input_id: name}
+            )
+            edits.append(cmds.AddNode(rec))
+            new_ids.append(rec["id"])
+        self.undo_stack.push(cmds.GraphCommand(self.graph, text, edits))
+        self.select_nodes(new_ids)
+        return new_ids
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if input_images.mime_has_image(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if input_images.mime_has_image(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        """Image files (or image data) dropped here: onto a Load Image node, or new ones at the drop point."""
+        mime = event.mimeData()
+        if not input_images.mime_has_image(mime):
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+        vp = event.position().toPoint()
+        self._add_images_from(mime, self.mapToScene(vp), vp, "Drop image")
+        self.setFocus()
 
     def duplicate_selected(self) -> None:
         ids = self.selected_node_ids()
