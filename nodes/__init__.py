@@ -26,6 +26,8 @@ NODE_MODULES = (
     "nodes.sampling",
     "nodes.model_sampling",
     "nodes.image",
+    "nodes.image_tools",
+    "nodes.mask",
     "nodes.noise_lab",
     "nodes.sweep",
 )
