@@ -23,6 +23,7 @@ NODE_MODULES = (
     "nodes.conditioning",
     "nodes.text_encoders",
     "nodes.latent",
+    "nodes.latent_tools",
     "nodes.sampling",
     "nodes.model_sampling",
     "nodes.image",

@@ -52,6 +52,11 @@ def resize_latent(samples: Tensor, width: int, height: int, method: str, crop: s
     return _interpolate(x.float(), (height // 8, width // 8), method)
 
 
+def resize_latent_cells(samples: Tensor, width: int, height: int, method: str) -> Tensor:
+    """Resize latents to ``width``×``height`` latent cells (Upscale Latent By), no minimum size."""
+    return _interpolate(samples.float(), (height, width), method)
+
+
 def resize_image(image: Tensor, width: int, height: int, method: str, crop: str) -> Tensor:
     """IMAGE [B, H, W, C] → resized IMAGE, values kept in 0..1."""
     _, h, w, _ = image.shape
@@ -71,4 +76,4 @@ def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     return F.max_pool2d(mask[:, None].float(), kernel_size=k, stride=1, padding=pixels)[:, 0]
 
 
-__all__ = ["center_crop", "grow_mask", "resize_image", "resize_latent", "target_size", "torch"]
+__all__ = ["center_crop", "grow_mask", "resize_image", "resize_latent", "resize_latent_cells", "target_size", "torch"]
