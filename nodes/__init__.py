@@ -21,6 +21,7 @@ NODE_MODULES = (
     "nodes.reroute",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_tools",
     "nodes.text_encoders",
     "nodes.latent",
     "nodes.latent_tools",
