@@ -137,6 +137,12 @@ def entry_region(entry: CondEntry, batch: int, h: int, w: int) -> tuple[Area, Te
     m: Tensor | None = None
     if mask is not None:
         m = mask.float().reshape(-1, mask.shape[-2], mask.shape[-1])
+        mh, mw = m.shape[-2:]
+        if abs(mw / mh - w / h) > 0.01 * w / h:
+            raise GuidanceError(
+                f"the mask of Conditioning (Set Mask) is {mw}x{mh} but the image is {w * 8}x{h * 8}; "
+                "they must have the same shape"
+            )
         if tuple(m.shape[-2:]) != (h, w):
             m = F.interpolate(m[:, None], size=(h, w), mode="bilinear")[:, 0]
         if ex.get(AREA_TO_BOUNDS_KEY):
