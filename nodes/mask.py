@@ -27,7 +27,7 @@ CHANNELS = ["red", "green", "blue", "alpha"]
 )
 def load_image_mask(ctx: ExecutionContext, image: str, channel: str) -> tuple[Any]:
     """One channel of an input image as a mask; for alpha, transparent = 1 (the part to repaint), as
-    Load Image's mask. A channel the image lacks gives an empty 64×64 mask, as in ComfyUI."""
+    Load Image's mask (an image without transparency gives an empty mask of its size, as in ComfyUI)."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps
@@ -38,11 +38,7 @@ def load_image_mask(ctx: ExecutionContext, image: str, channel: str) -> tuple[An
             img = ImageOps.exif_transpose(opened) or opened
             if img.mode == "I":
                 img = img.point(lambda v: v * (1 / 255))
-            bands = img.getbands()
-            has_alpha = "A" in bands or "transparency" in img.info
             letter = channel[0].upper()
-            if letter == "A" and not has_alpha:
-                return (torch.zeros(1, 64, 64),)
             rgba = img.convert("RGBA")
             values = np.asarray(rgba.getchannel(letter), dtype=np.float32) / 255.0
     except (ValueError, OSError) as exc:

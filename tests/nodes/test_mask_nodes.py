@@ -60,7 +60,7 @@ def test_load_image_mask_channels(tmp_path, monkeypatch) -> None:
     (alpha,) = load_image_mask.execute(CTX, "m.png", "alpha")
     np.testing.assert_allclose(alpha[0].numpy(), 1 - rgba[..., 3] / 255.0, atol=1e-6)
     (none,) = load_image_mask.execute(CTX, "rgb.png", "alpha")
-    assert none.shape == (1, 64, 64) and none.max() == 0
+    assert none.shape == (1, 6, 7) and none.max() == 0
     with pytest.raises(InputError) as err:
         load_image_mask.execute(CTX, "../escape.png", "red")
     assert err.value.input_id == "image"
