@@ -63,6 +63,15 @@ def test_scale_by_matches_torch_bilinear_size_and_values() -> None:
     np.testing.assert_array_equal(near.numpy(), img.numpy().repeat(2, axis=1).repeat(2, axis=2))
 
 
+def test_lanczos_is_pils() -> None:
+    from PIL import Image
+
+    img = (torch.arange(12 * 16 * 3).reshape(1, 12, 16, 3) % 251).float() / 255.0
+    (out,) = image_scale_by.execute(CTX, img, "lanczos", 2.5)
+    pil = Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).resize((40, 30), Image.Resampling.LANCZOS)
+    np.testing.assert_allclose(out[0].numpy(), np.asarray(pil, dtype=np.float32) / 255.0, atol=1e-6)
+
+
 def test_scale_to_total_pixels_keeps_aspect() -> None:
     img = rand_image(1, 30, 60)
     (out,) = image_scale_to_total_pixels.execute(CTX, img, "area", 0.01, 1)
