@@ -415,6 +415,63 @@ def z_image_turbo() -> Graph:
     return b.g
 
 
+def outpaint() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15_INPAINT)
+    pos, neg = prompt_pair(b, ckpt)
+    load = b.add("LoadImage", (20, 480), image="example.png")
+    pad = b.add("ImagePadForOutpaint", (20, 820), left=0, top=0, right=256, bottom=0, feathering=40)
+    b.link(load, "IMAGE", pad, "image", "IMAGE")
+    enc = b.add("VAEEncodeForInpaint", (420, 540), grow_mask_by=8)
+    b.link(pad, "IMAGE", enc, "pixels", "IMAGE")
+    b.link(pad, "MASK", enc, "mask", "MASK")
+    b.link(ckpt, "VAE", enc, "vae", "VAE")
+    k = ksampler(b, (880, 60), ckpt, pos, neg, enc)
+    decode_save(b, 1260, k, ckpt, "outpaint")
+    b.note(
+        (880, 520),
+        "Pad Image for Outpainting grows the canvas (here 256 px to the right) and masks the new strip, "
+        "fading 40 px into the old image so the seam blends. Use an inpainting checkpoint at denoise 1.0.",
+    )
+    return b.g
+
+
+def regional_prompt() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    scene = b.add("CLIPTextEncode", (420, 60), "Whole image", text="a wide meadow at sunset, distant hills")
+    left = b.add("CLIPTextEncode", (420, 280), "Left third", text="a red barn")
+    right = b.add("CLIPTextEncode", (420, 500), "Right third", text="a large oak tree")
+    neg = b.add("CLIPTextEncode", (420, 720), "Negative prompt", text=NEGATIVE)
+    for enc in (scene, left, right, neg):
+        b.link(ckpt, "CLIP", enc, "clip", "CLIP")
+    left_area = b.add(
+        "ConditioningSetAreaPercentage", (800, 280), "Left area", width=0.4, height=1.0, x=0.0, y=0.0, strength=1.2
+    )
+    right_area = b.add(
+        "ConditioningSetAreaPercentage", (800, 500), "Right area", width=0.4, height=1.0, x=0.6, y=0.0, strength=1.2
+    )
+    b.link(left, "CONDITIONING", left_area, "conditioning", "CONDITIONING")
+    b.link(right, "CONDITIONING", right_area, "conditioning", "CONDITIONING")
+    both = b.add("ConditioningCombine", (1160, 380))
+    b.link(left_area, "CONDITIONING", both, "conditioning_1", "CONDITIONING")
+    b.link(right_area, "CONDITIONING", both, "conditioning_2", "CONDITIONING")
+    allc = b.add("ConditioningCombine", (1160, 120))
+    b.link(scene, "CONDITIONING", allc, "conditioning_1", "CONDITIONING")
+    b.link(both, "CONDITIONING", allc, "conditioning_2", "CONDITIONING")
+    empty = b.add("EmptyLatentImage", (800, 720), width=768, height=512, batch_size=1)
+    k = ksampler(b, (1420, 60), ckpt, allc, neg, empty)
+    decode_save(b, 1800, k, ckpt, "regional_prompt")
+    b.note(
+        (1420, 520),
+        "Each area prompt guides only its part of the image (fractions of the width and height, so any "
+        "size works); where areas overlap the whole-image prompt, their predictions are averaged, "
+        "weighted by strength and fading over 64 px at inner edges.",
+        size=(360, 160),
+    )
+    return b.g
+
+
 WORKFLOWS = {
     "txt2img": txt2img,
     "img2img": img2img,
@@ -429,6 +486,8 @@ WORKFLOWS = {
     "flux_schnell": flux_schnell,
     "sd3.5": sd35,
     "z_image_turbo": z_image_turbo,
+    "outpaint": outpaint,
+    "regional_prompt": regional_prompt,
 }
 
 

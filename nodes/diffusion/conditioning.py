@@ -39,6 +39,21 @@ between these fractions of the run (0 = pure noise, 1 = clean), converted to σ 
 ``percent_to_sigma`` when sampling, so one range means the same part of the run for every model."""
 GUIDANCE_KEY = "guidance"
 """``extras`` key of FluxGuidance: the distilled guidance value a FLUX-dev model is conditioned on."""
+AREA_KEY = "area"
+"""``extras`` key of ConditioningSetArea(Percentage): ``("cells", h, w, y, x)`` in latent cells (pixels
+// 8, as ComfyUI stores it) or ``("percentage", h, w, y, x)`` as fractions of the image. The entry then
+only guides that rectangle; see :mod:`nodes.diffusion.guidance` for how regions are combined."""
+STRENGTH_KEY = "strength"
+"""``extras`` key of an entry's weight where regions overlap (ConditioningSetArea/-Strength)."""
+MASK_KEY = "mask"
+MASK_STRENGTH_KEY = "mask_strength"
+AREA_TO_BOUNDS_KEY = "set_area_to_bounds"
+"""``extras`` keys of ConditioningSetMask: a ``[B, H, W]`` (or ``[1, H, W]``) weight map, its strength, and
+whether the model should only see the mask's bounding box (ComfyUI's "mask bounds")."""
+CONCAT_LATENT_KEY = "concat_latent_image"
+CONCAT_MASK_KEY = "concat_mask"
+"""``extras`` keys of InpaintModelConditioning: the masked image's latent (VAE space) and the mask an
+inpainting model receives as its extra input channels, instead of the latent being sampled."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +111,43 @@ def with_extras(c: Sequence[CondEntry], **extras: Any) -> Conditioning:
 def with_timestep_range(c: Sequence[CondEntry], start: float, end: float) -> Conditioning:
     """``ConditioningSetTimestepRange``: every entry applies only from ``start`` to ``end`` of the run."""
     return with_extras(c, **{START_PERCENT_KEY: float(start), END_PERCENT_KEY: float(end)})
+
+
+def is_regional(entry: CondEntry) -> bool:
+    """Whether an entry guides only part of the image or carries a weight (area, mask, strength)."""
+    return any(k in entry.extras for k in (AREA_KEY, MASK_KEY, STRENGTH_KEY))
+
+
+def concat_entries(to: Sequence[CondEntry], source: Sequence[CondEntry]) -> Conditioning:
+    """``ConditioningConcat``: every entry of ``to`` gets the tokens of ``source``'s first entry appended
+    (one longer prompt: both texts attended to at once, unlike Combine's two predictions). The pooled
+    vector and extras stay ``to``'s."""
+    if not source:
+        return list(to)
+    extra = source[0].embeds
+    return [CondEntry(torch.cat([e.embeds, extra.to(e.embeds)], dim=1), e.pooled, dict(e.extras)) for e in to]
+
+
+def average_entries(to: Sequence[CondEntry], source: Sequence[CondEntry], to_strength: float) -> Conditioning:
+    """``ConditioningAverage``: ``to·s + from·(1 − s)`` per token (``from`` = the first entry of ``source``,
+    cut or zero-padded to ``to``'s token count), pooled vectors likewise when both have one."""
+    if not source:
+        return list(to)
+    src = source[0]
+    out = []
+    for e in to:
+        n = e.embeds.shape[1]
+        f = src.embeds[:, :n].to(e.embeds)
+        if f.shape[1] < n:
+            f = torch.cat([f, torch.zeros(f.shape[0], n - f.shape[1], f.shape[2], dtype=f.dtype)], dim=1)
+        embeds = e.embeds * to_strength + f * (1.0 - to_strength)
+        pooled = e.pooled
+        if src.pooled is not None and e.pooled is not None:
+            pooled = e.pooled * to_strength + src.pooled.to(e.pooled) * (1.0 - to_strength)
+        elif src.pooled is not None:
+            pooled = src.pooled
+        out.append(CondEntry(embeds, pooled, dict(e.extras)))
+    return out
 
 
 def sdxl_time_ids(

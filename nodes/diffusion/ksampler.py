@@ -125,6 +125,7 @@ def sample(
             callback=on_step,
             start_scale="sigma",
             model_sampling=model.model_sampling,
+            batch_index=_batch_index(latent, samples.shape[0]),
         )
     if not torch.isfinite(out).all():
         raise SamplingError(
@@ -147,6 +148,15 @@ def sample(
     result["samples"] = model.from_model_space(out.float().cpu())
     denoised = model.from_model_space(last_denoised[0].float().cpu()) if last_denoised else result["samples"]
     return result, denoised
+
+
+def _batch_index(latent: Mapping[str, Any], batch: int) -> list[int] | None:
+    """Latent From Batch / Repeat Latent Batch record each latent's place in its seed's batch, so it
+    gets the noise it had there; an index list that does not fit the batch is ignored."""
+    index = latent.get("batch_index")
+    if index is None or len(index) != batch:
+        return None
+    return [int(i) for i in index]
 
 
 def ksampler(

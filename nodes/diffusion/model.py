@@ -178,7 +178,10 @@ class DiffusionModel:
             }
         x = x_in
         if concat is not None:
-            x = torch.cat([x, concat.to(x).repeat(len(conds), 1, 1, 1)], dim=1)
+            extra = concat.to(x)
+            if extra.shape[0] != x.shape[0]:  # one for the whole batch, or one per entry already
+                extra = extra.repeat(len(conds), 1, 1, 1)
+            x = torch.cat([x, extra], dim=1)
         x = x.to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

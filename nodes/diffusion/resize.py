@@ -39,7 +39,7 @@ def _interpolate(x: Tensor, size: tuple[int, int], method: str) -> Tensor:
         # bislerp (slerp between neighbours) behaves like bilinear for these sizes; bilinear is used.
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     if method in ("bicubic", "lanczos"):
-        # lanczos is approximated by bicubic with antialiasing on downscale.
+        # latents have no lanczos; images use PIL's (resize_image)
         return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
     raise ValueError(f"unknown upscale method {method!r}")
 
@@ -52,6 +52,25 @@ def resize_latent(samples: Tensor, width: int, height: int, method: str, crop: s
     return _interpolate(x.float(), (height // 8, width // 8), method)
 
 
+def _lanczos(x: Tensor, width: int, height: int) -> Tensor:
+    """PIL's Lanczos filter on 8-bit images, as ComfyUI's lanczos method does for images; [B, C, H, W]."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for img in x:
+        arr = np.clip(255.0 * img.permute(1, 2, 0).cpu().numpy(), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        res = np.asarray(pil.resize((width, height), resample=Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+        out.append(torch.from_numpy(res.reshape(height, width, -1).copy()).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def resize_latent_cells(samples: Tensor, width: int, height: int, method: str) -> Tensor:
+    """Resize latents to ``width``×``height`` latent cells (Upscale Latent By), no minimum size."""
+    return _interpolate(samples.float(), (height, width), method)
+
+
 def resize_image(image: Tensor, width: int, height: int, method: str, crop: str) -> Tensor:
     """IMAGE [B, H, W, C] → resized IMAGE, values kept in 0..1."""
     _, h, w, _ = image.shape
@@ -59,7 +78,10 @@ def resize_image(image: Tensor, width: int, height: int, method: str, crop: str)
     x = image.permute(0, 3, 1, 2)
     if crop == "center":
         x = center_crop(x, width, height)
-    x = _interpolate(x.float(), (height, width), method).clamp(0, 1)
+    if method == "lanczos":
+        x = _lanczos(x.float(), width, height)
+    else:
+        x = _interpolate(x.float(), (height, width), method).clamp(0, 1)
     return x.permute(0, 2, 3, 1).contiguous()
 
 
@@ -71,4 +93,4 @@ def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     return F.max_pool2d(mask[:, None].float(), kernel_size=k, stride=1, padding=pixels)[:, 0]
 
 
-__all__ = ["center_crop", "grow_mask", "resize_image", "resize_latent", "target_size", "torch"]
+__all__ = ["center_crop", "grow_mask", "resize_image", "resize_latent", "resize_latent_cells", "target_size", "torch"]

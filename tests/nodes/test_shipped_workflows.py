@@ -57,6 +57,8 @@ def shrink(graph) -> None:
             v.update(width=64, height=64)
         if node.type in ("LatentUpscale",):
             v.update(width=96, height=96)
+        if node.type == "ImagePadForOutpaint":  # the 64 px test image grown to 96 px
+            v.update(left=16, top=16, right=16, bottom=16, feathering=8)
         if "steps" in v:
             v["steps"] = 3
 
@@ -94,6 +96,7 @@ def test_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} >= {"txt2img", "img2img", "inpaint", "hires_fix", "sdxl", "custom_sampling"}
     assert {p.stem for p in WORKFLOWS} >= {"flux_dev", "flux_schnell", "sd3.5", "z_image_turbo"}
     assert {p.stem for p in WORKFLOWS} >= {"forward_noise", "denoise_timeline", "guidance_sweep"}
+    assert {p.stem for p in WORKFLOWS} >= {"outpaint", "regional_prompt"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -73,11 +73,14 @@ def decode(
     *,
     scaling_factor: float | None = None,
     tile: bool | None = None,
+    tile_cells: int = TILE_LATENT,
+    overlap_cells: int = TILE_OVERLAP,
 ) -> torch.Tensor:
     """Scaled latents ``[B, C, h, w]`` -> IMAGE ``float32 [B, 8h, 8w, 3]`` in 0..1 on the CPU (8 = SD VAEs).
 
     ``tile``: True/False forces tiled/whole decoding; None tiles above ``TILE_ABOVE_PIXELS`` and
-    retries tiled when the whole decode runs out of memory.
+    retries tiled when the whole decode runs out of memory. ``tile_cells``/``overlap_cells``: the tile
+    side and overlap in latent cells (VAE Decode (Tiled) chooses them).
     """
     scale, shift = _factors(vae, scaling_factor)
     cell = downscale_factor(vae)
@@ -88,7 +91,7 @@ def decode(
         dtype, device = _model_dtype_device(model)
         z = (latents.to(device=device, dtype=torch.float32) / scale + shift).to(dtype)
         if use_tiles:
-            return tiled_decode(model, z)
+            return tiled_decode(model, z, tile=tile_cells, overlap=overlap_cells)
         try:
             out: torch.Tensor = model.decode(z).sample
         except Exception as exc:
@@ -96,7 +99,7 @@ def decode(
                 raise
             log.warning("VAE decode of %dx%d ran out of memory; decoding in tiles", h * cell, w * cell)
             _free_device_cache(device)
-            return tiled_decode(model, z)
+            return tiled_decode(model, z, tile=tile_cells, overlap=overlap_cells)
         return out
 
     pixels = _with_fp32_fallback(vae, run, "decode")
