@@ -24,6 +24,7 @@ NODE_MODULES = (
     "nodes.text_encoders",
     "nodes.latent",
     "nodes.sampling",
+    "nodes.controlnet",
     "nodes.model_sampling",
     "nodes.image",
     "nodes.noise_lab",

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from graph_engine import InputError
 from nodes.diffusion.conditioning import END_PERCENT_KEY, START_PERCENT_KEY, CondEntry
+from nodes.diffusion.controlnet import check_family
 from nodes.diffusion.model import DiffusionModel
 from nodes.diffusion.sampling.model_sampling import AnyModelSampling, Denoiser
 
@@ -62,11 +64,12 @@ def _mean_output(
     groups: Sequence[Sequence[CondEntry]],
     hw: tuple[int, int],
     concat: Tensor | None,
+    sigma: float | None = None,
 ) -> list[Tensor]:
     """Predict for every entry of every group in one batch; return each group's mean prediction."""
     flat = [c for g in groups for c in g]
     batch = x_in.shape[0]
-    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw, concat)
+    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw, concat, sigma=sigma)
     chunks = out.split(batch)
     means, k = [], 0
     for g in groups:
@@ -90,6 +93,10 @@ class Guider:
         negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
+        for side, entries in (("positive", self.positive), ("negative", negative)):
+            problem = check_family(model, entries)
+            if problem is not None:
+                raise InputError(side, problem)
         pos_ranges = [sigma_range(e, ms) for e in self.positive]
         neg_ranges = [sigma_range(e, ms) for e in negative]
 
@@ -108,10 +115,10 @@ class Guider:
             x_in = ms.calculate_input(sigma, x)
             t = _t_for(model, sigma)
             if uncond_group:
-                uncond, cond = _mean_output(model, x_in, t, [uncond_group, positive], image_hw, concat)
+                uncond, cond = _mean_output(model, x_in, t, [uncond_group, positive], image_hw, concat, level)
                 out = uncond + self.cfg * (cond - uncond)
             else:
-                (out,) = _mean_output(model, x_in, t, [positive], image_hw, concat)
+                (out,) = _mean_output(model, x_in, t, [positive], image_hw, concat, level)
             return ms.calculate_denoised(sigma, out.to(x.dtype), x)
 
         return denoise
