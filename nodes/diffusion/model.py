@@ -192,9 +192,10 @@ class DiffusionModel:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         if any(CONTROL_KEY in c.extras for c in conds):
-            kwargs.update(
-                control_residuals(self, conds, per, x, t, context, kwargs.get("added_cond_kwargs"), image_hw, sigma)
-            )
+            # ControlNets see the noisy latent alone: an inpainting UNet's mask channels are its own input.
+            noisy = x_in.to(self.device, self.dtype)
+            added = kwargs.get("added_cond_kwargs")
+            kwargs.update(control_residuals(self, conds, per, noisy, t, context, added, image_hw, sigma))
         out = self._forward(x, context)(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
         return out.float()
 

@@ -345,3 +345,29 @@ def test_canny_finds_the_edges_of_a_square():
     faint = image * 0.05  # its sharpest gradient is about 0.16
     (none,) = canny.execute(ExecutionContext(node_id=1, title="t"), image=faint, low_threshold=0.4, high_threshold=0.8)
     assert not none.any(), "a faint square is below the thresholds"
+
+
+def test_controlnet_steers_an_inpainting_model(tiny_models, tmp_path):
+    """An inpainting UNet takes 9 input channels; its ControlNet (a copy of the 4-channel encoder, as the
+    SD1.5 ControlNets used with inpainting checkpoints are) gets the noisy latent alone."""
+    from tests.support.model_root import TINY_CONTROLNET, TINY_NAMES
+
+    control_png("control.png")
+    ckpt = TINY_NAMES["sd1_inpaint"]
+    steered = run_latents(*controlnet_graph(ckpt, [{"name": TINY_CONTROLNET, "image": "control.png"}]), tmp_path)
+    plain = run_latents(*controlnet_graph(ckpt, []), tmp_path)
+    assert torch.isfinite(steered).all() and (steered - plain).abs().max() > 1e-3
+
+
+def test_controlnet_is_loaded_once_through_the_model_manager(sd1, root):
+    from graph_engine import ExecutionContext
+    from nodes.controlnet import controlnet_loader
+    from nodes.diffusion.runtime import manager
+
+    name = write_controlnet(sd1[1][0], root, "single_file", "cached")
+    ctx = ExecutionContext(node_id=1, title="t")
+    loads = manager().loads
+    (first,) = controlnet_loader.execute(ctx, control_net_name=name)
+    (second,) = controlnet_loader.execute(ctx, control_net_name=name)
+    assert first.model is second.model and manager().loads == loads + 1
+    assert first.family == "sd1" and first.source == name
