@@ -247,7 +247,7 @@ def load_controlnet(
         lpb = int(config["layers_per_block"])
         hint = len(config["conditioning_embedding_out_channels"]) * 2 - 2
         with torch.device("meta"):
-            names = list(ControlNetModel.from_config(config).state_dict())
+            names = list(ControlNetModel.from_config(config).state_dict())  # type: ignore[no-untyped-call]
         sd = {}
         for name in names:
             source = layout + controlnet_key_to_ldm(name, lpb, hint)
@@ -355,7 +355,7 @@ def check_family(model: Any, entries: Sequence[Any]) -> str | None:
     for entry in entries:
         hint = entry.extras.get(CONTROL_KEY)
         for h in hint.chain() if hint is not None else []:
-            problem = h.control_net.misfit(model)
+            problem: str | None = h.control_net.misfit(model)
             if problem is not None:
                 return problem
     return None
@@ -369,8 +369,8 @@ def check_family(model: Any, entries: Sequence[Any]) -> str | None:
 def _active(hint: ControlHint, sigma: float | None, model_sampling: Any) -> bool:
     if sigma is None:
         return True
-    hi = model_sampling.percent_to_sigma(hint.start_percent)
-    lo = model_sampling.percent_to_sigma(hint.end_percent)
+    hi = float(model_sampling.percent_to_sigma(hint.start_percent))
+    lo = float(model_sampling.percent_to_sigma(hint.end_percent))
     return lo <= sigma <= hi
 
 
