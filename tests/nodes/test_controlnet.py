@@ -371,3 +371,18 @@ def test_controlnet_is_loaded_once_through_the_model_manager(sd1, root):
     (second,) = controlnet_loader.execute(ctx, control_net_name=name)
     assert first.model is second.model and manager().loads == loads + 1
     assert first.family == "sd1" and first.source == name
+
+
+def test_models_panel_lists_controlnets_with_their_family(sd1, sdxl, root):
+    from nodes.diffusion.model_paths import ModelFolders
+    from nodes.model_catalog import list_files, loader_for, probe
+
+    write_controlnet(sd1[1][0], root, "single_file", "canny_sd15")
+    write_controlnet(sdxl[1][0], root, "folder", "depth_xl")
+    folders = ModelFolders()
+    folders.add_root(root)
+    files = {f.name: f for f in list_files(folders)["controlnet"]}
+    assert set(files) == {"canny_sd15.safetensors", "depth_xl"}
+    assert probe(files["canny_sd15.safetensors"]).family == "Stable Diffusion 1.x ControlNet"
+    assert probe(files["depth_xl"]).family.startswith("SDXL") and files["depth_xl"].format == "diffusers"
+    assert loader_for(files["depth_xl"]) == ("ControlNetLoader", {"control_net_name": "depth_xl"})
