@@ -219,10 +219,11 @@ def test_sd1_controlnet_matches_diffusers_pipeline(sd1, root, layout, tmp_path):
     assert (theirs - plain).abs().max() > 1e-2, "the tiny ControlNet does not change the result"
 
 
-def test_sdxl_controlnet_matches_diffusers_pipeline(sdxl, root, tmp_path):
+@pytest.mark.parametrize("layout", ["single_file", "folder"])
+def test_sdxl_controlnet_matches_diffusers_pipeline(sdxl, root, layout, tmp_path):
     models, nets = sdxl
     write_single_file(models, root / "checkpoints" / "tiny_xl.safetensors")
-    name = write_controlnet(nets[0], root, "single_file", "cn_xl")
+    name = write_controlnet(nets[0], root, layout, "cn_xl")
     image = control_png("control.png", seed=1)
     g, ids = controlnet_graph("tiny_xl.safetensors", [{"name": name, "image": "control.png"}], negative=None)
     ours = run_latents(g, ids, tmp_path)
@@ -386,3 +387,13 @@ def test_models_panel_lists_controlnets_with_their_family(sd1, sdxl, root):
     assert probe(files["canny_sd15.safetensors"]).family == "Stable Diffusion 1.x ControlNet"
     assert probe(files["depth_xl"]).family.startswith("SDXL") and files["depth_xl"].format == "diffusers"
     assert loader_for(files["depth_xl"]) == ("ControlNetLoader", {"control_net_name": "depth_xl"})
+
+
+def test_a_control_image_that_is_not_an_image_is_named(sd1, root, tmp_path):
+    write_single_file(sd1[0], root / "checkpoints" / "tiny.safetensors")
+    name = write_controlnet(sd1[1][0], root, "single_file", "cn")
+    input_dir().mkdir(parents=True, exist_ok=True)
+    (input_dir() / "notes.png").write_text("not a picture")
+    g, _ = controlnet_graph("tiny.safetensors", [{"name": name, "image": "notes.png"}])
+    error = run_error(g, tmp_path)
+    assert error.type == "LoadImage" and error.input == "image"
