@@ -26,6 +26,7 @@ NODE_MODULES = (
     "nodes.latent",
     "nodes.latent_tools",
     "nodes.sampling",
+    "nodes.controlnet",
     "nodes.model_sampling",
     "nodes.image",
     "nodes.image_tools",

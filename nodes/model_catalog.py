@@ -32,13 +32,14 @@ from nodes.diffusion.text.encoder_files import CLIP_G, QWEN3, ROLE_NAMES, T5XXL,
 from nodes.families import read_diffusers_folder, recognise_diffusers_folder, recognise_single_file
 
 # The order and names the panel shows; `KINDS` is the folder names.
-KIND_ORDER = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras")
+KIND_ORDER = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras", "controlnet")
 KIND_TITLES = {
     "checkpoints": "Checkpoints",
     "diffusion_models": "Diffusion models",
     "text_encoders": "Text encoders",
     "vae": "VAE",
     "loras": "LoRA",
+    "controlnet": "ControlNet",
 }
 # The node that loads a file of each kind, and the input that names the file.
 LOADERS = {
@@ -47,6 +48,7 @@ LOADERS = {
     "text_encoders": ("CLIPLoader", "clip_name"),
     "vae": ("VAELoader", "vae_name"),
     "loras": ("LoraLoader", "lora_name"),
+    "controlnet": ("ControlNetLoader", "control_net_name"),
 }
 _VAE_MARK = "decoder.conv_in.weight"
 _LATENT_FAMILIES = {4: "SD 1.x/2.x, SDXL", 16: "FLUX.1, SD3, Z-Image"}
@@ -147,12 +149,31 @@ def _vae(shapes: dict[str, tuple[int, ...]]) -> Probe:
     return Probe(f"{channels}-channel VAE", f"latents with {channels} channels" + (f" ({fits})" if fits else ""))
 
 
+def _controlnet(file: ModelFile) -> Probe:
+    """The family a ControlNet is for, read from its shapes (or its folder's config) without loading it."""
+    import json
+
+    from nodes.diffusion.controlnet import derive_controlnet_config, family_of_config
+    from nodes.families import get
+
+    try:
+        if file.format == "diffusers":
+            family = family_of_config(json.loads((file.path / "config.json").read_text(encoding="utf-8")))
+        else:
+            family, _, _ = derive_controlnet_config(read_safetensors_header(file.path).shapes(), file.path)
+    except (ModelError, OSError, ValueError) as exc:
+        return Probe("unknown", str(exc))
+    return Probe(f"{get(family).display_name} ControlNet")
+
+
 def probe(file: ModelFile) -> Probe:
     """Read what `file` is from its header (or a diffusers folder's configs); never raises."""
     if file.format == "pickle":
         return Probe("not read (pickle)", "pickle files are not opened; convert it to .safetensors")
     if file.kind == "loras":
         return Probe("LoRA")
+    if file.kind == "controlnet":
+        return _controlnet(file)
     if file.format == "diffusers":
         folder_family = recognise_diffusers_folder(read_diffusers_folder(file.path))
         return Probe(folder_family.display_name if folder_family else "unknown", "diffusers folder")

@@ -18,6 +18,7 @@ from graph_engine.serialization import save  # noqa: E402
 SD15 = "v1-5-pruned-emaonly.safetensors"
 SD15_INPAINT = "sd-v1-5-inpainting.safetensors"
 SDXL = "sd_xl_base_1.0.safetensors"
+CONTROLNET_CANNY = "control_v11p_sd15_canny_fp16.safetensors"
 POSITIVE = "beautiful scenery nature glass bottle landscape, purple galaxy bottle"
 NEGATIVE = "text, watermark"
 
@@ -130,6 +131,48 @@ def inpaint() -> Graph:
         "<name>_mask.png;\n"
         "4. Run.",
         size=(400, 170),
+    )
+    return b.g
+
+
+def controlnet_canny() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    load = b.add("LoadImage", (20, 480), "Image to take the edges of", image="example.png")
+    canny = b.add("Canny", (420, 560), low_threshold=0.4, high_threshold=0.8)
+    b.link(load, "IMAGE", canny, "image", "IMAGE")
+    control = b.add("ControlNetLoader", (420, 760), control_net_name=CONTROLNET_CANNY)
+    apply = b.add(
+        "ControlNetApplyAdvanced", (700, 300), "Apply ControlNet", strength=1.0, start_percent=0.0, end_percent=1.0
+    )
+    b.link(pos, "CONDITIONING", apply, "positive", "CONDITIONING")
+    b.link(neg, "CONDITIONING", apply, "negative", "CONDITIONING")
+    b.link(control, "CONTROL_NET", apply, "control_net", "CONTROL_NET")
+    b.link(canny, "IMAGE", apply, "image", "IMAGE")
+    b.link(ckpt, "VAE", apply, "vae", "VAE")
+    empty = b.add("EmptyLatentImage", (700, 620), width=512, height=512, batch_size=1)
+    k = b.add(
+        "KSampler",
+        (1000, 60),
+        seed=156680208700286,
+        steps=20,
+        cfg=8.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=1.0,
+    )
+    b.link(ckpt, "MODEL", k, "model", "MODEL")
+    b.link(apply, "positive", k, "positive", "CONDITIONING")
+    b.link(apply, "negative", k, "negative", "CONDITIONING")
+    b.link(empty, "LATENT", k, "latent_image", "LATENT")
+    decode_save(b, 1380, k, ckpt, "controlnet_canny")
+    b.note(
+        (1000, 560),
+        "The edges of the loaded image (Canny) hold the composition while the prompt paints it. "
+        f"models/controlnet: {CONTROLNET_CANNY} (ControlNet 1.1 canny for SD 1.5). Lower strength or "
+        "end_percent to loosen the hold; put a Preview Image after Canny to see the edges.",
+        size=(380, 160),
     )
     return b.g
 
@@ -477,6 +520,7 @@ WORKFLOWS = {
     "img2img": img2img,
     "inpaint": inpaint,
     "hires_fix": hires_fix,
+    "controlnet_canny": controlnet_canny,
     "sdxl": sdxl,
     "custom_sampling": custom_sampling,
     "forward_noise": forward_noise,

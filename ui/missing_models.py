@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QLabel, QPushButto
 
 from nodes.model_matching import MissingModel
 
-KIND_NAMES = {"checkpoints": "checkpoint", "vae": "VAE", "loras": "LoRA"}
+KIND_NAMES = {"checkpoints": "checkpoint", "vae": "VAE", "loras": "LoRA", "controlnet": "ControlNet"}
 
 
 class MissingModelRow(QWidget):

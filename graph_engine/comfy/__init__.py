@@ -47,6 +47,7 @@ MODEL_INPUTS = {
     "clip_name3": "text_encoders",
     "vae_name": "vae",
     "lora_name": "loras",
+    "control_net_name": "controlnet",
 }
 
 

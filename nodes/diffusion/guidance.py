@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graph_engine import InputError
 from nodes.diffusion.conditioning import (
     AREA_KEY,
     AREA_TO_BOUNDS_KEY,
@@ -47,6 +48,7 @@ from nodes.diffusion.conditioning import (
     CondEntry,
     is_regional,
 )
+from nodes.diffusion.controlnet import check_family
 from nodes.diffusion.model import DiffusionModel
 from nodes.diffusion.sampling.model_sampling import AnyModelSampling, Denoiser
 
@@ -100,12 +102,14 @@ def _mean_output(
     groups: Sequence[Sequence[CondEntry]],
     hw: tuple[int, int],
     concat_for: ConcatFor,
+    sigma: float | None = None,
 ) -> list[Tensor]:
-    """Predict for every entry of every group in one batch; return each group's mean prediction."""
+    """Predict for every entry of every group in one batch; return each group's mean prediction.
+    `sigma`: the step's noise level, for controls active only part of the way (ControlNet start/end)."""
     flat = [c for g in groups for c in g]
     batch = x_in.shape[0]
     concat = _batched_concat(flat, concat_for)
-    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw, concat)
+    out = model.predict(x_in.repeat(len(flat), 1, 1, 1), t.repeat(len(flat)), flat, hw, concat, sigma=sigma)
     chunks = out.split(batch)
     means, k = [], 0
     for g in groups:
@@ -186,6 +190,7 @@ def _regional_output(
     groups: Sequence[Sequence[CondEntry]],
     hw: tuple[int, int],
     concat_for: ConcatFor,
+    sigma: float | None = None,
 ) -> list[Tensor]:
     """Each group's weighted average of its entries' predictions, entries with the same area batched
     into one call on the cropped latent (see the module docstring)."""
@@ -205,7 +210,7 @@ def _regional_output(
         if concat is not None:
             concat = concat[:, :, ay : ay + ah, ax : ax + aw]
         n = len(entries)
-        out = model.predict(crop.repeat(n, 1, 1, 1), t.repeat(n), entries, hw, concat).float()
+        out = model.predict(crop.repeat(n, 1, 1, 1), t.repeat(n), entries, hw, concat, sigma=sigma).float()
         for k, (gi, _, weight) in enumerate(items):
             wgt = weight.to(out.device)
             outs[gi][:, :, ay : ay + ah, ax : ax + aw] += out[k * b : (k + 1) * b] * wgt
@@ -229,6 +234,10 @@ class Guider:
         negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
+        for side, entries in (("positive", self.positive), ("negative", negative)):
+            problem = check_family(model, entries)
+            if problem is not None:
+                raise InputError(side, problem)
         pos_ranges = [sigma_range(e, ms) for e in self.positive]
         neg_ranges = [sigma_range(e, ms) for e in negative]
         regional = any(is_regional(e) for e in [*self.positive, *negative])
@@ -258,10 +267,10 @@ class Guider:
             x_in = ms.calculate_input(sigma, x)
             t = _t_for(model, sigma)
             if uncond_group:
-                uncond, cond = combine(model, x_in, t, [uncond_group, positive], image_hw, concat_for)
+                uncond, cond = combine(model, x_in, t, [uncond_group, positive], image_hw, concat_for, level)
                 out = uncond + self.cfg * (cond - uncond)
             else:
-                (out,) = combine(model, x_in, t, [positive], image_hw, concat_for)
+                (out,) = combine(model, x_in, t, [positive], image_hw, concat_for, level)
             return ms.calculate_denoised(sigma, out.to(x.dtype), x)
 
         return denoise

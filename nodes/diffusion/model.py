@@ -18,6 +18,7 @@ from torch import Tensor
 
 from nodes import families
 from nodes.diffusion.conditioning import CondEntry, sdxl_time_ids
+from nodes.diffusion.controlnet import CONTROL_KEY, control_residuals
 from nodes.diffusion.dit.runtime import TEXT_RECIPE_KEY, ConditioningMismatchError
 from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
@@ -136,6 +137,7 @@ class DiffusionModel:
         conds: Sequence[CondEntry],
         image_hw: tuple[int, int],
         concat: Tensor | None = None,
+        sigma: float | None = None,
     ) -> Tensor:
         """One UNet call on a batch: `x_in` is [N·B, C, h, w], `conds` one entry per N-block of the batch.
 
@@ -146,6 +148,10 @@ class DiffusionModel:
 
         Families whose denoiser is called differently (the flow transformers) name their own call in
         the registry (``ModelFamily.predictor``); this method hands the batch to it.
+
+        Entries carrying ControlNets (``nodes.diffusion.controlnet``) active at `sigma` (all of them when
+        `sigma` is None) get their residuals added to the UNet's skip connections; the other entries of
+        the batch get none.
         """
         predictor = self._predictor()
         if predictor is not None:
@@ -188,6 +194,11 @@ class DiffusionModel:
         t = t.to(self.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if any(CONTROL_KEY in c.extras for c in conds):
+            # ControlNets see the noisy latent alone: an inpainting UNet's mask channels are its own input.
+            noisy = x_in.to(self.device, self.dtype)
+            added = kwargs.get("added_cond_kwargs")
+            kwargs.update(control_residuals(self, conds, per, noisy, t, context, added, image_hw, sigma))
         out = self._forward(x, context)(x, t, encoder_hidden_states=context, return_dict=False, **kwargs)[0]
         return out.float()
 

@@ -201,6 +201,12 @@ class ModelManager:
         """The 16-channel VAE of SD3/FLUX/Z-Image files (standalone or inside an all-in-one checkpoint)."""
         return self._get("vae16", Path(path), dict(device=torch.device(device), dtype=dtype))
 
+    def controlnet(
+        self, path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Any:
+        """A ControlNet for the UNet families (see ``nodes.diffusion.controlnet.load_controlnet``)."""
+        return self._get("controlnet", Path(path), dict(device=torch.device(device), dtype=dtype))
+
     def _key(self, kind: str, path: Path, kwargs: dict[str, Any]) -> ModelKey:
         if not path.exists():
             raise ModelError(f"Model file {path} does not exist.")
@@ -252,6 +258,7 @@ class ModelManager:
         if self._loaders is not None:
             return self._loaders[kind]
         from nodes.diffusion.checkpoint.load import load_checkpoint, load_vae
+        from nodes.diffusion.controlnet import load_controlnet
         from nodes.diffusion.dit.loading import load_transformer, load_vae16
         from nodes.diffusion.text.encoder_files import load_text_encoder
 
@@ -261,6 +268,7 @@ class ModelManager:
             "text_encoder": load_text_encoder,
             "diffusion_model": load_transformer,
             "vae16": load_vae16,
+            "controlnet": load_controlnet,
         }
         return loaders[kind]
 

@@ -2,7 +2,8 @@
 
 A workflow refers to a model by a *name* relative to a model folder (``"sd15/dreamshaper.safetensors"``,
 always with forward slashes), never by absolute path, so the same workflow works on another machine.
-The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``) are
+The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``,
+``controlnet``) are
 searched in order:
 
 1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder, then
@@ -29,10 +30,15 @@ from typing import Any
 
 from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
-KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models")
+KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
-_A1111_FOLDERS = {"checkpoints": "models/Stable-diffusion", "vae": "models/VAE", "loras": "models/Lora"}
+_A1111_FOLDERS = {
+    "checkpoints": "models/Stable-diffusion",
+    "vae": "models/VAE",
+    "loras": "models/Lora",
+    "controlnet": "models/ControlNet",
+}
 # ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples, and the pre-2024
 # folder names "clip" and "unet" for text encoders and diffusion models).
 _COMFY_KEYS = {
@@ -44,6 +50,7 @@ _COMFY_KEYS = {
     "clip": "text_encoders",
     "diffusion_models": "diffusion_models",
     "unet": "diffusion_models",
+    "controlnet": "controlnet",
 }
 # Older folder names ComfyUI still reads for a kind, searched after the current one under every root.
 _LEGACY_FOLDERS = {"text_encoders": ("clip",), "diffusion_models": ("unet",)}
@@ -176,7 +183,7 @@ def _safe_parts(kind: str, name: str) -> list[str]:
 def _is_model_dir(path: Path, kind: str) -> bool:
     if kind == "checkpoints":
         return (path / "model_index.json").is_file()
-    if kind in ("vae", "diffusion_models"):
+    if kind in ("vae", "diffusion_models", "controlnet"):
         return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
     return False
 

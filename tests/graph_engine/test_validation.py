@@ -20,6 +20,7 @@ def test_type_table_has_the_documented_types():
         "IMAGE",
         "MASK",
         "GUIDER",
+        "CONTROL_NET",
         "SAMPLER",
         "SIGMAS",
         "NOISE",

@@ -18,7 +18,7 @@ from graph_engine import Executor, validate
 from graph_engine.serialization import graph_to_dict, load
 from nodes import builtin_registry
 from nodes.folders import input_dir
-from tests.support.model_root import FLOW_FILES, TINY_NAMES, write_test_image
+from tests.support.model_root import FLOW_FILES, TINY_CONTROLNET, TINY_NAMES, write_test_image
 
 ROOT = Path(__file__).parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -26,9 +26,19 @@ MODEL_FOR = {
     "v1-5-pruned-emaonly.safetensors": TINY_NAMES["sd1"],
     "sd-v1-5-inpainting.safetensors": TINY_NAMES["sd1_inpaint"],
     "sd_xl_base_1.0.safetensors": TINY_NAMES["sdxl"],
+    "control_v11p_sd15_canny_fp16.safetensors": TINY_CONTROLNET,
     **FLOW_FILES,
 }
-MODEL_INPUTS = ("ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3")
+MODEL_INPUTS = (
+    "ckpt_name",
+    "unet_name",
+    "vae_name",
+    "clip_name",
+    "clip_name1",
+    "clip_name2",
+    "clip_name3",
+    "control_net_name",
+)
 
 
 @pytest.fixture
@@ -96,7 +106,7 @@ def test_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} >= {"txt2img", "img2img", "inpaint", "hires_fix", "sdxl", "custom_sampling"}
     assert {p.stem for p in WORKFLOWS} >= {"flux_dev", "flux_schnell", "sd3.5", "z_image_turbo"}
     assert {p.stem for p in WORKFLOWS} >= {"forward_noise", "denoise_timeline", "guidance_sweep"}
-    assert {p.stem for p in WORKFLOWS} >= {"outpaint", "regional_prompt"}
+    assert {p.stem for p in WORKFLOWS} >= {"outpaint", "regional_prompt", "controlnet_canny"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

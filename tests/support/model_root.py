@@ -1,6 +1,6 @@
 """A session-wide model root of tiny checkpoints in the real folder layout (`checkpoints/`, `vae/`,
-`loras/`, `diffusion_models/`, `text_encoders/`), registered as an extra model root so nodes find them
-by name like real models."""
+`loras/`, `diffusion_models/`, `text_encoders/`, `controlnet/`), registered as an extra model root so
+nodes find them by name like real models."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ TINY_NAMES = {
     "sd2": "tiny_sd2_v.safetensors",
     "sdxl": "tiny_sdxl.safetensors",
 }
+# A ControlNet copied from the tiny SD1 UNet, in the original (lllyasviel) single-file layout.
+TINY_CONTROLNET = "tiny_sd1_controlnet.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +34,16 @@ def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         make_tiny(family, ckpts, name=filename.removesuffix(".safetensors"), inpainting=key.endswith("inpaint"))
     (root / "vae").mkdir()
     (root / "loras").mkdir()
+    write_tiny_controlnet(root / "controlnet" / TINY_CONTROLNET)
     return root
+
+
+def write_tiny_controlnet(path: Path) -> Path:
+    """A seeded ControlNet for the tiny SD1 checkpoint (same UNet architecture)."""
+    from tests.support.tiny_controlnet import build_tiny_controlnet, write_controlnet_single_file
+    from tests.support.tiny_sd import build_tiny_models
+
+    return write_controlnet_single_file(build_tiny_controlnet(build_tiny_models("sd1").unet, seed=1), path)
 
 
 # Tiny flow-matching models in ComfyUI's layout, under their own names; workflows' real names (the keys)

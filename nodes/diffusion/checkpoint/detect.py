@@ -253,9 +253,9 @@ def _is_lora(shapes: Shapes) -> bool:
     return any(k.startswith(("lora_unet_", "lora_te", "lora_")) or "lora" in k.lower() for k in shapes)
 
 
-def _cross_attention_dim(idx: _KeyIndex) -> int | None:
+def _cross_attention_dim(idx: _KeyIndex, prefix: str = UNET_PREFIX) -> int | None:
     for key, shape in idx.shapes.items():
-        if key.startswith(UNET_PREFIX) and key.endswith(".attn2.to_k.weight"):
+        if key.startswith(prefix) and key.endswith(".attn2.to_k.weight"):
             return shape[1]
     return None
 
@@ -266,11 +266,20 @@ def _cross_attention_dim(idx: _KeyIndex) -> int | None:
 
 
 def derive_unet_config(
-    shapes: Shapes, family: str, path: str | Path = "?", *, pooled_dim: int | None = None
+    shapes: Shapes,
+    family: str,
+    path: str | Path = "?",
+    *,
+    pooled_dim: int | None = None,
+    prefix: str = UNET_PREFIX,
+    encoder_only: bool = False,
 ) -> dict[str, Any]:
-    """Rebuild the diffusers UNet config from the LDM UNet's shapes (see module docstring)."""
+    """Rebuild the diffusers UNet config from the LDM UNet's shapes (see module docstring).
+
+    ``encoder_only``: the weights hold only the input blocks and the middle block, as a ControlNet's
+    copy of the UNet does (under ``prefix``); the output side is then neither read nor required."""
     idx = _KeyIndex(shapes)
-    p = UNET_PREFIX
+    p = prefix
     cfg = base_config(family, "unet")
     spec = _ldm_unet(family)
 
@@ -279,9 +288,10 @@ def derive_unet_config(
 
     conv_in = idx.shape(p + "input_blocks.0.0.weight")
     cfg["in_channels"] = conv_in[1]
-    if not idx.has(p + "out.2.weight"):
-        raise unsupported("no output convolution (out.2)")
-    cfg["out_channels"] = idx.shape(p + "out.2.weight")[0]
+    if not encoder_only:
+        if not idx.has(p + "out.2.weight"):
+            raise unsupported("no output convolution (out.2)")
+        cfg["out_channels"] = idx.shape(p + "out.2.weight")[0]
 
     # Input blocks 1..N: resnets of one level, then a downsampler block ("…N.0.op") closing it.
     levels: list[list[int]] = [[]]
@@ -331,27 +341,28 @@ def derive_unet_config(
     if len(linear_proj) > 1:
         raise unsupported("both linear and 1x1-conv attention projections")
 
-    # Output blocks mirror the input levels, each level one resnet longer.
-    n_out = len(idx.indices(p + "output_blocks."))
-    if n_out != len(levels) * (layers_per_block + 1):
-        raise unsupported(f"{n_out} output blocks for {len(levels)} levels of {layers_per_block} resnets")
-    up_depths: list[list[int]] = []
-    for b in range(len(levels)):
-        row = []
-        for j in range(layers_per_block + 1):
-            a = p + f"output_blocks.{b * (layers_per_block + 1) + j}.1."
-            row.append(idx.count(a + "transformer_blocks.") if idx.has(a + "proj_in.weight") else 0)
-        up_depths.append(row)
-    if [d > 0 for d in (row[0] for row in up_depths)] != list(reversed(has_attn)):
-        raise unsupported("output levels whose attention does not mirror the input levels")
-
     # Levels without attention still need a number: diffusers sizes the mid block from the last entry.
     last = len(depths) - 1
     transformer_layers = [d if d else (mid_depth if i == last else 1) for i, d in enumerate(depths)]
-    if [row for row in up_depths] != [
-        [transformer_layers[-1 - b] if has_attn[-1 - b] else 0] * (layers_per_block + 1) for b in range(len(levels))
-    ]:
-        cfg["reverse_transformer_layers_per_block"] = [[d if d else 1 for d in row] for row in up_depths]
+    if not encoder_only:
+        # Output blocks mirror the input levels, each level one resnet longer.
+        n_out = len(idx.indices(p + "output_blocks."))
+        if n_out != len(levels) * (layers_per_block + 1):
+            raise unsupported(f"{n_out} output blocks for {len(levels)} levels of {layers_per_block} resnets")
+        up_depths: list[list[int]] = []
+        for b in range(len(levels)):
+            row = []
+            for j in range(layers_per_block + 1):
+                a = p + f"output_blocks.{b * (layers_per_block + 1) + j}.1."
+                row.append(idx.count(a + "transformer_blocks.") if idx.has(a + "proj_in.weight") else 0)
+            up_depths.append(row)
+        if [d > 0 for d in (row[0] for row in up_depths)] != list(reversed(has_attn)):
+            raise unsupported("output levels whose attention does not mirror the input levels")
+
+        if [row for row in up_depths] != [
+            [transformer_layers[-1 - b] if has_attn[-1 - b] else 0] * (layers_per_block + 1) for b in range(len(levels))
+        ]:
+            cfg["reverse_transformer_layers_per_block"] = [[d if d else 1 for d in row] for row in up_depths]
 
     cfg["block_out_channels"] = channels
     cfg["layers_per_block"] = layers_per_block
@@ -362,7 +373,7 @@ def derive_unet_config(
     used_depths = {d for d in depths if d} | {mid_depth}
     cfg["transformer_layers_per_block"] = used_depths.pop() if len(used_depths) == 1 else transformer_layers
     cfg["use_linear_projection"] = linear_proj.pop() if linear_proj else cfg["use_linear_projection"]
-    context = _cross_attention_dim(idx)
+    context = _cross_attention_dim(idx, p)
     if context is None:
         raise unsupported("no cross-attention layers")
     cfg["cross_attention_dim"] = context

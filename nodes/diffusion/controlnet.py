@@ -1,0 +1,452 @@
+"""ControlNet for the UNet families (SD 1.x, SD 2.x, SDXL): files, the CONTROL_NET value, and the
+residuals a sampler adds to the UNet.
+
+A ControlNet is a trainable copy of the UNet's encoder (input blocks and middle block) plus a small
+convolutional encoder for the control image (``controlnet_cond_embedding``, LDM ``input_hint_block``)
+and one zero-initialised 1×1 convolution per skip connection (``controlnet_down_blocks`` /
+``zero_convs``) and for the middle block (``controlnet_mid_block`` / ``middle_block_out``). Its
+outputs are added to the UNet's skip connections and middle block; diffusers' ``ControlNetModel``
+computes them and its ``UNet2DConditionModel`` takes them as ``down_block_additional_residuals`` /
+``mid_block_additional_residual``.
+
+Files come in three layouts, all read here without diffusers' network-bound ``from_single_file``:
+
+* original single files (lllyasviel's ControlNet 1.0/1.1): LDM names, with or without ``control_model.``;
+* diffusers-layout single files (``controlnet_cond_embedding.*``, ``down_blocks.*``);
+* diffusers folders (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+
+The architecture of a single file is read from its shapes with the UNet reader
+(``detect.derive_unet_config(encoder_only=True)``); a diffusers-layout file's names are first mapped
+to the LDM names with the same key map the checkpoint writer uses (``ldm_layout``), so one reader and
+one key map serve both directions.
+
+Applying a ControlNet (ControlNetApply/ControlNetApplyAdvanced) attaches a :class:`ControlHint` to
+every conditioning entry under :data:`CONTROL_KEY`. Hints form a chain through ``previous`` (stacking
+ControlNets, as ComfyUI does), and the residuals of every hint active at the current σ are summed, as
+diffusers' ``MultiControlNetModel`` sums them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nodes import families
+from nodes.diffusion.checkpoint.ldm_layout import _UNET_FIXED, _unet_key
+from nodes.diffusion.errors import ModelError
+
+CONTROL_KEY = "control"
+"""``CondEntry.extras`` key holding the newest :class:`ControlHint` of an entry (older ones via ``previous``)."""
+LDM_PREFIX = "control_model."
+_UNION_MARKERS = ("task_embedding", "control_add_embedding", "transformer_layes.", "spatial_ch_projs")
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+class ControlNetFileError(ModelError):
+    """A file in models/controlnet that cannot be used as a ControlNet (the message says why)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Key layouts
+# --------------------------------------------------------------------------------------------
+
+
+def controlnet_key_to_ldm(key: str, layers_per_block: int, hint_blocks: int) -> str:
+    """A diffusers ``ControlNetModel`` weight name -> its name in the original layout (no prefix)."""
+    module, _, param = key.rpartition(".")
+    if module == "controlnet_cond_embedding.conv_in":
+        return f"input_hint_block.0.{param}"
+    if module == "controlnet_cond_embedding.conv_out":
+        return f"input_hint_block.{2 * (hint_blocks + 1)}.{param}"
+    if m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", module):
+        return f"input_hint_block.{2 * (int(m[1]) + 1)}.{param}"
+    if m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", module):
+        return f"zero_convs.{m[1]}.0.{param}"
+    if module == "controlnet_mid_block":
+        return f"middle_block_out.0.{param}"
+    if module in _UNET_FIXED or key.startswith(("down_blocks.", "mid_block.")):
+        return _unet_key(key, layers_per_block, [])
+    raise ValueError(f"ControlNet weight {key!r} has no place in the original layout")
+
+
+def _diffusers_layout_numbers(keys: Sequence[str]) -> tuple[int, int]:
+    """(layers_per_block, number of cond-embedding blocks) of diffusers-layout ControlNet weights."""
+    resnets = {int(m[1]) for k in keys if (m := re.match(r"down_blocks\.0\.resnets\.(\d+)\.", k))}
+    hint = {int(m[1]) for k in keys if (m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.", k))}
+    return len(resnets), len(hint)
+
+
+def controlnet_to_ldm(state_dict: Mapping[str, Tensor], *, prefix: str = LDM_PREFIX) -> dict[str, Tensor]:
+    """diffusers ``ControlNetModel`` weights -> the original single-file layout (lllyasviel's names)."""
+    lpb, hint = _diffusers_layout_numbers(list(state_dict))
+    return {prefix + controlnet_key_to_ldm(k, lpb, hint): v for k, v in state_dict.items()}
+
+
+def _layout(shapes: Shapes, path: Path) -> str:
+    """``"ldm"`` (with the prefix found) or ``"diffusers"``; anything else is refused with a reason."""
+    keys = list(shapes)
+    if any(marker in k for k in keys for marker in _UNION_MARKERS):
+        raise ControlNetFileError(
+            f"{path.name} is a ControlNet Union/ProMax (several control types in one model); sdgraph does not "
+            "support union ControlNets yet — use a single-type ControlNet"
+        )
+    if "controlnet_cond_embedding.conv_in.weight" in shapes:
+        return "diffusers"
+    for prefix in (LDM_PREFIX, ""):
+        if prefix + "input_hint_block.0.weight" in shapes and prefix + "zero_convs.0.0.weight" in shapes:
+            return prefix
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        raise ControlNetFileError(f"{path.name} is a whole checkpoint, not a ControlNet; put it in models/checkpoints")
+    if any("lora" in k.lower() for k in keys):
+        raise ControlNetFileError(f"{path.name} is a LoRA, not a ControlNet; put it in models/loras")
+    tops = sorted({k.split(".")[0] for k in keys})[:6]
+    raise ControlNetFileError(
+        f"{path.name} is not a ControlNet for SD 1.x/2.x/SDXL (no input_hint_block/zero_convs or "
+        f"controlnet_cond_embedding weights; top-level names are {tops})"
+    )
+
+
+def _ldm_shapes(shapes: Shapes, path: Path) -> tuple[dict[str, tuple[int, ...]], str]:
+    """The shapes under original-layout names without prefix, and the layout they came in."""
+    layout = _layout(shapes, path)
+    if layout == "diffusers":
+        lpb, hint = _diffusers_layout_numbers(list(shapes))
+        out: dict[str, tuple[int, ...]] = {}
+        for k, v in shapes.items():
+            try:
+                out[controlnet_key_to_ldm(k, lpb, hint)] = v
+            except ValueError:
+                continue  # a weight sdgraph does not use; the load step reports missing ones
+        return out, layout
+    return {k[len(layout) :]: v for k, v in shapes.items() if k.startswith(layout)}, layout
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture from shapes
+# --------------------------------------------------------------------------------------------
+
+
+def _controlnet_params() -> set[str]:
+    from diffusers import ControlNetModel
+
+    return set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+
+
+def family_of_config(config: Mapping[str, Any]) -> str:
+    """The UNet family a ControlNet belongs to, from its conditioning width and size embedding: the
+    family whose UNet has exactly these, else (a width no released model has) SDXL for a ControlNet
+    with the size embedding and SD 1.x without. Whether it fits a model is decided by :func:`misfit`
+    on the real widths, not by this name."""
+    context = config.get("cross_attention_dim")
+    size_embedding = config.get("addition_embed_type") == "text_time"
+    found = families.recognise_unet_signature(int(context) if context else None, size_embedding)
+    if found is not None:
+        return found.name
+    return "sdxl" if size_embedding else "sd1"
+
+
+def derive_controlnet_config(shapes: Shapes, path: Path) -> tuple[str, dict[str, Any], str]:
+    """(family, ``ControlNetModel`` config, layout) of a single file, from its tensor shapes."""
+    from nodes.diffusion.checkpoint.detect import base_config, derive_unet_config
+
+    ldm, layout = _ldm_shapes(shapes, path)
+    context = next((s[1] for k, s in ldm.items() if k.endswith(".attn2.to_k.weight")), None)
+    family = family_of_config(
+        {"cross_attention_dim": context, "addition_embed_type": "text_time" if "label_emb.0.0.weight" in ldm else None}
+    )
+    pooled = None
+    if "label_emb.0.0.weight" in ldm:
+        # The file does not say how wide the pooled text vector is (the size-id embedding has no weights):
+        # take the family's; when that does not fit, the width is matched to the UNet's when sampling.
+        pooled = int(base_config(family, "text_encoder_2").get("projection_dim", 1280))
+        ids = families.get(family).ldm_unet.time_ids  # type: ignore[union-attr]
+        proj_in = ldm["label_emb.0.0.weight"][1]
+        if proj_in <= pooled or (proj_in - pooled) % int(ids or 1):
+            pooled = None
+    try:
+        unet_cfg = derive_unet_config(ldm, family, path, pooled_dim=pooled, prefix="", encoder_only=True)
+    except (KeyError, ModelError) as exc:
+        raise ControlNetFileError(f"{path.name}: its ControlNet architecture could not be read ({exc})") from None
+    allowed = _controlnet_params()
+    config = {k: v for k, v in unet_cfg.items() if k in allowed}
+    config["conditioning_channels"] = ldm["input_hint_block.0.weight"][1]
+    hint = sorted(
+        int(k.split(".")[1]) for k, s in ldm.items() if k.startswith("input_hint_block.") and k.endswith(".weight")
+    )
+    outs = [ldm[f"input_hint_block.{i}.weight"][0] for i in hint]
+    # conv_in, then pairs (c_k -> c_k, c_k -> c_{k+1} stride 2), then conv_out to the UNet's width.
+    config["conditioning_embedding_out_channels"] = [outs[0], *outs[2:-1:2]]
+    return family, config, layout
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedControlNet:
+    """What the model manager caches for one ControlNet file."""
+
+    family: str
+    model: Any  # diffusers ControlNetModel
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
+
+
+def load_controlnet(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedControlNet:
+    """Build a ``ControlNetModel`` from a single file or a diffusers folder (see the module docstring)."""
+    from diffusers import ControlNetModel
+
+    from nodes.diffusion.checkpoint.files import open_state_dict, read_safetensors_header
+    from nodes.diffusion.checkpoint.load import _build
+
+    path, device = Path(path), torch.device(device)
+    if path.is_dir():
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise ControlNetFileError(f"{path.name} has no config.json: not a diffusers ControlNet folder")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("_class_name") not in (None, "ControlNetModel"):
+            raise ControlNetFileError(
+                f"{path.name} is a diffusers {config.get('_class_name')}, not a ControlNetModel; "
+                "sdgraph runs ControlNets for SD 1.x/2.x/SDXL"
+            )
+        family = family_of_config(config)
+        weights = next((path / n for n in ("diffusion_pytorch_model.safetensors",) if (path / n).is_file()), None)
+        if weights is None:
+            raise ControlNetFileError(f"{path.name} has no diffusion_pytorch_model.safetensors")
+        state = open_state_dict(weights)
+        _layout(read_safetensors_header(weights).shapes(), path)
+        sd = {k: state.with_dtype(dtype)[k] for k in state}
+        allowed = _controlnet_params()
+        model = _build(
+            ControlNetModel, {k: v for k, v in config.items() if k in allowed}, sd, path, "controlnet", device
+        )
+        return LoadedControlNet(family, model)
+    shapes = read_safetensors_header(path).shapes() if path.suffix.lower() in (".safetensors", ".sft") else None
+    if shapes is None:
+        raise ControlNetFileError(f"{path.name}: only .safetensors ControlNets are loaded (nothing is unpickled)")
+    family, config, layout = derive_controlnet_config(shapes, path)
+    state = open_state_dict(path).with_dtype(dtype)
+    if layout == "diffusers":
+        sd = {k: state[k] for k in state}
+    else:
+        lpb = int(config["layers_per_block"])
+        hint = len(config["conditioning_embedding_out_channels"]) * 2 - 2
+        with torch.device("meta"):
+            names = list(ControlNetModel.from_config(config).state_dict())  # type: ignore[no-untyped-call]
+        sd = {}
+        for name in names:
+            source = layout + controlnet_key_to_ldm(name, lpb, hint)
+            if source in state:
+                sd[name] = state[source]
+    return LoadedControlNet(family, _build(ControlNetModel, config, sd, path, "controlnet", device))
+
+
+# --------------------------------------------------------------------------------------------
+# Values on wires and in conditioning
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet:
+    """The CONTROL_NET socket's value: a loaded network (shared, never copied) and its file name."""
+
+    model: Any
+    family: str
+    source: str = ""
+    union_type: str | None = None
+
+    @property
+    def display_family(self) -> str:
+        return families.get(self.family).display_name
+
+    def misfit(self, model: Any) -> str | None:
+        """Why this ControlNet cannot steer ``model`` (a DiffusionModel), or None when it can: it must be
+        a copy of that kind of UNet — the same text-conditioning width and the same size embedding."""
+        name = f"the ControlNet {self.source}" if self.source else "the ControlNet"
+        theirs = (
+            families.get(model.family).display_name
+            if model.family in families.names(only_supported=False)
+            else model.family
+        )
+        mine = self.model.config
+        unet = getattr(model.unet, "config", None)
+        if model.is_transformer or unet is None or "cross_attention_dim" not in unet:
+            return (
+                f"{name} is for {self.display_family} but the model is {theirs}, which these ControlNets cannot steer"
+            )
+        same = int(mine.cross_attention_dim) == int(unet.cross_attention_dim) and (
+            mine.addition_embed_type == "text_time"
+        ) == (unet.get("addition_embed_type") == "text_time")
+        if same:
+            return None
+        return (
+            f"{name} is for {self.display_family} (text width {mine.cross_attention_dim}) but the model is {theirs} "
+            f"(text width {unet.cross_attention_dim}); load a ControlNet made for this model's family"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ControlHint:
+    """One applied ControlNet: its image ([B, H, W, C] in 0..1, CPU), strength and part of the run, and
+    the hint applied before it (or None)."""
+
+    control_net: ControlNet
+    image: Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: ControlHint | None = None
+
+    def chain(self) -> list[ControlHint]:
+        """This hint and every earlier one, oldest first."""
+        out: list[ControlHint] = []
+        hint: ControlHint | None = self
+        while hint is not None:
+            out.append(hint)
+            hint = hint.previous
+        return out[::-1]
+
+
+def apply_control(
+    conditionings: Sequence[Sequence[Any]],
+    control_net: ControlNet,
+    image: Tensor,
+    strength: float,
+    start_percent: float = 0.0,
+    end_percent: float = 1.0,
+) -> list[list[Any]]:
+    """New conditioning lists whose entries carry this ControlNet on top of what they had.
+
+    Entries that shared a previous control share the new one too (so a positive and a negative with
+    the same history run the ControlNet once, batched)."""
+    from nodes.diffusion.conditioning import CondEntry
+
+    made: dict[int, ControlHint] = {}
+    result: list[list[Any]] = []
+    for cond in conditionings:
+        out = []
+        for entry in cond:
+            previous = entry.extras.get(CONTROL_KEY)
+            key = id(previous)
+            if key not in made:
+                made[key] = ControlHint(control_net, image, float(strength), start_percent, end_percent, previous)
+            out.append(CondEntry(entry.embeds, entry.pooled, {**entry.extras, CONTROL_KEY: made[key]}))
+        result.append(out)
+    return result
+
+
+def check_family(model: Any, entries: Sequence[Any]) -> str | None:
+    """A message when a ControlNet in ``entries`` cannot steer ``model`` (see :meth:`ControlNet.misfit`)."""
+    for entry in entries:
+        hint = entry.extras.get(CONTROL_KEY)
+        for h in hint.chain() if hint is not None else []:
+            problem: str | None = h.control_net.misfit(model)
+            if problem is not None:
+                return problem
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def _active(hint: ControlHint, sigma: float | None, model_sampling: Any) -> bool:
+    if sigma is None:
+        return True
+    hi = float(model_sampling.percent_to_sigma(hint.start_percent))
+    lo = float(model_sampling.percent_to_sigma(hint.end_percent))
+    return lo <= sigma <= hi
+
+
+def control_image(image: Tensor, height: int, width: int, batch: int) -> Tensor:
+    """The control image as a ControlNet takes it: [batch, 3, H, W] in 0..1 at the pixel size being
+    sampled (resized with a centre crop, as ComfyUI does, when the image has another size)."""
+    from nodes.diffusion.resize import resize_image
+
+    img = image.float()
+    if img.shape[1] != height or img.shape[2] != width:
+        img = resize_image(img, width, height, "nearest-exact", "center")
+    x = img[..., :3].permute(0, 3, 1, 2)
+    if x.shape[0] != batch:
+        x = x.repeat((batch + x.shape[0] - 1) // x.shape[0], 1, 1, 1)[:batch]
+    return x
+
+
+def control_residuals(
+    model: Any,
+    conds: Sequence[Any],
+    per: int,
+    x: Tensor,
+    t: Tensor,
+    context: Tensor,
+    added: Mapping[str, Tensor] | None,
+    image_hw: tuple[int, int],
+    sigma: float | None,
+) -> dict[str, Any]:
+    """The UNet keyword arguments adding every active ControlNet's residuals (empty when none is active).
+
+    ``conds`` has one entry per block of ``per`` rows of the batch ``x``. Each distinct hint runs once
+    on the rows of the entries that carry it; rows without it get nothing from it (zeros)."""
+    rows_of: dict[int, tuple[ControlHint, list[int]]] = {}
+    for i, entry in enumerate(conds):
+        hint = entry.extras.get(CONTROL_KEY)
+        for h in hint.chain() if hint is not None else []:
+            if _active(h, sigma, model.model_sampling):
+                rows_of.setdefault(id(h), (h, []))[1].append(i)
+    if not rows_of:
+        return {}
+    down: list[Tensor] | None = None
+    mid: Tensor | None = None
+    h_px, w_px = image_hw
+    for hint, blocks in rows_of.values():
+        rows = torch.cat([torch.arange(b * per, (b + 1) * per) for b in blocks]).to(x.device)
+        net = hint.control_net.model
+        if next(net.parameters()).device != x.device:
+            net.to(x.device)
+        _match_size_embedding(net, model.unet)
+        cond_img = control_image(hint.image, h_px, w_px, per).repeat(len(blocks), 1, 1, 1).to(x.device, x.dtype)
+        kwargs: dict[str, Any] = {}
+        if added is not None:
+            kwargs["added_cond_kwargs"] = {k: v[rows] for k, v in added.items()}
+        d, m = net(
+            x[rows],
+            t[rows],
+            encoder_hidden_states=context[rows],
+            controlnet_cond=cond_img,
+            conditioning_scale=hint.strength,
+            return_dict=False,
+            **kwargs,
+        )
+        if down is None or mid is None:
+            down = [torch.zeros((x.shape[0], *r.shape[1:]), device=x.device, dtype=r.dtype) for r in d]
+            mid = torch.zeros((x.shape[0], *m.shape[1:]), device=x.device, dtype=m.dtype)
+        for acc, r in zip(down, d, strict=True):
+            acc[rows] += r
+        mid[rows] += m
+    return {"down_block_additional_residuals": tuple(down or ()), "mid_block_additional_residual": mid}
+
+
+def _match_size_embedding(net: Any, unet: Any) -> None:
+    """An SDXL ControlNet embeds the size ids as its UNet does; a file does not store that width (the
+    embedding has no weights), so a ControlNet read with the family default takes its UNet's."""
+    mine, theirs = getattr(net, "add_time_proj", None), getattr(unet, "add_time_proj", None)
+    if mine is None or theirs is None or mine.num_channels == theirs.num_channels:
+        return
+    net.add_time_proj = theirs
+    net.register_to_config(addition_time_embed_dim=unet.config.addition_time_embed_dim)
