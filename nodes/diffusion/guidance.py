@@ -9,6 +9,10 @@ The mix is done on the raw network output (ε or v) before converting to x0. Bot
 linear in the output, so this equals mixing x0 predictions, and it is exactly what diffusers'
 pipelines compute, which the parity tests rely on.
 
+CFG++ samplers also need the unconditional prediction on its own: the denoiser's ``with_uncond`` returns
+it beside the guided one from the same batched call (and computes it even at cfg 1, where plain
+samplers skip it).
+
 Timestep ranges (ConditioningSetTimestepRange): an entry with ``start_percent``/``end_percent`` takes
 part only while σ_end ≤ σ ≤ σ_start, the bounds coming from the model's ``percent_to_sigma`` (ComfyUI's
 rule). When no negative entry is active at a step, that step is unguided (the positive alone, as at
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from nodes.diffusion.conditioning import END_PERCENT_KEY, START_PERCENT_KEY, CondEntry
 from nodes.diffusion.model import DiffusionModel
-from nodes.diffusion.sampling.model_sampling import AnyModelSampling, Denoiser
+from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
 
 class GuidanceError(Exception):
@@ -84,37 +88,57 @@ class Guider:
     negative: Sequence[CondEntry] | None = None
     cfg: float = 1.0
 
-    def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> Denoiser:
+    def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> CFGDenoiser:
         """`concat`: extra input channels for inpainting models (see `inpaint_concat`)."""
-        model, ms = self.model, self.model.model_sampling
-        negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
-        pos_ranges = [sigma_range(e, ms) for e in self.positive]
-        neg_ranges = [sigma_range(e, ms) for e in negative]
+        return CFGDenoiser(self, image_hw, concat)
 
-        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            sigma = sigma.reshape(-1)
-            if sigma.numel() == 1:
-                sigma = sigma.expand(x.shape[0])
-            level = float(sigma[0])
-            positive = active_at(self.positive, pos_ranges, level)
-            if not positive:
-                raise GuidanceError(
-                    f"no positive conditioning applies at σ = {level:.4g}: the timestep ranges set with "
-                    "ConditioningSetTimestepRange leave a gap; make them cover 0 to 1 together"
-                )
-            uncond_group = active_at(negative, neg_ranges, level)
-            x_in = ms.calculate_input(sigma, x)
-            t = _t_for(model, sigma)
-            if uncond_group:
-                uncond, cond = _mean_output(model, x_in, t, [uncond_group, positive], image_hw, concat)
-                out = uncond + self.cfg * (cond - uncond)
-            else:
-                (out,) = _mean_output(model, x_in, t, [positive], image_hw, concat)
-            return ms.calculate_denoised(sigma, out.to(x.dtype), x)
 
-        return denoise
+class CFGDenoiser:
+    """A guider's denoiser ``D(x, σ) -> x0``; ``with_uncond`` also returns the unconditional prediction
+    (the side channel CFG++ samplers read, see ``model_sampling.GuidedDenoiser``)."""
+
+    def __init__(self, guider: Guider, image_hw: tuple[int, int], concat: Tensor | None) -> None:
+        self.guider = guider
+        self.image_hw = image_hw
+        self.concat = concat
+        ms = guider.model.model_sampling
+        self.negative = list(guider.negative) if guider.negative is not None else []
+        self.pos_ranges = [sigma_range(e, ms) for e in guider.positive]
+        self.neg_ranges = [sigma_range(e, ms) for e in self.negative]
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self._predict(x, sigma, self.guider.cfg != 1.0)[0]
+
+    def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(guided, unconditional) x0; the unconditional one is the guided one when no negative applies."""
+        return self._predict(x, sigma, True)
+
+    def _predict(self, x: Tensor, sigma: Tensor, use_negative: bool) -> tuple[Tensor, Tensor]:
+        g = self.guider
+        model, ms = g.model, g.model.model_sampling
+        sigma = sigma.reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        level = float(sigma[0])
+        positive = active_at(g.positive, self.pos_ranges, level)
+        if not positive:
+            raise GuidanceError(
+                f"no positive conditioning applies at σ = {level:.4g}: the timestep ranges set with "
+                "ConditioningSetTimestepRange leave a gap; make them cover 0 to 1 together"
+            )
+        uncond_group = active_at(self.negative, self.neg_ranges, level) if use_negative else []
+        x_in = ms.calculate_input(sigma, x)
+        t = _t_for(model, sigma)
+        if uncond_group:
+            uncond, cond = _mean_output(model, x_in, t, [uncond_group, positive], self.image_hw, self.concat)
+            out = uncond + g.cfg * (cond - uncond)
+            guided = ms.calculate_denoised(sigma, out.to(x.dtype), x)
+            return guided, ms.calculate_denoised(sigma, uncond.to(x.dtype), x)
+        (out,) = _mean_output(model, x_in, t, [positive], self.image_hw, self.concat)
+        guided = ms.calculate_denoised(sigma, out.to(x.dtype), x)
+        return guided, guided
 
 
 def inpaint_concat(samples: Tensor, noise_mask: Tensor | None) -> Tensor:
