@@ -36,7 +36,8 @@ SD3 = FlowModelSampling(3.0)
 FLUX = FlowModelSampling(mu=1.15, multiplier=1.0, num_timesteps=10000)
 # ComfyUI's flow "normal" ends on shift(shift(1/N)) ≈ 0.009 (SD3) / 0.001 (FLUX) and ddim_uniform on
 # table entry 1: a huge last λ-step that multistep solvers over-extrapolate; they get twice the steps.
-HARD = {"normal", "ddim_uniform"}
+# kl_optimal ends on σ_min itself (FLUX: 3e-4) after 0.027: the same kind of final step.
+HARD = {"normal", "ddim_uniform", "kl_optimal"}
 
 # Allowed |std/s − 1| per sampler (other schedules, HARD at double steps). Brackets: the worst value
 # measured over SD3 (shift 3) and FLUX (mu 1.15, 10000-entry table) on exactly this set-up; bounds are
@@ -66,14 +67,15 @@ STD_TOL: dict[str, tuple[float, float]] = {
     "deis": (0.08, 0.03),  # [4.5 %, 1.1 %]
     "gradient_estimation": (0.21, 0.07),  # [13.0 %, 4.3 %]
     "dpm_fast": (0.04, 0.03),  # [2.2 %, 1.2 %]
-    "dpm_adaptive": (0.08, 0.03),  # [4.4 %, 1.1 %]
+    # linear_quadratic (Mochi's) ends with a jump 0.124 → 0 that every sampler takes as x' = D: 10.5 %
+    "dpm_adaptive": (0.16, 0.03),  # [10.5 %, 1.1 %]
     "seeds_2": (0.19, 0.04),  # 15 steps [12.1 %, 2.0 %]
     "seeds_3": (0.41, 0.04),  # 10 steps [26.6 %, 1.7 %]
     "er_sde": (0.18, 0.02),  # [11.5 %, 0.5 %]
     "sa_solver": (0.08, 0.30),  # [4.8 %, 19.0 %]
     # multistep extrapolation of noisy predictions across the HARD final step (see the VE test)
     "dpmpp_2m_sde_heun": (0.17, 0.38),  # [10.8 %, 24.6 %]
-    "dpmpp_3m_sde": (0.07, 2.2),  # [3.7 %, 146.7 %]
+    "dpmpp_3m_sde": (0.16, 2.2),  # [10.6 % on linear_quadratic's final jump, 146.7 %]
     "sa_solver_pece": (0.36, 0.83),  # 15 steps [23.2 %, 54.3 %]
 }
 

