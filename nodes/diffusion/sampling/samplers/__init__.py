@@ -3,6 +3,11 @@
 Names follow ComfyUI's ``SAMPLER_NAMES`` so saved workflows map across. Each sampler takes a denoiser
 ``D(x, σ) -> x0``, the starting sample (already at ``sigmas[0]``) and the schedule, and returns the
 sample at ``sigmas[-1]``. Samplers in :data:`STOCHASTIC_SAMPLERS` need ``noise=NoiseSource(...)``.
+
+Modules: ``karras`` (Euler, Heun, DPM-2 and ancestral forms), ``lms``, ``dpmpp`` (DPM-Solver++ 2S/2M/SDE),
+``exponential`` (exact exponential-integrator weights: 2M-SDE-heun, 3M-SDE, SEEDS, SA-Solver),
+``dpm_solver`` (DPM-Solver fast/adaptive), ``multistep`` (iPNDM, DEIS, gradient estimation), ``res``,
+``er_sde``, ``unipc``, ``misc`` (DDIM, DDPM, LCM) and ``cfgpp`` (the CFG++ variants).
 """
 
 from __future__ import annotations
