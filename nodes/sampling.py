@@ -1,6 +1,6 @@
 """Sampling nodes: KSampler, KSamplerAdvanced, and the custom set where sampler, schedule, noise and
-guidance are separate pieces (KSamplerSelect, BasicScheduler, KarrasScheduler, RandomNoise,
-DisableNoise, CFGGuider, BasicGuider, SamplerCustomAdvanced)."""
+guidance are separate pieces (KSamplerSelect, BasicScheduler, KarrasScheduler, AlignYourStepsScheduler,
+GITSScheduler, RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustomAdvanced)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,46 @@ from graph_engine import Combo, ExecutionContext, Float, InputError, Int, Output
 # in nodes/diffusion/sampling, which are not imported here to keep torch out of the window's start-up).
 SAMPLER_NAMES = [
     "euler",
+    "euler_cfg_pp",
     "euler_ancestral",
+    "euler_ancestral_cfg_pp",
     "heun",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",
+    "dpm_fast",
+    "dpm_adaptive",
     "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
     "dpmpp_sde",
+    "dpmpp_sde_gpu",
     "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
     "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "ipndm_v",
+    "deis",
+    "res_multistep",
+    "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation",
+    "gradient_estimation_cfg_pp",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
-    "lcm",
-    "res_multistep",
-    "res_multistep_ancestral",
 ]
 SCHEDULER_NAMES = [
     "normal",
@@ -37,6 +62,8 @@ SCHEDULER_NAMES = [
     "ddim_uniform",
     "beta",
     "linspace_diffusers",
+    "linear_quadratic",
+    "kl_optimal",
 ]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -197,6 +224,46 @@ def karras_scheduler(ctx: ExecutionContext, steps: int, sigma_max: float, sigma_
 
 
 @node(
+    "AlignYourStepsScheduler",
+    display_name="Align Your Steps Schedule",
+    category="sampling/custom_sampling/schedulers",
+    inputs=[
+        Combo("model_type", ["SD1", "SDXL", "SVD"]),
+        Int("steps", 10, min=1, max=10000),
+        Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
+    ],
+    outputs=[Output("SIGMAS")],
+)
+def align_your_steps_scheduler(ctx: ExecutionContext, model_type: str, steps: int, denoise: float) -> tuple[Any]:
+    """NVIDIA's Align Your Steps noise levels (Sabour et al. 2024), tuned per model; log-interpolated for
+    step counts other than the published 10."""
+    from nodes.diffusion.sampling.tabulated import align_your_steps
+
+    return (align_your_steps(model_type, steps, denoise),)
+
+
+@node(
+    "GITSScheduler",
+    display_name="GITS Schedule",
+    category="sampling/custom_sampling/schedulers",
+    inputs=[
+        Float("coeff", 1.20, min=0.80, max=1.50, step=0.05),
+        Int("steps", 10, min=2, max=1000),
+        Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
+    ],
+    outputs=[Output("SIGMAS")],
+)
+def gits_scheduler(ctx: ExecutionContext, coeff: float, steps: int, denoise: float) -> tuple[Any]:
+    """The GITS schedules (Chen et al. 2024), searched on SD 1.5; coeff picks how the search traded steps."""
+    from nodes.diffusion.sampling.tabulated import gits
+
+    try:
+        return (gits(coeff, steps, denoise),)
+    except ValueError as exc:
+        raise InputError("coeff", str(exc)) from None
+
+
+@node(
     "RandomNoise",
     display_name="Random Noise",
     category="sampling/custom_sampling/noise",
@@ -281,6 +348,8 @@ NODES = [
     ksampler_select,
     basic_scheduler,
     karras_scheduler,
+    align_your_steps_scheduler,
+    gits_scheduler,
     random_noise,
     disable_noise,
     cfg_guider,

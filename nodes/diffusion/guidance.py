@@ -9,6 +9,10 @@ The mix is done on the raw network output (ε or v) before converting to x0. Bot
 linear in the output, so this equals mixing x0 predictions, and it is exactly what diffusers'
 pipelines compute, which the parity tests rely on.
 
+CFG++ samplers also need the unconditional prediction on its own: the denoiser's ``with_uncond`` returns
+it beside the guided one from the same batched call (and computes it even at cfg 1, where plain
+samplers skip it).
+
 Timestep ranges (ConditioningSetTimestepRange): an entry with ``start_percent``/``end_percent`` takes
 part only while σ_end ≤ σ ≤ σ_start, the bounds coming from the model's ``percent_to_sigma`` (ComfyUI's
 rule). When no negative entry is active at a step, that step is unguided (the positive alone, as at
@@ -50,7 +54,7 @@ from nodes.diffusion.conditioning import (
 )
 from nodes.diffusion.controlnet import check_family
 from nodes.diffusion.model import DiffusionModel
-from nodes.diffusion.sampling.model_sampling import AnyModelSampling, Denoiser
+from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 
 
 class GuidanceError(Exception):
@@ -227,53 +231,77 @@ class Guider:
     negative: Sequence[CondEntry] | None = None
     cfg: float = 1.0
 
-    def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> Denoiser:
+    def denoiser(self, image_hw: tuple[int, int], concat: Tensor | None = None) -> CFGDenoiser:
         """`concat`: extra input channels for inpainting models (see `inpaint_concat`); entries made by
         InpaintModelConditioning bring their own."""
-        model, ms = self.model, self.model.model_sampling
-        negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []
         if not self.positive:
             raise ValueError("the positive conditioning is empty")
+        negative = list(self.negative) if self.negative is not None and self.cfg != 1.0 else []  # unused at 1
         for side, entries in (("positive", self.positive), ("negative", negative)):
-            problem = check_family(model, entries)
+            problem = check_family(self.model, entries)
             if problem is not None:
                 raise InputError(side, problem)
-        pos_ranges = [sigma_range(e, ms) for e in self.positive]
-        neg_ranges = [sigma_range(e, ms) for e in negative]
-        regional = any(is_regional(e) for e in [*self.positive, *negative])
-        combine = _regional_output if regional else _mean_output
-        own_concat: dict[int, Tensor] = {}
+        return CFGDenoiser(self, image_hw, concat)
 
-        def concat_for(entry: CondEntry) -> Tensor | None:
-            if not model.inpainting or CONCAT_LATENT_KEY not in entry.extras or concat is None:
-                return concat
-            key = id(entry)
-            if key not in own_concat:
-                own_concat[key] = entry_concat(model, entry, concat)
-            return own_concat[key]
 
-        def denoise(x: Tensor, sigma: Tensor) -> Tensor:
-            sigma = sigma.reshape(-1)
-            if sigma.numel() == 1:
-                sigma = sigma.expand(x.shape[0])
-            level = float(sigma[0])
-            positive = active_at(self.positive, pos_ranges, level)
-            if not positive:
-                raise GuidanceError(
-                    f"no positive conditioning applies at σ = {level:.4g}: the timestep ranges set with "
-                    "ConditioningSetTimestepRange leave a gap; make them cover 0 to 1 together"
-                )
-            uncond_group = active_at(negative, neg_ranges, level)
-            x_in = ms.calculate_input(sigma, x)
-            t = _t_for(model, sigma)
-            if uncond_group:
-                uncond, cond = combine(model, x_in, t, [uncond_group, positive], image_hw, concat_for, level)
-                out = uncond + self.cfg * (cond - uncond)
-            else:
-                (out,) = combine(model, x_in, t, [positive], image_hw, concat_for, level)
-            return ms.calculate_denoised(sigma, out.to(x.dtype), x)
+class CFGDenoiser:
+    """A guider's denoiser ``D(x, σ) -> x0``; ``with_uncond`` also returns the unconditional prediction
+    (the side channel CFG++ samplers read, see ``model_sampling.GuidedDenoiser``)."""
 
-        return denoise
+    def __init__(self, guider: Guider, image_hw: tuple[int, int], concat: Tensor | None) -> None:
+        self.guider = guider
+        self.image_hw = image_hw
+        self.concat = concat
+        ms = guider.model.model_sampling
+        self.negative = list(guider.negative) if guider.negative is not None else []
+        self.pos_ranges = [sigma_range(e, ms) for e in guider.positive]
+        self.neg_ranges = [sigma_range(e, ms) for e in self.negative]
+        regional = any(is_regional(e) for e in [*guider.positive, *self.negative])
+        self.combine = _regional_output if regional else _mean_output
+        self._own_concat: dict[int, Tensor] = {}
+
+    def concat_for(self, entry: CondEntry) -> Tensor | None:
+        """The inpainting channels for an entry: its own (InpaintModelConditioning) or the latent's."""
+        model, concat = self.guider.model, self.concat
+        if not model.inpainting or CONCAT_LATENT_KEY not in entry.extras or concat is None:
+            return concat
+        key = id(entry)
+        if key not in self._own_concat:
+            self._own_concat[key] = entry_concat(model, entry, concat)
+        return self._own_concat[key]
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self._predict(x, sigma, self.guider.cfg != 1.0)[0]
+
+    def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(guided, unconditional) x0; the unconditional one is the guided one when no negative applies."""
+        return self._predict(x, sigma, True)
+
+    def _predict(self, x: Tensor, sigma: Tensor, use_negative: bool) -> tuple[Tensor, Tensor]:
+        g = self.guider
+        model, ms = g.model, g.model.model_sampling
+        sigma = sigma.reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        level = float(sigma[0])
+        positive = active_at(g.positive, self.pos_ranges, level)
+        if not positive:
+            raise GuidanceError(
+                f"no positive conditioning applies at σ = {level:.4g}: the timestep ranges set with "
+                "ConditioningSetTimestepRange leave a gap; make them cover 0 to 1 together"
+            )
+        uncond_group = active_at(self.negative, self.neg_ranges, level) if use_negative else []
+        x_in = ms.calculate_input(sigma, x)
+        t = _t_for(model, sigma)
+        if uncond_group:
+            groups = [uncond_group, positive]
+            uncond, cond = self.combine(model, x_in, t, groups, self.image_hw, self.concat_for, level)
+            out = uncond + g.cfg * (cond - uncond)
+            guided = ms.calculate_denoised(sigma, out.to(x.dtype), x)
+            return guided, ms.calculate_denoised(sigma, uncond.to(x.dtype), x)
+        (out,) = self.combine(model, x_in, t, [positive], self.image_hw, self.concat_for, level)
+        guided = ms.calculate_denoised(sigma, out.to(x.dtype), x)
+        return guided, guided
 
 
 def entry_concat(model: DiffusionModel, entry: CondEntry, like: Tensor) -> Tensor:

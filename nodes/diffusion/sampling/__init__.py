@@ -4,6 +4,7 @@
 * :mod:`.flow` — the same for rectified-flow models (SD3, FLUX, Z-Image) with their shift rules.
 * :mod:`.noise_process` — VE vs flow forward process; what fresh noise looks like for each.
 * :mod:`.schedules` — ``SCHEDULERS`` (name → sigmas), ``sigmas_for`` (denoise < 1), ``karras_sigmas``.
+* :mod:`.tabulated` — the published Align Your Steps and GITS schedules (their own nodes).
 * :mod:`.samplers` — ``SAMPLERS`` (name → sampler with one uniform signature), ``StepInfo``.
 * :mod:`.noise` — device-independent seeded noise (``initial_noise``, ``NoiseSource``).
 * :mod:`.sample` — ``run_sampler``: noise + sampler + inpainting mask, model-free.

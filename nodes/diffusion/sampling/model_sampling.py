@@ -33,6 +33,19 @@ NetworkFn = Callable[[Tensor, Tensor], Tensor]
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
+class GuidedDenoiser(Protocol):
+    """A denoiser that can also report its *unconditional* x0 prediction, for CFG++ samplers.
+
+    ``with_uncond(x, σ)`` returns (guided, unconditional) from one batched model call; the guider
+    computes the unconditional half even at cfg 1 when asked this way (ComfyUI likewise turns off its
+    cfg-1 shortcut for CFG++ samplers). Plain samplers only call the denoiser.
+    """
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor: ...
+
+    def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
 def _bcast(sigma: Tensor | float, like: Tensor) -> Tensor:
     """Turn a scalar or per-batch sigma into something that broadcasts over ``like`` ([B, ...])."""
     if not isinstance(sigma, Tensor):

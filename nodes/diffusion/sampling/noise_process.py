@@ -69,6 +69,12 @@ class NoiseProcess:
             return 0.0
         return sigma_next * (1.0 - sigma) / (sigma * (1.0 - sigma_next))
 
+    def sigma_at(self, lam: float) -> float:
+        """Inverse of :meth:`log_snr_half`: the σ whose λ = log(α/σ) is ``lam`` (stages of one-step solvers)."""
+        if self.kind == "ve":
+            return math.exp(-lam)
+        return 1.0 / (1.0 + math.exp(lam)) if lam < 700.0 else math.exp(-lam)
+
     def step_h(self, sigma: float, sigma_next: float) -> float:
         """h = λ' − λ of the step σ → σ' (> 0 when denoising); +∞ when σ is pure flow noise."""
         if self.kind == "ve":

@@ -50,18 +50,38 @@ def _mask_to(mask: Tensor, latent: Tensor) -> Tensor:
     return m.to(device=latent.device, dtype=latent.dtype)
 
 
+class _MaskedDenoiser:
+    """KSamplerX0Inpaint semantics around a denoiser; keeps its ``with_uncond`` side channel (CFG++)."""
+
+    def __init__(self, denoiser: Denoiser, latent: Tensor, noise: Tensor, mask: Tensor, process: NoiseProcess) -> None:
+        self.denoiser, self.latent, self.noise, self.mask, self.process = denoiser, latent, noise, mask, process
+        self.keep = 1.0 - mask
+
+    def _input(self, x: Tensor, sigma: Tensor) -> Tensor:
+        renoised = self.process.noised(self.latent, self.noise, _bcast(sigma, x))
+        return x * self.mask + renoised * self.keep
+
+    def _blend(self, denoised: Tensor) -> Tensor:
+        return denoised * self.mask + self.latent * self.keep
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self._blend(self.denoiser(self._input(x, sigma), sigma))
+
+    def with_uncond(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        x_in = self._input(x, sigma)
+        with_uncond = getattr(self.denoiser, "with_uncond", None)
+        if with_uncond is None:
+            denoised = self._blend(self.denoiser(x_in, sigma))
+            return denoised, denoised
+        guided, uncond = with_uncond(x_in, sigma)
+        return self._blend(guided), self._blend(uncond)
+
+
 def masked_denoiser(
     denoiser: Denoiser, latent: Tensor, noise: Tensor, mask: Tensor, process: NoiseProcess = VE
 ) -> Denoiser:
     """Wrap ``denoiser`` for inpainting (KSamplerX0Inpaint semantics); ``mask`` already on the latent grid."""
-    keep = 1.0 - mask
-
-    def wrapped(x: Tensor, sigma: Tensor) -> Tensor:
-        renoised = process.noised(latent, noise, _bcast(sigma, x))
-        x_in = x * mask + renoised * keep
-        return denoiser(x_in, sigma) * mask + latent * keep
-
-    return wrapped
+    return _MaskedDenoiser(denoiser, latent, noise, mask, process)
 
 
 def run_sampler(

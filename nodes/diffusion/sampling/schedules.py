@@ -5,9 +5,10 @@ the sample from ``sigmas[i]`` to ``sigmas[i+1]``. Keeping schedules as plain ten
 lets every sampler run on every schedule and makes img2img "start part-way down a longer schedule".
 
 Names follow ComfyUI (``normal``, ``karras``, ``exponential``, ``sgm_uniform``, ``simple``,
-``ddim_uniform``, ``beta``) and each is built from the published rule; ``linspace_diffusers`` reproduces
-diffusers' EulerDiscreteScheduler(timestep_spacing="linspace") bit for bit, which differs from
-``normal`` only in interpolating σ linearly rather than log-linearly between table entries.
+``ddim_uniform``, ``beta``, ``linear_quadratic``, ``kl_optimal``) and each is built from the published
+rule; ``linspace_diffusers`` reproduces diffusers' EulerDiscreteScheduler(timestep_spacing="linspace")
+bit for bit, which differs from ``normal`` only in interpolating σ linearly rather than log-linearly
+between table entries. The tabulated AYS and GITS schedules have their own nodes (see ``tabulated``).
 """
 
 from __future__ import annotations
@@ -146,6 +147,34 @@ def linspace_diffusers(ms: AnyModelSampling, steps: int) -> Tensor:
     return torch.from_numpy(np.concatenate([sig, [0.0]]).astype(np.float32))
 
 
+def kl_optimal(ms: AnyModelSampling, steps: int) -> Tensor:
+    """KL-optimal schedule (Sabour, Fidler & Kreis 2024, "Align Your Steps", app.: the schedule that
+    minimises the KL bound for a Gaussian data model): uniform in arctan σ from σ_max to σ_min."""
+    _check_steps(steps)
+    if steps == 1:
+        return _finish([ms.sigma_max])
+    frac = np.linspace(0.0, 1.0, steps)
+    return _finish(np.tan(frac * math.atan(ms.sigma_min) + (1.0 - frac) * math.atan(ms.sigma_max)))
+
+
+def linear_quadratic(ms: AnyModelSampling, steps: int, threshold_noise: float = 0.025) -> Tensor:
+    """Mochi's linear-quadratic schedule (Genmo 2024), scaled by σ_max.
+
+    In s = 1 − σ/σ_max: the first ⌊steps/2⌋ steps rise linearly to ``threshold_noise``; the rest follow the
+    quadratic that continues that line with the same slope and reaches s = 1 (σ = 0) at the last step.
+    """
+    _check_steps(steps)
+    if steps == 1:
+        return _finish([ms.sigma_max])
+    n_lin = steps // 2
+    slope = threshold_noise / n_lin
+    # s(i) = threshold + slope·(i − L) + a·(i − L)² for i ≥ L, with s(steps) = 1
+    span = steps - n_lin
+    a = (1.0 - threshold_noise - slope * span) / (span * span)
+    s = [slope * i if i < n_lin else threshold_noise + slope * (i - n_lin) + a * (i - n_lin) ** 2 for i in range(steps)]
+    return _finish([(1.0 - v) * ms.sigma_max for v in s])
+
+
 SCHEDULERS: dict[str, ScheduleFn] = {
     "normal": normal,
     "karras": karras,
@@ -155,6 +184,8 @@ SCHEDULERS: dict[str, ScheduleFn] = {
     "ddim_uniform": ddim_uniform,
     "beta": beta,
     "linspace_diffusers": linspace_diffusers,
+    "linear_quadratic": linear_quadratic,
+    "kl_optimal": kl_optimal,
 }
 
 

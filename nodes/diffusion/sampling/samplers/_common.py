@@ -80,6 +80,33 @@ def call(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
     return denoiser(x, torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device))
 
 
+def cfgpp_start(denoiser: Denoiser, x: Tensor, sigma: float, cfg_pp: bool) -> tuple[Tensor, Tensor]:
+    """The prediction at x and the point a step starts from: x itself, or for CFG++ x + (D − D_uncond).
+
+    CFG++ (Chung et al. 2024, "CFG++: Manifold-constrained Classifier Free Guidance") keeps the guided
+    x0 prediction D but re-noises along the *unconditional* noise estimate ε̂_u = (x − D_u)/σ: its DDIM
+    step is x' = D + σ'·ε̂_u. Starting any sampler's step from x̃ = D + σ·ε̂_u = x + (D − D_u) with the
+    guided D gives exactly that for Euler/DDIM and the same correction for the higher-order and
+    ancestral samplers. The unconditional prediction comes from the denoiser's ``with_uncond`` (see
+    :class:`..model_sampling.GuidedDenoiser`); a denoiser without one has D_u = D, the plain sampler.
+    """
+    if not cfg_pp:
+        return call(denoiser, x, sigma), x
+    denoised, uncond = call_with_uncond(denoiser, x, sigma)
+    return denoised, x + (denoised - uncond)
+
+
+def call_with_uncond(denoiser: Denoiser, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    """(guided, unconditional) x0 predictions; both the guided one for a denoiser without guidance."""
+    with_uncond = getattr(denoiser, "with_uncond", None)
+    sig = torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
+    if with_uncond is None:
+        denoised = denoiser(x, sig)
+        return denoised, denoised
+    guided, uncond = with_uncond(x, sig)
+    return guided, uncond
+
+
 def report(
     callback: Callback | None, i: int, n: int, x: Tensor, sigma: float, sigma_next: float, denoised: Tensor
 ) -> None:

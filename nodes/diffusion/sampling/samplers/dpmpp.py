@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..model_sampling import Denoiser
 from ..noise_process import VE, NoiseProcess, ancestral_step
-from ._common import Callback, StepNoise, call, report, require_noise, sigma_list
+from ._common import Callback, StepNoise, call, cfgpp_start, report, require_noise, sigma_list
 
 
 def _toward(x: Tensor, denoised: Tensor, sigma: float, sigma_to: float) -> Tensor:
@@ -39,13 +39,14 @@ def sample_dpmpp_2s_ancestral(
     callback: Callback | None = None,
     process: NoiseProcess = VE,
     eta: float = 1.0,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """DPM-Solver++(2S) (Lu et al. 2022, Alg. 1, r = 1/2) to σ_down, plus ancestral noise σ_up."""
     src = require_noise(noise, "dpmpp_2s_ancestral")
     s = sigma_list(sigmas)
     n = len(s) - 1
     for i in range(n):
-        denoised = call(denoiser, x, s[i])
+        denoised, x = cfgpp_start(denoiser, x, s[i], cfg_pp)
         step = ancestral_step(process, s[i], s[i + 1], eta)
         if step.down == 0.0:
             x = denoised
@@ -119,6 +120,7 @@ def sample_dpmpp_2m(
     noise: StepNoise | None = None,
     callback: Callback | None = None,
     process: NoiseProcess = VE,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): second order from the previous step's x0 prediction."""
     s = sigma_list(sigmas)
@@ -126,7 +128,7 @@ def sample_dpmpp_2m(
     old: Tensor | None = None
     h_last = 0.0
     for i in range(n):
-        denoised = call(denoiser, x, s[i])
+        denoised, x = cfgpp_start(denoiser, x, s[i], cfg_pp)
         if s[i + 1] == 0.0:
             x = denoised
         else:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..model_sampling import Denoiser
 from ..noise_process import VE, NoiseProcess, ancestral_step
-from ._common import Callback, StepNoise, call, report, require_noise, sigma_list, to_d
+from ._common import Callback, StepNoise, call, cfgpp_start, report, require_noise, sigma_list, to_d
 
 
 def sample_euler(
@@ -27,12 +27,14 @@ def sample_euler(
     noise: StepNoise | None = None,
     callback: Callback | None = None,
     process: NoiseProcess = VE,
+    cfg_pp: bool = False,
 ) -> Tensor:
-    """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with first-order step)."""
+    """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with first-order step).
+    ``cfg_pp``: CFG++'s step x' = D + σ'·ε̂_uncond (see ``cfgpp_start``)."""
     s = sigma_list(sigmas)
     n = len(s) - 1
     for i in range(n):
-        denoised = call(denoiser, x, s[i])
+        denoised, x = cfgpp_start(denoiser, x, s[i], cfg_pp)
         x = x + to_d(x, denoised, s[i]) * (s[i + 1] - s[i])
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
@@ -47,13 +49,14 @@ def sample_euler_ancestral(
     callback: Callback | None = None,
     process: NoiseProcess = VE,
     eta: float = 1.0,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """Ancestral Euler: Euler to σ_down, then add noise σ_up (DDPM-style ancestral sampling in σ)."""
     src = require_noise(noise, "euler_ancestral")
     s = sigma_list(sigmas)
     n = len(s) - 1
     for i in range(n):
-        denoised = call(denoiser, x, s[i])
+        denoised, x = cfgpp_start(denoiser, x, s[i], cfg_pp)
         step = ancestral_step(process, s[i], s[i + 1], eta)
         x = x + to_d(x, denoised, s[i]) * (step.down - s[i])
         x = step.renoise(x, src.like(x) if step.up > 0.0 else None)

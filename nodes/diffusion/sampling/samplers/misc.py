@@ -61,3 +61,37 @@ def sample_lcm(
             x = process.noised(denoised, src.like(x), s[i + 1])
         report(callback, i, n, x, s[i], s[i + 1], denoised)
     return x
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: StepNoise | None = None,
+    callback: Callback | None = None,
+    process: NoiseProcess = VE,
+) -> Tensor:
+    """DDPM ancestral sampling (Ho et al. 2020): draw x' from the posterior q(x_σ' | x_σ, x0 = D).
+
+    Written for any ``x_σ = α·x0 + σ·ε``: x_σ = a·x_σ' + noise of variance v = σ² − a²σ'² with
+    a = α/α', so by Gaussian conditioning the posterior has mean α'·D + (a·σ'²/σ²)·(x − α·D) and variance
+    σ'²·v/σ². (For VE this equals ancestral Euler with η = 1, as DDIM's η = 1 equals DDPM.)
+    """
+    src = require_noise(noise, "ddpm")
+    s = sigma_list(sigmas)
+    n = len(s) - 1
+    for i in range(n):
+        denoised = call(denoiser, x, s[i])
+        sigma, sigma_next = s[i], s[i + 1]
+        if sigma_next == 0.0:
+            x = denoised
+        else:
+            alpha, alpha_next = process.alpha(sigma), process.alpha(sigma_next)
+            a = alpha / alpha_next
+            var = max(sigma * sigma - a * a * sigma_next * sigma_next, 0.0)
+            k = a * sigma_next * sigma_next / (sigma * sigma)
+            x = denoised * alpha_next + (x - denoised * alpha) * k
+            x = x + src.like(x) * (sigma_next * (var**0.5) / sigma)
+        report(callback, i, n, x, s[i], s[i + 1], denoised)
+    return x

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..model_sampling import Denoiser
 from ..noise_process import VE, NoiseProcess, ancestral_step
-from ._common import Callback, StepNoise, call, report, require_noise, sigma_list
+from ._common import Callback, StepNoise, cfgpp_start, report, require_noise, sigma_list
 
 
 def phi1(z: float) -> float:
@@ -54,13 +54,14 @@ def _res_multistep(
     callback: Callback | None,
     process: NoiseProcess,
     eta: float,
+    cfg_pp: bool = False,
 ) -> Tensor:
     s = sigma_list(sigmas)
     n = len(s) - 1
     # (t, t_down, D): where the previous prediction was made and where its deterministic step ended
     prev: tuple[float, float, Tensor] | None = None
     for i in range(n):
-        denoised = call(denoiser, x, s[i])
+        denoised, x = cfgpp_start(denoiser, x, s[i], cfg_pp)
         step = ancestral_step(process, s[i], s[i + 1], eta)
         t = -math.log(s[i])
         if step.down == 0.0:
@@ -90,9 +91,10 @@ def sample_res_multistep(
     noise: StepNoise | None = None,
     callback: Callback | None = None,
     process: NoiseProcess = VE,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """RES second-order multistep exponential integrator (Zhang, Song & Chen 2023), deterministic."""
-    return _res_multistep(denoiser, x, sigmas, noise, callback, process, 0.0)
+    return _res_multistep(denoiser, x, sigmas, noise, callback, process, 0.0, cfg_pp)
 
 
 def sample_res_multistep_ancestral(
@@ -104,7 +106,8 @@ def sample_res_multistep_ancestral(
     callback: Callback | None = None,
     process: NoiseProcess = VE,
     eta: float = 1.0,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """RES multistep to σ_down plus ancestral noise σ_up (η = 1: DDPM's posterior noise)."""
     require_noise(noise, "res_multistep_ancestral")
-    return _res_multistep(denoiser, x, sigmas, noise, callback, process, eta)
+    return _res_multistep(denoiser, x, sigmas, noise, callback, process, eta, cfg_pp)
