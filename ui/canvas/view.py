@@ -6,9 +6,22 @@ from `ui.commands` and pushes it on the undo stack, whose `redo()` edits the gra
 updates the items. Nothing in the scene keeps its own copy of a value, so the canvas cannot drift from
 the model, and undo/redo, panels and file loading all redraw the canvas the same way.
 
-Interaction is handled here rather than in the items: `mousePressEvent` asks the node under the cursor
-what was hit (`NodeItem.hit`) and starts one of a few drag modes (pan, move nodes, move group, wire,
-number scrub); empty canvas falls through to Qt's rubber-band selection.
+Interaction is handled by the view rather than the items: `mousePressEvent` asks the node under the
+cursor what was hit (`NodeItem.hit`) and starts one of a few drag modes (`ui.canvas.drags`: pan, move
+nodes, move group, wire, number scrub); empty canvas falls through to Qt's rubber-band selection. The
+view is assembled from one mixin per kind of interaction, so the code for what you see is in one place:
+
+==================== ==========================================================================
+module               what it handles
+==================== ==========================================================================
+``view``             the scene kept in sync with the graph, run state, painting, mouse/key dispatch
+``wiring``           dragging, checking and dropping wires; reroutes inserted on a wire
+``searching``        the node search popup and what a chosen node does
+``editing``          inline editors, number scrubbing, combo/seed/context menus
+``selection``        select, delete, copy/cut/paste/duplicate, bypass/mute, groups
+``navigation``       fit, centre, wheel zoom
+``drops``            files and images dropped or pasted, the Load Image file picker
+==================== ==========================================================================
 
 What the view adds on top of the model is run state only: per-node state/progress/elapsed/error,
 result thumbnails and pre-run problem outlines, set by the run controller through the public methods
@@ -21,23 +34,16 @@ import contextlib
 import itertools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
-    QContextMenuEvent,
-    QDragEnterEvent,
-    QDragMoveEvent,
-    QDropEvent,
-    QGuiApplication,
     QImage,
     QKeyEvent,
     QMouseEvent,
     QPainter,
     QUndoStack,
-    QWheelEvent,
 )
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QLabel, QMenu, QWidget
 
@@ -58,80 +64,29 @@ from graph_engine.model import (
     Link,
     NodeMode,
 )
-from graph_engine.node_spec import Input, NodeRegistry
-from graph_engine.reroute import output_type, reroute_origin
-from graph_engine.types import ANY
-from graph_engine.validation import Problem, can_connect
+from graph_engine.node_spec import NodeRegistry
+from graph_engine.reroute import reroute_origin
+from graph_engine.validation import Problem
 from ui import commands as cmds
-from ui import input_images, mask_editor, node_titles, theme
-from ui.canvas.colours import group_colour_menu, node_colour_menu
+from ui import mask_editor, theme
+from ui.canvas.drags import DRAG_THRESHOLD, PX_PER_STEP, SCENE_HALF, GroupDrag, NodeDrag, NumberDrag, Pan, WireDrag
+from ui.canvas.drops import DropsMixin
+from ui.canvas.editing import EditingMixin
 from ui.canvas.editors import InlineEditor
 from ui.canvas.group_item import GroupItem
 from ui.canvas.minimap import Minimap
-from ui.canvas.node_item import CHOOSE_FILE_TEXT, NODE_Z, Hit, NodeItem, format_value
-from ui.canvas.reroute import adopt_widget_value_edits, insert_reroute_command, reroute_consumers
-from ui.canvas.search import Candidate, NodeSearchPopup, all_candidates, compatible_specs
-from ui.canvas.seed import EXTRA_KEY, SEED_MODES, seed_mode
+from ui.canvas.navigation import NavigationMixin
+from ui.canvas.node_item import NODE_Z, Hit, NodeItem
+from ui.canvas.reroute import reroute_consumers
+from ui.canvas.search import NodeSearchPopup
+from ui.canvas.searching import SearchMixin
+from ui.canvas.selection import SelectionMixin
 from ui.canvas.wire_item import WireItem
-from ui.clipboard import link_record, read_system_clipboard, selection_to_payload, write_system_clipboard
-from ui.input_images import is_image_input
+from ui.canvas.wiring import WiringMixin
 from ui.shortcuts import build_actions
 
-SCENE_HALF = 200_000.0
-MIN_ZOOM, MAX_ZOOM = 0.08, 3.0
-ZOOM_STEP = 1.15
-DRAG_THRESHOLD = 3  # viewport pixels before a press becomes a drag
-PX_PER_STEP = 6.0  # horizontal viewport pixels per step when scrubbing a number
 
-
-@dataclass
-class _WireDrag:
-    from_output: bool
-    node_id: int  # the fixed end
-    socket: str
-    type: str
-    item: WireItem
-    detached: Link | None = None  # the link picked up from an input, if any
-    target: tuple[int, str] | None = None  # (node, socket) under the cursor and accepted
-
-
-@dataclass
-class _NodeDrag:
-    press: QPointF
-    press_vp: QPoint
-    start: dict[int, tuple[float, float]]
-    serial: int
-    clicked: int
-    moved: bool = False
-
-
-@dataclass
-class _GroupDrag:
-    group_id: int
-    press: QPointF
-    bounding: tuple[float, float, float, float]
-    start: dict[int, tuple[float, float]]
-    serial: int
-
-
-@dataclass
-class _NumberDrag:
-    node_id: int
-    input: Input
-    part: str
-    start_value: Any
-    press_vp: QPoint
-    serial: int
-    moved: bool = False
-
-
-@dataclass
-class _Pan:
-    last: QPoint
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class GraphView(QGraphicsView):
+class GraphView(WiringMixin, SearchMixin, EditingMixin, SelectionMixin, NavigationMixin, DropsMixin, QGraphicsView):
     """The node canvas for one graph. See the module docstring for how it stays in sync."""
 
     nodeSelectionChanged = Signal(list)
@@ -176,7 +131,7 @@ class GraphView(QGraphicsView):
         self._space_down = False
         self._last_mouse_vp: QPoint | None = None
         self._editor: InlineEditor | None = None
-        self._pending_wire: _WireDrag | None = None  # a wire dropped on empty canvas, waiting for a pick
+        self._pending_wire: WireDrag | None = None  # a wire dropped on empty canvas, waiting for a pick
         self._search_scene_pos = QPointF()
 
         # Exposed for tests and the status bar: why the last hovered/dropped connection was refused.
@@ -238,15 +193,6 @@ class GraphView(QGraphicsView):
     def wire_item(self, link_id: int) -> WireItem:
         return self._wires[link_id]
 
-    def selected_node_ids(self) -> list[int]:
-        return sorted(i.node_id for i in self._scene.selectedItems() if isinstance(i, NodeItem))
-
-    def select_nodes(self, node_ids: list[int]) -> None:
-        self._scene.clearSelection()
-        for nid in node_ids:
-            if nid in self._nodes:
-                self._nodes[nid].setSelected(True)
-
     def add_node_at(self, type: str, scene_pos: QPointF | tuple[float, float]) -> int:
         """Add a node of `type` with its default values, top-left at `scene_pos` (one undo step)."""
         p = scene_pos if isinstance(scene_pos, QPointF) else QPointF(*scene_pos)
@@ -255,14 +201,6 @@ class GraphView(QGraphicsView):
         node_id = command.edits[0].record["id"]  # type: ignore[attr-defined]
         self.select_nodes([node_id])
         return int(node_id)
-
-    def insert_reroute(self, link_id: int, scene_pos: QPointF) -> int:
-        """Put a Reroute on a wire, centred at `scene_pos` (double-click on the wire); one undo step."""
-        command = insert_reroute_command(self.graph, self.registry, link_id, (scene_pos.x(), scene_pos.y()))
-        self.undo_stack.push(command)
-        node_id = int(command.edits[0].record["id"])  # type: ignore[attr-defined]
-        self.select_nodes([node_id])
-        return node_id
 
     def set_node_state(
         self,
@@ -313,34 +251,6 @@ class GraphView(QGraphicsView):
             if item.run_state or item.progress or item.elapsed is not None or item.message:
                 item.set_run_state("", None, None, None)
         self.set_problems([])
-
-    def fit_all(self) -> None:
-        """Zoom and pan so every node and group is visible (never zooming in past 100%)."""
-        rect = QRectF()
-        for item in itertools.chain(self._nodes.values(), self._groups.values()):
-            rect = rect.united(item.sceneBoundingRect())
-        if rect.isNull():
-            self.resetTransform()
-            self.centerOn(0, 0)
-            return
-        rect.adjust(-40, -40, 40, 40)
-        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
-        scale = self.zoom()
-        if scale > 1.0 or scale < MIN_ZOOM:
-            clamped = min(max(scale, MIN_ZOOM), 1.0)
-            self.resetTransform()
-            self.scale(clamped, clamped)
-            self.centerOn(rect.center())
-
-    def center_on_node(self, node_id: int) -> None:
-        item = self._nodes.get(node_id)
-        if item is None:
-            return
-        self.centerOn(item.mapRectToScene(item.layout.rect).center())
-        self.select_nodes([node_id])
-
-    def zoom(self) -> float:
-        return self.transform().m11()
 
     # ==== model -> items ==========================================================================
 
@@ -509,9 +419,6 @@ class GraphView(QGraphicsView):
             item.refresh()
             self._update_wires_of(origin[0])
 
-    def _emit_selection(self) -> None:
-        self.nodeSelectionChanged.emit(self.selected_node_ids())
-
     # ==== painting ================================================================================
 
     def drawBackground(self, painter: QPainter, rect: QRectF) -> None:
@@ -606,7 +513,7 @@ class GraphView(QGraphicsView):
         item, hit = self._hit(sp)
         pan_mod = self._space_down or bool(event.modifiers() & Qt.KeyboardModifier.AltModifier)
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and pan_mod and item is None):
-            self._mode = _Pan(vp)
+            self._mode = Pan(vp)
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
             event.accept()
             return
@@ -659,7 +566,7 @@ class GraphView(QGraphicsView):
         elif not item.isSelected():
             self.select_nodes([nid])
         moving = [i for i in self.selected_node_ids() if i in self.graph.nodes]
-        self._mode = _NodeDrag(sp, vp, {i: self.graph.nodes[i].pos for i in moving}, next(self._serials), nid)
+        self._mode = NodeDrag(sp, vp, {i: self.graph.nodes[i].pos for i in moving}, next(self._serials), nid)
 
     def _press_group(self, item: GroupItem, sp: QPointF, mods: Qt.KeyboardModifier) -> None:
         if not (mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)):
@@ -673,7 +580,7 @@ class GraphView(QGraphicsView):
             for nid, n in self.graph.nodes.items()
             if nid in self._nodes and frame.contains(self._nodes[nid].mapRectToScene(self._nodes[nid].layout.rect))
         }
-        self._mode = _GroupDrag(item.group_id, sp, group.bounding, inside, next(self._serials))
+        self._mode = GroupDrag(item.group_id, sp, group.bounding, inside, next(self._serials))
 
     def _press_widget(self, item: NodeItem, hit: Hit, vp: QPoint) -> None:
         nid = item.node_id
@@ -687,23 +594,23 @@ class GraphView(QGraphicsView):
         elif inp.type == "STRING":
             self._edit_text(item, inp)
         elif inp.type in ("INT", "FLOAT"):
-            self._mode = _NumberDrag(nid, inp, hit.part, value, vp, next(self._serials))
+            self._mode = NumberDrag(nid, inp, hit.part, value, vp, next(self._serials))
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         vp = event.position().toPoint()
         self._last_mouse_vp = vp
         mode = self._mode
-        if isinstance(mode, _Pan):
+        if isinstance(mode, Pan):
             delta = vp - mode.last
             mode.last = vp
             self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - delta.x())
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - delta.y())
             return
         sp = self.mapToScene(vp)
-        if isinstance(mode, _WireDrag):
+        if isinstance(mode, WireDrag):
             self._drag_wire(mode, sp, vp)
             return
-        if isinstance(mode, _NodeDrag):
+        if isinstance(mode, NodeDrag):
             if not mode.moved and (vp - mode.press_vp).manhattanLength() < DRAG_THRESHOLD:
                 return
             mode.moved = True
@@ -712,7 +619,7 @@ class GraphView(QGraphicsView):
             if moves:
                 self.undo_stack.push(cmds.move_nodes_command(self.graph, moves, merge_key=("move", mode.serial)))
             return
-        if isinstance(mode, _GroupDrag):
+        if isinstance(mode, GroupDrag):
             d = sp - mode.press
             x, y, w, h = mode.bounding
             moves = {nid: (p[0] + d.x(), p[1] + d.y()) for nid, p in mode.start.items() if nid in self.graph.nodes}
@@ -722,7 +629,7 @@ class GraphView(QGraphicsView):
                 )
             )
             return
-        if isinstance(mode, _NumberDrag):
+        if isinstance(mode, NumberDrag):
             dx = vp.x() - mode.press_vp.x()
             if not mode.moved and abs(dx) < DRAG_THRESHOLD:
                 return
@@ -737,21 +644,21 @@ class GraphView(QGraphicsView):
         self._mode = None
         vp = event.position().toPoint()
         sp = self.mapToScene(vp)
-        if isinstance(mode, _Pan):
+        if isinstance(mode, Pan):
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space_down else Qt.CursorShape.ArrowCursor)
             return
-        if isinstance(mode, _WireDrag):
+        if isinstance(mode, WireDrag):
             self._drop_wire(mode, sp, vp)
             return
-        if isinstance(mode, _NodeDrag):
+        if isinstance(mode, NodeDrag):
             toggling = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
             no_mods = not (event.modifiers() & toggling)
             if not mode.moved and no_mods and len(mode.start) > 1:
                 self.select_nodes([mode.clicked])  # a plain click inside a multi-selection picks one
             return
-        if isinstance(mode, _GroupDrag):
+        if isinstance(mode, GroupDrag):
             return
-        if isinstance(mode, _NumberDrag):
+        if isinstance(mode, NumberDrag):
             if not mode.moved:
                 if mode.part == "dec":
                     self._set_number(mode.node_id, mode.input, mode.start_value, -1, None)
@@ -790,39 +697,6 @@ class GraphView(QGraphicsView):
                 self._close_transients()
                 self._edit_number(item.node_id, inp)
 
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        vp = event.position().toPoint()
-        sp = self.mapToScene(vp)
-        notches = event.angleDelta().y() / 120.0
-        if notches == 0:
-            return
-        item, hit = self._hit(sp)
-        if isinstance(item, NodeItem) and hit is not None and hit.kind == "widget":
-            inp = item.layout.widgets[hit.key].input
-            if inp.type in ("INT", "FLOAT"):
-                value = self.graph.nodes[item.node_id].values.get(inp.id, inp.default)
-                steps = int(math.copysign(max(1, round(abs(notches))), notches))
-                self._set_number(item.node_id, inp, value, steps, ("scroll", item.node_id, inp.id, self._gesture))
-                event.accept()
-                return
-        self._zoom_by(ZOOM_STEP**notches, vp)
-        event.accept()
-
-    def _zoom_by(self, factor: float, anchor_vp: QPoint | None) -> None:
-        """Zoom keeping the scene point under `anchor_vp` (default: the view centre) fixed on screen."""
-        if anchor_vp is None:
-            anchor_vp = self.viewport().rect().center()
-        current = self.zoom()
-        target = min(max(current * factor, MIN_ZOOM), MAX_ZOOM)
-        if math.isclose(target, current):
-            return
-        before = self.mapToScene(anchor_vp)
-        self.scale(target / current, target / current)
-        # The view scrolls by its (hidden) scroll bars; shift them so `before` is back under the anchor.
-        moved = before - self.mapToScene(anchor_vp)
-        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + round(moved.x() * target))
-        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + round(moved.y() * target))
-
     # ==== keys ====================================================================================
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
@@ -834,7 +708,7 @@ class GraphView(QGraphicsView):
             event.accept()
             return
         if event.key() == Qt.Key.Key_Escape:
-            if isinstance(self._mode, _WireDrag):
+            if isinstance(self._mode, WireDrag):
                 self._cancel_wire(self._mode)
                 self._mode = None
             self._close_transients()
@@ -862,558 +736,15 @@ class GraphView(QGraphicsView):
 
     # ==== wires ===================================================================================
 
-    def _start_wire(
-        self, from_output: bool, node_id: int, socket: str, sp: QPointF, detached: Link | None = None
-    ) -> None:
-        item = self._nodes[node_id]
-        if from_output:
-            spec = item.spec
-            out = spec.output(socket) if spec else None
-            typ = out.type if out else (detached.type if detached else "ANY")
-        else:
-            slot = item.layout.inputs.get(socket)
-            typ = slot.type if slot else "ANY"
-        wire = WireItem(None, typ, dragging=True)
-        wire.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-        self._scene.addItem(wire)
-        drag = _WireDrag(from_output, node_id, socket, typ, wire, detached)
-        if detached is not None and detached.id in self._wires:
-            self._wires[detached.id].hide()
-        self.last_refusal_reason = None
-        self._mode = drag
-        self._drag_wire(drag, sp, self.mapFromScene(sp))
-
-    def _anchor(self, drag: _WireDrag) -> QPointF:
-        item = self._nodes[drag.node_id]
-        return item.output_pos(drag.socket) if drag.from_output else item.input_pos(drag.socket)
-
-    def _verdict(self, drag: _WireDrag, target: tuple[int, str]) -> tuple[bool, str]:
-        if drag.from_output:
-            src, out, (dst, inp) = drag.node_id, drag.socket, target
-        else:
-            (src, out), dst, inp = target, drag.node_id, drag.socket
-        v = can_connect(self.graph, self.registry, src, out, dst, inp)
-        return bool(v), v.reason
-
-    def _drag_wire(self, drag: _WireDrag, sp: QPointF, vp: QPoint) -> None:
-        target = self._socket_at(sp, want_output=not drag.from_output)
-        end = sp
-        drag.target = None
-        if target is not None:
-            ok, reason = self._verdict(drag, target)
-            if ok:
-                drag.target = target
-                tgt_item = self._nodes[target[0]]
-                end = tgt_item.input_pos(target[1]) if drag.from_output else tgt_item.output_pos(target[1])
-                self._show_refusal(None, vp)
-            else:
-                self._show_refusal(reason, vp)
-        else:
-            self._show_refusal(None, vp)
-        anchor = self._anchor(drag)
-        if drag.from_output:
-            drag.item.set_ends(anchor, end)
-        else:
-            drag.item.set_ends(end, anchor)
-
-    def _show_refusal(self, reason: str | None, vp: QPoint, *, linger_ms: int = 0) -> None:
-        if reason is None:
-            self.last_refusal_reason = None
-            self._refusal_label.hide()
-            return
-        self.last_refusal_reason = reason
-        self._refusal_label.setText(f"✕ {reason}")
-        self._refusal_label.adjustSize()
-        self._refusal_label.move(vp + QPoint(16, 12))
-        self._refusal_label.show()
-        self._refusal_label.raise_()
-        if linger_ms:
-            self._refusal_timer.start(linger_ms)
-
-    def _cancel_wire(self, drag: _WireDrag) -> None:
-        self._scene.removeItem(drag.item)
-        if drag.detached is not None and drag.detached.id in self._wires:
-            self._wires[drag.detached.id].show()
-
-    def _drop_wire(self, drag: _WireDrag, sp: QPointF, vp: QPoint) -> None:
-        self._drag_wire(drag, sp, vp)  # settle target and verdict at the release point
-        self._cancel_wire(drag)
-        target = self._socket_at(sp, want_output=not drag.from_output)
-        if target is not None:
-            if drag.target is None:
-                self._show_refusal(self.last_refusal_reason, vp, linger_ms=1500)
-                return
-            self._refusal_label.hide()
-            if drag.from_output:
-                src, out, (dst, inp) = drag.node_id, drag.socket, drag.target
-            else:
-                (src, out), dst, inp = drag.target, drag.node_id, drag.socket
-            det = drag.detached
-            if det is not None and (det.dst_node, det.dst_input) == (dst, inp):
-                return  # picked up and put back
-            command = cmds.connect_command(
-                self.graph, src, out, dst, inp, self._link_type(src, out, drag.type, dst, inp)
-            )
-            if det is not None:
-                command.edits.insert(0, cmds.RemoveLink(link_record(det)))
-                command.setText("Move connection")
-            command.edits += adopt_widget_value_edits(self.graph, self.registry, src, out, dst, inp)
-            self.undo_stack.push(command)
-            return
-        self._refusal_label.hide()
-        if drag.detached is not None:
-            self.undo_stack.push(cmds.disconnect_command(self.graph, [drag.detached.id]))
-            return
-        # dropped on empty canvas: offer the node types that fit, and wire the one picked
-        self._pending_wire = drag
-        self._search_scene_pos = sp
-        candidates = compatible_specs(self.registry, drag.type, from_output=drag.from_output)
-        self.search_popup.open(candidates, vp)
-
-    def _link_type(self, src: int, out: str, fallback: str, dst: int | None = None, inp: str | None = None) -> str:
-        spec = self.registry.get(self.graph.nodes[src].type)
-        o = spec.output(out) if spec else None
-        if o is not None and spec is not None and spec.virtual:
-            # a reroute carries what feeds it; a primitive (or an unplugged reroute) what it feeds
-            typ = output_type(self.graph, self.registry, src, out)
-            dst_spec = self.registry.get(self.graph.nodes[dst].type) if dst is not None else None
-            dst_inp = dst_spec.input(inp) if dst_spec is not None and inp is not None else None
-            if typ == ANY and dst_inp is not None:
-                typ = dst_inp.type
-            return typ
-        return o.type if o else fallback
-
     # ==== search ==================================================================================
-
-    def open_search(self, vp: QPoint | None = None) -> None:
-        """Open the add-node search at `vp` (default: the cursor, or the view centre)."""
-        if self._editor is not None:
-            return
-        if vp is None:
-            vp = self._last_mouse_vp or self.viewport().rect().center()
-        self._pending_wire = None
-        self._search_scene_pos = self.mapToScene(vp)
-        self.search_popup.open(all_candidates(self.registry), vp)
-
-    def _on_search_chosen(self, cand: Candidate) -> None:
-        pos = self._search_scene_pos
-        drag, self._pending_wire = self._pending_wire, None
-        self.setFocus()
-        if drag is None or cand.socket is None:
-            self.add_node_at(cand.spec.type, pos)
-            return
-        if drag.from_output:
-            place = (pos.x() + 20, pos.y() - theme.TITLE_HEIGHT - theme.ROW_HEIGHT / 2)
-            spec_in = cand.spec.input(cand.socket)
-            link = (drag.node_id, drag.socket, None, cand.socket, self._link_type(drag.node_id, drag.socket, drag.type))
-            del spec_in
-        else:
-            place = (pos.x() - theme.NODE_MIN_WIDTH - 20, pos.y() - theme.TITLE_HEIGHT - theme.ROW_HEIGHT / 2)
-            out = cand.spec.output(cand.socket)
-            link = (None, cand.socket, drag.node_id, drag.socket, out.type if out else drag.type)
-        command = cmds.add_connected_node_command(self.graph, self.registry, cand.spec.type, place, link)
-        self.undo_stack.push(command)
-        self.select_nodes([command.edits[0].record["id"]])  # type: ignore[attr-defined]
-
-    def _on_search_closed(self) -> None:
-        if not self.search_popup.isVisible():
-            self.setFocus()
 
     # ==== widgets and editors =====================================================================
 
-    def _set_number(self, node_id: int, inp: Input, start: Any, steps: int, merge_key: object) -> None:
-        step = inp.step or (1 if inp.type == "INT" else 0.01)
-        try:
-            base = float(start)
-        except (TypeError, ValueError):
-            base = float(inp.default) if isinstance(inp.default, int | float) else 0.0
-        value: float = base + steps * step
-        if inp.min is not None:
-            value = max(value, inp.min)
-        if inp.max is not None:
-            value = min(value, inp.max)
-        new: int | float = round(value) if inp.type == "INT" else round(value, 10)
-        if inp.type == "FLOAT" and inp.round:
-            new = round(round(new / inp.round) * inp.round, 10)
-        if new == self.graph.nodes[node_id].values.get(inp.id):
-            return
-        self.undo_stack.push(cmds.set_value_command(self.graph, node_id, inp.id, new, merge_key=merge_key))
-
-    def _editor_rect(self, scene_rect: QRectF) -> Any:
-        return self.mapFromScene(scene_rect).boundingRect()
-
-    def _open_editor(
-        self,
-        scene_rect: QRectF,
-        text: str,
-        on_commit: Any,
-        multiline: bool = False,
-        owner: QRectF | None = None,
-    ) -> None:
-        """An inline editor over `scene_rect`, kept inside `owner` (the edited item's scene rect) and the
-        viewport, so it never covers another node whose widgets the user may click next."""
-        self._close_transients()
-        bounds = self.viewport().rect()
-        if owner is not None:
-            bounds = bounds.intersected(self._editor_rect(owner))
-        editor = InlineEditor(
-            self.viewport(), self._editor_rect(scene_rect), text, on_commit, multiline=multiline, bounds=bounds
-        )
-        self._editor = editor
-        editor.destroyed.connect(lambda *_: self._forget_editor(editor))
-
-    def _forget_editor(self, editor: InlineEditor) -> None:
-        if self._editor is editor:
-            self._editor = None
-
-    def _edit_number(self, node_id: int, inp: Input) -> None:
-        item = self._nodes[node_id]
-        value = self.graph.nodes[node_id].values.get(inp.id, inp.default)
-
-        def commit(text: str) -> None:
-            self._editor = None
-            self.setFocus()
-            try:
-                number = float(text.strip().replace(",", "."))
-            except ValueError:
-                return
-            if not math.isfinite(number) or node_id not in self.graph.nodes:
-                return
-            self._set_number(node_id, inp, number, 0, None)
-
-        self._open_editor(
-            item.widget_scene_rect(inp.id), format_value(inp, value), commit, owner=item.body_scene_rect()
-        )
-
-    def _edit_text(self, item: NodeItem, inp: Input) -> None:
-        nid = item.node_id
-        value = self.graph.nodes[nid].values.get(inp.id, inp.default)
-
-        def commit(text: str) -> None:
-            self._editor = None
-            self.setFocus()
-            if nid in self.graph.nodes and text != self.graph.nodes[nid].values.get(inp.id):
-                self.undo_stack.push(cmds.set_value_command(self.graph, nid, inp.id, text))
-
-        self._open_editor(
-            item.widget_scene_rect(inp.id),
-            str(value or ""),
-            commit,
-            multiline=inp.multiline,
-            owner=item.body_scene_rect(),
-        )
-
-    def _rename_node(self, item: NodeItem) -> None:
-        nid = item.node_id
-        node = self.graph.nodes[nid]
-
-        def commit(text: str) -> None:
-            self._editor = None
-            self.setFocus()
-            title = text.strip() or None
-            if nid in self.graph.nodes and title != self.graph.nodes[nid].title:
-                self.undo_stack.push(cmds.set_title_command(self.graph, nid, title))
-
-        self._open_editor(item.mapRectToScene(item.layout.title_rect), node.label, commit, owner=item.body_scene_rect())
-
-    def _rename_group(self, item: GroupItem) -> None:
-        gid = item.group_id
-
-        def commit(text: str) -> None:
-            self._editor = None
-            self.setFocus()
-            if gid in self.graph.groups and text != self.graph.groups[gid].title:
-                self.undo_stack.push(cmds.update_group_command(self.graph, gid, title=text))
-
-        self._open_editor(item.mapRectToScene(item.title_rect()), self.graph.groups[gid].title, commit)
-
-    def _popup_menu(self, menu: QMenu, vp: QPoint) -> None:
-        """Show a menu without blocking (tests and the event loop keep running); kept as `active_menu`."""
-        self.active_menu = menu
-        menu.aboutToHide.connect(lambda: QTimer.singleShot(0, lambda: self._forget_menu(menu)))
-        menu.popup(self.viewport().mapToGlobal(vp))
-
-    def _forget_menu(self, menu: QMenu) -> None:
-        if self.active_menu is menu:
-            self.active_menu = None
-        menu.deleteLater()
-
-    def _open_combo_menu(self, item: NodeItem, inp: Input, value: Any) -> None:
-        nid = item.node_id
-        menu = QMenu(self)
-        choices = inp.choice_list()  # computed now: model files may have appeared since the last look
-        if is_image_input(inp):
-            menu.addAction(CHOOSE_FILE_TEXT, lambda: self.choose_image(nid, inp.id))
-            menu.addAction("Open input folder", input_images.open_input_folder)
-            menu.setToolTipsVisible(True)
-            menu.setToolTip(input_images.folder_hint())
-            menu.addSeparator()
-        if not choices:
-            empty = f"(no images in {input_images.input_dir()})" if is_image_input(inp) else "(nothing available)"
-            menu.addAction(empty).setEnabled(False)
-        for choice in choices:
-            act = menu.addAction(choice)
-            act.setCheckable(True)
-            act.setChecked(choice == value)
-            act.triggered.connect(
-                lambda _c=False, c=choice: self.undo_stack.push(cmds.set_value_command(self.graph, nid, inp.id, c))
-            )
-        rect = item.widget_scene_rect(inp.id)
-        self._popup_menu(menu, self.mapFromScene(rect.bottomLeft()))
-
-    def _open_seed_menu(self, item: NodeItem, input_id: str) -> None:
-        nid = item.node_id
-        current = seed_mode(self.graph, nid)
-        menu = QMenu(self)
-        for mode in SEED_MODES:
-            act = menu.addAction(mode)
-            act.setCheckable(True)
-            act.setChecked(mode == current)
-            act.triggered.connect(
-                lambda _c=False, m=mode: self.undo_stack.push(cmds.set_extra_command(self.graph, nid, EXTRA_KEY, m))
-            )
-        rect = item.mapRectToScene(item.layout.widgets[input_id].control_rect or item.layout.title_rect)
-        self._popup_menu(menu, self.mapFromScene(rect.bottomLeft()))
-
-    def _close_transients(self) -> None:
-        if self._editor is not None:
-            editor, self._editor = self._editor, None
-            editor.commit()
-        if self.search_popup.isVisible():
-            self._pending_wire = None
-            self.search_popup.close_popup()
-        self._refusal_label.hide()
-
     # ==== context menus ===========================================================================
-
-    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
-        vp = event.pos()
-        sp = self.mapToScene(vp)
-        item, _hit = self._hit(sp)
-        menu = QMenu(self)
-        if isinstance(item, NodeItem):
-            if not item.isSelected():
-                self.select_nodes([item.node_id])
-            for inp in input_images.image_inputs(item.spec):
-                menu.addAction(
-                    f"{CHOOSE_FILE_TEXT[:-1]} for {inp.display_name}…",
-                    lambda i=inp.id: self.choose_image(item.node_id, i),
-                )
-            menu.addAction("Rename", lambda: self._rename_node(item))
-            menu.addAction("Bypass", lambda: self.toggle_mode(NodeMode.BYPASS))
-            menu.addAction("Mute", lambda: self.toggle_mode(NodeMode.MUTE))
-            menu.addMenu(node_colour_menu(menu, self.graph, self.undo_stack, self.selected_node_ids()))
-            if self.graph.nodes[item.node_id].type == mask_editor.LOAD_IMAGE:
-                mask_editor.add_menu_entry(menu, self, item.node_id)
-            menu.addSeparator()
-            menu.addAction("Copy", self.copy_selected)
-            menu.addAction("Duplicate", self.duplicate_selected)
-            menu.addAction("Delete", self.delete_selected)
-        elif isinstance(item, GroupItem):
-            gid = item.group_id
-            menu.addAction("Rename group", lambda: self._rename_group(item))
-            selected = {i.group_id for i in self._scene.selectedItems() if isinstance(i, GroupItem)}
-            gids = sorted(selected) if gid in selected else [gid]
-            menu.addMenu(group_colour_menu(menu, self.graph, self.undo_stack, gids))
-            menu.addAction("Delete group", lambda: self.undo_stack.push(cmds.remove_groups_command(self.graph, [gid])))
-        elif (wire := self._wire_at(sp)) is not None and wire.link_id is not None:
-            lid = wire.link_id
-            menu.addAction("Delete link", lambda: self.undo_stack.push(cmds.disconnect_command(self.graph, [lid])))
-        else:
-            self._search_scene_pos = sp
-            add = menu.addMenu("Add node")
-            submenus: dict[str, QMenu] = {}
-            for spec in self.registry:
-                cat = spec.category or "misc"
-                if cat not in submenus:
-                    submenus[cat] = add.addMenu(cat)
-                t = spec.type
-                submenus[cat].addAction(node_titles.title(spec), lambda t=t: self.add_node_at(t, sp))
-            menu.addSeparator()
-            menu.addAction("Paste", self.paste)
-            menu.addAction("Fit view", self.fit_all)
-        self._popup_menu(menu, vp)
-        event.accept()
 
     # ==== edit actions ============================================================================
 
-    def select_all(self) -> None:
-        for item in self._nodes.values():
-            item.setSelected(True)
-
-    def delete_selected(self) -> None:
-        node_ids = self.selected_node_ids()
-        group_ids = sorted(i.group_id for i in self._scene.selectedItems() if isinstance(i, GroupItem))
-        if not node_ids and not group_ids:
-            return
-        edits = cmds.remove_nodes_command(self.graph, node_ids).edits if node_ids else []
-        if group_ids:
-            edits += cmds.remove_groups_command(self.graph, group_ids).edits
-        n = len(node_ids)
-        text = f"Delete {n} node{'s' if n != 1 else ''}" if node_ids else "Delete group"
-        self.undo_stack.push(cmds.GraphCommand(self.graph, text, edits))
-
-    def copy_selected(self) -> None:
-        ids = self.selected_node_ids()
-        if ids:
-            write_system_clipboard(selection_to_payload(self.graph, ids))
-
-    def cut_selected(self) -> None:
-        ids = self.selected_node_ids()
-        if ids:
-            self.copy_selected()
-            command = cmds.remove_nodes_command(self.graph, ids)
-            command.setText(command.text().replace("Delete", "Cut"))
-            self.undo_stack.push(command)
-
-    def paste(self) -> None:
-        """Paste the clipboard's nodes with their top-left at the cursor (or the view centre); with no
-        nodes there but an image (data or image files), a Load Image node with that image instead."""
-        payload = read_system_clipboard()
-        vp = self._last_mouse_vp or self.viewport().rect().center()
-        at = self.mapToScene(vp)
-        if payload and payload.get("nodes"):
-            self._push_paste(payload, (at.x(), at.y()), "Paste")
-            return
-        mime = QGuiApplication.clipboard().mimeData()
-        if input_images.mime_has_image(mime):
-            self._add_images_from(mime, at, vp, "Paste image")
-
     # ==== images for Load Image: choose, paste, drop ==============================================
-
-    def image_loader_type(self) -> str | None:
-        """The node type pasted or dropped images become: Load Image, or any type with an image-file input."""
-        spec = self.registry.get("LoadImage")
-        if spec is not None and input_images.image_inputs(spec):
-            return spec.type
-        return next((s.type for s in self.registry if input_images.image_inputs(s)), None)
-
-    def choose_image(self, node_id: int, input_id: str) -> str | None:
-        """Ask for an image file anywhere (`ui.input_images.choose_image_file`), copy it into the input
-        folder under a free name and select it in the node (one undo step); returns the name."""
-        path = input_images.choose_image_file(self)
-        if path is None or node_id not in self.graph.nodes:
-            return None
-        try:
-            name = input_images.import_file(path)
-        except (OSError, ValueError) as exc:
-            self._show_refusal(f"could not add the image: {exc}", self._widget_vp(node_id, input_id), linger_ms=4000)
-            return None
-        if self.graph.nodes[node_id].values.get(input_id) != name:
-            self.undo_stack.push(cmds.set_value_command(self.graph, node_id, input_id, name))
-        else:
-            self._nodes[node_id].refresh()  # the same name, maybe a new picture
-        return name
-
-    def _widget_vp(self, node_id: int, input_id: str) -> QPoint:
-        item = self._nodes.get(node_id)
-        if item is None or input_id not in item.layout.widgets:
-            return self.viewport().rect().center()
-        return self.mapFromScene(item.widget_scene_rect(input_id).bottomLeft())
-
-    def image_input_at(self, vp: QPoint) -> tuple[int, str] | None:
-        """The unwired image-file input of the node under a viewport point (a drop there sets it)."""
-        item, _hit = self._hit(self.mapToScene(vp))
-        if not isinstance(item, NodeItem):
-            return None
-        linked = set(self.graph.inputs_of(item.node_id))
-        for inp in input_images.image_inputs(item.spec):
-            if inp.id not in linked:
-                return item.node_id, inp.id
-        return None
-
-    def _add_images_from(self, mime: QMimeData, at: QPointF, vp: QPoint, text: str) -> list[int]:
-        """Store the images `mime` carries in the input folder; onto the Load Image node under `vp` (the
-        first image), else as new Load Image nodes at `at`, cascading. One undo step; new node ids."""
-        target = self.image_input_at(vp)
-        node_type = self.image_loader_type()
-        if target is None and node_type is None:
-            self._show_refusal("no node type here loads images", vp, linger_ms=3000)
-            return []
-        try:
-            names = input_images.store_from_mime(mime)
-        except (OSError, ValueError) as exc:
-            self._show_refusal(f"could not add the image: {exc}", vp, linger_ms=4000)
-            return []
-        if not names:
-            return []
-        if target is not None:
-            nid, input_id = target
-            if self.graph.nodes[nid].values.get(input_id) != names[0]:
-                self.undo_stack.push(cmds.set_value_command(self.graph, nid, input_id, names[0]))
-            return []
-        assert node_type is not None
-        spec = self.registry.get(node_type)
-        input_id = input_images.image_inputs(spec)[0].id
-        edits: list[cmds.Edit] = []
-        new_ids: list[int] = []
-        next_id = self.graph.next_node_id
-        for i, name in enumerate(names):
-            pos = (at.x() + 30 * i, at.y() + 30 * i)
-            rec = cmds.new_node_record(
-                self.graph, self.registry, node_type, pos, node_id=next_id + i, values={input_id: name}
-            )
-            edits.append(cmds.AddNode(rec))
-            new_ids.append(rec["id"])
-        self.undo_stack.push(cmds.GraphCommand(self.graph, text, edits))
-        self.select_nodes(new_ids)
-        return new_ids
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if input_images.mime_has_image(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            super().dragEnterEvent(event)
-
-    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
-        if input_images.mime_has_image(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            super().dragMoveEvent(event)
-
-    def dropEvent(self, event: QDropEvent) -> None:
-        """Image files (or image data) dropped here: onto a Load Image node, or new ones at the drop point."""
-        mime = event.mimeData()
-        if not input_images.mime_has_image(mime):
-            super().dropEvent(event)
-            return
-        event.acceptProposedAction()
-        vp = event.position().toPoint()
-        self._add_images_from(mime, self.mapToScene(vp), vp, "Drop image")
-        self.setFocus()
-
-    def duplicate_selected(self) -> None:
-        ids = self.selected_node_ids()
-        if not ids:
-            return
-        payload = selection_to_payload(self.graph, ids)
-        x0 = min(self.graph.nodes[i].pos[0] for i in ids)
-        y0 = min(self.graph.nodes[i].pos[1] for i in ids)
-        self._push_paste(payload, (x0 + 30, y0 + 30), "Duplicate")
-
-    def _push_paste(self, payload: dict[str, Any], at: tuple[float, float], text: str) -> None:
-        command = cmds.paste_command(self.graph, payload, at, text=text)
-        self.undo_stack.push(command)
-        new_ids = [e.record["id"] for e in command.edits if isinstance(e, cmds.AddNode)]
-        self.select_nodes(new_ids)
-
-    def toggle_mode(self, mode: NodeMode) -> None:
-        ids = self.selected_node_ids()
-        if ids:
-            self.undo_stack.push(cmds.toggle_mode_command(self.graph, ids, mode))
-
-    def group_selected(self) -> None:
-        ids = self.selected_node_ids()
-        if not ids:
-            return
-        rect = QRectF()
-        for nid in ids:
-            item = self._nodes[nid]
-            rect = rect.united(item.mapRectToScene(item.layout.rect))
-        rect.adjust(-20, -20 - theme.GROUP_TITLE_HEIGHT, 20, 20)
-        self.undo_stack.push(
-            cmds.add_group_command(self.graph, "Group", (rect.x(), rect.y(), rect.width(), rect.height()))
-        )
 
 
 def _safe_disconnect(graph: Graph, slot: Any) -> None:
