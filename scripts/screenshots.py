@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.window.lower().split("x"))
     window = MainWindow(builtin_registry(), Settings(output_dir=str(home / "output")))
     window.resize(width, height)
+    window.apply_default_dock_sizes()  # as a first start at this size would lay them out
     if not window.load_default():
         print("workflows/txt2img.json did not load; the screenshots show an empty editor", file=sys.stderr)
     graph = window.graph
@@ -227,6 +228,9 @@ def shoot_mask_editor(window, settle, out: Path) -> bool:  # type: ignore[no-unt
     input_dir().mkdir(parents=True, exist_ok=True)
     picture.save(str(input_dir() / "landscape.png"))
 
+    if window.doc is not None:  # the earlier shots edited the graph: no "save changes?" box here
+        window.doc.undo.setClean()
+        window.doc.modified_outside_undo = False
     window.open_template(Path(__file__).resolve().parents[1] / "workflows" / "inpaint.json")
     settle()
     graph = window.graph

@@ -223,7 +223,11 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.images_dock, self.history_dock)
         self.images_dock.raise_()
         self.log_dock = self._dock("Log", self.log, area.BottomDockWidgetArea)
-        # at most 45% of the window for both docks, so the canvas stays the widest part on small screens
+        self.apply_default_dock_sizes()
+
+    def apply_default_dock_sizes(self) -> None:
+        """The first-start dock sizes for the window's current width: at most 45% of the window for both
+        side docks, so the canvas stays the widest part on small screens."""
         width = self.width()
         side = [min(230, width * 18 // 100), min(320, width * 27 // 100)]
         self.resizeDocks([self.library_dock, self.images_dock], side, Qt.Orientation.Horizontal)

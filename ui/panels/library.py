@@ -59,7 +59,8 @@ class NodeLibraryPanel(QWidget):
         """Refill from the registry (node packs may register types after the window opened)."""
         self.tree.clear()
         categories: dict[str, QTreeWidgetItem] = {}
-        for spec in self.registry:
+        # ComfyUI's "_for_testing"-style categories go last rather than first
+        for spec in sorted(self.registry, key=lambda sp: sp.category.startswith("_")):
             if spec.category not in categories:
                 cat = QTreeWidgetItem([spec.category])
                 cat.setFlags(Qt.ItemFlag.ItemIsEnabled)
