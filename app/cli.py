@@ -182,16 +182,33 @@ def apply_aliases(graph: Any, registry: Any, aliases: Sequence[str]) -> None:
 # ---- commands ---------------------------------------------------------------------------------
 
 
-def cmd_nodes(args: argparse.Namespace) -> int:
-    from nodes import builtin_registry
+def _registry() -> Any:
+    """The built-in nodes plus the node packs; each pack that failed to load is named once on stderr."""
+    global _plugin_problems_shown
+    from app.plugins import load_app_registry
 
-    registry = builtin_registry()
+    registry, report = load_app_registry()
+    if not _plugin_problems_shown:
+        _plugin_problems_shown = True
+        for problem in report.problems:
+            _err(problem)
+    return registry
+
+
+_plugin_problems_shown = False
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    registry = _registry()
     if args.json:
-        json.dump([spec.describe() for spec in registry], sys.stdout, indent=2, default=str)
+        described = [{**spec.describe(), "source": registry.source(spec.type) or "built-in"} for spec in registry]
+        json.dump(described, sys.stdout, indent=2, default=str)
         print()
         return EXIT_OK
     for spec in registry:
         flag = " [output]" if spec.output_node else ""
+        source = registry.source(spec.type)
+        flag += f" [plugin: {source}]" if source else ""
         print(f"{spec.type}  ({spec.display_name}, {spec.category}){flag}")
         for inp in spec.inputs:
             detail = inp.type
@@ -214,10 +231,9 @@ def _problems_or_none(graph: Any, registry: Any) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from nodes import builtin_registry
-
+    registry = _registry()
     document = _open(args.workflow)
-    problems = _problems_or_none(document.graph, builtin_registry())
+    problems = _problems_or_none(document.graph, registry)
     if problems:
         raise UsageError(*problems)
     print(f"{args.workflow}: valid ({len(document.graph.nodes)} nodes)")
@@ -234,9 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.settings import Settings
     from graph_engine import CancelToken, Executor, InvalidGraph, make_plan
     from graph_engine.serialization import graph_to_dict
-    from nodes import builtin_registry
 
-    registry = builtin_registry()
+    registry = _registry()
     document = _open(args.workflow)
     graph = document.graph
     apply_aliases(graph, registry, args.aliases)
@@ -299,9 +314,8 @@ def _speed_flags(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_export(args: argparse.Namespace) -> int:
     """ComfyUI JSON for a workflow, e.g. to queue it on a ComfyUI server (`comfy-api`)."""
     from app.comfy_png import export_graph
-    from nodes import builtin_registry
 
-    registry = builtin_registry()
+    registry = _registry()
     graph = _open(args.workflow).graph
     apply_aliases(graph, registry, args.aliases)
     apply_sets(graph, registry, args.sets)

@@ -1,9 +1,10 @@
 """ComfyUI and A1111 files for `open_document`: the importer the app plugs into `documents.IMPORTERS`.
 
 `graph_engine.comfy` does the reading but knows neither our node types nor where models live; this
-module hands it both (`nodes.builtin_registry()`, `nodes.folders.list_models`) so the runner, the
-validator and the editor open ComfyUI JSON (UI or API format), ComfyUI PNGs (`workflow` / `prompt`
-chunks) and A1111 PNGs (`parameters`) the same way, with the same notices.
+module hands it both (`app.plugins.app_registry()`, the built-in nodes and the node packs, and
+`nodes.folders.list_models`) so the runner, the validator and the editor open ComfyUI JSON (UI or API
+format), ComfyUI PNGs (`workflow` / `prompt` chunks) and A1111 PNGs (`parameters`) the same way, with
+the same notices.
 
 It also writes the other direction for `sdgraph export`.
 """
@@ -25,11 +26,11 @@ _SOURCES = {"comfyui-ui": "comfyui", "comfyui-api": "comfyui-api", "a1111": "a11
 
 def comfy_importer(doc: Any, chunks: dict[str, str]) -> Document | None:
     """A Document from a ComfyUI JSON document, or from PNG chunks (ComfyUI or A1111); None if neither."""
+    from app.plugins import app_registry
     from graph_engine import comfy
-    from nodes import builtin_registry
     from nodes.folders import list_models
 
-    registry = builtin_registry()
+    registry = app_registry()
     if doc is not None:
         if comfy.detect_format(doc) is None:
             return None
@@ -50,10 +51,10 @@ def export_graph(graph: Graph, fmt: str, out: Path) -> None:
     Raises ValueError (`ComfyExportError`) when the graph cannot be expressed in that format, OSError
     when the file cannot be written.
     """
+    from app.plugins import app_registry
     from graph_engine import comfy
-    from nodes import builtin_registry
 
-    registry = builtin_registry()
+    registry = app_registry()
     if fmt == COMFY_UI:
         doc = comfy.to_ui(graph, registry)
     elif fmt == COMFY_API:

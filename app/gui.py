@@ -70,8 +70,8 @@ def make_app() -> object:
 
 def create_window() -> object:
     """The main window with the default graph and its autosave session started; not yet shown."""
+    from app.plugins import load_app_registry
     from app.settings import Settings, home_dir
-    from nodes import builtin_registry
     from ui.autosave import AutosaveStore
     from ui.main_window import MainWindow
 
@@ -85,7 +85,10 @@ def create_window() -> object:
     QApplication.setPalette(theme.window_palette(theme.current))
     store = AutosaveStore(home_dir() / "autosave")
     store.start_session()
-    window = MainWindow(builtin_registry(), settings, autosave=store)
+    registry, plugins = load_app_registry()
+    window = MainWindow(registry, settings, autosave=store)
+    for problem in plugins.problems:  # each broken node pack, once, where the user reads what went wrong
+        window.log.add("warning", problem)
     window.load_default()
     return window
 

@@ -368,14 +368,30 @@ class NodeRegistry:
 
     def __init__(self, specs: Iterable[NodeSpec] = ()) -> None:
         self._specs: dict[str, NodeSpec] = {}
+        self._sources: dict[str, str] = {}
         for spec in specs:
             self.register(spec)
 
-    def register(self, spec: NodeSpec) -> NodeSpec:
+    def register(self, spec: NodeSpec, *, source: str = "") -> NodeSpec:
+        """Add a node type. `source` names where a plugin's type came from (a package or a folder), so
+        `sdgraph nodes` and the library can say so; built-in types leave it empty."""
         if spec.type in self._specs and self._specs[spec.type] is not spec:
             raise ValueError(f"node type {spec.type!r} is registered twice")
         self._specs[spec.type] = spec
+        if source:
+            self._sources[spec.type] = source
         return spec
+
+    def source(self, type: str) -> str:
+        """Where a type came from: "" for a built-in one, else the plugin's name as it was registered."""
+        return self._sources.get(type, "")
+
+    def copy(self) -> NodeRegistry:
+        """A registry with the same types and sources that can grow without changing this one."""
+        other = NodeRegistry()
+        other._specs = dict(self._specs)
+        other._sources = dict(self._sources)
+        return other
 
     def get(self, type: str) -> NodeSpec | None:
         return self._specs.get(type)

@@ -33,6 +33,12 @@ class _Tree(QTreeWidget):
         return [NODE_TYPE_MIME]
 
 
+def _pack_name(source: str) -> str:
+    """The short name a row shows: the package's name, or the pack's folder or file name."""
+    kind, _, where = source.partition(" ")
+    return where.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] if kind == "folder" else where or source
+
+
 class NodeLibraryPanel(QWidget):
     addNodeRequested = Signal(str)  # node type
 
@@ -70,7 +76,11 @@ class NodeLibraryPanel(QWidget):
             item.setData(0, _TYPE_ROLE, spec.type)
             item.setData(0, _NAMES_ROLE, " ".join(node_titles.search_names(spec)))
             other = node_titles.other_title(spec)
-            item.setToolTip(0, "\n".join(t for t in (other and f"also: {other}", spec.description or spec.type) if t))
+            source = self.registry.source(spec.type)
+            lines = (other and f"also: {other}", spec.description or spec.type, source and f"plugin: {source}")
+            item.setToolTip(0, "\n".join(t for t in lines if t))
+            if source:  # a node pack's type: said in its row, not only in the tooltip
+                item.setText(0, f"{item.text(0)} (plugin: {_pack_name(source)})")
             item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled)
             categories[spec.category].addChild(item)
         self.tree.expandAll()
