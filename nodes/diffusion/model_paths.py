@@ -3,7 +3,7 @@
 A workflow refers to a model by a *name* relative to a model folder (``"sd15/dreamshaper.safetensors"``,
 always with forward slashes), never by absolute path, so the same workflow works on another machine.
 The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``,
-``controlnet``) are
+``controlnet``, ``embeddings``: textual inversions, named in prompts rather than loader nodes) are
 searched in order:
 
 1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder, then
@@ -32,7 +32,7 @@ from typing import Any
 
 from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
-KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet")
+KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet", "embeddings")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 _A1111_FOLDERS = {
@@ -40,6 +40,7 @@ _A1111_FOLDERS = {
     "vae": "models/VAE",
     "loras": "models/Lora",
     "controlnet": "models/ControlNet",
+    "embeddings": "embeddings",
 }
 # ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples, and the pre-2024
 # folder names "clip" and "unet" for text encoders and diffusion models).
@@ -53,6 +54,7 @@ _COMFY_KEYS = {
     "diffusion_models": "diffusion_models",
     "unet": "diffusion_models",
     "controlnet": "controlnet",
+    "embeddings": "embeddings",
 }
 # Older folder names ComfyUI still reads for a kind, searched after the current one under every root.
 _LEGACY_FOLDERS = {"text_encoders": ("clip",), "diffusion_models": ("unet",)}

@@ -237,4 +237,20 @@ def test_a1111_install(home: Path, tmp_path: Path) -> None:
 
 def test_unknown_kind(home: Path) -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
-        model_paths.list_models("embeddings")
+        model_paths.list_models("upscale_models")  # not a kind sdgraph reads (yet)
+
+
+def test_embeddings_folder_under_home_a1111_and_comfyui_yaml(home: Path, tmp_path: Path) -> None:
+    """Textual inversions live in models/embeddings: ComfyUI yaml `embeddings`, A1111 <install>/embeddings."""
+    _touch(home / "models" / "embeddings" / "mine.safetensors")
+    webui = tmp_path / "webui"
+    _touch(webui / "models" / "Stable-diffusion" / "x.safetensors")
+    _touch(webui / "embeddings" / "a1111_emb.pt")
+    comfy = tmp_path / "ComfyUI"
+    _touch(comfy / "models" / "embeddings" / "comfy_emb.safetensors")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(f"comfyui:\n    base_path: {comfy}\n    embeddings: models/embeddings/\n")
+    folders = ModelFolders.default()
+    folders.add_a1111(webui)
+    folders.add_comfyui_yaml(yaml_file)
+    assert folders.list_models("embeddings") == ["a1111_emb.pt", "comfy_emb.safetensors", "mine.safetensors"]
