@@ -1,6 +1,6 @@
 """Workflow files: versioned JSON with values by name, saved atomically.
 
-    {"format": "sdgraph.workflow", "schema_version": 1, "app_version": "...",
+    {"format": "sdgraph.workflow", "schema_version": 2, "app_version": "...",
      "state": {"next_node_id": 8, "next_link_id": 10, "next_group_id": 1},
      "nodes": [{"id": 3, "type": "KSampler", "pos": [x, y], "mode": "active",
                 "inputs": {"seed": 42, "steps": 20, ...}, ...}],
@@ -28,7 +28,7 @@ from typing import Any
 from graph_engine.model import Graph, GraphError, NodeMode
 
 FORMAT = "sdgraph.workflow"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_VERSION = "0.1.0"
 # The PNG text chunk saved images carry their workflow in, so an image reopens as its graph.
 PNG_WORKFLOW_KEY = "sdgraph_workflow"
@@ -64,8 +64,48 @@ def _migrate_0_to_1(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+# What sdgraph's forward-noise node (type `AddNoise` up to schema 1, `ForwardNoise` since) takes: its
+# sockets and its widgets. ComfyUI's AddNoise (model, noise, sigmas, latent_image) shares none of these
+# names, which is how the migration tells the two apart.
+_FORWARD_NOISE_INPUTS = {"image", "latent", "vae", "t", "schedule", "seed", "shift"}
+
+
+def _is_forward_noise(node: dict[str, Any], links_in: set[str]) -> bool:
+    """A schema-1 `AddNoise` node is sdgraph's forward-noise node unless something on it says otherwise:
+    a value or a link under a name the forward-noise node does not have (ComfyUI's AddNoise
+    has model, noise, sigmas and latent_image). Schema 1 knew only the forward-noise node by this name,
+    so a node with nothing set is one too."""
+    values = node.get("inputs", {})
+    names = set(values) if isinstance(values, dict) else set()
+    return (names | links_in) <= _FORWARD_NOISE_INPUTS
+
+
+def _migrate_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 gave sdgraph's forward-noise node its own type, `ForwardNoise`: `AddNoise` is ComfyUI's
+    custom-sampling node, so ComfyUI workflows using it run. Schema-1 `AddNoise` nodes shaped like the
+    forward-noise node are renamed; any other (a ComfyUI AddNoise kept as a placeholder) keeps its name."""
+    doc = dict(doc)
+    if not isinstance(doc.get("nodes", []), list) or not isinstance(doc.get("links", []), list):
+        raise WorkflowFormatError("'nodes' and 'links' must be lists")
+    links_in: dict[Any, set[str]] = {}
+    for lk in doc.get("links", []):
+        dst = lk.get("dst") if isinstance(lk, dict) else None
+        if isinstance(dst, list) and len(dst) == 2 and isinstance(dst[0], int) and isinstance(dst[1], str):
+            links_in.setdefault(dst[0], set()).add(dst[1])
+    nodes = []
+    for n in doc.get("nodes", []):
+        if isinstance(n, dict) and n.get("type") == "AddNoise":
+            nid = n.get("id")
+            if _is_forward_noise(n, links_in.get(nid, set()) if isinstance(nid, int) else set()):
+                n = {**n, "type": "ForwardNoise"}
+        nodes.append(n)
+    doc["nodes"] = nodes
+    doc["schema_version"] = 2
+    return doc
+
+
 # from-version -> function producing the next version's document
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def migrate(doc: dict[str, Any]) -> dict[str, Any]:

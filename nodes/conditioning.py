@@ -15,11 +15,17 @@ from graph_engine import ExecutionContext, Float, InputError, Int, Output, Socke
     outputs=[Output("CONDITIONING")],
 )
 def clip_text_encode(ctx: ExecutionContext, text: str, clip: Any) -> tuple[Any]:
-    """Encodes a prompt; `(word:1.2)`, `(word)` and `[word]` change a word's weight, and prompts longer
-    than 75 tokens are encoded in 77-token chunks."""
+    """Encodes a prompt; `(word:1.2)`, `(word)` and `[word]` change a word's weight, `embedding:name` (or
+    `embedding:name:1.2`) uses a textual inversion from models/embeddings, and prompts longer than 75
+    tokens are encoded in 77-token chunks."""
     if clip is None:
         raise InputError("clip", "no text encoder: this checkpoint has none")
-    return (clip.encode(text),)
+    from nodes.diffusion.text.embeddings import EmbeddingError
+
+    try:
+        return (clip.encode(text),)
+    except EmbeddingError as exc:
+        raise InputError("text", str(exc)) from None
 
 
 @node(
@@ -61,7 +67,12 @@ def clip_text_encode_sdxl(
         "target_width": target_width,
         "target_height": target_height,
     }
-    return (clip.encode(text_g or text_l, extras),)
+    from nodes.diffusion.text.embeddings import EmbeddingError
+
+    try:
+        return (clip.encode(text_g or text_l, extras),)
+    except EmbeddingError as exc:
+        raise InputError("text_g" if text_g else "text_l", str(exc)) from None
 
 
 @node(

@@ -52,7 +52,8 @@ LOADERS = {
 }
 _VAE_MARK = "decoder.conv_in.weight"
 _LATENT_FAMILIES = {4: "SD 1.x/2.x, SDXL", 16: "FLUX.1, SD3, Z-Image"}
-assert set(KIND_ORDER) == set(KINDS)
+# Embeddings are used by name inside prompts (`embedding:name`), with no loader node to drop.
+assert set(KIND_ORDER) == set(KINDS) - {"embeddings"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Noise lab: the Add Noise node, which shows the forward diffusion process one timestep at a time.
+"""Noise lab: the Add Noise (forward diffusion) node, type `ForwardNoise`, which shows the forward
+diffusion process one timestep at a time.
 
 Feed it an image (with the VAE that encodes it) or a latent, drag `t` from 0 to 1000 and watch the
 picture dissolve into static: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, or with the `flow` schedule the straight
@@ -7,6 +8,10 @@ The node reports ᾱ_t, √ᾱ_t, √(1−ᾱ_t) (for flow: σ, 1−σ) and
 SNR = ᾱ/(1−ᾱ) in its `ui` payload (drawn on the node under its widgets) and a cheap latent preview.
 It is `live`: the editor re-runs it (and only what is downstream: the decode and the preview, since
 the encode upstream is cached) shortly after `t` changes. The maths is in `nodes.diffusion.forward`.
+
+Its type was `AddNoise` until schema 2 of the workflow format; that name is ComfyUI's custom-sampling node
+(in `nodes.sampling`), so ComfyUI workflows using it run, and saved files are renamed by the migration in
+`graph_engine.serialization`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ DEFAULT_LATENT_SCALE = 0.18215
 
 
 @node(
-    "AddNoise",
+    "ForwardNoise",
     display_name="Add Noise (forward diffusion)",
     category="latent/noise lab",
     inputs=[

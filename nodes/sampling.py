@@ -1,6 +1,6 @@
 """Sampling nodes: KSampler, KSamplerAdvanced, and the custom set where sampler, schedule, noise and
 guidance are separate pieces (KSamplerSelect, BasicScheduler, KarrasScheduler, AlignYourStepsScheduler,
-GITSScheduler, RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustomAdvanced)."""
+GITSScheduler, RandomNoise, DisableNoise, AddNoise, CFGGuider, BasicGuider, SamplerCustomAdvanced)."""
 
 from __future__ import annotations
 
@@ -286,6 +286,27 @@ def disable_noise(ctx: ExecutionContext) -> tuple[Any]:
 
 
 @node(
+    "AddNoise",
+    display_name="Add Noise (custom sampling)",
+    category="sampling/custom_sampling/noise",
+    inputs=[
+        Socket("model", "MODEL"),
+        Socket("noise", "NOISE"),
+        Socket("sigmas", "SIGMAS"),
+        Socket("latent_image", "LATENT"),
+    ],
+    outputs=[Output("LATENT")],
+)
+def add_noise_for_sigmas(ctx: ExecutionContext, model: Any, noise: Any, sigmas: Any, latent_image: Any) -> tuple[Any]:
+    """ComfyUI's custom-sampling AddNoise: puts the latent at the schedule's noise level (the first σ, or
+    the span σ₀ − σ_last), so a later sampler with No Noise can continue from it; this is how
+    ComfyUI workflows split noising from denoising."""
+    from nodes.diffusion.ksampler import add_noise_for_sigmas as run
+
+    return (run(model, noise, sigmas, latent_image),)
+
+
+@node(
     "CFGGuider",
     display_name="CFG Guider",
     category="sampling/custom_sampling/guiders",
@@ -352,6 +373,7 @@ NODES = [
     gits_scheduler,
     random_noise,
     disable_noise,
+    add_noise_for_sigmas,
     cfg_guider,
     basic_guider,
     sampler_custom_advanced,

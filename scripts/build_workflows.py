@@ -236,7 +236,7 @@ def forward_noise() -> Graph:
     b = Builder()
     ckpt = b.add("CheckpointLoaderSimple", (20, 60), ckpt_name=SD15)
     load = b.add("LoadImage", (20, 340), image="example.png")
-    noise = b.add("AddNoise", (420, 120), t=500, schedule="scaled_linear", seed=0)
+    noise = b.add("ForwardNoise", (420, 120), t=500, schedule="scaled_linear", seed=0)
     b.link(load, "IMAGE", noise, "image", "IMAGE")
     b.link(ckpt, "VAE", noise, "vae", "VAE")
     dec = b.add("VAEDecode", (800, 120))

@@ -8,7 +8,7 @@ is shown.
 
 `COMFY_TITLES` lists what ComfyUI shows for each type it shares with sdgraph: its display name where
 it has one, and the bare type name where it shows that. Types ComfyUI lacks (or means differently,
-like sdgraph's forward-diffusion Add Noise) keep sdgraph's title. The style is process-wide, set by
+like sdgraph's forward-diffusion ForwardNoise) keep sdgraph's title. The style is process-wide, set by
 the window from its settings, because a title is painted deep inside items that have no settings.
 """
 
@@ -63,6 +63,7 @@ COMFY_TITLES: dict[str, str] = {
     "CFGGuider": "CFGGuider",
     "DisableNoise": "DisableNoise",
     "RandomNoise": "RandomNoise",
+    "AddNoise": "AddNoise",
     "KSamplerSelect": "KSamplerSelect",
     "KarrasScheduler": "KarrasScheduler",
     "BasicScheduler": "BasicScheduler",

@@ -104,9 +104,12 @@ class ClipModel:
 
         ``extras`` (e.g. SDXL ``width``/``height``/``crop_w``/``crop_h``/``target_width``/
         ``target_height``) is copied into the entry; leaving the SDXL size keys out means "the size being
-        generated" (see :func:`nodes.diffusion.conditioning.sdxl_time_ids`).
+        generated" (see :func:`nodes.diffusion.conditioning.sdxl_time_ids`). ``embedding:name`` in the
+        prompt uses the installed textual-inversion embedding (:mod:`.text.embeddings`).
         """
-        entry = encode_text(self._family, self._encoders, text, self.effective_layer)
+        from .text.embeddings import PromptEmbeddings
+
+        entry = encode_text(self._family, self._encoders, text, self.effective_layer, PromptEmbeddings())
         return [CondEntry(entry.embeds, entry.pooled, dict(extras or {}))]
 
     def __repr__(self) -> str:

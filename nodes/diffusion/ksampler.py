@@ -150,6 +150,27 @@ def sample(
     return result, denoised
 
 
+def add_noise_for_sigmas(
+    model: DiffusionModel, noise: Noise, sigmas: Tensor, latent: Mapping[str, Any]
+) -> dict[str, Any]:
+    """ComfyUI's AddNoise: the latent put at noise level σ = |σ₀ − σ_last| (σ₀ for a one-entry list) by the
+    model's own process (x + σ·ε for ε/v models, (1 − σ)·x + σ·ε for flow), with the seed's initial noise.
+
+    An all-zero latent (an empty image) is not shifted into model space first, as ComfyUI does, so a
+    16-channel empty latent stays centred. No noise (DisableNoise) or an empty schedule returns the latent
+    as it is; non-finite values become 0, so a bad schedule cannot poison what follows."""
+    if sigmas.numel() == 0 or noise.seed is None:
+        return dict(latent)
+    samples: Tensor = latent["samples"].float()
+    sigma = float((sigmas[0] - sigmas[-1]).abs()) if sigmas.numel() > 1 else float(sigmas[0])
+    eps = initial_noise(noise.seed, samples.shape, batch_index=_batch_index(latent, samples.shape[0]))
+    x0 = model.to_model_space(samples) if bool(samples.count_nonzero()) else samples
+    noisy = model.from_model_space(model.model_sampling.process.noised(x0, eps, sigma))
+    result = {k: v for k, v in latent.items() if k != "samples"}
+    result["samples"] = torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)
+    return result
+
+
 def _batch_index(latent: Mapping[str, Any], batch: int) -> list[int] | None:
     """Latent From Batch / Repeat Latent Batch record each latent's place in its seed's batch, so it
     gets the noise it had there; an index list that does not fit the batch is ignored."""

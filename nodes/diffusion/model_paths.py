@@ -3,7 +3,7 @@
 A workflow refers to a model by a *name* relative to a model folder (``"sd15/dreamshaper.safetensors"``,
 always with forward slashes), never by absolute path, so the same workflow works on another machine.
 The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``,
-``controlnet``) are
+``controlnet``, ``embeddings``: textual inversions, named in prompts rather than loader nodes) are
 searched in order:
 
 1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder, then
@@ -13,9 +13,11 @@ searched in order:
    AUTOMATIC1111 install (``models/Stable-diffusion``, ``models/VAE``, ``models/Lora``).
 
 Names come from workflow files, which may come from anyone, so ``resolve`` treats them as untrusted:
-``..`` components, absolute paths and symlinks leading out of the model folder are refused. Missing
-names raise ``ModelNotFoundError`` listing the closest existing names first (a typo or a renamed file
-is the usual cause).
+a name must be relative, without ``..`` components, so it can only walk down from a model folder.
+Symlinks *inside* a model folder are followed, wherever they point: only the user can make them, and
+linking one shared model store into ComfyUI, A1111 and sdgraph is how people avoid three copies of
+every checkpoint. Missing names raise ``ModelNotFoundError`` listing the closest existing names first
+(a typo or a renamed file is the usual cause).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
-KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet")
+KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet", "embeddings")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 _A1111_FOLDERS = {
@@ -38,6 +40,7 @@ _A1111_FOLDERS = {
     "vae": "models/VAE",
     "loras": "models/Lora",
     "controlnet": "models/ControlNet",
+    "embeddings": "embeddings",
 }
 # ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples, and the pre-2024
 # folder names "clip" and "unet" for text encoders and diffusion models).
@@ -51,6 +54,7 @@ _COMFY_KEYS = {
     "diffusion_models": "diffusion_models",
     "unet": "diffusion_models",
     "controlnet": "controlnet",
+    "embeddings": "embeddings",
 }
 # Older folder names ComfyUI still reads for a kind, searched after the current one under every root.
 _LEGACY_FOLDERS = {"text_encoders": ("clip",), "diffusion_models": ("unet",)}
@@ -146,13 +150,9 @@ class ModelFolders:
         _check_kind(kind)
         parts = _safe_parts(kind, name)
         for folder in self.folders[kind]:
-            candidate = folder.joinpath(*parts)
+            candidate = folder.joinpath(*parts)  # may pass through the user's symlinks, never above `folder`
             if not (candidate.is_file() or candidate.is_dir()):
                 continue
-            root = folder.resolve()
-            target = candidate.resolve()
-            if not target.is_relative_to(root):
-                raise UnsafePathError(kind, name, reason=f"it is a link to {target}, outside {root}")
             if candidate.is_dir() and not _is_model_dir(candidate, kind):
                 continue
             if candidate.is_file() and candidate.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
@@ -198,10 +198,13 @@ def _format_of(path: Path) -> str | None:
 
 
 def _scan(folder: Path, kind: str) -> Iterable[ModelEntry]:
+    """Every model under ``folder``, following symlinked files and folders (a shared model store linked
+    in). Each real folder is walked once, so a link back up the tree (a loop) ends instead of recursing;
+    a dangling link is skipped."""
     if not folder.is_dir():
         return
-    root = folder.resolve()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         current = Path(dirpath)
         keep = []
         for d in sorted(dirnames):
@@ -209,18 +212,19 @@ def _scan(folder: Path, kind: str) -> Iterable[ModelEntry]:
             if d.startswith("."):
                 continue
             if _is_model_dir(sub, kind):
-                if sub.resolve().is_relative_to(root):
-                    yield ModelEntry(_name(sub, folder), sub, "diffusers")
+                yield ModelEntry(_name(sub, folder), sub, "diffusers")
                 continue  # a diffusers folder is one model; do not list its inner files
+            real = os.path.realpath(sub)
+            if real in seen:
+                continue
+            seen.add(real)
             keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             path = current / f
             fmt = _format_of(path)
-            if fmt is None or f.startswith("."):
+            if fmt is None or f.startswith(".") or not path.is_file():
                 continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                continue  # resolve() would refuse it; do not offer it
             yield ModelEntry(_name(path, folder), path, fmt)
 
 

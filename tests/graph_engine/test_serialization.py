@@ -240,3 +240,48 @@ def test_save_failing_midway_cleans_up_and_keeps_old_file(tmp_path, monkeypatch)
         save(g, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.json"]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_schema_1_forward_noise_file_opens_with_the_node_renamed():
+    """workflows/forward_noise.json as the schema-1 release saved it: its `AddNoise` was sdgraph's
+    forward-noise node, now `ForwardNoise` (ComfyUI's AddNoise took the name); all else is kept."""
+    old = json.loads((DATA / "forward_noise_schema1.json").read_text())
+    assert old["schema_version"] == 1
+    g = load(DATA / "forward_noise_schema1.json")
+    assert g.nodes[3].type == "ForwardNoise"
+    assert g.nodes[3].values == {"t": 500, "schedule": "scaled_linear", "seed": 0}
+    assert {g.links[i].dst_input for i in g.links if g.links[i].dst_node == 3} == {"image", "vae"}
+    assert [n.type for n in g.nodes.values() if n.id != 3] == [n["type"] for n in old["nodes"] if n["id"] != 3]
+    new = graph_to_dict(g)
+    assert new["schema_version"] == SCHEMA_VERSION == 2
+    assert graph_to_dict(loads(dumps(g))) == new  # saved again, nothing migrates twice
+    assert [n for n in new["nodes"] if n["id"] != 3] == [n for n in old["nodes"] if n["id"] != 3]
+    assert new["links"] == old["links"]
+
+
+def test_schema_1_addnoise_shaped_like_comfyuis_keeps_its_name():
+    """An `AddNoise` with ComfyUI's sockets (model, noise, sigmas, latent_image) was never the forward-noise
+    node; an unlinked one with only forward-noise values (or none) was."""
+    doc = {
+        "format": FORMAT,
+        "schema_version": 1,
+        "nodes": [
+            {"id": 1, "type": "RandomNoise", "inputs": {"noise_seed": 1}},
+            {"id": 2, "type": "AddNoise", "inputs": {}},
+            {"id": 3, "type": "AddNoise", "inputs": {"t": 100, "shift": 3.0}},
+            {"id": 4, "type": "AddNoise"},
+            {"id": 5, "type": "AddNoise", "inputs": {"t": 100, "latent_image": None}},
+        ],
+        "links": [{"id": 1, "src": [1, "NOISE"], "dst": [2, "noise"], "type": "NOISE"}],
+    }
+    g = graph_from_dict(doc)
+    assert {i: n.type for i, n in g.nodes.items()} == {
+        1: "RandomNoise",
+        2: "AddNoise",
+        3: "ForwardNoise",
+        4: "ForwardNoise",
+        5: "AddNoise",
+    }

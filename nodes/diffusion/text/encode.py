@@ -32,6 +32,12 @@ exactly); weight 0 makes the token indistinguishable from "nothing there". A1111
 by ``w`` and rescales the whole chunk to keep its mean, which shifts every token. The pooled vector is
 never weighted (ComfyUI neither). ``z_empty`` is computed only when some weight differs from 1.
 
+**Embeddings** (``embedding:name`` in the prompt, :mod:`.embeddings`): their vectors take token positions
+of their own, with ids past the vocabulary; for those positions the encoder's input embedding (before
+the position embedding is added) is the file's vector, as after diffusers' ``load_textual_inversion``.
+The vectors are handed to the one forward call that needs them (a pre-hook on the encoder's embedding
+layer that recognises its own ids tensor), so the shared encoder is never resized or changed.
+
 **Devices and dtypes**: token ids are sent to each encoder's own device and the encoder runs in its own
 dtype (fp16/bf16 encoders stay fast); outputs are converted to float32 on the CPU before weighting and
 concatenation, so weighting arithmetic is done in full precision and the conditioning is device-neutral.
@@ -39,9 +45,10 @@ concatenation, so weighting arithmetic is done in full precision and the conditi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -49,11 +56,21 @@ from torch import Tensor
 from nodes import families as model_families
 
 from ..conditioning import CondEntry
-from .tokenize import PAD_CLIP_L, PAD_OPEN_CLIP, TokenChunk, chunk_tokens, weighted_tokens
+from .tokenize import (
+    FIRST_EMBEDDING_ID,
+    PAD_CLIP_L,
+    PAD_OPEN_CLIP,
+    EmbedLookup,
+    TokenChunk,
+    chunk_tokens,
+    weighted_tokens,
+)
 from .weights import parse_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from .embeddings import PromptEmbeddings
 
 
 @dataclass(frozen=True)
@@ -95,17 +112,48 @@ def _family_specs() -> dict[str, FamilySpec]:
 FAMILIES: dict[str, FamilySpec] = _family_specs()
 
 
+@contextmanager
+def _embedding_vectors(encoder: PreTrainedModel, ids: Tensor, vectors: Tensor) -> Iterator[None]:
+    """During this block, the encoder's forward call on exactly ``ids`` (same storage) embeds the ids from
+    FIRST_EMBEDDING_ID up as rows of ``vectors``; any other call (another thread's prompt) is untouched."""
+    layer: Any = encoder.embeddings if hasattr(encoder, "embeddings") else encoder.text_model.embeddings
+    table = layer.token_embedding
+    extra = ids >= FIRST_EMBEDDING_ID
+    inputs = table(ids.masked_fill(extra, 0))
+    inputs[extra] = vectors.to(device=inputs.device, dtype=inputs.dtype)[ids[extra] - FIRST_EMBEDDING_ID]
+
+    def swap(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        given = kwargs.get("input_ids", args[0] if args else None)
+        if given is None or given.data_ptr() != ids.data_ptr():
+            return None
+        return (), {**kwargs, "input_ids": None, "inputs_embeds": inputs.view(given.shape + inputs.shape[-1:])}
+
+    handle = layer.register_forward_pre_hook(swap, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def run_encoder(
-    encoder: PreTrainedModel, ids: Tensor, layer: int, final_norm: bool, want_pooled: bool
+    encoder: PreTrainedModel,
+    ids: Tensor,
+    layer: int,
+    final_norm: bool,
+    want_pooled: bool,
+    vectors: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """One forward pass over a ``[n, 77]`` batch of ids; returns float32 CPU ``(hidden, pooled)``.
 
     The plain ``last_hidden_state`` is used when it is what was asked for (last layer + norm), which is
-    the exact code path of diffusers' SD pipeline without ``clip_skip``.
+    the exact code path of diffusers' SD pipeline without ``clip_skip``. ``vectors``: the embedding
+    vectors that ids from FIRST_EMBEDDING_ID up stand for.
     """
     use_last = final_norm and layer == -1
+    ids = ids.to(encoder.device)
     with torch.no_grad():
-        out = encoder(input_ids=ids.to(encoder.device), output_hidden_states=not use_last)
+        with nullcontext() if vectors is None else _embedding_vectors(encoder, ids, vectors):
+            out = encoder(input_ids=ids, output_hidden_states=not use_last)
         if use_last:
             hidden = out.last_hidden_state
         else:
@@ -143,13 +191,16 @@ def encode_chunks(
     encoders: Sequence[PreTrainedModel],
     chunks_per_encoder: Sequence[Sequence[TokenChunk]],
     layer: int,
+    embeddings: PromptEmbeddings | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Encode pre-tokenized chunks; returns ``(embeds [1, 77·n, Σdim], pooled [1, p] | None)``."""
+    """Encode pre-tokenized chunks; returns ``(embeds [1, 77·n, Σdim], pooled [1, p] | None)``.
+    ``embeddings``: the prompt's textual-inversion vectors, when its chunks hold their ids."""
     outputs: list[Tensor] = []
     pooled: Tensor | None = None
     for i, (encoder, chunks, pad_id) in enumerate(zip(encoders, chunks_per_encoder, spec.pad_ids, strict=True)):
         want_pooled = spec.pooled_encoder == i
-        z, p = run_encoder(encoder, _ids(chunks), layer, spec.final_norm, want_pooled)
+        vectors = embeddings.vectors(encoder, spec.encoder_roles[i]) if embeddings and embeddings.used else None
+        z, p = run_encoder(encoder, _ids(chunks), layer, spec.final_norm, want_pooled, vectors)
         weights = torch.tensor([c.weights for c in chunks], dtype=torch.float32)
         if bool((weights != 1.0).any()):
             empty = _ids(chunk_tokens([], pad_id))
@@ -162,10 +213,18 @@ def encode_chunks(
     return z_all.reshape(1, -1, z_all.shape[-1]), pooled
 
 
-def encode_text(family: str, encoders: Sequence[PreTrainedModel], text: str, layer: int | None = None) -> CondEntry:
-    """Prompt text (with emphasis syntax) → one :class:`CondEntry` with empty extras."""
+def encode_text(
+    family: str,
+    encoders: Sequence[PreTrainedModel],
+    text: str,
+    layer: int | None = None,
+    embeddings: PromptEmbeddings | None = None,
+) -> CondEntry:
+    """Prompt text (with emphasis syntax) → one :class:`CondEntry` with empty extras. With ``embeddings``
+    (a fresh :class:`~.embeddings.PromptEmbeddings`), ``embedding:name`` references are looked up in it."""
     spec = FAMILIES[family]
-    tokens = weighted_tokens(parse_prompt(text))  # BPE once; only the padding differs per encoder
+    lookup: EmbedLookup | None = embeddings.ids_for if embeddings is not None else None
+    tokens = weighted_tokens(parse_prompt(text), lookup)  # BPE once; only the padding differs per encoder
     chunks = [chunk_tokens(tokens, pad_id) for pad_id in spec.pad_ids]
-    embeds, pooled = encode_chunks(spec, encoders, chunks, spec.default_layer if layer is None else layer)
+    embeds, pooled = encode_chunks(spec, encoders, chunks, spec.default_layer if layer is None else layer, embeddings)
     return CondEntry(embeds=embeds, pooled=pooled, extras={})

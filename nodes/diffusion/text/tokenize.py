@@ -13,6 +13,15 @@ longer than 75 tokens may encode slightly differently from ComfyUI at the cut. N
 Each token carries the weight of the emphasis segment it came from (see :mod:`.weights`); the special
 and padding positions carry 1.0.
 
+**Textual-inversion embeddings** are written as ComfyUI writes them: ``embedding:name`` as a word of its
+own (after the start, a space or a comma), optionally weighted ``embedding:name:1.2`` or, through the
+emphasis syntax, ``(embedding:name:1.2)``. When the caller passes an ``embed`` lookup, each reference
+becomes that embedding's vectors as tokens of their own: ids from :data:`FIRST_EMBEDDING_ID` up, which
+the encoder step (:mod:`.encode`) swaps for the vectors, the ids diffusers' ``load_textual_inversion``
+gives the tokens it adds to the vocabulary. The text around a reference is tokenized on its own, which
+is what a tokenizer that learnt the embedding's token does with it. Without a lookup (token counters, the
+flow families' T5/Qwen prompts) a reference stays ordinary text.
+
 Padding differs by encoder, and it matters because padded positions are part of the conditioning:
 
 * OpenAI CLIP-L (SD1.x, SDXL's first encoder) was trained with ``<|endoftext|>`` (49407) padding;
@@ -26,10 +35,11 @@ the first ``<|endoftext|>`` — the ``!`` in the prompt keeps its own ids.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .vocab import BOS_ID, EOS_ID, clean_text, clip_tokenizer
+from .vocab import BOS_ID, EOS_ID, VOCAB_SIZE, clean_text, clip_tokenizer
 from .weights import parse_prompt
 
 CHUNK_LENGTH = 77
@@ -40,6 +50,16 @@ PAD_CLIP_L = EOS_ID
 """Padding id for OpenAI CLIP-L (SD1.x; SDXL text_encoder)."""
 PAD_OPEN_CLIP = 0
 """Padding id for OpenCLIP ViT-H / bigG (SD2.x; SDXL text_encoder_2 and the refiner)."""
+FIRST_EMBEDDING_ID = VOCAB_SIZE
+"""Ids from here on stand for embedding vectors of the prompt being encoded (not vocabulary entries)."""
+
+# `embedding:name` or `embedding:name:1.5` as a word: after the start, whitespace or a comma, up to the
+# next whitespace or comma. The name has no colon (so a trailing `:1.5` is the weight).
+EMBEDDING_REF = re.compile(r"(?<![^\s,])embedding:(?P<name>[^\s,:]+)(?::(?P<weight>\d+(?:\.\d*)?|\.\d+))?(?=[\s,]|$)")
+
+EmbedLookup = Callable[[str], tuple[list[int], str]]
+"""An embedding name → (the ids standing for its vectors, text left over after the name, e.g. a "."
+ending a sentence, tokenized as text); raises when no embedding has the name."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +88,26 @@ def tokenize_text(text: str) -> list[int]:
     return list(encoding.input_ids)
 
 
-def weighted_tokens(segments: Sequence[tuple[str, float]]) -> list[tuple[int, float]]:
+def weighted_tokens(segments: Sequence[tuple[str, float]], embed: EmbedLookup | None = None) -> list[tuple[int, float]]:
     """Tokenize each ``(text, weight)`` segment separately and tag every id with its weight.
 
     Segments are tokenized separately so that a weight boundary is also a token boundary; for a prompt
     without emphasis syntax there is a single segment and the ids equal tokenizing the whole prompt.
+    With ``embed``, ``embedding:name[:w]`` references become the embedding's ids, weighted by the
+    segment's weight times ``w``.
     """
     out: list[tuple[int, float]] = []
     for text, weight in segments:
-        out.extend((tok, weight) for tok in tokenize_text(text))
+        pos = 0
+        for m in EMBEDDING_REF.finditer(text) if embed is not None else ():
+            assert embed is not None
+            out.extend((tok, weight) for tok in tokenize_text(text[pos : m.start()]))
+            ids, leftover = embed(m["name"])
+            w = weight * float(m["weight"]) if m["weight"] is not None else weight
+            out.extend((i, w) for i in ids)
+            out.extend((tok, weight) for tok in tokenize_text(leftover))
+            pos = m.end()
+        out.extend((tok, weight) for tok in tokenize_text(text[pos:]))
     return out
 
 

@@ -96,19 +96,86 @@ def test_absolute_paths_are_refused(home: Path) -> None:
             model_paths.resolve("checkpoints", name)
 
 
-def test_symlinks_out_of_the_folder_are_refused_and_not_listed(home: Path, tmp_path: Path) -> None:
-    outside = _touch(tmp_path / "elsewhere" / "stolen.safetensors")
+def test_symlinked_files_and_folders_are_listed_and_resolved(home: Path, tmp_path: Path) -> None:
+    """A shared model store linked into the model folder, as people share one between ComfyUI, A1111 and
+    sdgraph: a linked file, a linked folder of files and a linked diffusers folder are all offered and
+    load by name; the target may live anywhere, since only the user can make a link there."""
+    store = tmp_path / "store"
+    outside = _touch(store / "stolen.safetensors")
+    _touch(store / "more" / "deep.safetensors")
+    _touch(tmp_path / "pipes" / "shared_pipe" / "model_index.json", b"{}")
     ck = home / "models" / "checkpoints"
     os.symlink(outside, ck / "link.safetensors")
-    os.symlink(outside.parent, ck / "linkdir")
+    os.symlink(store, ck / "linkdir")
+    os.symlink(tmp_path / "pipes" / "shared_pipe", ck / "shared_pipe")
     os.symlink(ck / "sd15.safetensors", ck / "inside_link.safetensors")
-    with pytest.raises(UnsafePathError, match="outside"):
-        model_paths.resolve("checkpoints", "link.safetensors")
-    with pytest.raises(UnsafePathError, match="outside"):
-        model_paths.resolve("checkpoints", "linkdir/stolen.safetensors")
-    names = model_paths.list_models("checkpoints")
-    assert "link.safetensors" not in names and not any(n.startswith("linkdir") for n in names)
+    os.symlink(tmp_path / "gone.safetensors", ck / "dangling.safetensors")
+    os.symlink(ck, ck / "xl" / "loop")  # a link back up the tree must not recurse forever
+    folders = ModelFolders.default()
+    entries = {e.name: e for e in folders.entries("checkpoints")}
+    assert set(entries) == {
+        "old/classic.ckpt",
+        "pipe",
+        "sd15.safetensors",
+        "xl/juggernaut.safetensors",
+        "link.safetensors",
+        "linkdir/stolen.safetensors",
+        "linkdir/more/deep.safetensors",
+        "shared_pipe",
+        "inside_link.safetensors",
+    }
+    assert entries["shared_pipe"].format == "diffusers"
+    assert model_paths.resolve("checkpoints", "link.safetensors") == ck / "link.safetensors"
+    assert model_paths.resolve("checkpoints", "link.safetensors").read_bytes() == b"x"
+    assert model_paths.resolve("checkpoints", "linkdir/more/deep.safetensors") == ck / "linkdir/more/deep.safetensors"
+    assert model_paths.resolve("checkpoints", "shared_pipe") == ck / "shared_pipe"
     assert model_paths.resolve("checkpoints", "inside_link.safetensors").name == "inside_link.safetensors"
+    with pytest.raises(ModelNotFoundError):
+        model_paths.resolve("checkpoints", "dangling.safetensors")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["linkdir/../../secret.safetensors", "../store/stolen.safetensors", "linkdir/..", "linkdir\\..\\x.safetensors"],
+)
+def test_links_do_not_let_names_climb_with_dot_dot(home: Path, tmp_path: Path, name: str) -> None:
+    """Following the user's links does not open the way up: a name from a workflow still walks only down."""
+    _touch(tmp_path / "store" / "stolen.safetensors")
+    _touch(tmp_path / "secret.safetensors")
+    os.symlink(tmp_path / "store", home / "models" / "checkpoints" / "linkdir")
+    with pytest.raises(UnsafePathError, match=r"'\.\.'"):
+        model_paths.resolve("checkpoints", name)
+
+
+def test_absolute_names_are_refused_even_to_a_linked_store(home: Path, tmp_path: Path) -> None:
+    target = _touch(tmp_path / "store" / "stolen.safetensors")
+    os.symlink(tmp_path / "store", home / "models" / "checkpoints" / "linkdir")
+    for name in [str(target), str(home / "models" / "checkpoints" / "linkdir" / "stolen.safetensors")]:
+        with pytest.raises(UnsafePathError, match="absolute"):
+            model_paths.resolve("checkpoints", name)
+
+
+def test_a_linked_checkpoint_file_and_diffusers_folder_load(
+    tmp_path: Path, monkeypatch, tiny_sd1_file: Path, tiny_sd1_folder: Path
+) -> None:
+    """End to end: Load Checkpoint offers and loads a linked single file and a linked diffusers folder."""
+    from graph_engine import Executor, Graph
+    from nodes import builtin_registry
+    from nodes.folders import list_models
+
+    monkeypatch.setenv("SDGRAPH_HOME", str(tmp_path / "home"))
+    ck = tmp_path / "home" / "models" / "checkpoints"
+    ck.mkdir(parents=True)
+    os.symlink(tiny_sd1_file, ck / "linked.safetensors")
+    os.symlink(tiny_sd1_folder, ck / "linked_pipe")
+    assert list_models("checkpoints") == ["linked.safetensors", "linked_pipe"]
+    for name in ("linked.safetensors", "linked_pipe"):
+        g = Graph()
+        loader = g.add_node("CheckpointLoaderSimple", {"ckpt_name": name}).id
+        result = Executor(builtin_registry()).run(g, targets=[loader])
+        assert result.status == "done", result.error
+        model, clip, vae = result.outputs[loader]
+        assert model.family == "sd1" and clip is not None and vae is not None
 
 
 def test_extra_root_and_priority(home: Path, tmp_path: Path) -> None:
@@ -170,4 +237,20 @@ def test_a1111_install(home: Path, tmp_path: Path) -> None:
 
 def test_unknown_kind(home: Path) -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
-        model_paths.list_models("embeddings")
+        model_paths.list_models("upscale_models")  # not a kind sdgraph reads (yet)
+
+
+def test_embeddings_folder_under_home_a1111_and_comfyui_yaml(home: Path, tmp_path: Path) -> None:
+    """Textual inversions live in models/embeddings: ComfyUI yaml `embeddings`, A1111 <install>/embeddings."""
+    _touch(home / "models" / "embeddings" / "mine.safetensors")
+    webui = tmp_path / "webui"
+    _touch(webui / "models" / "Stable-diffusion" / "x.safetensors")
+    _touch(webui / "embeddings" / "a1111_emb.pt")
+    comfy = tmp_path / "ComfyUI"
+    _touch(comfy / "models" / "embeddings" / "comfy_emb.safetensors")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(f"comfyui:\n    base_path: {comfy}\n    embeddings: models/embeddings/\n")
+    folders = ModelFolders.default()
+    folders.add_a1111(webui)
+    folders.add_comfyui_yaml(yaml_file)
+    assert folders.list_models("embeddings") == ["a1111_emb.pt", "comfy_emb.safetensors", "mine.safetensors"]

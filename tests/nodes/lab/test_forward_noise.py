@@ -174,14 +174,14 @@ def test_moving_t_reruns_only_the_noise_and_what_follows(tiny_models, tmp_path):
     for n in graph.nodes.values():
         if "ckpt_name" in n.values:
             n.values["ckpt_name"] = TINY_NAMES["sd1"]
-    (noise_id,) = [i for i, n in graph.nodes.items() if n.type == "AddNoise"]
+    (noise_id,) = [i for i, n in graph.nodes.items() if n.type == "ForwardNoise"]
     ex = Executor(builtin_registry(), output_dir=tmp_path)
     first = ex.run(graph)
     assert first.status == "done", first.error
     graph.set_value(noise_id, "t", 900)
     second = ex.run(graph)
     assert second.status == "done", second.error
-    assert {graph.nodes[i].type for i in second.executed} == {"AddNoise", "VAEDecode", "PreviewImage"}
+    assert {graph.nodes[i].type for i in second.executed} == {"ForwardNoise", "VAEDecode", "PreviewImage"}
     assert second.ui[noise_id]["figures"]["t"] == 900.0
     assert second.ui[noise_id]["figures"]["alpha_bar"] < first.ui[noise_id]["figures"]["alpha_bar"]
 

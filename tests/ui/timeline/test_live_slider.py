@@ -35,7 +35,7 @@ def test_slider_reruns_live_without_freezing(qtbot, qloop, tiny_models, tmp_path
     for n in graph.nodes.values():
         if "ckpt_name" in n.values:
             n.values["ckpt_name"] = TINY_NAMES["sd1"]
-    (noise,) = [i for i, n in graph.nodes.items() if n.type == "AddNoise"]
+    (noise,) = [i for i, n in graph.nodes.items() if n.type == "ForwardNoise"]
     registry = builtin_registry()
     stack = QUndoStack()
     view = GraphView(graph, registry, stack)
