@@ -12,7 +12,7 @@ from graph_engine.comfy import ComfyExportError, load_comfy, to_api, to_ui
 from graph_engine.comfy.widgets import read_widgets_values, widget_layout, write_widgets_values
 from graph_engine.serialization import graph_to_dict
 from nodes import builtin_registry
-from tests.comfy.support import ANCHORS, read_anchor
+from tests.comfy.support import anchor, read_anchor
 
 REGISTRY = builtin_registry()
 KSAMPLER = REGISTRY.get("KSampler")
@@ -160,7 +160,7 @@ def test_a_graph_made_in_sdgraph_exports_and_comes_back():
 @pytest.mark.parametrize("fmt", ["comfy-ui", "comfy-api"])
 def test_cli_export(fmt, tmp_path, capsys):
     out = tmp_path / "out.json"
-    source = ANCHORS / "img2img_sd.workflow.json"
+    source = anchor("img2img_sd.workflow.json")
     args = ["export", str(source), "--format", fmt, "-o", str(out), "--model-alias", "v1-5-pruned-emaonly.ckpt=m.ckpt"]
     assert main(args) == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -173,7 +173,7 @@ def test_cli_export(fmt, tmp_path, capsys):
 
 def test_cli_export_refusal_is_one_line(tmp_path, capsys):
     out = tmp_path / "out.json"
-    source = ANCHORS / "sdxl_turbo_sampler_custom.workflow.json"
+    source = anchor("sdxl_turbo_sampler_custom.workflow.json")
     assert main(["export", str(source), "--format", "comfy-api", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot be written in API format" in err and "Traceback" not in err

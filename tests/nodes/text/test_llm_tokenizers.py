@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from transformers import Qwen2TokenizerFast, T5TokenizerFast
@@ -27,8 +26,9 @@ from nodes.diffusion.text.llm_vocab import (
     build_t5_tokenizer,
     qwen_bpe,
 )
+from tests.support.shared import TOKENIZERS
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tokenizers"
+SHARED = TOKENIZERS  # ../shared/data/tokenizers or $SDGRAPH_SHARED
 # Digest of the published Qwen2.5 vocab.json as canonical JSON (sorted keys, UTF-8), recorded when vendoring.
 QWEN_VOCAB_CANONICAL_SHA256 = "56a81c6cceb149efce8d90a09eeb3ec0f3de5f18a35ea6413ef712da704c09a0"
 

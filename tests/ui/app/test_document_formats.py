@@ -22,11 +22,11 @@ from app.settings import Settings
 from graph_engine import comfy
 from graph_engine.serialization import FORMAT
 from nodes import builtin_registry
+from tests.support.shared import anchor
 from tests.ui.app.test_main_window import answer_next_box, drag_and_drop
 from ui.autosave import AutosaveStore
 from ui.main_window import MainWindow
 
-ANCHORS = Path(__file__).resolve().parents[3].parent / "shared" / "anchors" / "comfyui-workflows"
 WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
 CTRL = Qt.KeyboardModifier.ControlModifier
 
@@ -48,7 +48,7 @@ def window(qtbot: Any, tmp_path: Path, sdgraph_home: Path) -> MainWindow:
 
 def anchor_copy(tmp_path: Path, name: str) -> Path:
     target = tmp_path / name
-    shutil.copyfile(ANCHORS / name, target)
+    shutil.copyfile(anchor(name), target)
     return target
 
 
