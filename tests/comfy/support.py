@@ -32,6 +32,7 @@ __all__ = [
     "anchor",
     "executable_view",
     "read_anchor",
+    "read_anchor_or_own",
     "read_comfy",
 ]
 
@@ -47,7 +48,9 @@ PAIRS = sorted(
 # (opens, twins agree, exports, round trips, fuzzing) run on a plain clone too.
 TESTS = Path(__file__).resolve().parents[1]
 OWN_FILES = sorted(
-    p for folder in (TESTS / "comfy" / "toolbox", TESTS / "nodes" / "data") for p in folder.glob("*.*.json")
+    p
+    for folder in (TESTS / "comfy" / "own", TESTS / "comfy" / "toolbox", TESTS / "nodes" / "data")
+    for p in folder.glob("*.*.json")
 )
 OWN_PAIRS = sorted(
     {p.name.split(".")[0] for p in OWN_FILES if p.name.endswith(".workflow.json")}
@@ -58,6 +61,16 @@ COMFY_FILES = [*ANCHOR_FILES, *OWN_FILES]
 
 def read_anchor(name: str) -> Any:
     return json.loads(anchor(name).read_text(encoding="utf-8"))
+
+
+def read_anchor_or_own(anchor_name: str, own_name: str) -> Any:
+    """The anchor when it is here, else the project's own file of the same shape.
+
+    `own/txt2img_sd15.*.json` is the shipped txt2img template exported by sdgraph, numbered as ComfyUI's
+    default graph (KSampler 3, checkpoint 4, latent 5, prompts 6 and 7, decode 8, save 9; link 1 the
+    model), so tests that address nodes and links by id run on a plain clone too.
+    """
+    return read_anchor(anchor_name) if (ANCHORS / anchor_name).is_file() else read_comfy(own_name)
 
 
 def read_comfy(name: str) -> Any:
