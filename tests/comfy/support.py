@@ -30,6 +30,7 @@ __all__ = [
     "OWN_PAIRS",
     "PAIRS",
     "anchor",
+    "comfy_text",
     "executable_view",
     "read_anchor",
     "read_anchor_or_own",
@@ -71,6 +72,12 @@ def read_anchor_or_own(anchor_name: str, own_name: str) -> Any:
     model), so tests that address nodes and links by id run on a plain clone too.
     """
     return read_anchor(anchor_name) if (ANCHORS / anchor_name).is_file() else read_comfy(own_name)
+
+
+def comfy_text(name: str) -> str:
+    """The text of one of the project's own ComfyUI files by name, else of the anchor of that name."""
+    own = next((p for p in OWN_FILES if p.name == name), None)
+    return (own if own is not None else anchor(name)).read_text(encoding="utf-8")
 
 
 def read_comfy(name: str) -> Any:
