@@ -30,6 +30,7 @@ __all__ = [
     "OWN_PAIRS",
     "PAIRS",
     "anchor",
+    "comfy_path",
     "comfy_text",
     "executable_view",
     "read_anchor",
@@ -74,10 +75,13 @@ def read_anchor_or_own(anchor_name: str, own_name: str) -> Any:
     return read_anchor(anchor_name) if (ANCHORS / anchor_name).is_file() else read_comfy(own_name)
 
 
+def comfy_path(name: str) -> Path:
+    """One of the project's own ComfyUI files by name, else the anchor of that name (skips when absent)."""
+    return next((p for p in OWN_FILES if p.name == name), None) or anchor(name)
+
+
 def comfy_text(name: str) -> str:
-    """The text of one of the project's own ComfyUI files by name, else of the anchor of that name."""
-    own = next((p for p in OWN_FILES if p.name == name), None)
-    return (own if own is not None else anchor(name)).read_text(encoding="utf-8")
+    return comfy_path(name).read_text(encoding="utf-8")
 
 
 def read_comfy(name: str) -> Any:

@@ -22,7 +22,7 @@ from graph_engine.value_sources import first_fed_input
 from nodes import builtin_registry
 from nodes.folders import input_dir
 from tests.comfy.conftest import ANCHOR_LORA, REFINER
-from tests.comfy.support import anchor
+from tests.comfy.support import anchor, comfy_path
 from tests.support.model_root import FLOW_FILES, TINY_NAMES, write_test_image
 
 ALIASES = {
@@ -46,6 +46,9 @@ RUNNABLE = [
     "comfyui_tests_default_graph_sdxl1_0.api.json",
     "flux_dev_sampler_custom_advanced.workflow.json",
     "default_txt2img_zimage_turbo_newer_frontend.workflow.json",
+    # the project's own twin (tests/comfy/own): runs without the anchors
+    "txt2img_sd15.workflow.json",
+    "txt2img_sd15.api.json",
 ]
 STEPS = 3
 
@@ -88,7 +91,7 @@ def test_comfyui_workflow_runs_on_tiny_checkpoints(name, comfy_models, tmp_path)
     write_test_image(input_dir() / "example.png")
     write_test_image(input_dir() / "yosemite_inpaint_example.png", hole=True)
     registry = builtin_registry()
-    document = open_document(anchor(name))
+    document = open_document(comfy_path(name))
     graph = document.graph
     apply_aliases(graph, registry, [f"{old}={new}" for old, new in ALIASES.items()])
     shrink(graph)
