@@ -30,6 +30,7 @@ __all__ = [
     "OWN_PAIRS",
     "PAIRS",
     "anchor",
+    "anchor_or_own",
     "comfy_path",
     "comfy_text",
     "executable_view",
@@ -72,7 +73,12 @@ def read_anchor_or_own(anchor_name: str, own_name: str) -> Any:
     default graph (KSampler 3, checkpoint 4, latent 5, prompts 6 and 7, decode 8, save 9; link 1 the
     model), so tests that address nodes and links by id run on a plain clone too.
     """
-    return read_anchor(anchor_name) if (ANCHORS / anchor_name).is_file() else read_comfy(own_name)
+    return json.loads(anchor_or_own(anchor_name, own_name).read_text(encoding="utf-8"))
+
+
+def anchor_or_own(anchor_name: str, own_name: str) -> Path:
+    """The path `read_anchor_or_own` reads."""
+    return ANCHORS / anchor_name if (ANCHORS / anchor_name).is_file() else comfy_path(own_name)
 
 
 def comfy_path(name: str) -> Path:

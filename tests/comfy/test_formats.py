@@ -12,7 +12,7 @@ from graph_engine.comfy import ComfyExportError, load_comfy, to_api, to_ui
 from graph_engine.comfy.widgets import read_widgets_values, widget_layout, write_widgets_values
 from graph_engine.serialization import graph_to_dict
 from nodes import builtin_registry
-from tests.comfy.support import anchor, read_anchor
+from tests.comfy.support import anchor, read_anchor, read_anchor_or_own
 
 REGISTRY = builtin_registry()
 KSAMPLER = REGISTRY.get("KSampler")
@@ -68,7 +68,7 @@ def test_write_is_the_inverse_of_read():
 
 
 def test_extra_values_are_kept_and_reported():
-    doc = read_anchor("default_txt2img_sd15.workflow.json")
+    doc = read_anchor_or_own("default_txt2img_sd15.workflow.json", "txt2img_sd15.workflow.json")
     ks = next(n for n in doc["nodes"] if n["type"] == "KSampler")
     ks["widgets_values"] = [*ks["widgets_values"], "new_widget_value"]
     result = load_comfy(doc, REGISTRY)
@@ -100,7 +100,7 @@ def test_schema_1_reads_like_0_4():
 
 
 def test_subgraph_instances_are_kept_and_reported_by_name():
-    doc = to_schema_1(read_anchor("default_txt2img_sd15.workflow.json"))
+    doc = to_schema_1(read_anchor_or_own("default_txt2img_sd15.workflow.json", "txt2img_sd15.workflow.json"))
     uuid = "a4b8c6d2-0000-4000-8000-000000000001"
     doc["definitions"] = {"subgraphs": [{"id": uuid, "name": "Upscale block", "nodes": [], "links": []}]}
     doc["nodes"].append({"id": 50, "type": uuid, "pos": [0, 0], "inputs": [], "outputs": []})
