@@ -119,7 +119,7 @@ def test_qwen_vocabulary_derived_from_merges_is_the_published_one():
     assert len(merges) == QWEN_BPE_SIZE - 256
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the project's copy of the original tokenizer files is not here")
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the original tokenizer files are not here ({SHARED})")
 def test_against_the_original_files():
     original = json.loads((SHARED / "qwen25" / "vocab.json").read_text(encoding="utf-8"))
     assert qwen_bpe()[0] == original
