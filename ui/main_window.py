@@ -75,6 +75,7 @@ from graph_engine import Graph, NodeRegistry, RunResult
 from graph_engine.serialization import WorkflowFormatError, dumps
 from nodes.diffusion.model_paths import sdgraph_home
 from nodes.model_matching import MissingModel, find_missing_models
+from nodes.shipped import workflows_dir
 from ui import file_dialogs, node_titles, run_bar
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
@@ -89,7 +90,7 @@ from ui.run_controller import CompletedRun, RunController, default_seed_control
 from ui.shortcuts import BY_ID
 
 APP_NAME = "sdgraph"
-WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS_DIR = workflows_dir()
 DEFAULT_WORKFLOW = "txt2img.json"
 OPENABLE = (".json", ".png")
 FILE_FILTER = "Workflows (*.json *.png);;JSON workflows (*.json);;PNG with embedded workflow (*.png)"

@@ -5,6 +5,10 @@ matched pairs: the UI `workflow` and the API `prompt` from the same PNG. What "t
 is `support.executable_view`: node types, widget values by name and links by socket, for the nodes a
 server would run. One pair differs on purpose (default_txt2img_sd15: the two files come from
 different repositories, so only the structure is compared).
+
+The anchors are not part of a clone (see `tests/support/shared.py`); without them their tests skip, and the
+generic checks (opens, twins agree, export, round trips) still run on the project's own ComfyUI files
+(`support.OWN_FILES`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ from graph_engine.comfy import load_comfy, to_api, to_ui
 from graph_engine.serialization import graph_to_dict
 from graph_engine.validation import analyze
 from nodes import builtin_registry
-from tests.comfy.support import ANCHOR_FILES, ANCHORS, PAIRS, executable_view, read_anchor
+from tests.comfy.support import (
+    ANCHOR_FILES,
+    ANCHORS,
+    COMFY_FILES,
+    OWN_PAIRS,
+    PAIRS,
+    executable_view,
+    read_anchor,
+    read_comfy,
+)
+from tests.support.shared import requires_anchors
 
 REGISTRY = builtin_registry()
 
@@ -35,12 +49,13 @@ def stem(path) -> str:
     return path.name.split(".")[0]
 
 
+@requires_anchors
 def test_anchor_files_are_there():
     assert len(ANCHOR_FILES) == 18, ANCHORS
     assert len(PAIRS) == 8
 
 
-@pytest.mark.parametrize("path", ANCHOR_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", COMFY_FILES, ids=lambda p: p.name)
 def test_every_anchor_opens_and_reports_exactly_its_missing_types(path):
     document = open_document(path)
     graph = document.graph
@@ -57,10 +72,10 @@ def test_every_anchor_opens_and_reports_exactly_its_missing_types(path):
     assert all("node type" in n or "model file" in n for n in document.notices), document.notices
 
 
-@pytest.mark.parametrize("name", PAIRS)
+@pytest.mark.parametrize("name", [*PAIRS, *OWN_PAIRS])
 def test_ui_and_api_twins_give_the_same_executable_graph(name):
-    ui = load_comfy(read_anchor(f"{name}.workflow.json"), REGISTRY)
-    api = load_comfy(read_anchor(f"{name}.api.json"), REGISTRY)
+    ui = load_comfy(read_comfy(f"{name}.workflow.json"), REGISTRY)
+    api = load_comfy(read_comfy(f"{name}.api.json"), REGISTRY)
     ui_view, api_view = executable_view(ui.graph, REGISTRY), executable_view(api.graph, REGISTRY)
     if name in STRUCTURE_ONLY:
         ui_view = {k: (t, None, links) for k, (t, _, links) in ui_view.items()}
@@ -154,12 +169,12 @@ def test_muted_node_is_kept_but_not_exported():
     }
 
 
-@pytest.mark.parametrize("name", [p for p in PAIRS if p not in MISSING])
+@pytest.mark.parametrize("name", [p for p in [*PAIRS, *OWN_PAIRS] if p not in MISSING])
 def test_ui_file_exports_to_its_api_twin(name):
     """Our API export of the UI file equals the prompt ComfyUI itself wrote (titles aside)."""
-    ui = load_comfy(read_anchor(f"{name}.workflow.json"), REGISTRY).graph
+    ui = load_comfy(read_comfy(f"{name}.workflow.json"), REGISTRY).graph
     exported = to_api(ui, REGISTRY)
-    expected = read_anchor(f"{name}.api.json")
+    expected = read_comfy(f"{name}.api.json")
     for entry in expected.values():
         entry["inputs"].pop("choose file to upload", None)
     got = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in exported.items()}
@@ -171,14 +186,14 @@ def test_ui_file_exports_to_its_api_twin(name):
     assert got == want
 
 
-@pytest.mark.parametrize("path", [p for p in ANCHOR_FILES if p.name.endswith(".workflow.json")], ids=stem)
+@pytest.mark.parametrize("path", [p for p in COMFY_FILES if p.name.endswith(".workflow.json")], ids=stem)
 def test_ui_round_trip_gives_the_same_graph(path):
     first = load_comfy(json.loads(path.read_text()), REGISTRY).graph
     again = load_comfy(json.loads(json.dumps(to_ui(first, REGISTRY))), REGISTRY).graph
     assert graph_to_dict(again) == graph_to_dict(first)
 
 
-@pytest.mark.parametrize("path", [p for p in ANCHOR_FILES if p.name.endswith(".api.json")], ids=stem)
+@pytest.mark.parametrize("path", [p for p in COMFY_FILES if p.name.endswith(".api.json")], ids=stem)
 def test_api_round_trip_gives_the_same_graph(path):
     first = load_comfy(json.loads(path.read_text()), REGISTRY).graph
     exported = to_api(first, REGISTRY)

@@ -12,7 +12,7 @@ from graph_engine.comfy import ComfyExportError, load_comfy, to_api, to_ui
 from graph_engine.comfy.widgets import read_widgets_values, widget_layout, write_widgets_values
 from graph_engine.serialization import graph_to_dict
 from nodes import builtin_registry
-from tests.comfy.support import ANCHORS, read_anchor
+from tests.comfy.support import anchor, read_anchor, read_anchor_or_own
 
 REGISTRY = builtin_registry()
 KSAMPLER = REGISTRY.get("KSampler")
@@ -68,7 +68,7 @@ def test_write_is_the_inverse_of_read():
 
 
 def test_extra_values_are_kept_and_reported():
-    doc = read_anchor("default_txt2img_sd15.workflow.json")
+    doc = read_anchor_or_own("default_txt2img_sd15.workflow.json", "txt2img_sd15.workflow.json")
     ks = next(n for n in doc["nodes"] if n["type"] == "KSampler")
     ks["widgets_values"] = [*ks["widgets_values"], "new_widget_value"]
     result = load_comfy(doc, REGISTRY)
@@ -100,7 +100,7 @@ def test_schema_1_reads_like_0_4():
 
 
 def test_subgraph_instances_are_kept_and_reported_by_name():
-    doc = to_schema_1(read_anchor("default_txt2img_sd15.workflow.json"))
+    doc = to_schema_1(read_anchor_or_own("default_txt2img_sd15.workflow.json", "txt2img_sd15.workflow.json"))
     uuid = "a4b8c6d2-0000-4000-8000-000000000001"
     doc["definitions"] = {"subgraphs": [{"id": uuid, "name": "Upscale block", "nodes": [], "links": []}]}
     doc["nodes"].append({"id": 50, "type": uuid, "pos": [0, 0], "inputs": [], "outputs": []})
@@ -160,7 +160,7 @@ def test_a_graph_made_in_sdgraph_exports_and_comes_back():
 @pytest.mark.parametrize("fmt", ["comfy-ui", "comfy-api"])
 def test_cli_export(fmt, tmp_path, capsys):
     out = tmp_path / "out.json"
-    source = ANCHORS / "img2img_sd.workflow.json"
+    source = anchor("img2img_sd.workflow.json")
     args = ["export", str(source), "--format", fmt, "-o", str(out), "--model-alias", "v1-5-pruned-emaonly.ckpt=m.ckpt"]
     assert main(args) == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -173,7 +173,7 @@ def test_cli_export(fmt, tmp_path, capsys):
 
 def test_cli_export_refusal_is_one_line(tmp_path, capsys):
     out = tmp_path / "out.json"
-    source = ANCHORS / "sdxl_turbo_sampler_custom.workflow.json"
+    source = anchor("sdxl_turbo_sampler_custom.workflow.json")
     assert main(["export", str(source), "--format", "comfy-api", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot be written in API format" in err and "Traceback" not in err

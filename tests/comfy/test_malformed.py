@@ -10,7 +10,6 @@ any JSON at all, and for real files with one part replaced by random JSON.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from typing import Any
 
@@ -24,15 +23,20 @@ from graph_engine.comfy import ComfyExportError, load_comfy, to_api, to_ui
 from graph_engine.serialization import graph_from_dict, graph_to_dict
 from graph_engine.validation import Source, resolve_source
 from nodes import builtin_registry
-from tests.comfy.support import ANCHOR_FILES, read_anchor
+from tests.comfy.support import COMFY_FILES, read_anchor_or_own
 
 REGISTRY = builtin_registry()
+# ComfyUI's default graph; on a clone without the anchors, the project's own file numbered the same way.
 UI = "default_txt2img_sd15.workflow.json"
 API = "default_txt2img_sd15.api.json"
 
 
 def ui_doc() -> dict[str, Any]:
-    return read_anchor(UI)
+    return read_anchor_or_own(UI, "txt2img_sd15.workflow.json")
+
+
+def api_doc() -> dict[str, Any]:
+    return read_anchor_or_own(API, "txt2img_sd15.api.json")
 
 
 def node_of(doc: dict[str, Any], node_id: int) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def test_link_to_a_node_that_is_not_there():
     doc = ui_doc()
     doc["links"][0][1] = 999
     assert load_error(doc) == "links[0] (id 1): its origin is node 999, which is not in the file"
-    api = read_anchor(API)
+    api = api_doc()
     api["3"]["inputs"]["model"] = ["99", 0]
     assert load_error(api) == "node 3 (KSampler), input 'model': links to node '99', which is not in the file"
 
@@ -79,7 +83,7 @@ def test_wrong_slot_indexes():
     doc = ui_doc()
     doc["links"][0][2] = -1
     assert "links[0].origin_slot: expected a slot number" in load_error(doc)
-    api = read_anchor(API)
+    api = api_doc()
     api["3"]["inputs"]["model"] = ["4", 5]
     assert "output slot 5 of node 4 (CheckpointLoaderSimple), which has 3 outputs" in load_error(api)
 
@@ -196,7 +200,7 @@ def test_garbage_in_a_ui_file_is_one_clear_error(mutate, message):
     ],
 )
 def test_garbage_in_an_api_file_is_one_clear_error(mutate, message):
-    doc = read_anchor(API)
+    doc = api_doc()
     mutate(doc)
     if message is None:
         load_comfy(doc, REGISTRY)  # unknown keys on an entry are carried, not refused
@@ -227,7 +231,7 @@ def test_bad_values_load_and_validation_names_node_and_input(values, problem):
 
 
 def test_a_cycle_is_a_validation_problem():
-    api = read_anchor(API)
+    api = api_doc()
     api["20"] = {
         "class_type": "LatentUpscale",
         "inputs": {
@@ -292,7 +296,7 @@ def test_fuzz_any_json(doc):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_real_files_with_one_part_replaced(data):
-    doc = copy.deepcopy(read_anchor(data.draw(st.sampled_from([p.name for p in ANCHOR_FILES]))))
+    doc = json.loads(data.draw(st.sampled_from(COMFY_FILES)).read_text(encoding="utf-8"))
     paths: list[tuple[Any, Any]] = []
 
     def walk(parent: Any) -> None:

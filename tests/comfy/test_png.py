@@ -16,7 +16,7 @@ from graph_engine.comfy import load_comfy, parse_parameters, split_sampler
 from graph_engine.serialization import graph_to_dict
 from nodes import builtin_registry
 from tests.comfy.conftest import ANCHOR_LORA
-from tests.comfy.support import ANCHORS, read_anchor
+from tests.comfy.support import anchor, comfy_text, read_anchor
 from tests.support.model_root import TINY_NAMES
 
 REGISTRY = builtin_registry()
@@ -33,11 +33,13 @@ def png_with(path: Path, chunks: dict[str, str]) -> Path:
 # ---- ComfyUI -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stem", ["sdxl_base_refiner_ksampler_advanced", "flux_dev_sampler_custom_advanced"])
+@pytest.mark.parametrize(
+    "stem", ["sdxl_base_refiner_ksampler_advanced", "flux_dev_sampler_custom_advanced", "txt2img_sd15"]
+)
 def test_comfyui_png_opens_its_workflow_chunk(stem, tmp_path):
     """ComfyUI's SaveImage writes both chunks; the UI one wins because it has positions and notes."""
-    ui_text = (ANCHORS / f"{stem}.workflow.json").read_text()
-    api_text = (ANCHORS / f"{stem}.api.json").read_text()
+    ui_text = comfy_text(f"{stem}.workflow.json")
+    api_text = comfy_text(f"{stem}.api.json")
     path = png_with(tmp_path / "ComfyUI_00001_.png", {"prompt": api_text, "workflow": ui_text})
     document = open_document(path)
     assert document.source == "comfyui-png"
@@ -45,18 +47,22 @@ def test_comfyui_png_opens_its_workflow_chunk(stem, tmp_path):
     assert graph_to_dict(document.graph) == graph_to_dict(expected)
 
 
-def test_comfyui_png_with_only_a_prompt_chunk(tmp_path):
-    api_text = (ANCHORS / "img2img_sd.api.json").read_text()
+@pytest.mark.parametrize("name", ["img2img_sd.api.json", "txt2img_sd15.api.json"])
+def test_comfyui_png_with_only_a_prompt_chunk(name, tmp_path):
+    api_text = comfy_text(name)
     document = open_document(png_with(tmp_path / "a.png", {"prompt": api_text}))
     expected = load_comfy(json.loads(api_text), REGISTRY).graph
     assert graph_to_dict(document.graph) == graph_to_dict(expected)
 
 
-def test_damaged_workflow_chunk_falls_back_to_the_prompt_and_says_so(tmp_path):
-    api_text = (ANCHORS / "img2img_sd.api.json").read_text()
+@pytest.mark.parametrize(
+    ("name", "types"), [("img2img_sd.api.json", {"KSampler", "LoadImage"}), ("txt2img_sd15.api.json", {"KSampler"})]
+)
+def test_damaged_workflow_chunk_falls_back_to_the_prompt_and_says_so(name, types, tmp_path):
+    api_text = comfy_text(name)
     document = open_document(png_with(tmp_path / "a.png", {"prompt": api_text, "workflow": '{"nodes": [1'}))
     assert "damaged" in document.notices[0] and "API prompt" in document.notices[0]
-    assert {n.type for n in document.graph.nodes.values()} >= {"KSampler", "LoadImage"}
+    assert {n.type for n in document.graph.nodes.values()} >= types
 
 
 def test_damaged_workflow_chunk_alone_is_one_clear_error(tmp_path):
@@ -73,7 +79,7 @@ def test_our_saveimage_png_reopens_even_with_comfy_chunks_beside(tmp_path):
     """Our own chunk is the truth for our PNGs; ComfyUI chunks next to it are ignored."""
     graph = load_comfy(read_anchor("lora_txt2img.workflow.json"), REGISTRY).graph
     ours = graph_to_dict(graph)
-    chunks = {"sdgraph_workflow": json.dumps(ours), "workflow": (ANCHORS / "img2img_sd.workflow.json").read_text()}
+    chunks = {"sdgraph_workflow": json.dumps(ours), "workflow": anchor("img2img_sd.workflow.json").read_text()}
     document = open_document(png_with(tmp_path / "a.png", chunks))
     assert document.source == "sdgraph-png"
     assert graph_to_dict(document.graph) == ours

@@ -22,7 +22,7 @@ from graph_engine.value_sources import first_fed_input
 from nodes import builtin_registry
 from nodes.folders import input_dir
 from tests.comfy.conftest import ANCHOR_LORA, REFINER
-from tests.comfy.support import ANCHORS
+from tests.comfy.support import anchor, comfy_path
 from tests.support.model_root import FLOW_FILES, TINY_NAMES, write_test_image
 
 ALIASES = {
@@ -46,6 +46,9 @@ RUNNABLE = [
     "comfyui_tests_default_graph_sdxl1_0.api.json",
     "flux_dev_sampler_custom_advanced.workflow.json",
     "default_txt2img_zimage_turbo_newer_frontend.workflow.json",
+    # the project's own twin (tests/comfy/own): runs without the anchors
+    "txt2img_sd15.workflow.json",
+    "txt2img_sd15.api.json",
 ]
 STEPS = 3
 
@@ -88,7 +91,7 @@ def test_comfyui_workflow_runs_on_tiny_checkpoints(name, comfy_models, tmp_path)
     write_test_image(input_dir() / "example.png")
     write_test_image(input_dir() / "yosemite_inpaint_example.png", hole=True)
     registry = builtin_registry()
-    document = open_document(ANCHORS / name)
+    document = open_document(comfy_path(name))
     graph = document.graph
     apply_aliases(graph, registry, [f"{old}={new}" for old, new in ALIASES.items()])
     shrink(graph)
@@ -110,7 +113,7 @@ def test_lora_workflow_uses_the_lora(comfy_models, tmp_path):
     registry = builtin_registry()
     images = []
     for strength in (0.0, 1.0):
-        graph = open_document(ANCHORS / "lora_txt2img.workflow.json").graph
+        graph = open_document(anchor("lora_txt2img.workflow.json")).graph
         apply_aliases(graph, registry, [f"v1-5-pruned-emaonly.ckpt={TINY_NAMES['sd1']}"])
         shrink(graph)
         graph.nodes[10].values.update(strength_model=strength, strength_clip=strength)
@@ -130,7 +133,7 @@ def test_workflows_needing_missing_nodes_name_only_those_at_run(name, comfy_mode
     """Validation names each missing node that the outputs need, by id and type; nothing else blocks them
     except model files (mapped or not installed)."""
     registry = builtin_registry()
-    graph = open_document(ANCHORS / name).graph
+    graph = open_document(anchor(name)).graph
     problems = validate(graph, registry)
     missing = {(p.node_id, graph.nodes[p.node_id].type) for p in problems if p.code == "unknown_type"}
     placeholders = {(n.id, n.type) for n in graph.nodes.values() if registry.get(n.type) is None}

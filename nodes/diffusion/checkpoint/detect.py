@@ -36,6 +36,7 @@ from nodes.diffusion.checkpoint.files import is_pickle_file, read_shapes
 from nodes.diffusion.errors import ConfigOverrideError, ModelError, UnknownArchitectureError, UnsupportedFamilyError
 from nodes.families import ModelFamily
 from nodes.families.ldm import UNET_PREFIX, VAE_PREFIX
+from nodes.shipped import resource_path
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +45,7 @@ Shapes = Mapping[str, tuple[int, ...]]
 TensorReader = Callable[[str], "torch.Tensor"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-CONFIG_ROOT = Path(__file__).resolve().parents[3] / "resources" / "sd_configs"
+CONFIG_ROOT = resource_path("sd_configs")
 
 VAE_PREFIXES = (VAE_PREFIX, "vae.", "")
 

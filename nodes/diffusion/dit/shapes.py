@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.errors import ModelError
+from nodes.shipped import resource_path
 
 Shapes = Mapping[str, tuple[int, ...]]
 
-CONFIG_ROOT = Path(__file__).resolve().parents[3] / "resources" / "dit_configs"
+CONFIG_ROOT = resource_path("dit_configs")
 # Where the denoiser sits in files people download: original single files and all-in-one checkpoints
 # use ``model.diffusion_model.``, ComfyUI's ``diffusion_models`` files and BFL's releases use none.
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")

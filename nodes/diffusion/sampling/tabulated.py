@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from nodes.shipped import resource_path
 
 AYS_MODEL_TYPES = ("SD1", "SDXL", "SVD")
 
@@ -57,7 +58,7 @@ AYS_NOISE_LEVELS: dict[str, list[float]] = {
     "SVD": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
 }
 
-GITS_TABLE_PATH = Path(__file__).resolve().parents[3] / "resources" / "schedules" / "gits_sigmas.json"
+GITS_TABLE_PATH = resource_path("schedules", "gits_sigmas.json")
 GITS_COEFFS = tuple(round(0.80 + 0.05 * k, 2) for k in range(15))
 
 

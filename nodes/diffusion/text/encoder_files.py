@@ -45,13 +45,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodes.diffusion.errors import MissingComponentError, ModelError, UnknownArchitectureError
+from nodes.shipped import resource_path
 
 if TYPE_CHECKING:
     import torch
 
 Shapes = Mapping[str, tuple[int, ...]]
 
-CONFIG_ROOT = Path(__file__).resolve().parents[3] / "resources" / "text_encoders"
+CONFIG_ROOT = resource_path("text_encoders")
 
 CLIP_L, CLIP_G, T5XXL, QWEN3 = "clip_l", "clip_g", "t5xxl", "qwen3"
 ROLE_NAMES = {CLIP_L: "CLIP-L", CLIP_G: "CLIP-G", T5XXL: "T5-XXL", QWEN3: "Qwen3"}

@@ -29,10 +29,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nodes.shipped import resource_path
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-TOKENIZER_ROOT: Path = Path(__file__).resolve().parents[3] / "resources" / "tokenizers"
+TOKENIZER_ROOT: Path = resource_path("tokenizers")
 T5_DIR = TOKENIZER_ROOT / "t5"
 QWEN3_DIR = TOKENIZER_ROOT / "qwen3"
 

@@ -28,11 +28,13 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nodes.shipped import resource_path
+
 if TYPE_CHECKING:  # transformers is heavy; only the functions below import it.
     from transformers import CLIPTokenizer
 
-#: Where the vendored merge list lives (repository root / resources / clip).
-BPE_PATH: Path = Path(__file__).resolve().parents[3] / "resources" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+#: The vendored merge list (``resources/clip``, found through `nodes.shipped` in a checkout or a wheel).
+BPE_PATH: Path = resource_path("clip", "bpe_simple_vocab_16e6.txt.gz")
 
 BOS_ID = 49406
 """``<|startoftext|>``: first token of every 77-token CLIP sequence."""

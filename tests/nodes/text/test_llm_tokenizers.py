@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from transformers import Qwen2TokenizerFast, T5TokenizerFast
@@ -27,8 +26,9 @@ from nodes.diffusion.text.llm_vocab import (
     build_t5_tokenizer,
     qwen_bpe,
 )
+from tests.support.shared import TOKENIZERS
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "tokenizers"
+SHARED = TOKENIZERS  # ../shared/data/tokenizers or $SDGRAPH_SHARED
 # Digest of the published Qwen2.5 vocab.json as canonical JSON (sorted keys, UTF-8), recorded when vendoring.
 QWEN_VOCAB_CANONICAL_SHA256 = "56a81c6cceb149efce8d90a09eeb3ec0f3de5f18a35ea6413ef712da704c09a0"
 
@@ -119,7 +119,7 @@ def test_qwen_vocabulary_derived_from_merges_is_the_published_one():
     assert len(merges) == QWEN_BPE_SIZE - 256
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the project's copy of the original tokenizer files is not here")
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the original tokenizer files are not here ({SHARED})")
 def test_against_the_original_files():
     original = json.loads((SHARED / "qwen25" / "vocab.json").read_text(encoding="utf-8"))
     assert qwen_bpe()[0] == original

@@ -22,11 +22,11 @@ from app.settings import Settings
 from graph_engine import comfy
 from graph_engine.serialization import FORMAT
 from nodes import builtin_registry
+from tests.comfy.support import anchor_or_own
 from tests.ui.app.test_main_window import answer_next_box, drag_and_drop
 from ui.autosave import AutosaveStore
 from ui.main_window import MainWindow
 
-ANCHORS = Path(__file__).resolve().parents[3].parent / "shared" / "anchors" / "comfyui-workflows"
 WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
 CTRL = Qt.KeyboardModifier.ControlModifier
 
@@ -47,8 +47,9 @@ def window(qtbot: Any, tmp_path: Path, sdgraph_home: Path) -> MainWindow:
 
 
 def anchor_copy(tmp_path: Path, name: str) -> Path:
+    """A copy of ComfyUI's default graph, or of the project's own twin of it where the anchors are absent."""
     target = tmp_path / name
-    shutil.copyfile(ANCHORS / name, target)
+    shutil.copyfile(anchor_or_own(name, name.replace("default_txt2img_sd15", "txt2img_sd15")), target)
     return target
 
 

@@ -21,10 +21,10 @@ from graph_engine.serialization import save
 from nodes import builtin_registry
 from nodes.model_matching import guess_family
 from tests.support.model_root import TINY_NAMES
+from tests.support.shared import anchor
 from ui.main_window import MainWindow
 
 WORKFLOWS = Path(__file__).resolve().parents[3] / "workflows"
-ANCHORS = Path(__file__).resolve().parents[3].parent / "shared" / "anchors" / "comfyui-workflows"
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_one_click_uses_the_closest_installed_file_of_the_right_family(
     window: MainWindow, qtbot: Any, tmp_path: Path
 ) -> None:
     path = tmp_path / "refiner.json"
-    shutil.copyfile(ANCHORS / "sdxl_base_refiner_ksampler_advanced.workflow.json", path)
+    shutil.copyfile(anchor("sdxl_base_refiner_ksampler_advanced.workflow.json"), path)
     assert window.load_document(path)
     assert window.missing_models.isVisible()
     rows = {row.missing.name: row for row in window.missing_models.rows}

@@ -14,6 +14,7 @@ from graph_engine.comfy.export import to_ui
 from graph_engine.serialization import graph_from_dict, graph_to_dict
 from nodes import builtin_registry
 from tests.comfy.support import ANCHORS, read_anchor
+from tests.support.shared import ANCHORS_ABSENT
 from ui.canvas import GraphView
 from ui.canvas.colours import BY_NAME, PALETTE, group_swatch, node_bgcolor, node_swatch
 from ui.commands import set_group_colors_command, set_node_colors_command
@@ -21,7 +22,7 @@ from ui.commands import set_group_colors_command, set_node_colors_command
 ANCHOR = "sdxl_base_refiner_ksampler_advanced.workflow.json"
 
 
-@pytest.mark.skipif(not (ANCHORS / ANCHOR).is_file(), reason="the ComfyUI anchor workflows are not checked out")
+@pytest.mark.skipif(not (ANCHORS / ANCHOR).is_file(), reason=ANCHORS_ABSENT)
 def test_comfyui_workflow_colours_are_painted_and_written_back_exactly(qtbot) -> None:
     registry = builtin_registry()
     raw = read_anchor(ANCHOR)
