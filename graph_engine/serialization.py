@@ -17,10 +17,12 @@ the migrations in `MIGRATIONS` before they are read; a file that still does not 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -349,8 +351,18 @@ def set_file_mode(fd_or_path: int | str | Path, mode: int) -> None:
         os.chmod(fd_or_path, mode)
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.[^.]+\.tmp$")
 STALE_TEMP_AGE_S = 24 * 3600  # where a writer's pid cannot be checked, only this old a temp counts as left over
+_HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+def temp_prefix(name: str, pid: int | None = None) -> str:
+    """`.<name>.<host>-<pid>.`: whose temp file this is, so a later start can tell a dead writer's.
+
+    The host tag keeps a folder shared between machines safe: another machine's pid means nothing
+    here, so its temps are only treated as left over once they are a day old.
+    """
+    return f".{name}.{_HOST_TAG}-{os.getpid() if pid is None else pid}."
 
 
 def _writer_gone(pid: int) -> bool:
@@ -371,10 +383,11 @@ def _writer_gone(pid: int) -> bool:
 def remove_stale_temps(folder: Path | str, name: str | None = None) -> list[Path]:
     """Delete temp files that killed writers left in `folder` (only those of `name` when given).
 
-    `atomic_write` names its temp `.<name>.<pid>.<random>.tmp`. A SIGKILL or power cut between the
+    `atomic_write` names its temp `.<name>.<host>-<pid>.<random>.tmp`. A SIGKILL or power cut between the
     temp's creation and the rename leaves it behind; the target itself is intact, and the temp is a
-    hidden file no listing shows, but it takes space. A temp whose process is gone (or, where a pid
-    cannot be checked, one older than a day) is removed; a live writer's temp is never touched.
+    hidden file no listing shows, but it takes space. A temp whose process on this machine is gone
+    (or, another machine's or where a pid cannot be checked, one older than a day) is removed; a live
+    writer's temp is never touched.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -388,9 +401,8 @@ def remove_stale_temps(folder: Path | str, name: str | None = None) -> list[Path
         if match is None or (name is not None and match["name"] != name):
             continue
         try:
-            gone = _writer_gone(int(match["pid"])) or (
-                os.name != "posix" and now - entry.stat().st_mtime > STALE_TEMP_AGE_S
-            )
+            here = match["host"] == _HOST_TAG and os.name == "posix"
+            gone = _writer_gone(int(match["pid"])) if here else now - entry.stat().st_mtime > STALE_TEMP_AGE_S
             if gone and entry.is_file():
                 entry.unlink()
                 removed.append(entry)
@@ -414,7 +426,7 @@ def atomic_write(path: Path | str, data: bytes | str, *, fsync: bool = True) -> 
     remove_stale_temps(path.parent, path.name)
     tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         set_file_mode(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)

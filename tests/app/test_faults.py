@@ -195,13 +195,18 @@ def test_output_folder_check_makes_a_missing_folder_and_clears_killed_writers_te
 
     folder = tmp_path / "a" / "b"
     assert output_folder_problem(folder) is None and folder.is_dir()
-    # A temp of a writer that no longer exists (pid 2**22 + 1 is above Linux's pid_max default).
-    stale = folder / ".x_00001_.png.4194305.abc123.tmp"
+    # A temp of a writer on this machine that no longer exists (pid 2**22 + 1 is above any pid_max).
+    stale = folder / (serialization.temp_prefix("x_00001_.png", pid=2**22 + 1) + "abc123.tmp")
+    foreign = folder / ".x_00002_.png.abcdef-1.abc123.tmp"  # another machine's writer, maybe still going
     stale.write_bytes(b"half a png")
     kept = folder / "x_00001_.png"
     kept.write_bytes(b"png")
+    foreign.write_bytes(b"being written elsewhere")
     assert output_folder_problem(folder) is None
-    assert visible(folder) == ["x_00001_.png"]
+    assert visible(folder) == [foreign.name, "x_00001_.png"]
+    day_old = time.time() - 2 * serialization.STALE_TEMP_AGE_S
+    os.utime(foreign, (day_old, day_old))
+    assert serialization.remove_stale_temps(folder) == [foreign] and visible(folder) == ["x_00001_.png"]
 
 
 # ---- 2. a full disk ----------------------------------------------------------------------------------
