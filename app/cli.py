@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check a workflow and list every problem")
     val.add_argument("workflow")
+    val.add_argument("--model-alias", dest="aliases", action="append", default=[], metavar="OLD=NEW")
+    val.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="refused when not on this machine")
 
     nodes = sub.add_parser("nodes", help="list every node type and its inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
@@ -177,6 +179,31 @@ def apply_aliases(graph: Any, registry: Any, aliases: Sequence[str]) -> None:
                 graph.set_value(node.id, inp.id, mapping[node.values[inp.id]])
 
 
+def check_device(device: str | None) -> None:
+    """Refuse `--device cuda`/`mps` where there is none, before anything runs (validate and --dry-run too).
+
+    Only an explicit accelerator is checked, so `validate` and `--dry-run` without `--device` stay
+    free of torch; the loader would otherwise fail only after the workflow started.
+    """
+    if device not in ("cuda", "mps"):
+        return
+    from nodes.diffusion.devices import pick_device
+
+    try:
+        pick_device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {device}: {str(exc).splitlines()[0]}") from None
+
+
+def check_output_dir(folder: Path) -> None:
+    """An output folder that cannot hold images is refused before any node runs (exit 2, one line)."""
+    from app.output_folder import output_folder_problem
+
+    problem = output_folder_problem(folder)
+    if problem is not None:
+        raise UsageError(problem)
+
+
 # ---- start-up -------------------------------------------------------------------------------
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -231,8 +258,10 @@ def _problems_or_none(graph: Any, registry: Any) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    check_device(args.device)
     registry = _registry()
     document = _open(args.workflow)
+    apply_aliases(document.graph, registry, args.aliases)
     problems = _problems_or_none(document.graph, registry)
     if problems:
         raise UsageError(*problems)
@@ -245,6 +274,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # before any node can import them.
     from app.preload import import_model_stack, start_preloading
 
+    check_device(args.device)
+    if not args.dry_run:
+        from app.settings import Settings
+
+        check_output_dir(args.output_dir or Settings.load().output_path)
     preloading = None if args.dry_run else start_preloading(import_model_stack)
     from app.progress import ProgressReporter
     from app.settings import Settings
@@ -267,7 +301,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.load()
     output_dir = args.output_dir or settings.output_path
-    output_dir.mkdir(parents=True, exist_ok=True)
     executor = Executor(
         registry,
         device=args.device or settings.device,

@@ -299,7 +299,7 @@ class HistoryStore:
                             (cur.lastrowid, sqlite3.Binary(image.thumbnail)),
                         )
         except sqlite3.Error as exc:
-            raise HistoryError(f"the run could not be added to the history: {exc}") from None
+            raise HistoryError(f"the run could not be added to the history at {self.path}: {_reason(exc)}") from None
         return run_id
 
     def delete(self, run_id: int, *, delete_files: bool = False) -> list[str]:
@@ -380,6 +380,13 @@ class HistoryStore:
                 ):
                     images[i[1]].append(HistoryImage(i[0], i[1], i[2], i[3], i[4], i[5]))
         return [HistoryRun(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), tuple(images[r[0]])) for r in rows]
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """SQLite's text for a full disk ("database or disk is full") said the way every other write says it."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return f"no space left on the disk ({exc})"
+    return str(exc)
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:

@@ -17,10 +17,14 @@ the migrations in `MIGRATIONS` before they are read; a file that still does not 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -387,17 +391,82 @@ def set_file_mode(fd_or_path: int | str | Path, mode: int) -> None:
         os.chmod(fd_or_path, mode)
 
 
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)\.[^.]+\.tmp$")
+STALE_TEMP_AGE_S = 24 * 3600  # where a writer's pid cannot be checked, only this old a temp counts as left over
+_HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+def temp_prefix(name: str, pid: int | None = None) -> str:
+    """`.<name>.<host>-<pid>.`: whose temp file this is, so a later start can tell a dead writer's.
+
+    The host tag keeps a folder shared between machines safe: another machine's pid means nothing
+    here, so its temps are only treated as left over once they are a day old.
+    """
+    return f".{name}.{_HOST_TAG}-{os.getpid() if pid is None else pid}."
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether the process that made a temp file has ended (False when unsure: its file is kept)."""
+    if os.name != "posix" or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but belongs to someone else, or we may not ask
+        return False
+    return False
+
+
+def remove_stale_temps(folder: Path | str, name: str | None = None) -> list[Path]:
+    """Delete temp files that killed writers left in `folder` (only those of `name` when given).
+
+    `atomic_write` names its temp `.<name>.<host>-<pid>.<random>.tmp`. A SIGKILL or power cut between the
+    temp's creation and the rename leaves it behind; the target itself is intact, and the temp is a
+    hidden file no listing shows, but it takes space. A temp whose process on this machine is gone
+    (or, another machine's or where a pid cannot be checked, one older than a day) is removed; a live
+    writer's temp is never touched.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        try:
+            here = match["host"] == _HOST_TAG and os.name == "posix"
+            gone = _writer_gone(int(match["pid"])) if here else now - entry.stat().st_mtime > STALE_TEMP_AGE_S
+            if gone and entry.is_file():
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
 def atomic_write(path: Path | str, data: bytes | str, *, fsync: bool = True) -> None:
     """Write via a temp file in the same folder, fsync, rename: a crash leaves the old file or the new one.
 
     The file gets the mode a plain write would give it (`file_mode_for`), not mkstemp's 0o600.
     `fsync=False` skips the flushes for files that are cheap to lose (previews), not the atomic rename.
+    A failure (a full disk, no permission) raises `OSError` naming `path`, not the temp file, so the
+    message tells the user which file was not written; the temp is removed and `path` is untouched.
+    Temps of earlier writers of `path` that were killed are removed first (`remove_stale_temps`).
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     mode = file_mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent, path.name)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         set_file_mode(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
@@ -405,8 +474,11 @@ def atomic_write(path: Path | str, data: bytes | str, *, fsync: bool = True) -> 
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     if not fsync:
         return

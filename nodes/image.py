@@ -61,6 +61,12 @@ def image_scale(
     return (resize_image(image, width, height, upscale_method, crop),)
 
 
+class ImageWriteError(Exception):
+    """An image could not be written (full disk, no permission): the message names the file, no traceback."""
+
+    user_facing = True
+
+
 @node(
     "SaveImage",
     display_name="Save Image",
@@ -76,6 +82,9 @@ def save_image(ctx: ExecutionContext, images: Any, filename_prefix: str) -> Node
         saved = save_images(images, ctx.output_dir, filename_prefix, ctx.workflow)
     except ValueError as exc:
         raise InputError("filename_prefix", str(exc)) from None
+    except OSError as exc:  # the file that was being written stays as it was (atomic write)
+        where = exc.filename or ctx.output_dir
+        raise ImageWriteError(f"{where} could not be written: {exc.strerror or exc}") from None
     return NodeOutput((), {"images": saved})
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from graph_engine import Graph
-from graph_engine.serialization import WorkflowFormatError, atomic_write, dumps, load
+from graph_engine.serialization import WorkflowFormatError, atomic_write, dumps, load, remove_stale_temps
 
 AUTOSAVE_INTERVAL_MS = 30_000
 
@@ -105,7 +105,9 @@ class AutosaveStore:
         return self.root / f"session-{self.session}.lock"
 
     def start_session(self) -> None:
+        """Take the lock; temp files of autosaves that a killed session was writing are removed."""
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.root)
         info = {"pid": self.pid, "host": self.host, "started": time.time()}
         atomic_write(self.lock_path, json.dumps(info))
 

@@ -52,6 +52,7 @@ from typing import Any, Protocol, TypeVar
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
+from app.output_folder import output_folder_problem
 from graph_engine import (
     CancelToken,
     Executor,
@@ -262,6 +263,8 @@ class RunController(QObject):
         self.registry = registry
         self.view = view
         self.executor = executor or executor_from_settings(registry, settings)
+        # Runs with the settings' output folder check it first (an explicit executor's folder is the caller's).
+        self.check_output_folder = settings is not None
         self._seed_control = seed_control
         self._before_run = before_run
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdgraph-run")
@@ -306,6 +309,7 @@ class RunController(QObject):
         fresh.cache = self.executor.cache
         fresh.cache.budget_bytes = max(0, int(settings.cache_budget_mb)) * 1024**2
         self.executor = fresh
+        self.check_output_folder = True
 
     @property
     def running(self) -> bool:
@@ -659,6 +663,12 @@ class RunController(QObject):
             for p in problems:
                 self.logMessage.emit("error", str(p), p.node_id)
             self.problemsFound.emit(problems)
+            self.finished.emit(None)
+            return None
+        folder_problem = output_folder_problem(self.executor.output_dir) if self.check_output_folder else None
+        if folder_problem is not None:  # found now, not after minutes of sampling by Save Image
+            self.logMessage.emit("error", f"the run did not start: {folder_problem}", None)
+            self.problemsFound.emit([Problem("output_folder", folder_problem)])
             self.finished.emit(None)
             return None
         if self._before_run is not None:
