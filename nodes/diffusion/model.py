@@ -26,14 +26,97 @@ from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 SDXL_REFINER_TIME_IDS = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightPatch:
-    """A low-rank update `W += strength · up @ down` to one module, applied as a forward hook."""
+    """An update to one module's weight, applied as a forward hook (the weight itself is never written).
+
+    * Low-rank (LoRA, LoCon): ``down``/``up`` set; the layer's output gains ``scale · up(down(x))`` — two
+      thin matmuls/convs, no weight-sized tensor anywhere.
+    * Dense (LyCORIS LoHa, LoKr, full diff): ``delta`` is ΔW in the weight's shape, computed once when the
+      LoRA is applied (a LoHa's Hadamard product or a LoKr's Kronecker product has no cheap factored form);
+      the output gains ``scale · (F.linear/conv(x, ΔW) + delta_bias)``.
+    * DoRA: ``dora`` is the per-channel factor ``m / ‖W + ΔW‖`` (computed once at apply time, with ΔW at
+      strength 1 as LyCORIS and ComfyUI do); the hook turns the output into ``W'x`` with
+      ``W' = W + strength · (g ⊙ (W + ΔW) − W)`` without ever forming ``W'``: on the output axis that is a
+      per-channel rescale of ``Wx + ΔWx``, on the input axis the input is rescaled before one more call of
+      the layer's own op.
+    """
 
     module: torch.nn.Module
-    down: Tensor
-    up: Tensor
+    down: Tensor | None
+    up: Tensor | None
     scale: float
+    delta: Tensor | None = None
+    delta_bias: Tensor | None = None
+    dora: Tensor | None = None  # shaped to broadcast against the weight: (out, 1, …) or (1, in, …)
+    dora_strength: float = 1.0
+
+    @property
+    def dora_on_output(self) -> bool:
+        """DoRA's norm runs per output channel (LyCORIS' default, PEFT's only form) or per input channel."""
+        weight = self.module.weight
+        assert isinstance(weight, Tensor)
+        return self.dora is not None and self.dora.shape[0] == weight.shape[0]
+
+    def update(self, module: torch.nn.Module, x: Tensor) -> Tensor | None:
+        """``scale · ΔW x`` (plus the bias diff) for this module's op, or ``None`` if the patch has no ΔW."""
+        f = torch.nn.functional
+        conv = isinstance(module, torch.nn.Conv2d)
+        if self.down is not None and self.up is not None:
+            down = self.down.to(device=x.device, dtype=x.dtype)
+            up = self.up.to(device=x.device, dtype=x.dtype)
+            if conv:
+                d = f.conv2d(x, down, stride=module.stride, padding=module.padding)
+                d = f.conv2d(d, up)
+            else:
+                d = f.linear(f.linear(x, down), up)
+        elif self.delta is not None:
+            delta = self.delta.to(device=x.device, dtype=x.dtype)
+            if conv:
+                d = f.conv2d(
+                    x,
+                    delta,
+                    stride=module.stride,
+                    padding=module.padding,
+                    dilation=module.dilation,
+                    groups=module.groups,
+                )
+            else:
+                d = f.linear(x, delta)
+        else:
+            d = None
+        if self.delta_bias is not None:
+            b = self.delta_bias.to(device=x.device, dtype=x.dtype)
+            b = b[:, None, None] if conv else b
+            d = b if d is None else d + b
+        return None if d is None else d * self.scale
+
+    def patched_output(self, module: torch.nn.Module, x: Tensor, output: Tensor) -> Tensor:
+        """The layer's output with this patch applied, from its unpatched ``output`` on input ``x``."""
+        if self.dora is None:
+            d = self.update(module, x)
+            return output if d is None else output + d
+        conv = isinstance(module, torch.nn.Conv2d)
+        bias = module.bias
+        b = 0.0 if bias is None else (bias[:, None, None] if conv else bias).to(output.dtype)
+        plain = output - b  # W x
+        g = self.dora.to(device=x.device, dtype=x.dtype)
+        if self.dora_on_output:
+            g = g.flatten()
+            g = g[:, None, None] if conv else g
+            d = self.update(module, x)
+            new = g * (plain if d is None else plain + d)
+        else:
+            g = g.flatten()
+            xg = x * (g[:, None, None] if conv else g)
+            if conv:
+                assert isinstance(module, torch.nn.Conv2d)
+                new = module._conv_forward(xg, module.weight.to(x.dtype), None)
+            else:
+                new = torch.nn.functional.linear(xg, module.weight.to(x.dtype))
+            d = self.update(module, xg)
+            new = new if d is None else new + d
+        return output + self.dora_strength * (new - plain)
 
 
 @contextlib.contextmanager
@@ -52,15 +135,7 @@ def patches_applied(patches: Sequence[WeightPatch]) -> Iterator[None]:
 
 def _lora_hook(p: WeightPatch) -> Any:
     def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
-        x = args[0]
-        down = p.down.to(device=x.device, dtype=x.dtype)
-        up = p.up.to(device=x.device, dtype=x.dtype)
-        if isinstance(module, torch.nn.Conv2d):
-            delta = torch.nn.functional.conv2d(x, down, stride=module.stride, padding=module.padding)
-            delta = torch.nn.functional.conv2d(delta, up)
-        else:
-            delta = torch.nn.functional.linear(torch.nn.functional.linear(x, down), up)
-        return output + delta * p.scale
+        return p.patched_output(module, args[0], output)
 
     return hook
 
