@@ -278,3 +278,33 @@ def test_lycoris_on_wrong_shape_is_a_mismatch(sd1: TinyModels, sd1_model: Diffus
         LoraMismatchError, match=r"resnets\.1\.conv1: LoRA lokr ΔW \(16, 16, 3, 3\), layer Conv2d 32→32"
     ):
         apply_lora(sd1_model, None, load_lora(f.save(tmp_path / "bad.safetensors")), 1.0, 0.0)
+
+
+def test_stacked_loras_commute(sd1: TinyModels, sd1_model: DiffusionModel, tmp_path: Path) -> None:
+    """Two loaders in a row (a plain LoRA and a LoHa on overlapping layers) give the same output in either
+    order, and equal W + s₁ΔW₁ + s₂ΔW₂: additive updates commute, as the maths says."""
+    plain = File(seed=11)
+    for module in (LINEAR, CONV):
+        w = sd1.unet.get_submodule(module).weight
+        k = kohya(module)
+        down = plain.rand(f"{k}.lora_down.weight", 4, *w.shape[1:])
+        up = plain.rand(f"{k}.lora_up.weight", w.shape[0], 4, *([1, 1] if w.ndim == 4 else []))
+        plain.alpha(module, 1.0)
+        plain.deltas[module] = (up.flatten(1) @ down.flatten(1)).reshape(w.shape) / 4
+    loha = loha_file(sd1, tucker=False)
+    a = load_lora(plain.save(tmp_path / "a.safetensors"))
+    b = load_lora(loha.save(tmp_path / "b.safetensors"))
+    sa, sb = 0.7, -1.2
+    ab, _ = apply_lora(apply_lora(sd1_model, None, a, sa, 0.0)[0], None, b, sb, 0.0)
+    ba, _ = apply_lora(apply_lora(sd1_model, None, b, sb, 0.0)[0], None, a, sa, 0.0)
+    assert len(ab.patches) == len(ba.patches) == 5
+    combined = File(seed=0)
+    for module in {*plain.deltas, *loha.deltas}:
+        w = sd1.unet.get_submodule(module).weight
+        zero = torch.zeros_like(w)
+        combined.deltas[module] = sa * plain.deltas.get(module, zero) + sb * loha.deltas.get(module, zero)
+    want = unet_out(oracle(sd1.unet, combined, 1.0))
+    got_ab, got_ba = unet_out(ab), unet_out(ba)
+    assert max_diff(got_ab, got_ba) <= TOL
+    assert max_diff(got_ab, want) <= TOL
+    assert max_diff(unet_out(apply_lora(sd1_model, None, a, sa, 0.0)[0]), want) > 1e-3
