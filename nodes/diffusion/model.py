@@ -9,7 +9,10 @@ the patches are hooked in only while that handle is being sampled (`DiffusionMod
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import contextvars
+import threading
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -119,25 +122,65 @@ class WeightPatch:
         return output + self.dora_strength * (new - plain)
 
 
+# The patches in force for the code running now, by module id. A context variable, so each thread (and
+# each asyncio task) sees only the handle it is running: two graphs can sample one shared UNet with
+# different LoRAs at the same time. The hook on a module is one shared dispatcher that reads this.
+_ACTIVE: contextvars.ContextVar[Mapping[int, tuple[WeightPatch, ...]]] = contextvars.ContextVar(
+    "sdgraph_active_weight_patches", default=types.MappingProxyType({})
+)
+# module id → [hook handle, number of patches_applied blocks using it]; the dispatcher is removed when
+# the last user leaves, so an unpatched model runs with no hooks at all.
+_DISPATCHERS: dict[int, list[Any]] = {}
+_DISPATCHERS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def patches_applied(patches: Sequence[WeightPatch]) -> Iterator[None]:
-    """Hook LoRA updates into their modules for the duration of a call, then remove them: the weights
-    themselves are never modified, so the same UNet serves every handle in the graph."""
-    handles = []
+    """Make LoRA updates active on their modules for the duration of a call, in this thread only.
+
+    The weights are never modified and the hooks are shared dispatchers that look the patches up in a
+    context variable, so the same UNet serves every handle in the graph — and every thread: a handle
+    sampling on one thread does not see the patches of another handle sampling at the same time.
+    """
+    if not patches:
+        yield
+        return
+    active = dict(_ACTIVE.get())
+    modules: dict[int, torch.nn.Module] = {}
+    for p in patches:
+        key = id(p.module)
+        active[key] = (*active.get(key, ()), p)
+        modules[key] = p.module
+    with _DISPATCHERS_LOCK:
+        for key, module in modules.items():
+            entry = _DISPATCHERS.get(key)
+            if entry is None:
+                _DISPATCHERS[key] = [module.register_forward_hook(_dispatch), 1]
+            else:
+                entry[1] += 1
+    token = _ACTIVE.set(active)
     try:
-        for p in patches:
-            handles.append(p.module.register_forward_hook(_lora_hook(p)))
         yield
     finally:
-        for h in handles:
-            h.remove()
+        _ACTIVE.reset(token)
+        with _DISPATCHERS_LOCK:
+            for key in modules:
+                entry = _DISPATCHERS[key]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    entry[0].remove()
+                    del _DISPATCHERS[key]
 
 
-def _lora_hook(p: WeightPatch) -> Any:
-    def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
-        return p.patched_output(module, args[0], output)
-
-    return hook
+def _dispatch(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+    """The forward hook on a patched module: applies the patches active in *this* context, in order."""
+    patches = _ACTIVE.get().get(id(module))
+    if not patches:
+        return None
+    x = args[0]
+    for p in patches:
+        output = p.patched_output(module, x, output)
+    return output
 
 
 @dataclass(frozen=True, eq=False)
