@@ -693,10 +693,12 @@ def _dora_factor(weight: Tensor, dense: Tensor | None, magnitude: Tensor) -> Ten
     eps = torch.finfo(torch.float32).eps
     if m.numel() == out_ch and m.shape[0] == out_ch:
         norm = w.reshape(out_ch, -1).norm(dim=1)
-        return (m.flatten() / (norm + eps)).reshape(out_ch, *([1] * (w.ndim - 1)))
+        factor: Tensor = (m.flatten() / (norm + eps)).reshape(out_ch, *([1] * (w.ndim - 1)))
+        return factor
     if m.numel() == in_ch:
         norm = w.transpose(0, 1).reshape(in_ch, -1).norm(dim=1)
-        return (m.flatten() / (norm + eps)).reshape(1, in_ch, *([1] * (w.ndim - 2)))
+        factor = (m.flatten() / (norm + eps)).reshape(1, in_ch, *([1] * (w.ndim - 2)))
+        return factor
     return None
 
 

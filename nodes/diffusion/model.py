@@ -64,33 +64,21 @@ class WeightPatch:
     def update(self, module: torch.nn.Module, x: Tensor) -> Tensor | None:
         """``scale · ΔW x`` (plus the bias diff) for this module's op, or ``None`` if the patch has no ΔW."""
         f = torch.nn.functional
-        conv = isinstance(module, torch.nn.Conv2d)
+        conv = module if isinstance(module, torch.nn.Conv2d) else None
+        d: Tensor | None = None
         if self.down is not None and self.up is not None:
             down = self.down.to(device=x.device, dtype=x.dtype)
             up = self.up.to(device=x.device, dtype=x.dtype)
-            if conv:
-                d = f.conv2d(x, down, stride=module.stride, padding=module.padding)
-                d = f.conv2d(d, up)
+            if conv is not None:
+                d = f.conv2d(f.conv2d(x, down, stride=conv.stride, padding=conv.padding), up)
             else:
                 d = f.linear(f.linear(x, down), up)
         elif self.delta is not None:
             delta = self.delta.to(device=x.device, dtype=x.dtype)
-            if conv:
-                d = f.conv2d(
-                    x,
-                    delta,
-                    stride=module.stride,
-                    padding=module.padding,
-                    dilation=module.dilation,
-                    groups=module.groups,
-                )
-            else:
-                d = f.linear(x, delta)
-        else:
-            d = None
+            d = conv._conv_forward(x, delta, None) if conv is not None else f.linear(x, delta)
         if self.delta_bias is not None:
             b = self.delta_bias.to(device=x.device, dtype=x.dtype)
-            b = b[:, None, None] if conv else b
+            b = b[:, None, None] if conv is not None else b
             d = b if d is None else d + b
         return None if d is None else d * self.scale
 
@@ -99,24 +87,21 @@ class WeightPatch:
         if self.dora is None:
             d = self.update(module, x)
             return output if d is None else output + d
-        conv = isinstance(module, torch.nn.Conv2d)
+        assert isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
+        conv = module if isinstance(module, torch.nn.Conv2d) else None
         bias = module.bias
-        b = 0.0 if bias is None else (bias[:, None, None] if conv else bias).to(output.dtype)
-        plain = output - b  # W x
-        g = self.dora.to(device=x.device, dtype=x.dtype)
-        if self.dora_on_output:
-            g = g.flatten()
-            g = g[:, None, None] if conv else g
+        plain = (
+            output if bias is None else output - (bias[:, None, None] if conv is not None else bias).to(output.dtype)
+        )
+        g = self.dora.to(device=x.device, dtype=x.dtype).flatten()
+        g = g[:, None, None] if conv is not None else g
+        if self.dora_on_output:  # W' x = g ⊙ (W x + ΔW x)
             d = self.update(module, x)
             new = g * (plain if d is None else plain + d)
-        else:
-            g = g.flatten()
-            xg = x * (g[:, None, None] if conv else g)
-            if conv:
-                assert isinstance(module, torch.nn.Conv2d)
-                new = module._conv_forward(xg, module.weight.to(x.dtype), None)
-            else:
-                new = torch.nn.functional.linear(xg, module.weight.to(x.dtype))
+        else:  # W' x = (W + ΔW)(g ⊙ x)
+            xg = x * g
+            weight = module.weight.to(x.dtype)
+            new = conv._conv_forward(xg, weight, None) if conv is not None else torch.nn.functional.linear(xg, weight)
             d = self.update(module, xg)
             new = new if d is None else new + d
         return output + self.dora_strength * (new - plain)
