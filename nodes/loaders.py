@@ -99,6 +99,35 @@ def lora_loader(
 
 
 @node(
+    "LoraLoaderModelOnly",
+    display_name="Load LoRA (model only)",
+    category="loaders",
+    inputs=[
+        Socket("model", "MODEL"),
+        Combo("lora_name", lambda: list_models("loras")),
+        Float("strength_model", 1.0, min=-100.0, max=100.0, step=0.01),
+    ],
+    outputs=[Output("MODEL")],
+    fingerprint=_fingerprint("loras", "lora_name"),
+)
+def lora_loader_model_only(ctx: ExecutionContext, model: Any, lora_name: str, strength_model: float) -> tuple[Any]:
+    """Applies only a LoRA's UNet layers: for diffusion-model-only workflows (no CLIP wire) and for LoRAs
+    whose text-encoder part should stay off; the text-encoder layers in the file are not used."""
+    if strength_model == 0:
+        return (model,)
+    from nodes.diffusion import lora
+    from nodes.diffusion.errors import ModelError
+    from nodes.diffusion.loading import resolve
+
+    path = resolve("loras", lora_name, "lora_name")
+    try:
+        new_model, _ = lora.apply_lora(model, None, lora.load_lora(path), strength_model, 0.0)
+    except ModelError as exc:
+        raise InputError("lora_name", str(exc)) from None
+    return (new_model,)
+
+
+@node(
     "CLIPSetLastLayer",
     display_name="CLIP Set Last Layer",
     category="conditioning",
@@ -120,4 +149,4 @@ def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: in
         raise InputError("stop_at_clip_layer", str(exc)) from None
 
 
-NODES = [checkpoint_loader, vae_loader, unet_loader, lora_loader, clip_set_last_layer]
+NODES = [checkpoint_loader, vae_loader, unet_loader, lora_loader, lora_loader_model_only, clip_set_last_layer]

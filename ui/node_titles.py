@@ -26,6 +26,7 @@ COMFY_TITLES: dict[str, str] = {
     "VAELoader": "Load VAE",
     "UNETLoader": "Load Diffusion Model",
     "LoraLoader": "Load LoRA",
+    "LoraLoaderModelOnly": "LoraLoaderModelOnly",
     "CLIPLoader": "Load CLIP",
     "DualCLIPLoader": "DualCLIPLoader",
     "TripleCLIPLoader": "TripleCLIPLoader",

@@ -30,13 +30,21 @@ File formats read by :func:`load_lora` (``.safetensors`` only; pickles can run c
 Scale is ``alpha / rank`` when the file gives an alpha, else 1 (peft keeps alpha in a JSON config that
 single-file LoRAs do not carry, and diffusers then uses alpha = rank).
 
+* **LyCORIS** (kohya key naming, ``<base>.<role>``): LoCon's Tucker ``lora_mid`` (folded into the down
+  kernel, so it stays a low-rank hook); **LoHa** ``hada_w1_a/b``, ``hada_w2_a/b`` (+ Tucker ``hada_t1/t2``),
+  ΔW = (w1a·w1b) ⊙ (w2a·w2b) · alpha/rank; **LoKr** ``lokr_w1`` or ``lokr_w1_a/b``, ``lokr_w2`` or
+  ``lokr_w2_a/b`` (+ ``lokr_t2``), ΔW = w1 ⊗ w2, times alpha/rank only when a factor is low-rank;
+  **full diffs** ``diff`` / ``diff_b``; and **DoRA** (``dora_scale`` next to any of these),
+  W' = W + strength · (m · (W + ΔW) / ‖W + ΔW‖ − W) with the norm per output channel (or per input
+  channel when ``m`` is shaped that way). LoHa/LoKr/full ΔW are built densely once per applied patch
+  (:class:`LycorisLayer`); the weights are still never written.
+
 Not supported (the file is refused with the offending keys named, unless ``strict=False``, which skips
-them and lists them in :attr:`LoraFile.ignored`): LyCORIS LoHa/LoKr/OFT/GLoRA, LoCon's Tucker
-``lora_mid``, DoRA (``dora_scale`` / ``lora_magnitude_vector``), full or bias diffs (``.diff``,
-``.diff_b``), embeddings bundled into a LoRA, and LoRAs for other architectures (SD3/Flux
-``transformer.…``). Keys that name a layer the model lacks or a layer of another shape are not skipped
-either: :func:`apply_lora` raises :class:`LoraMismatchError`, because a LoRA that only partly fits was
-made for a different model and would silently do something else than intended.
+them and lists them in :attr:`LoraFile.ignored`): OFT/BOFT, GLoRA, (IA)³, peft's
+``lora_magnitude_vector`` DoRA, norm-layer diffs, embeddings bundled into a LoRA, and LoRAs for other
+architectures (SD3/Flux ``transformer.…``). Keys that name a layer the model lacks or a layer of another
+shape are not skipped either: :func:`apply_lora` raises :class:`LoraMismatchError`, because a LoRA that
+only partly fits was made for a different model and would silently do something else than intended.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ __all__ = [
     "LoraFormatError",
     "LoraLayer",
     "LoraMismatchError",
+    "LycorisLayer",
     "PatchedClip",
     "apply_lora",
     "load_lora",
@@ -118,6 +127,7 @@ class LoraLayer:
     down: Tensor
     up: Tensor
     alpha: float | None
+    dora_scale: Tensor | None = None  # DoRA's magnitude m
 
     @property
     def rank(self) -> int:
@@ -130,11 +140,112 @@ class LoraLayer:
 
 
 @dataclass(frozen=True, eq=False)
+class LycorisLayer:
+    """A LyCORIS update that has no low-rank form: LoHa, LoKr or a full diff, read as its file tensors.
+
+    :meth:`delta` builds the dense ΔW (at strength 1, ``alpha / rank`` included) once, when the LoRA is
+    applied to a model; ``tensors`` maps the LyCORIS role (``hada_w1_a``, ``lokr_w2``, ``diff``, …) to
+    the tensor.
+    """
+
+    key: str
+    target: str
+    path: str
+    kind: str  # "loha" | "lokr" | "full"
+    tensors: Mapping[str, Tensor]
+    alpha: float | None
+    dora_scale: Tensor | None = None
+
+    @property
+    def scale(self) -> float:
+        """LyCORIS' ``alpha / rank``: LoHa's rank is ``w1_b``'s rows; LoKr scales only when a factor is
+        low-rank (rank of the decomposed factor, w2's before w1's, as LyCORIS and ComfyUI read it); a full
+        diff is never scaled."""
+        t = self.tensors
+        if self.alpha is None or self.kind == "full":
+            return 1.0
+        if self.kind == "loha":
+            return self.alpha / int(t["hada_w1_b"].shape[0])
+        if "lokr_w2_b" in t:
+            return self.alpha / int(t["lokr_w2_b"].shape[0])
+        if "lokr_w1_b" in t:
+            return self.alpha / int(t["lokr_w1_b"].shape[0])
+        return 1.0
+
+    def delta(self) -> Tensor | None:
+        """ΔW at strength 1 in float32, in the factors' natural shape (2-D or a 4-D kernel); ``None`` for a
+        bias-only diff. The caller reshapes it to the layer's weight."""
+        t = {k: v.float() for k, v in self.tensors.items()}
+        if self.kind == "full":
+            return t.get("diff")
+        if self.kind == "loha":
+            m1 = _tucker(t.get("hada_t1"), t["hada_w1_a"], t["hada_w1_b"])
+            m2 = _tucker(t.get("hada_t2"), t["hada_w2_a"], t["hada_w2_b"])
+            return m1 * m2 * self.scale
+        w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
+        w2 = t["lokr_w2"] if "lokr_w2" in t else _tucker(t.get("lokr_t2"), t["lokr_w2_a"], t["lokr_w2_b"])
+        if w2.ndim == 4:
+            w1 = w1.reshape(*w1.shape[:2], 1, 1)
+        return torch.kron(w1.contiguous(), w2.contiguous()) * self.scale
+
+    @property
+    def bias(self) -> Tensor | None:
+        b = self.tensors.get("diff_b")
+        return None if b is None else b.float()
+
+
+def _tucker(core: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``, or with a Tucker core (LyCORIS' CP form for convs) the kernel
+    ``ΔW[o, i, k, l] = Σ_{p,q} core[p, q, k, l] · a[p, o] · b[q, i]`` — LyCORIS stores both factors as
+    (rank, dim) when a core is present."""
+    if core is None:
+        return a.flatten(1) @ b.flatten(1)
+    return torch.einsum("pqkl,po,qi->oikl", core, a.flatten(1), b.flatten(1))
+
+
+AnyLayer = LoraLayer | LycorisLayer
+
+# LyCORIS roles: every tensor a LoHa / LoKr / full-diff entry may carry, and which ones each needs.
+_LYCORIS_ROLES = (
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+    "diff",
+    "diff_b",
+)
+
+
+def _lycoris_kind(roles: set[str]) -> str | None:
+    """The LyCORIS kind a complete set of roles makes, ``None`` if it is incomplete or mixed."""
+    if roles <= {"diff", "diff_b"} and roles:
+        return "full"
+    if all(r.startswith("hada_") for r in roles):
+        need = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}
+        tucker = roles & {"hada_t1", "hada_t2"}
+        return "loha" if need <= roles and tucker in (set(), {"hada_t1", "hada_t2"}) else None
+    if all(r.startswith("lokr_") for r in roles):
+        w1 = ("lokr_w1" in roles) != ({"lokr_w1_a", "lokr_w1_b"} <= roles)
+        w2 = ("lokr_w2" in roles) != ({"lokr_w2_a", "lokr_w2_b"} <= roles)
+        return "lokr" if w1 and w2 and ("lokr_t2" not in roles or "lokr_w2_a" in roles) else None
+    return None
+
+
+@dataclass(frozen=True, eq=False)
 class LoraFile:
     """The readable contents of one LoRA file; matched against a model only by :func:`apply_lora`."""
 
     path: Path
-    layers: tuple[LoraLayer, ...]
+    layers: tuple[AnyLayer, ...]
     format: str  # "kohya", "diffusers" or "kohya+diffusers"
     metadata: Mapping[str, str] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()  # keys skipped with strict=False
@@ -179,20 +290,22 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
     (".lora.up.weight", "up"),
     (".lora_linear_layer.down.weight", "down"),
     (".lora_linear_layer.up.weight", "up"),
+    (".lora_mid.weight", "mid"),
+    (".dora_scale", "dora_scale"),
+    *((f".{role}", role) for role in _LYCORIS_ROLES),
 )
 _PROCESSOR = re.compile(r"(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight")
 # Markers of adapter types we do not implement, for a message that says what the file is.
 _UNSUPPORTED_KINDS: tuple[tuple[str, str], ...] = (
-    ("hada_", "LyCORIS LoHa"),
-    ("lokr_", "LyCORIS LoKr"),
     ("oft_", "OFT"),
-    ("lora_mid", "LoCon Tucker (lora_mid)"),
-    ("dora_scale", "DoRA"),
-    ("lora_magnitude_vector", "DoRA"),
-    (".diff", "full weight diff"),
+    ("boft_", "BOFT"),
+    (".on_input", "(IA)³"),
+    ("lora_magnitude_vector", "peft DoRA (lora_magnitude_vector)"),
     (".w_norm", "norm-layer diff"),
     (".b_norm", "norm-layer diff"),
     (".a1.weight", "GLoRA"),
+    (".a2.weight", "GLoRA"),
+    (".b1.weight", "GLoRA"),
     ("lora_embedding_", "embedding LoRA"),
     ("transformer.", "a LoRA for an SD3/Flux-style transformer"),
     ("lora_transformer_", "a LoRA for an SD3/Flux-style transformer"),
@@ -233,7 +346,7 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
         base, role = base_role
         parts.setdefault(base, {})[role] = (key, tensor)
 
-    layers: list[LoraLayer] = []
+    layers: list[AnyLayer] = []
     formats: set[str] = set()
     incomplete: list[str] = []
     for base, pair in parts.items():
@@ -241,25 +354,44 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
         if target_path is None:
             unknown.extend(key for key, _ in pair.values())
             continue
-        if set(pair) != {"down", "up"}:
+        target, module_path, fmt = target_path
+        roles = set(pair) - {"dora_scale"}
+        dora = pair["dora_scale"][1] if "dora_scale" in pair else None
+        if roles <= {"down", "up", "mid"}:
+            if not {"down", "up"} <= roles:
+                incomplete.append(base)
+                continue
+            down, up = pair["down"][1], pair["up"][1]
+            if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
+                raise LoraFormatError(
+                    path,
+                    f"{base}: down {tuple(down.shape)} and up {tuple(up.shape)} are not a low-rank pair "
+                    "(up's second dimension must equal down's first)",
+                )
+            if "mid" in pair:
+                down = _tucker_down(path, base, pair["mid"][1], down)
+            alpha = alphas.pop(base, None)
+            formats.add(fmt)
+            layers.append(
+                LoraLayer(
+                    base, target, module_path, down, up, None if alpha is None else float(alpha.float().item()), dora
+                )
+            )
+            continue
+        kind = _lycoris_kind(roles)
+        if kind is None:
             incomplete.append(base)
             continue
-        target, module_path, fmt = target_path
-        down, up = pair["down"][1], pair["up"][1]
-        if down.ndim not in (2, 4) or up.ndim not in (2, 4) or up.shape[1] != down.shape[0]:
-            raise LoraFormatError(
-                path,
-                f"{base}: down {tuple(down.shape)} and up {tuple(up.shape)} are not a low-rank pair "
-                "(up's second dimension must equal down's first)",
-            )
         alpha = alphas.pop(base, None)
         formats.add(fmt)
-        layers.append(
-            LoraLayer(base, target, module_path, down, up, None if alpha is None else float(alpha.float().item()))
-        )
+        tensors = {role: tensor for role, (_, tensor) in pair.items() if role != "dora_scale"}
+        a = None if alpha is None else float(alpha.float().item())
+        layers.append(LycorisLayer(base, target, module_path, kind, tensors, a, dora))
     if incomplete:
         raise LoraFormatError(
-            path, f"{len(incomplete)} layer(s) have only one of their two matrices (first: {incomplete[0]})"
+            path,
+            f"{len(incomplete)} layer(s) are incomplete: only one of their two matrices, or a LoHa/LoKr "
+            f"without all its factors (first: {incomplete[0]}: {', '.join(sorted(parts[incomplete[0]]))})",
         )
     unknown.extend(f"{base}.alpha" for base in alphas)  # an alpha without its layer
     if unknown and (strict or not layers):
@@ -273,6 +405,17 @@ def load_lora(path: str | Path, *, strict: bool = True) -> LoraFile:
         metadata=metadata,
         ignored=tuple(sorted(unknown)),
     )
+
+
+def _tucker_down(path: Path, base: str, mid: Tensor, down: Tensor) -> Tensor:
+    """LoCon's Tucker form (``lora_mid``, a rank×rank kernel between two 1×1 convs) folded into the down
+    kernel: ``down'[i, c, k, l] = Σ_j mid[i, j, k, l] · down[j, c]`` — still rank × in × kh × kw, so the
+    patch stays a cheap low-rank hook (the layer's stride and padding apply to it)."""
+    if mid.ndim != 4 or mid.shape[1] != down.shape[0] or (down.ndim == 4 and tuple(down.shape[2:]) != (1, 1)):
+        raise LoraFormatError(
+            path, f"{base}: lora_mid {tuple(mid.shape)} does not fit lora_down {tuple(down.shape)} (LoCon Tucker form)"
+        )
+    return torch.einsum("ijkl,jc->ickl", mid.float(), down.flatten(1).float()).to(down.dtype)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -317,7 +460,7 @@ def _describe_unknown(keys: Sequence[str], has_layers: bool) -> str:
     msg = f"{len(keys)} key(s) are not plain LoRA weights: {shown}"
     if kinds:
         msg += f". They look like {' / '.join(kinds)}, which is not supported"
-        msg += " (plain LoRA and LoCon for SD1/SD2/SDXL are)"
+        msg += " (LoRA, LoCon, LoHa, LoKr, DoRA and full diffs for SD1/SD2/SDXL are)"
     if has_layers:
         msg += ". Load it with strict=False to use only its plain LoRA layers"
     return msg
@@ -473,12 +616,12 @@ def _text_modules(encoder: torch.nn.Module) -> dict[str, tuple[str, _PatchableMo
 
 @dataclass
 class _Found:
-    missing: list[LoraLayer] = field(default_factory=list)
+    missing: list[AnyLayer] = field(default_factory=list)
     misfit: list[str] = field(default_factory=list)
 
 
 def _patches_for(
-    layers: Sequence[LoraLayer], modules: Mapping[str, tuple[str, _PatchableModule]], strength: float
+    layers: Sequence[AnyLayer], modules: Mapping[str, tuple[str, _PatchableModule]], strength: float
 ) -> tuple[list[WeightPatch], _Found]:
     patches: list[WeightPatch] = []
     found = _Found()
@@ -488,17 +631,78 @@ def _patches_for(
             found.missing.append(layer)
             continue
         name, module = entry
-        fitted = _fit(module, layer.down, layer.up)
-        if fitted is None:
+        patch = _patch(module, layer, strength)
+        if patch is None:
             found.misfit.append(f"{name}: LoRA {_lora_shape(layer)}, layer {_module_shape(module)}")
             continue
-        down, up = fitted
-        device = module.weight.device
-        patches.append(WeightPatch(module, down.to(device), up.to(device), layer.scale * strength))
+        patches.append(patch)
     return patches, found
 
 
-def _problems(label: str, layers: Sequence[LoraLayer], found: _Found) -> list[str]:
+def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> WeightPatch | None:
+    """The hook for one file entry on its module, ``None`` if the shapes do not fit.
+
+    Low-rank entries stay two thin tensors; LoHa/LoKr/full entries get their dense ΔW built here, once,
+    in the weight's shape (the weight itself is not copied). With a DoRA magnitude the strength moves
+    from the update to the DoRA blend (ΔW is used at strength 1 inside the norm, as LyCORIS defines it).
+    """
+    weight = module.weight
+    device = weight.device
+    store = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else None
+    store = store or torch.float32
+    down = up = delta = bias = None
+    if isinstance(layer, LoraLayer):
+        fitted = _fit(module, layer.down, layer.up)
+        if fitted is None:
+            return None
+        down, up = (t.to(device) for t in fitted)
+        dense = (
+            (up.flatten(1).float() @ down.flatten(1).float()) * layer.scale if layer.dora_scale is not None else None
+        )
+    else:
+        raw = layer.delta()
+        if raw is not None:
+            if raw.shape[0] != weight.shape[0] or raw.numel() != weight.numel():
+                return None
+            delta = raw.reshape(weight.shape).to(device=device, dtype=store)
+        if layer.bias is not None:
+            if module.bias is None or layer.bias.numel() != module.bias.numel():
+                return None
+            bias = layer.bias.flatten().to(device=device, dtype=store)
+        dense = None if delta is None else delta.float()
+    file_scale = layer.scale if isinstance(layer, LoraLayer) else 1.0
+    if layer.dora_scale is None:
+        return WeightPatch(module, down, up, file_scale * strength, delta=delta, delta_bias=bias)
+    g = _dora_factor(weight, dense, layer.dora_scale)
+    if g is None:
+        return None
+    return WeightPatch(
+        module, down, up, file_scale, delta=delta, delta_bias=bias, dora=g.to(device), dora_strength=strength
+    )
+
+
+def _dora_factor(weight: Tensor, dense: Tensor | None, magnitude: Tensor) -> Tensor | None:
+    """DoRA's ``m / ‖W + ΔW‖``: the norm over everything but the output channel when ``m`` has one entry
+    per output channel (LyCORIS' default ``wd_on_out`` and peft's only form), else over everything but
+    the input channel; shaped to broadcast against the weight. ``None`` if ``m`` fits neither axis."""
+    w = weight.detach().float()
+    if dense is not None:
+        w = w + dense.reshape(w.shape)
+    m = magnitude.float().to(w.device)
+    out_ch, in_ch = w.shape[0], w.shape[1]
+    eps = torch.finfo(torch.float32).eps
+    if m.numel() == out_ch and m.shape[0] == out_ch:
+        norm = w.reshape(out_ch, -1).norm(dim=1)
+        factor: Tensor = (m.flatten() / (norm + eps)).reshape(out_ch, *([1] * (w.ndim - 1)))
+        return factor
+    if m.numel() == in_ch:
+        norm = w.transpose(0, 1).reshape(in_ch, -1).norm(dim=1)
+        factor = (m.flatten() / (norm + eps)).reshape(1, in_ch, *([1] * (w.ndim - 2)))
+        return factor
+    return None
+
+
+def _problems(label: str, layers: Sequence[AnyLayer], found: _Found) -> list[str]:
     out = []
     n = len(layers)
     if found.missing:
@@ -542,7 +746,10 @@ def _fit(module: _PatchableModule, down: Tensor, up: Tensor) -> tuple[Tensor, Te
     return (down, up) if ok else None
 
 
-def _lora_shape(layer: LoraLayer) -> str:
+def _lora_shape(layer: AnyLayer) -> str:
+    if isinstance(layer, LycorisLayer):
+        delta = layer.delta()
+        return f"{layer.kind} ΔW {tuple(delta.shape) if delta is not None else 'bias only'}"
     kernel = f" {layer.down.shape[2]}×{layer.down.shape[3]}" if layer.down.ndim == 4 else ""
     return f"{layer.down.shape[1]}→{layer.rank}→{layer.up.shape[0]}{kernel}"
 

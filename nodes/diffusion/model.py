@@ -9,7 +9,10 @@ the patches are hooked in only while that handle is being sampled (`DiffusionMod
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import contextvars
+import threading
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,43 +29,143 @@ from nodes.diffusion.sampling.model_sampling import AnyModelSampling
 SDXL_REFINER_TIME_IDS = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightPatch:
-    """A low-rank update `W += strength · up @ down` to one module, applied as a forward hook."""
+    """An update to one module's weight, applied as a forward hook (the weight itself is never written).
+
+    * Low-rank (LoRA, LoCon): ``down``/``up`` set; the layer's output gains ``scale · up(down(x))`` — two
+      thin matmuls/convs, no weight-sized tensor anywhere.
+    * Dense (LyCORIS LoHa, LoKr, full diff): ``delta`` is ΔW in the weight's shape, computed once when the
+      LoRA is applied (a LoHa's Hadamard product or a LoKr's Kronecker product has no cheap factored form);
+      the output gains ``scale · (F.linear/conv(x, ΔW) + delta_bias)``.
+    * DoRA: ``dora`` is the per-channel factor ``m / ‖W + ΔW‖`` (computed once at apply time, with ΔW at
+      strength 1 as LyCORIS and ComfyUI do); the hook turns the output into ``W'x`` with
+      ``W' = W + strength · (g ⊙ (W + ΔW) − W)`` without ever forming ``W'``: on the output axis that is a
+      per-channel rescale of ``Wx + ΔWx``, on the input axis the input is rescaled before one more call of
+      the layer's own op.
+    """
 
     module: torch.nn.Module
-    down: Tensor
-    up: Tensor
+    down: Tensor | None
+    up: Tensor | None
     scale: float
+    delta: Tensor | None = None
+    delta_bias: Tensor | None = None
+    dora: Tensor | None = None  # shaped to broadcast against the weight: (out, 1, …) or (1, in, …)
+    dora_strength: float = 1.0
+
+    @property
+    def dora_on_output(self) -> bool:
+        """DoRA's norm runs per output channel (LyCORIS' default, PEFT's only form) or per input channel."""
+        weight = self.module.weight
+        assert isinstance(weight, Tensor)
+        return self.dora is not None and self.dora.shape[0] == weight.shape[0]
+
+    def update(self, module: torch.nn.Module, x: Tensor) -> Tensor | None:
+        """``scale · ΔW x`` (plus the bias diff) for this module's op, or ``None`` if the patch has no ΔW."""
+        f = torch.nn.functional
+        conv = module if isinstance(module, torch.nn.Conv2d) else None
+        d: Tensor | None = None
+        if self.down is not None and self.up is not None:
+            down = self.down.to(device=x.device, dtype=x.dtype)
+            up = self.up.to(device=x.device, dtype=x.dtype)
+            if conv is not None:
+                d = f.conv2d(f.conv2d(x, down, stride=conv.stride, padding=conv.padding), up)
+            else:
+                d = f.linear(f.linear(x, down), up)
+        elif self.delta is not None:
+            delta = self.delta.to(device=x.device, dtype=x.dtype)
+            d = conv._conv_forward(x, delta, None) if conv is not None else f.linear(x, delta)
+        if self.delta_bias is not None:
+            b = self.delta_bias.to(device=x.device, dtype=x.dtype)
+            b = b[:, None, None] if conv is not None else b
+            d = b if d is None else d + b
+        return None if d is None else d * self.scale
+
+    def patched_output(self, module: torch.nn.Module, x: Tensor, output: Tensor) -> Tensor:
+        """The layer's output with this patch applied, from its unpatched ``output`` on input ``x``."""
+        if self.dora is None:
+            d = self.update(module, x)
+            return output if d is None else output + d
+        assert isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
+        conv = module if isinstance(module, torch.nn.Conv2d) else None
+        bias = module.bias
+        plain = (
+            output if bias is None else output - (bias[:, None, None] if conv is not None else bias).to(output.dtype)
+        )
+        g = self.dora.to(device=x.device, dtype=x.dtype).flatten()
+        g = g[:, None, None] if conv is not None else g
+        if self.dora_on_output:  # W' x = g ⊙ (W x + ΔW x)
+            d = self.update(module, x)
+            new = g * (plain if d is None else plain + d)
+        else:  # W' x = (W + ΔW)(g ⊙ x)
+            xg = x * g
+            weight = module.weight.to(x.dtype)
+            new = conv._conv_forward(xg, weight, None) if conv is not None else torch.nn.functional.linear(xg, weight)
+            d = self.update(module, xg)
+            new = new if d is None else new + d
+        return output + self.dora_strength * (new - plain)
+
+
+# The patches in force for the code running now, by module id. A context variable, so each thread (and
+# each asyncio task) sees only the handle it is running: two graphs can sample one shared UNet with
+# different LoRAs at the same time. The hook on a module is one shared dispatcher that reads this.
+_ACTIVE: contextvars.ContextVar[Mapping[int, tuple[WeightPatch, ...]]] = contextvars.ContextVar(
+    "sdgraph_active_weight_patches", default=types.MappingProxyType({})
+)
+# module id → [hook handle, number of patches_applied blocks using it]; the dispatcher is removed when
+# the last user leaves, so an unpatched model runs with no hooks at all.
+_DISPATCHERS: dict[int, list[Any]] = {}
+_DISPATCHERS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def patches_applied(patches: Sequence[WeightPatch]) -> Iterator[None]:
-    """Hook LoRA updates into their modules for the duration of a call, then remove them: the weights
-    themselves are never modified, so the same UNet serves every handle in the graph."""
-    handles = []
+    """Make LoRA updates active on their modules for the duration of a call, in this thread only.
+
+    The weights are never modified and the hooks are shared dispatchers that look the patches up in a
+    context variable, so the same UNet serves every handle in the graph — and every thread: a handle
+    sampling on one thread does not see the patches of another handle sampling at the same time.
+    """
+    if not patches:
+        yield
+        return
+    active = dict(_ACTIVE.get())
+    modules: dict[int, torch.nn.Module] = {}
+    for p in patches:
+        key = id(p.module)
+        active[key] = (*active.get(key, ()), p)
+        modules[key] = p.module
+    with _DISPATCHERS_LOCK:
+        for key, module in modules.items():
+            entry = _DISPATCHERS.get(key)
+            if entry is None:
+                _DISPATCHERS[key] = [module.register_forward_hook(_dispatch), 1]
+            else:
+                entry[1] += 1
+    token = _ACTIVE.set(active)
     try:
-        for p in patches:
-            handles.append(p.module.register_forward_hook(_lora_hook(p)))
         yield
     finally:
-        for h in handles:
-            h.remove()
+        _ACTIVE.reset(token)
+        with _DISPATCHERS_LOCK:
+            for key in modules:
+                entry = _DISPATCHERS[key]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    entry[0].remove()
+                    del _DISPATCHERS[key]
 
 
-def _lora_hook(p: WeightPatch) -> Any:
-    def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
-        x = args[0]
-        down = p.down.to(device=x.device, dtype=x.dtype)
-        up = p.up.to(device=x.device, dtype=x.dtype)
-        if isinstance(module, torch.nn.Conv2d):
-            delta = torch.nn.functional.conv2d(x, down, stride=module.stride, padding=module.padding)
-            delta = torch.nn.functional.conv2d(delta, up)
-        else:
-            delta = torch.nn.functional.linear(torch.nn.functional.linear(x, down), up)
-        return output + delta * p.scale
-
-    return hook
+def _dispatch(module: torch.nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+    """The forward hook on a patched module: applies the patches active in *this* context, in order."""
+    patches = _ACTIVE.get().get(id(module))
+    if not patches:
+        return None
+    x = args[0]
+    for p in patches:
+        output = p.patched_output(module, x, output)
+    return output
 
 
 @dataclass(frozen=True, eq=False)

@@ -91,3 +91,21 @@ def test_lora_for_another_model_is_one_clear_error(lora_root, tmp_path):
     result = Executor(builtin_registry(), output_dir=tmp_path).run(g)
     assert result.status == "failed" and result.error.node_id == lora and result.error.input == "lora_name"
     assert "does not fit this sd1 model" in str(result.error) and "Traceback" not in str(result.error)
+
+
+def test_model_only_loader_equals_lora_loader_without_clip(lora_root, tmp_path):
+    """LoraLoaderModelOnly changes the model exactly as LoraLoader at strength_clip 0 (and leaves CLIP alone)."""
+    g, lora, _ = graph("style.safetensors", 1.5)
+    g.set_value(lora, "strength_clip", 0.0)
+    want = image(g, tmp_path / "a")
+
+    g2, lora2, _ = graph("style.safetensors", 0.0)  # strength 0 on the full loader: the base model
+    base = image(g2, tmp_path / "b")
+    only = g2.add_node("LoraLoaderModelOnly", {"lora_name": "style.safetensors", "strength_model": 1.5}).id
+    ks = next(n.id for n in g2.nodes.values() if n.type == "KSampler")
+    g2.remove_link(g2.link_into(ks, "model").id)
+    g2.add_link(lora2, "MODEL", only, "model", "MODEL")
+    g2.add_link(only, "MODEL", ks, "model", "MODEL")
+    got = image(g2, tmp_path / "c")
+    assert (got - base).abs().max() > 0
+    assert torch.equal(got, want)

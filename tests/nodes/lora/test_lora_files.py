@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from nodes.diffusion.clip import ClipModel
 from nodes.diffusion.errors import CorruptCheckpointError, ModelError
-from nodes.diffusion.lora import LoraFormatError, LoraMismatchError, apply_lora, load_lora
+from nodes.diffusion.lora import LoraFormatError, LoraLayer, LoraMismatchError, apply_lora, load_lora
 from nodes.diffusion.model import DiffusionModel
 from tests.nodes.lora.lora_support import LoraWriter
 from tests.support.tiny_sd import TinyModels, build_tiny_models
@@ -44,8 +44,9 @@ def test_alpha_and_metadata_read(sd1: TinyModels, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("keys", "kind"),
     [
-        (["lora_unet_conv_in.hada_w1_a", "lora_unet_conv_in.hada_w1_b", "lora_unet_conv_in.alpha"], "LoHa"),
-        (["lora_unet_conv_in.lokr_w1", "lora_unet_conv_in.lokr_w2"], "LoKr"),
+        (["lora_unet_conv_in.a1.weight", "lora_unet_conv_in.a2.weight", "lora_unet_conv_in.b1.weight"], "GLoRA"),
+        (["lora_unet_conv_in.oft_blocks", "lora_unet_conv_in.alpha"], "OFT"),
+        (["lora_unet_conv_in.weight", "lora_unet_conv_in.on_input"], "IA"),
         (["transformer.single_blocks.0.linear1.lora_A.weight", "transformer.x.lora_B.weight"], "SD3/Flux"),
     ],
 )
@@ -56,15 +57,33 @@ def test_unsupported_adapters_named(tmp_path: Path, keys: list[str], kind: str) 
         load_lora(path)
 
 
-def test_dora_refused_unless_not_strict(sd1: TinyModels, tmp_path: Path) -> None:
+def test_incomplete_loha_named(tmp_path: Path) -> None:
+    """A LoHa missing its second Hadamard factor is refused with the roles it has, not half-applied."""
+    path = tmp_path / "lyco.safetensors"
+    keys = ["lora_unet_conv_in.hada_w1_a", "lora_unet_conv_in.hada_w1_b", "lora_unet_conv_in.alpha"]
+    save_file({k: torch.ones(2, 2) for k in keys}, str(path))
+    with pytest.raises(LoraFormatError, match=r"incomplete.*LoHa.*lora_unet_conv_in: hada_w1_a, hada_w1_b"):
+        load_lora(path)
+
+
+def test_dora_scale_read_with_its_pair(sd1: TinyModels, tmp_path: Path) -> None:
     w = LoraWriter()
     w.kohya(sd1.unet, "conv_in", "lora_unet_conv_in", alpha=1.0)
-    w.tensors["lora_unet_conv_in.dora_scale"] = torch.ones(1, 32, 1, 1)
-    path = w.save(tmp_path / "dora.safetensors")
-    with pytest.raises(LoraFormatError, match=r"dora_scale.*DoRA.*strict=False"):
+    w.tensors["lora_unet_conv_in.dora_scale"] = torch.full((32, 1, 1, 1), 2.0)
+    (layer,) = load_lora(w.save(tmp_path / "dora.safetensors")).layers
+    assert isinstance(layer, LoraLayer) and layer.dora_scale is not None
+    assert torch.equal(layer.dora_scale, torch.full((32, 1, 1, 1), 2.0))
+
+
+def test_unsupported_refused_unless_not_strict(sd1: TinyModels, tmp_path: Path) -> None:
+    w = LoraWriter()
+    w.kohya(sd1.unet, "conv_in", "lora_unet_conv_in", alpha=1.0)
+    w.tensors["lora_unet_conv_out.oft_blocks"] = torch.ones(1, 4, 4)
+    path = w.save(tmp_path / "oft.safetensors")
+    with pytest.raises(LoraFormatError, match=r"oft_blocks.*OFT.*strict=False"):
         load_lora(path)
     lora = load_lora(path, strict=False)
-    assert len(lora.layers) == 1 and lora.ignored == ("lora_unet_conv_in.dora_scale",)
+    assert len(lora.layers) == 1 and lora.ignored == ("lora_unet_conv_out.oft_blocks",)
 
 
 def test_half_a_pair_refused(sd1: TinyModels, tmp_path: Path) -> None:
