@@ -16,8 +16,9 @@ load. Only a quantized tensor that is not a linear weight (a patch-embedding con
 is dequantized once at load, to float32.
 
 Files from ComfyUI-GGUF's converter record a tensor's original shape when they stored it reshaped
-(``comfy.gguf.orig_shape.<name>``); it is honoured. A quant type the ``gguf`` package cannot
-dequantize is refused at load with one message naming it.
+(``comfy.gguf.orig_shape.<name>``); such a tensor's stored rows are not its own, so it is dequantized
+at load to float32 (they are the few odd-shaped tensors, not the large linear weights). A quant type
+the ``gguf`` package cannot dequantize is refused at load with one message naming it.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ def read_gguf(path: str | Path) -> dict[str, Tensor | QuantizedWeight]:
     orig = _orig_shapes(reader)
     out: dict[str, Tensor | QuantizedWeight] = {}
     for t in reader.tensors:
-        shape = orig.get(t.name) or tuple(int(d) for d in reversed(t.shape.tolist()))
+        stored = tuple(int(d) for d in reversed(t.shape.tolist()))
+        shape = orig.get(t.name) or stored
         qtype = int(t.tensor_type)
         data = torch.from_numpy(t.data)  # a view of the mapped file, no copy
         if qtype in _FLOAT_TYPES:
@@ -193,7 +195,12 @@ def read_gguf(path: str | Path) -> dict[str, Tensor | QuantizedWeight]:
             out[t.name] = tensor.reshape(shape)
             continue
         _check_supported(path, t.name, qtype)
-        out[t.name] = QuantizedWeight(data.reshape(shape[0], -1), qtype, shape)
+        rows = stored[0] if len(stored) > 1 else 1
+        weight = QuantizedWeight(data.reshape(rows, -1), qtype, stored)
+        if shape != stored:  # stored reshaped (its rows are not the tensor's rows): floats now, see above
+            out[t.name] = weight.dequantize(torch.float32).reshape(shape)
+        else:
+            out[t.name] = weight
     return out
 
 

@@ -147,3 +147,37 @@ def test_a_quant_type_the_package_cannot_dequantize_is_named(tmp_path: Path) -> 
     writer.close()
     with pytest.raises(ModelError, match=r"img_in\.weight is quantized as Q8_1, which the installed gguf package"):
         load_transformer(path)
+
+
+def test_a_tensor_stored_reshaped_is_read_in_its_recorded_shape(tmp_path: Path) -> None:
+    """ComfyUI-GGUF's converter stores some tensors reshaped and records ``comfy.gguf.orig_shape.<name>``:
+    the values are the same in the same order, read back in the original shape (dequantized at load)."""
+    import gguf
+    from gguf import GGMLQuantizationType, quants
+
+    reference = tf.tiny_flux(6)
+    original = tf.flux_to_original(reference)
+    path = tmp_path / "reshaped.gguf"
+    writer = gguf.GGUFWriter(str(path), "flux")
+    dequantized = {}
+    for name, tensor in original.items():
+        data = tensor.float().numpy()
+        if name == "img_in.weight":  # [64, 64] stored as [32, 128] Q8_0
+            raw = quants.quantize(data.reshape(32, 128), GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, raw, raw_dtype=GGMLQuantizationType.Q8_0)
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", list(data.shape))
+            dequantized[name] = torch.from_numpy(quants.dequantize(raw, GGMLQuantizationType.Q8_0)).reshape(64, 64)
+        else:
+            writer.add_tensor(name, data)
+            dequantized[name] = tensor.float()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert read_gguf(path)["img_in.weight"].shape == (64, 64)
+    loaded = load_transformer(path, dtype=torch.float32)
+    exact = load_transformer(tf.write_file(tmp_path / "dequantized.safetensors", dequantized), dtype=torch.float32)
+    inputs = tf.example_inputs(reference)
+    torch.testing.assert_close(
+        tf.forward(loaded.network, inputs), tf.forward(exact.network, inputs), rtol=1e-5, atol=1e-5
+    )
