@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from graph_engine import ExecutionContext, InputError
+from graph_engine import ExecutionContext, Executor, Graph, InputError
 from nodes import builtin_registry
 from nodes.diffusion.dit.loading import load_transformer
 from nodes.diffusion.errors import ModelError
 from nodes.diffusion.gguf import GGUFLinear, QuantizedWeight, read_gguf
 from tests.support import tiny_flow as tf
 from tests.support.gguf_files import write_gguf
+from tests.support.model_root import FLOW_FILES
 
 CTX = ExecutionContext(node_id=1, title="Unet Loader (GGUF)")
 FAMILIES = {
@@ -181,3 +182,49 @@ def test_a_tensor_stored_reshaped_is_read_in_its_recorded_shape(tmp_path: Path) 
     torch.testing.assert_close(
         tf.forward(loaded.network, inputs), tf.forward(exact.network, inputs), rtol=1e-5, atol=1e-5
     )
+
+
+def test_sampling_a_gguf_flux_equals_sampling_its_dequantized_weights(tiny_flow_root: Path, tmp_path: Path) -> None:
+    """The whole graph (UnetLoaderGGUF → KSampler with FLUX text encoders): the latent equals the one the
+    same graph makes from a safetensors file of the dequantized weights."""
+    import nodes.folders
+
+    root = tmp_path / "models"
+    _, dequantized = write_gguf(root / "unet" / "dev-Q4_0.gguf", tf.flux_to_original(tf.tiny_flux(7)), "Q4_0")
+    tf.write_file(root / "diffusion_models" / "dev-dequantized.safetensors", dequantized)
+    nodes.folders.configure(extra_roots=[str(tiny_flow_root), str(root)])
+    try:
+        latents = []
+        for loader, values in (
+            ("UnetLoaderGGUF", {"unet_name": "dev-Q4_0.gguf"}),
+            ("UNETLoader", {"unet_name": "dev-dequantized.safetensors", "weight_dtype": "default"}),
+        ):
+            g = Graph()
+            unet = g.add_node(loader, values).id
+            clip = g.add_node(
+                "DualCLIPLoader",
+                {
+                    "clip_name1": FLOW_FILES["t5xxl_fp16.safetensors"],
+                    "clip_name2": FLOW_FILES["clip_l.safetensors"],
+                    "type": "flux",
+                },
+            ).id
+            pos = g.add_node("CLIPTextEncode", {"text": "a cat"}).id
+            g.add_link(clip, "CLIP", pos, "clip", "CLIP")
+            latent = g.add_node("EmptySD3LatentImage", {"width": 64, "height": 64, "batch_size": 1}).id
+            params = {"seed": 3, "steps": 3, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+            ks = g.add_node("KSampler", params).id
+            for src, out, inp in [
+                (unet, "MODEL", "model"),
+                (pos, "CONDITIONING", "positive"),
+                (pos, "CONDITIONING", "negative"),
+                (latent, "LATENT", "latent_image"),
+            ]:
+                g.add_link(src, out, ks, inp, out)
+            result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[ks])
+            assert result.status == "done", result.error
+            latents.append(result.outputs[ks][0]["samples"])
+    finally:
+        nodes.folders.configure()
+    assert latents[0].abs().max() > 0
+    torch.testing.assert_close(latents[0], latents[1], rtol=1e-4, atol=1e-4)
