@@ -127,11 +127,13 @@ def _dequantize_torch(raw: Tensor, qtype: int, shape: torch.Size) -> Tensor:
 class GGUFLinear(torch.nn.Module):
     """A linear layer whose weight stays quantized (``qweight``, uint8) and is dequantized for each call."""
 
-    def __init__(self, weight: QuantizedWeight, bias: Tensor | None) -> None:
+    def __init__(self, weight: QuantizedWeight, bias: Tensor | None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
         self.qtype = weight.qtype
         self.register_buffer("qweight", weight.raw)
+        # Empty, but cast with the model: the dtype ``weight`` reports (code such as T5's reads it).
+        self.register_buffer("dtype_hint", torch.empty(0, dtype=dtype), persistent=False)
         self.register_parameter("bias", None if bias is None else torch.nn.Parameter(bias, requires_grad=False))
 
     @property
@@ -141,8 +143,7 @@ class GGUFLinear(torch.nn.Module):
     @property
     def weight(self) -> Tensor:
         """The float weight, dequantized on each access (for code that reads it; nothing is kept)."""
-        dtype = self.bias.dtype if self.bias is not None else torch.float32
-        return self.quantized.dequantize(dtype, self.qweight.device)
+        return self.quantized.dequantize(self.dtype_hint.dtype, self.qweight.device)
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.quantized.dequantize(x.dtype, x.device)
@@ -153,12 +154,16 @@ class GGUFLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.quantized.type_name}"
 
 
-def place_quantized(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, Tensor]:
-    """Put the quantized entries of ``state`` (diffusers names) into ``model`` (on the meta device):
+def place_quantized(
+    model: torch.nn.Module, state: dict[str, Any], dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
+    """Put the quantized entries of ``state`` (the model's names) into ``model`` (on the meta device):
     each linear weight's module becomes a :class:`GGUFLinear` holding the bytes; any other quantized
-    tensor is dequantized now to float32 (see the module docstring). Returns the plain tensors left
-    for ``load_state_dict`` (biases of replaced linears included, under the same names)."""
+    tensor (a conv, a token embedding) is dequantized now to ``dtype``, once even when tied to two
+    names (T5's ``shared``/``embed_tokens``). Returns the plain tensors left for ``load_state_dict``
+    (biases of replaced linears included, under the same names)."""
     plain: dict[str, Tensor] = {}
+    done: dict[int, Tensor] = {}
     for key, value in state.items():
         if not isinstance(value, QuantizedWeight):
             plain[key] = value
@@ -166,7 +171,7 @@ def place_quantized(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, 
         owner, _, leaf = key.rpartition(".")
         module = model.get_submodule(owner) if owner else model
         if leaf == "weight" and isinstance(module, torch.nn.Linear) and len(value.shape) == 2:
-            replacement = GGUFLinear(value, None)
+            replacement = GGUFLinear(value, None, dtype)
             if module.bias is not None:
                 meta = torch.empty(module.out_features, device="meta")
                 replacement.register_parameter("bias", torch.nn.Parameter(meta, requires_grad=False))
@@ -174,8 +179,61 @@ def place_quantized(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, 
             setattr(model.get_submodule(parent) if parent else model, child, replacement)
             plain.setdefault(f"{owner}.qweight", value.raw)
         else:
-            plain[key] = value.dequantize(torch.float32)
+            if id(value) not in done:
+                done[id(value)] = value.dequantize(dtype)
+            plain[key] = done[id(value)]
     return plain
+
+
+# Text encoders in GGUF files (city96's t5-v1_1-xxl-encoder-Q8_0.gguf, Qwen3 from llama.cpp) use
+# llama.cpp's tensor names (``enc.blk.0.attn_q.weight``, ``blk.0.ffn_gate.weight``); they are read back
+# under the Hugging Face names the text-encoder loader knows, the correspondence taken from the gguf
+# package's own TensorNameMap for the file's ``general.architecture``.
+_T5_BLOCK = (
+    *(f"layer.0.SelfAttention.{p}.weight" for p in ("q", "k", "v", "o", "relative_attention_bias")),
+    "layer.0.layer_norm.weight",
+    *(f"layer.1.DenseReluDense.{p}.weight" for p in ("wi_0", "wi_1", "wo")),  # ffn_gate, ffn_up, ffn_down
+    "layer.1.layer_norm.weight",
+)
+_QWEN_BLOCK = (
+    *(f"self_attn.{p}_proj.{w}" for p in ("q", "k", "v", "o") for w in ("weight", "bias")),
+    "self_attn.q_norm.weight",
+    "self_attn.k_norm.weight",
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    *(f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")),
+)
+_TEXT_ARCHS = {
+    # arch: (gguf MODEL_ARCH name, HF names outside blocks, block prefix, block names, prefix asked of the map)
+    "t5encoder": ("T5ENCODER", ("shared.weight", "encoder.final_layer_norm.weight"), "encoder.block.", _T5_BLOCK, ""),
+    "t5": ("T5", ("shared.weight", "encoder.final_layer_norm.weight"), "encoder.block.", _T5_BLOCK, ""),
+    "qwen3": ("QWEN3", ("embed_tokens.weight", "norm.weight"), "layers.", _QWEN_BLOCK, "model."),
+}
+
+
+def _hf_names(reader: Any, names: Sequence[str]) -> dict[str, str]:
+    """llama.cpp name -> Hugging Face name for a text-encoder file; empty for anything else."""
+    field = reader.fields.get("general.architecture")
+    arch = bytes(field.parts[field.data[0]]).decode() if field is not None else ""
+    if arch not in _TEXT_ARCHS:
+        return {}
+    import gguf
+
+    model_arch, top, block_prefix, block, asked = _TEXT_ARCHS[arch]
+    blocks = 1 + max(
+        (int(n.split(".")[n.split(".").index("blk") + 1]) for n in names if ".blk." in f".{n}"), default=-1
+    )
+    tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, model_arch), blocks)
+    hf = [*top, *(f"{block_prefix}{i}.{b}" for i in range(blocks) for b in block)]
+    out: dict[str, str] = {}
+    for name in hf:
+        suffix = name.rsplit(".", 1)[1]
+        found = tmap.get_name(asked + name.rsplit(".", 1)[0])
+        if found is not None:
+            out.setdefault(f"{found}.{suffix}", name)
+    if arch.startswith("t5") and not any("ffn_gate" in n for n in names):  # original T5: one ReLU input
+        out = {k: v.replace(".wi_1.", ".wi.") for k, v in out.items()}
+    return out
 
 
 def read_gguf(path: str | Path) -> dict[str, Tensor | QuantizedWeight]:
@@ -183,6 +241,7 @@ def read_gguf(path: str | Path) -> dict[str, Tensor | QuantizedWeight]:
     Refuses, naming it, a quant type the ``gguf`` package cannot dequantize."""
     reader = _reader(path)
     orig = _orig_shapes(reader)
+    rename = _hf_names(reader, [t.name for t in reader.tensors])
     out: dict[str, Tensor | QuantizedWeight] = {}
     for t in reader.tensors:
         stored = tuple(int(d) for d in reversed(t.shape.tolist()))
@@ -201,14 +260,28 @@ def read_gguf(path: str | Path) -> dict[str, Tensor | QuantizedWeight]:
             out[t.name] = weight.dequantize(torch.float32).reshape(shape)
         else:
             out[t.name] = weight
-    return out
+    return {rename.get(k, k): v for k, v in out.items()}
 
 
 def read_gguf_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Names and logical (torch-order) shapes of a GGUF file's tensors, from its header."""
     reader = _reader(path)
     orig = _orig_shapes(reader)
-    return {t.name: orig.get(t.name) or tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+    rename = _hf_names(reader, [t.name for t in reader.tensors])
+    return {
+        rename.get(t.name, t.name): orig.get(t.name) or tuple(int(d) for d in reversed(t.shape.tolist()))
+        for t in reader.tensors
+    }
+
+
+def stored_float_dtype(path: str | Path) -> torch.dtype:
+    """The float dtype holding most bytes among a GGUF file's unquantized tensors (bf16 when none are)."""
+    sizes: dict[torch.dtype, int] = {}
+    for t in _reader(path).tensors:
+        dtype = _FLOAT_TYPES.get(int(t.tensor_type))
+        if dtype is not None:
+            sizes[dtype] = sizes.get(dtype, 0) + int(t.n_bytes)
+    return max(sizes, key=lambda d: sizes[d]) if sizes else torch.bfloat16
 
 
 def _reader(path: str | Path) -> Any:

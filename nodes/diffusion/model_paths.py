@@ -35,9 +35,9 @@ from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathErr
 KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet", "embeddings")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
-# Quantized GGUF files are listed where a loader reads them (UNETLoader / UnetLoaderGGUF).
+# Quantized GGUF files are listed where a loader reads them (UNETLoader / UnetLoaderGGUF, the CLIP loaders).
 GGUF_SUFFIXES = (".gguf",)
-_GGUF_KINDS = ("diffusion_models",)
+_GGUF_KINDS = ("diffusion_models", "text_encoders")
 _A1111_FOLDERS = {
     "checkpoints": "models/Stable-diffusion",
     "vae": "models/VAE",

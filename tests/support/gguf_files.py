@@ -67,3 +67,24 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path, dequantized
+
+
+def write_text_encoder_gguf(
+    path: str | Path, state: Mapping[str, torch.Tensor], arch: str, qtype: str = "Q8_0"
+) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A text encoder (Hugging Face names, as ``tiny_text.encoder_state`` gives them) written as llama.cpp
+    writes it: names from the gguf package's TensorNameMap for ``arch`` (``t5encoder``, ``qwen3``), 2-D
+    tensors in ``qtype``. Returns the path and the dequantized tensors under the Hugging Face names."""
+    import gguf
+
+    model_arch = {"t5encoder": gguf.MODEL_ARCH.T5ENCODER, "qwen3": gguf.MODEL_ARCH.QWEN3}[arch]
+    blocks = 1 + max(int(k.split(".")[k.split(".").index(b) + 1]) for k in state for b in ("block", "layers") if b in k)
+    tmap = gguf.get_tensor_name_map(model_arch, blocks)
+    renamed = {}
+    for name, tensor in state.items():
+        base, suffix = name.rsplit(".", 1)
+        found = tmap.get_name(base)
+        assert found is not None, f"the gguf package has no name for {name}"
+        renamed[f"{found}.{suffix}"] = (name, tensor)
+    path, dequantized = write_gguf(path, {k: t for k, (_, t) in renamed.items()}, qtype, arch=arch)
+    return path, {renamed[k][0]: v for k, v in dequantized.items()}
