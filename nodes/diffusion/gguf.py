@@ -1,4 +1,5 @@
-"""GGUF files (the ComfyUI community's quantized FLUX/SD3/Z-Image transformers): kept quantized, dequantized per layer.
+"""GGUF files (the ComfyUI community's quantized FLUX/SD3/Z-Image transformers, T5/Qwen3 text encoders):
+kept quantized, dequantized per layer.
 
 A Q8_0 FLUX.1 is 12.7 GB where bf16 is 24 GB, Q4_0 6.8 GB; holding a float copy would defeat the
 point. So the file is memory-mapped (``gguf.GGUFReader``) and every quantized tensor stays as its
@@ -19,6 +20,9 @@ Files from ComfyUI-GGUF's converter record a tensor's original shape when they s
 (``comfy.gguf.orig_shape.<name>``); such a tensor's stored rows are not its own, so it is dequantized
 at load to float32 (they are the few odd-shaped tensors, not the large linear weights). A quant type
 the ``gguf`` package cannot dequantize is refused at load with one message naming it.
+
+**Known cost.** The K-quants are dequantized by the gguf package in numpy, so on a GPU each call copies
+that layer's bytes to the CPU and the floats back; Q8_0 and Q4_0 stay on the device.
 """
 
 from __future__ import annotations
