@@ -61,10 +61,34 @@ def vae_loader(ctx: ExecutionContext, vae_name: str) -> tuple[Any]:
 )
 def unet_loader(ctx: ExecutionContext, unet_name: str, weight_dtype: str) -> tuple[Any]:
     """Loads a diffusion model alone (SD3/3.5, FLUX.1, Z-Image; from models/diffusion_models): weights stay
-    in the dtype they are stored in (or fp8 to halve them) and each layer computes in the working precision."""
+    in the dtype they are stored in (or fp8 to halve them; GGUF files stay quantized) and each layer computes
+    in the working precision."""
     from nodes.diffusion.loading import load_diffusion_model
 
     return (load_diffusion_model(ctx, unet_name, weight_dtype),)
+
+
+def _gguf_models() -> list[str]:
+    return [n for n in list_models("diffusion_models") if n.lower().endswith(".gguf")]
+
+
+@node(
+    "UnetLoaderGGUF",
+    display_name="Unet Loader (GGUF)",
+    category="advanced/loaders",
+    inputs=[Combo("unet_name", _gguf_models)],
+    outputs=[Output("MODEL")],
+    fingerprint=_fingerprint("diffusion_models", "unet_name"),
+)
+def unet_loader_gguf(ctx: ExecutionContext, unet_name: str) -> tuple[Any]:
+    """Loads a GGUF-quantized FLUX.1, SD3/3.5 or Z-Image transformer (models/diffusion_models or models/unet),
+    as ComfyUI-GGUF's node does: the weights stay quantized in memory and each layer is dequantized for its
+    own call only (UNETLoader reads .gguf files the same way)."""
+    from nodes.diffusion.loading import load_diffusion_model
+
+    if not unet_name.lower().endswith(".gguf"):
+        raise InputError("unet_name", f"{unet_name} is not a .gguf file; load it with Load Diffusion Model")
+    return (load_diffusion_model(ctx, unet_name, "default"),)
 
 
 @node(
@@ -149,4 +173,12 @@ def clip_set_last_layer(ctx: ExecutionContext, clip: Any, stop_at_clip_layer: in
         raise InputError("stop_at_clip_layer", str(exc)) from None
 
 
-NODES = [checkpoint_loader, vae_loader, unet_loader, lora_loader, lora_loader_model_only, clip_set_last_layer]
+NODES = [
+    checkpoint_loader,
+    vae_loader,
+    unet_loader,
+    unet_loader_gguf,
+    lora_loader,
+    lora_loader_model_only,
+    clip_set_last_layer,
+]

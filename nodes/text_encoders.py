@@ -94,6 +94,38 @@ def dual_clip_loader(ctx: ExecutionContext, clip_name1: str, clip_name2: str, ty
 
 
 @node(
+    "CLIPLoaderGGUF",
+    display_name="CLIPLoader (GGUF)",
+    category="loaders",
+    inputs=[Combo("clip_name", _files), Combo("type", CLIP_LOADER_TYPES, "stable_diffusion")],
+    outputs=[Output("CLIP")],
+    fingerprint=_fingerprint("clip_name"),
+)
+def clip_loader_gguf(ctx: ExecutionContext, clip_name: str, type: str) -> tuple[Any]:
+    """ComfyUI-GGUF's name for Load CLIP: a GGUF T5-XXL or Qwen3 (kept quantized, each linear dequantized
+    for its own call) or any file Load CLIP reads."""
+    from nodes.diffusion.clip_loading import load_clip
+
+    return (load_clip(ctx, "CLIPLoaderGGUF", type, [("clip_name", clip_name)]),)
+
+
+@node(
+    "DualCLIPLoaderGGUF",
+    display_name="DualCLIPLoader (GGUF)",
+    category="loaders",
+    inputs=[Combo("clip_name1", _files), Combo("clip_name2", _files), Combo("type", DUAL_CLIP_TYPES, "sdxl")],
+    outputs=[Output("CLIP")],
+    fingerprint=_fingerprint("clip_name1", "clip_name2"),
+)
+def dual_clip_loader_gguf(ctx: ExecutionContext, clip_name1: str, clip_name2: str, type: str) -> tuple[Any]:
+    """ComfyUI-GGUF's name for Load Dual CLIP (FLUX: a GGUF T5-XXL with a CLIP-L file)."""
+    from nodes.diffusion.clip_loading import load_clip
+
+    files = [("clip_name1", clip_name1), ("clip_name2", clip_name2)]
+    return (load_clip(ctx, "DualCLIPLoaderGGUF", type, files),)
+
+
+@node(
     "TripleCLIPLoader",
     display_name="Load Triple CLIP",
     category="loaders",
@@ -167,4 +199,12 @@ def clip_text_encode_sd3(
     return (flow.encode_sd3(clip_l, clip_g, t5xxl, empty_padding=empty_padding),)
 
 
-NODES = [clip_loader, dual_clip_loader, triple_clip_loader, clip_text_encode_flux, clip_text_encode_sd3]
+NODES = [
+    clip_loader,
+    dual_clip_loader,
+    clip_loader_gguf,
+    dual_clip_loader_gguf,
+    triple_clip_loader,
+    clip_text_encode_flux,
+    clip_text_encode_sd3,
+]

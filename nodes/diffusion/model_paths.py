@@ -35,6 +35,9 @@ from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathErr
 KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet", "embeddings")
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+# Quantized GGUF files are listed where a loader reads them (UNETLoader / UnetLoaderGGUF, the CLIP loaders).
+GGUF_SUFFIXES = (".gguf",)
+_GGUF_KINDS = ("diffusion_models", "text_encoders")
 _A1111_FOLDERS = {
     "checkpoints": "models/Stable-diffusion",
     "vae": "models/VAE",
@@ -66,7 +69,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    format: str  # "safetensors", "pickle" or "diffusers"
+    format: str  # "safetensors", "pickle", "gguf" or "diffusers"
 
     @property
     def needs_pickle(self) -> bool:
@@ -155,7 +158,7 @@ class ModelFolders:
                 continue
             if candidate.is_dir() and not _is_model_dir(candidate, kind):
                 continue
-            if candidate.is_file() and candidate.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+            if candidate.is_file() and _format_of(candidate, kind) is None:
                 continue
             return candidate
         names = self.list_models(kind)
@@ -188,8 +191,10 @@ def _is_model_dir(path: Path, kind: str) -> bool:
     return False
 
 
-def _format_of(path: Path) -> str | None:
+def _format_of(path: Path, kind: str = "") -> str | None:
     suffix = path.suffix.lower()
+    if suffix in GGUF_SUFFIXES and kind in _GGUF_KINDS:
+        return "gguf"
     if suffix in SAFE_SUFFIXES:
         return "safetensors"
     if suffix in PICKLE_SUFFIXES:
@@ -222,7 +227,7 @@ def _scan(folder: Path, kind: str) -> Iterable[ModelEntry]:
         dirnames[:] = keep
         for f in sorted(filenames):
             path = current / f
-            fmt = _format_of(path)
+            fmt = _format_of(path, kind)
             if fmt is None or f.startswith(".") or not path.is_file():
                 continue
             yield ModelEntry(_name(path, folder), path, fmt)

@@ -272,6 +272,10 @@ def open_state_dict(path: str | Path, *, allow_pickle: bool = False) -> LazyStat
     path = Path(path)
     if is_pickle_file(path):
         return MappedStateDict(load_pickle_checkpoint(path, allow_pickle=allow_pickle))
+    if path.suffix.lower() == ".gguf":  # quantized tensors stay quantized (nodes.diffusion.gguf)
+        from nodes.diffusion.gguf import read_gguf
+
+        return read_gguf(path)  # type: ignore[return-value]
     header = read_safetensors_header(path)
     from safetensors import safe_open
 
@@ -288,6 +292,10 @@ def read_shapes(path: str | Path, *, allow_pickle: bool = False) -> dict[str, tu
     if is_pickle_file(path):
         tensors = load_pickle_checkpoint(path, allow_pickle=allow_pickle)
         return {k: tuple(v.shape) for k, v in tensors.items()}
+    if path.suffix.lower() == ".gguf":
+        from nodes.diffusion.gguf import read_gguf_shapes
+
+        return read_gguf_shapes(path)
     return read_safetensors_header(path).shapes()
 
 

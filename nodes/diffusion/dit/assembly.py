@@ -143,6 +143,7 @@ def build_model(
     network: str,
 ) -> Any:
     """The model whose parameters are exactly ``state_dict`` (cast only when ``dtype`` is given)."""
+    import torch
     from accelerate import init_empty_weights  # type: ignore[import-untyped]
 
     with init_empty_weights():
@@ -167,6 +168,10 @@ def build_model(
         raise UnusableWeightsError(
             source, network, f"{len(extra)} weights have no place in the model, e.g. {', '.join(extra[:3])}"
         )
+    if any(not isinstance(t, torch.Tensor) for t in state.values()):  # a GGUF file's quantized weights
+        from nodes.diffusion.gguf import place_quantized
+
+        state = place_quantized(model, state)
     model.load_state_dict(state, strict=True, assign=True)
     meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if meta:

@@ -287,6 +287,10 @@ def stored_dtype(path: str | Path, prefix: str) -> torch.dtype:
 
     from nodes.diffusion.checkpoint.files import read_safetensors_header
 
+    if Path(path).suffix.lower() == ".gguf":  # quantized weights stay so; this is for the float ones
+        from nodes.diffusion.gguf import stored_float_dtype
+
+        return stored_float_dtype(path)
     header = read_safetensors_header(path)
     sizes: dict[str, int] = {}
     for name, info in header.tensors.items():
@@ -328,6 +332,10 @@ def load_text_encoder(
         model = model_cls(config)
     state = open_state_dict(path)
     weights = _renamed_weights(state, spec, model, target)
+    if any(not isinstance(w, torch.Tensor) for w in weights.values()):  # a GGUF file: linears stay quantized
+        from nodes.diffusion.gguf import place_quantized
+
+        weights = place_quantized(model, weights, target)
     _assign(model, weights, path, spec.name)
     model.to(torch.device(device))
     model.eval().requires_grad_(False)
