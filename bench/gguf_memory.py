@@ -1,6 +1,6 @@
 """Memory of a GGUF Q8_0 FLUX-shaped transformer against the same weights as a bf16 safetensors file.
 
-    .venv/bin/python bench/gguf.py [--width 768] [--double 3] [--single 6] [--qtype Q8_0] [--keep DIR]
+    .venv/bin/python bench/gguf_memory.py [--width 768] [--double 3] [--single 6] [--qtype Q8_0] [--keep DIR]
 
 A FLUX.1-shaped network (128-wide heads, FLUX's block structure, text width 4096, pooled 768) with
 seeded random weights, smaller than the release so it runs on a laptop (the defaults make ~0.12 B
@@ -24,8 +24,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# This script's own folder comes first on sys.path and its name would hide the gguf package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
