@@ -77,16 +77,11 @@ def create_window() -> object:
 
     settings = Settings.load()
     settings.apply_model_folders()
-    from PySide6.QtWidgets import QApplication
-
-    from ui import theme
-
-    theme.apply(settings.theme)
-    QApplication.setPalette(theme.window_palette(theme.current))
     store = AutosaveStore(home_dir() / "autosave")
     store.start_session()
     registry, plugins = load_app_registry()
     window = MainWindow(registry, settings, autosave=store)
+    window.apply_theme(settings.theme)
     for problem in plugins.problems:  # each broken node pack, once, where the user reads what went wrong
         window.log.add("warning", problem)
     window.load_default()

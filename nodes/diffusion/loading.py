@@ -140,8 +140,9 @@ def load_diffusion_model(ctx: ExecutionContext, name: str, weight_dtype: str) ->
     device = device_for(ctx.device)
     compute, _, _ = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
-    _check_budget("unet_name", name, _size(path) // (2 if weight_dtype.startswith("fp8") else 1), weight_dtype)
-    make_vram_room(device, _size(path))
+    size = _size(path)  # a folder is walked once
+    _check_budget("unet_name", name, size // (2 if weight_dtype.startswith("fp8") else 1), weight_dtype)
+    make_vram_room(device, size)
     try:
         loaded = manager().diffusion_model(path, device=device, dtype=compute, weight_dtype=weight_dtype)
     except ModelError as exc:
@@ -177,8 +178,9 @@ def _load_flow_checkpoint(
     device = device_for(ctx.device)
     compute, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
-    _check_budget("ckpt_name", name, _size(path), None)
-    make_vram_room(device, _size(path))
+    size = _size(path)
+    _check_budget("ckpt_name", name, size, None)
+    make_vram_room(device, size)
     clip_type = family.clip_type
     assert clip_type is not None
     try:
