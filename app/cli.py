@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("file", nargs="?", help="a workflow .json or a .png with an embedded workflow")
 
     run = sub.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="a workflow .json (sdgraph or ComfyUI) or a .png with one embedded")
+    run.add_argument(
+        "workflow",
+        help="a workflow .json (sdgraph or ComfyUI), a .png with one embedded, or a template name (txt2img, sdxl, …)",
+    )
     run.add_argument(
         "--set",
         dest="sets",
@@ -94,10 +97,29 @@ def _err(message: str) -> None:
     print(f"sdgraph: {message}", file=sys.stderr)
 
 
+def resolve_workflow(path: str) -> str:
+    """``path`` itself when it exists, else the shipped template of that name (``txt2img``, ``sdxl.json``).
+
+    An installed sdgraph keeps its templates inside site-packages, where nobody would type their path;
+    a bare name reaches them. A file in the current folder always wins over a template.
+    """
+    if Path(path).exists() or Path(path).name != path:
+        return path
+    from nodes.shipped import workflows_dir
+
+    folder = workflows_dir()
+    for candidate in (folder / path, folder / f"{path}.json"):
+        if candidate.suffix == ".json" and candidate.is_file():
+            return str(candidate)
+    names = ", ".join(sorted(p.stem for p in folder.glob("*.json")))
+    raise UsageError(f"{path}: no such file, and no template of that name (templates: {names})")
+
+
 def _open(path: str) -> Any:
     from app.documents import open_document
     from graph_engine import WorkflowFormatError
 
+    path = resolve_workflow(path)
     try:
         document = open_document(path)
     except WorkflowFormatError as exc:
@@ -372,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None or args.command == "gui":
             from app.gui import main as gui_main
 
-            return gui_main(getattr(args, "file", None))
+            file = getattr(args, "file", None)
+            return gui_main(resolve_workflow(file) if file else None)
         command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}[args.command]
         return command(args)
     except UsageError as exc:

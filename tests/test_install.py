@@ -115,6 +115,11 @@ def test_the_installed_command_line_works_outside_the_checkout(installed):
     listed = json.loads(_run([sdgraph, "nodes", "--json"], outside, env).stdout)
     names = {entry["type"] for entry in listed}
     assert {"KSampler", "CheckpointLoaderSimple", "VAEDecode"} <= names
+    # A template by name: the installed sdxl.json is read (its checkpoint is named), no path needed.
+    by_name = subprocess.run(
+        [sdgraph, "run", "sdxl", "--dry-run"], cwd=outside, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert by_name.returncode == 2 and "sd_xl_base_1.0.safetensors" in by_name.stderr, by_name.stderr
 
 
 def test_the_demo_runs_on_the_installed_wheel(installed, tmp_path):

@@ -166,3 +166,19 @@ def test_settings_model_roots_are_used(tmp_path):
     (tmp_path / "home" / "settings.json").write_text(json.dumps({"extra_model_roots": [str(root)]}))
     proc = run()
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bare_name_opens_the_shipped_template_but_a_file_wins(tmp_path, monkeypatch):
+    from app.cli import UsageError, resolve_workflow
+    from nodes.shipped import workflows_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_workflow("txt2img") == str(workflows_dir() / "txt2img.json")
+    assert resolve_workflow("sdxl.json") == str(workflows_dir() / "sdxl.json")
+    (tmp_path / "txt2img").write_text("{}")
+    assert resolve_workflow("txt2img") == "txt2img"  # a file in the current folder is never shadowed
+    assert resolve_workflow("sub/missing.json") == "sub/missing.json"  # a path is a path: its error names it
+    with pytest.raises(UsageError) as err:
+        resolve_workflow("txt2im")
+    (message,) = err.value.messages
+    assert "no template of that name" in message and "txt2img" in message and "flux_dev" in message
