@@ -16,6 +16,7 @@ SAMPLER_NAMES = [
     "euler_ancestral",
     "euler_ancestral_cfg_pp",
     "heun",
+    "heunpp2",
     "dpm_2",
     "dpm_2_ancestral",
     "lms",

@@ -7,7 +7,8 @@ take it. The work happens in ``nodes.diffusion.clip_loading`` and ``nodes.diffus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from graph_engine import Combo, ExecutionContext, Float, InputError, Output, Socket, String, node
@@ -174,7 +175,9 @@ def _flow_clip(clip: Any, recipe: str, node_name: str) -> Any:
 def clip_text_encode_flux(ctx: ExecutionContext, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> tuple[Any]:
     """FLUX prompt: CLIP-L reads `clip_l` (a summary), T5-XXL reads `t5xxl` (the full prompt); `guidance` is
     the distilled guidance strength FLUX.1-dev is conditioned on."""
-    return (_flow_clip(clip, "flux", "CLIPTextEncodeFlux").encode_flux(clip_l, t5xxl, guidance=guidance),)
+    flow = _flow_clip(clip, "flux", "CLIPTextEncodeFlux")
+    with _embedding_errors_name("clip_l"):
+        return (flow.encode_flux(clip_l, t5xxl, guidance=guidance),)
 
 
 @node(
@@ -196,7 +199,19 @@ def clip_text_encode_sd3(
     """SD3 prompt with one text per encoder. With `empty_padding` "none" an empty text leaves its encoder
     out; "empty_prompt" encodes the empty prompt instead."""
     flow = _flow_clip(clip, "sd3", "CLIPTextEncodeSD3")
-    return (flow.encode_sd3(clip_l, clip_g, t5xxl, empty_padding=empty_padding),)
+    with _embedding_errors_name("clip_l"):
+        return (flow.encode_sd3(clip_l, clip_g, t5xxl, empty_padding=empty_padding),)
+
+
+@contextmanager
+def _embedding_errors_name(default: str) -> Iterator[None]:
+    """An unknown or unfit ``embedding:name`` becomes an error on the prompt input that named it."""
+    from nodes.diffusion.text.embeddings import EmbeddingError
+
+    try:
+        yield
+    except EmbeddingError as exc:
+        raise InputError(exc.field or default, str(exc)) from None
 
 
 NODES = [

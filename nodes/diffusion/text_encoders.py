@@ -144,7 +144,8 @@ class FlowClip:
         return [CondEntry(embeds, pooled, {**dict(extras or {}), TEXT_RECIPE_KEY: self._recipe})]
 
     def encode(self, text: str, extras: Mapping[str, Any] | None = None) -> Conditioning:
-        """CLIPTextEncode: the same prompt to every encoder."""
+        """CLIPTextEncode: the same prompt to every encoder. ``embedding:name`` applies to the CLIP encoders
+        and is left out of the T5/Qwen3 text (see :mod:`.text.flow_encode`)."""
         if self._recipe == "sd3":
             return self.encode_sd3(text, text, text, extras=extras)
         if self._recipe == "flux":
@@ -171,6 +172,8 @@ class FlowClip:
         def text(value: str) -> str | None:
             return None if off and not value else value
 
+        from .text.embeddings import PromptEmbeddings
+
         with _tokenizer_lock:
             embeds, pooled = encode_sd3(
                 self._encoders,
@@ -180,6 +183,7 @@ class FlowClip:
                 text(t5xxl),
                 layer=-2 if self._layer_idx is None else self._layer_idx,
                 t5_length=self._t5_length,
+                embeddings=PromptEmbeddings,
             )
         return self._entry(embeds, pooled, extras)
 
@@ -189,6 +193,8 @@ class FlowClip:
         """CLIPTextEncodeFlux: CLIP-L reads ``clip_l`` (pooled), T5 reads ``t5xxl`` (sequence)."""
         if self._recipe != "flux":
             raise ValueError(f"this CLIP holds {self._recipe} text encoders, not FLUX's")
+        from .text.embeddings import PromptEmbeddings
+
         with _tokenizer_lock:
             embeds, pooled = encode_flux(
                 self._encoders,
@@ -196,6 +202,7 @@ class FlowClip:
                 clip_l,
                 t5xxl,
                 t5_length=self._t5_length,
+                embeddings=PromptEmbeddings,
             )
         merged = dict(extras or {})
         if guidance is not None:

@@ -73,12 +73,14 @@ def apply_rules(
     """Read each original tensor once (``prefix + rule.source``) and emit its diffusers tensors."""
     import torch
 
+    from nodes.diffusion import scaled_fp8
+
     out: StateDict = {}
     for rule in rules:
         key = prefix + rule.source
         if key not in sd:
             raise UnusableWeightsError(source, network, f"the tensor {key} is missing")
-        tensor = sd[key]
+        tensor: Any = scaled_fp8.pair(sd, key, sd[key], source, network)  # a Tensor or a ScaledWeight
         if rule.swap_halves:
             if tensor.shape[0] % 2:
                 raise UnusableWeightsError(source, network, f"{key} has an odd number of rows {tensor.shape[0]}")
@@ -115,18 +117,19 @@ def check_all_used(
     """Refuse tensors under the transformer prefix that no rule reads.
 
     A tensor we do not place means a variant whose architecture we would get wrong (extra
-    embedders, a control branch, quantisation scales); failing names it instead of dropping it.
+    embedders, a control branch); failing names it instead of dropping it. A scaled fp8 file's marker
+    and the ``scale_weight``/``scale_input`` of weights the rules read are used (``apply_rules`` pairs them).
     """
-    used = {prefix + r.source for r in rules} | {prefix + k for k in ignore}
+    from nodes.diffusion import scaled_fp8
+
+    keys = list(keys)
+    sources = [r.source for r in rules]
+    used = {prefix + s for s in sources} | {prefix + k for k in ignore} | scaled_fp8.scale_keys(keys, prefix, sources)
     left = [
         k
         for k in keys
         if k.startswith(prefix) and k not in used and not (prefix == "" and k.startswith(OTHER_COMPONENTS))
     ]
-    if any(k.endswith((".scale_weight", ".scale_input")) or k == prefix + "scaled_fp8" for k in left):
-        raise UnusableWeightsError(
-            source, network, "it is a ComfyUI 'scaled fp8' file (per-tensor scales), which sdgraph cannot load yet"
-        )
     if left:
         raise UnusableWeightsError(
             source, network, f"{len(left)} tensors are not part of this architecture, e.g. {', '.join(left[:3])}"
@@ -145,6 +148,8 @@ def build_model(
     """The model whose parameters are exactly ``state_dict`` (cast only when ``dtype`` is given)."""
     import torch
     from accelerate import init_empty_weights  # type: ignore[import-untyped]
+
+    from nodes.diffusion import scaled_fp8
 
     with init_empty_weights():
         model = cls.from_config(dict(config))
@@ -168,6 +173,8 @@ def build_model(
         raise UnusableWeightsError(
             source, network, f"{len(extra)} weights have no place in the model, e.g. {', '.join(extra[:3])}"
         )
+    if any(isinstance(t, scaled_fp8.ScaledWeight) for t in state.values()):  # a scaled fp8 file
+        state = scaled_fp8.place_scaled(model, state)
     if any(not isinstance(t, torch.Tensor) for t in state.values()):  # a GGUF file's quantized weights
         from nodes.diffusion.gguf import place_quantized
 

@@ -7,8 +7,9 @@ dtype differs is each linear/conv layer cast to it for its own forward call and 
 (diffusers' layerwise-casting hook). Small tensors outside those layers (norm scales, pad tokens,
 position tables, and modules a family names in ``KEEP_IN_COMPUTE``) are cast once. UNETLoader's
 ``weight_dtype`` (fp8_e4m3fn / fp8_e5m2) stores the linear weights in fp8 the same way, halving a
-bf16 model. Stored in higher precision than the working dtype (an fp32 file on a GPU in fp16), the
-model is simply cast down once.
+bf16 model; a ComfyUI "scaled fp8" file keeps its fp8 layers and their per-layer scales
+(``nodes.diffusion.scaled_fp8``), those layers managing their own dtypes. Stored in higher precision
+than the working dtype (an fp32 file on a GPU in fp16), the model is simply cast down once.
 
 **Batching.** The guider batches every conditioning entry of a step into one call; entries from
 prompts of different lengths are made the same length as for the UNet (see ``same_length``), and a
@@ -72,10 +73,9 @@ def set_compute_dtype(
         return
     kept = {n for n, _ in network.named_modules() if any(n == k or n.startswith(k + ".") for k in keep_in_compute)}
     for name, module in network.named_modules():
-        if name in kept:
-            module.to(compute)
+        if _keeps_own_dtypes(module, compute):
             continue
-        layer = isinstance(module, _CAST_LAYERS)
+        layer = isinstance(module, _CAST_LAYERS) and name not in kept
         for _, param in module.named_parameters(recurse=False):
             if param.is_floating_point():
                 param.data = param.data.to(storage if layer else compute)
@@ -87,14 +87,27 @@ def set_compute_dtype(
 
 
 def _cast_floating(network: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Cast floating parameters and buffers that are not ``dtype`` yet (no copy of those that are)."""
+    """Cast floating parameters and buffers that are not ``dtype`` yet (no copy of those that are);
+    a layer that keeps its own storage (a scaled fp8 linear) is only told the working dtype."""
     for module in network.modules():
+        if _keeps_own_dtypes(module, dtype):
+            continue
         for _, param in module.named_parameters(recurse=False):
             if param.is_floating_point() and param.dtype != dtype:
                 param.data = param.data.to(dtype)
         for name, buf in module.named_buffers(recurse=False):
             if buf.is_floating_point() and buf.dtype != dtype:
                 module._buffers[name] = buf.to(dtype)
+
+
+def _keeps_own_dtypes(module: torch.nn.Module, compute: torch.dtype) -> bool:
+    """A layer that stores its weight its own way (``own_dtypes``, a scaled fp8 linear) is only told the
+    working dtype; True when ``module`` is one."""
+    if not getattr(module, "own_dtypes", False):
+        return False
+    compute_in: Any = getattr(module, "compute_in")  # noqa: B009 (not a Module attribute mypy knows)
+    compute_in(compute)
+    return True
 
 
 def _is_fp8(dtype: torch.dtype) -> bool:

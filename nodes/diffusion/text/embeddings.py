@@ -21,9 +21,11 @@ closest installed names.
 
 :class:`PromptEmbeddings` gives each vector of the embeddings one prompt uses an id from
 :data:`~.tokenize.FIRST_EMBEDDING_ID` up, in order of first use, and hands :mod:`.encode` the vectors for
-each encoder: CLIP-L reads ``clip_l``, OpenCLIP-bigG ``clip_g``, and any encoder the plain ``[n, width]``
-tensor when its width fits. That is what diffusers' ``load_textual_inversion`` does (new token ids after
-the vocabulary, whose input embeddings are the vectors), without changing the shared encoder.
+each encoder: CLIP-L reads ``clip_l``, OpenCLIP-bigG ``clip_g`` (SDXL's and SD3's), and any encoder the
+plain ``[n, width]`` tensor when its width fits. The flow families use them on their CLIP encoders
+(:mod:`.flow_encode`); T5-XXL and Qwen3 have none. That is what diffusers' ``load_textual_inversion``
+does (new token ids after the vocabulary, whose input embeddings are the vectors), without changing the
+shared encoder.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class EmbeddingError(ModelError):
     """An embedding named in a prompt that is missing, unreadable or made for another model."""
 
     user_facing = True
+    field: str | None = None
+    """The prompt text it came from when a node has several (``clip_l``, ``clip_g``), else None."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ def _not_found_message(name: str, installed: Sequence[str]) -> str:
 
 
 # The role names of nodes.families' text encoder slots that read the SDXL keys.
-_ROLE_KEYS = {"CLIP-L": "clip_l", "OpenCLIP-bigG with projection": "clip_g"}
+_ROLE_KEYS = {"CLIP-L": "clip_l", "OpenCLIP-bigG with projection": "clip_g", "CLIP-G": "clip_g"}  # CLIP-G: SD3's
 
 
 class PromptEmbeddings:

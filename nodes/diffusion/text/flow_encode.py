@@ -31,23 +31,43 @@ sequence and pooled parts. A CLIP prompt longer than 75 tokens is encoded in 77-
 
 **Emphasis**: ``(word:1.2)`` weights apply to the CLIP parts with ComfyUI's formula (see :mod:`.encode`).
 T5 and Qwen3 read the prompt with the emphasis syntax removed and the weights ignored.
+
+**Textual-inversion embeddings** (``embedding:name``, ``embedding:name:1.2``; :mod:`.embeddings`) apply to
+the CLIP parts exactly as for SD1/SDXL: CLIP-L reads a file's ``clip_l`` vectors, CLIP-G its ``clip_g``, and
+either the single tensor of an SD1/SD2-style file when its width fits (else one message saying the file
+is for another family). So SD3's sequence and pooled CLIP parts and FLUX's pooled CLIP-L vector change as
+after diffusers' ``load_textual_inversion`` on those encoders. T5-XXL and Qwen3 have no textual-inversion
+embeddings (none are published: they would be 4096/2560 wide and sdgraph would need a file layout to
+read them), so their text is read with each reference *left out*, a warning naming it logged — what
+ComfyUI does (its T5/Qwen tokenizers drop a reference whose vectors do not fit them, with a warning), so
+a ComfyUI workflow whose prompt names an embedding runs and conditions the same way. An unknown name is
+an error only where a CLIP encoder reads it (the T5/Qwen-only text never looks names up).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .encode import FamilySpec, encode_chunks
-from .tokenize import PAD_CLIP_L, PAD_OPEN_CLIP, TokenChunk, chunk_tokens, weighted_tokens
+from .encode import FamilySpec, _embedding_vectors, encode_chunks
+from .tokenize import EMBEDDING_REF, PAD_CLIP_L, PAD_OPEN_CLIP, TokenChunk, chunk_tokens, weighted_tokens
 from .weights import parse_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .embeddings import PromptEmbeddings
+
+log = logging.getLogger(__name__)
+
+NewEmbeddings = Callable[[], "PromptEmbeddings"]
+"""Makes the (empty) embedding table of one CLIP text: ``PromptEmbeddings`` itself, or a test's stand-in."""
 
 T5_LENGTH = {"sd3": 256, "flux": 512}
 """Default T5 sequence length per recipe: the pipelines' ``max_sequence_length`` defaults."""
@@ -63,34 +83,74 @@ _CLIP_G_SD3 = FamilySpec(("CLIP-G",), (PAD_OPEN_CLIP,), -2, False, 0)
 
 
 def plain_text(prompt: str) -> str:
-    """The prompt with emphasis syntax removed (escapes resolved): what T5 and Qwen3 read."""
+    """The prompt with emphasis syntax removed (escapes resolved)."""
     return "".join(text for text, _ in parse_prompt(prompt))
+
+
+def llm_text(prompt: str, encoder_name: str) -> str:
+    """What T5 and Qwen3 read: the plain text with every ``embedding:name[:w]`` left out (see the module
+    docstring) together with the space before it (after it, at the very start), so "a cat embedding:x. At
+    night" reads "a cat. At night" (and "a, embedding:x, b" reads "a,, b"); a warning names what was left
+    out."""
+    text = plain_text(prompt)
+    pieces: list[str] = []
+    dropped: list[str] = []
+    pos = 0
+    for m in EMBEDDING_REF.finditer(text):
+        name = m["name"]
+        kept = name[len(name.rstrip(".,;:!?")) :]  # a sentence's full stop after the name stays
+        dropped.append(name[: len(name) - len(kept)])
+        before = text[pos : m.start()]
+        pieces += [before[:-1] if before.endswith(" ") else before, kept]
+        pos = m.end()
+        if m.start() == 0 and not kept and text[pos : pos + 1] == " ":  # at the start: the space after it
+            pos += 1
+    if not dropped:
+        return text
+    log.warning(
+        "%s left out of the %s prompt: textual-inversion embeddings exist for CLIP encoders only",
+        ", ".join(f"embedding:{n}" for n in dropped),
+        encoder_name,
+    )
+    return "".join(pieces) + text[pos:]
 
 
 # ------------------------------------------------------------------------------------------ CLIP
 
 
-def clip_chunks(text: str, pad_id: int, min_chunks: int = 1) -> list[TokenChunk]:
-    """77-token weighted chunks of ``text``, padded with empty chunks to at least ``min_chunks``."""
-    chunks = chunk_tokens(weighted_tokens(parse_prompt(text)), pad_id)
+def clip_chunks(
+    text: str, pad_id: int, min_chunks: int = 1, embeddings: PromptEmbeddings | None = None
+) -> list[TokenChunk]:
+    """77-token weighted chunks of ``text``, padded with empty chunks to at least ``min_chunks``.
+    With ``embeddings``, ``embedding:name`` references become its ids (else they stay text)."""
+    lookup = embeddings.ids_for if embeddings is not None else None
+    chunks = chunk_tokens(weighted_tokens(parse_prompt(text), lookup), pad_id)
     empty = chunk_tokens([], pad_id)[0]
     return chunks + [empty] * (min_chunks - len(chunks))
 
 
-def clip_sd3_part(encoder: PreTrainedModel, chunks: Sequence[TokenChunk], layer: int, g: bool) -> tuple[Tensor, Tensor]:
+def clip_sd3_part(
+    encoder: PreTrainedModel,
+    chunks: Sequence[TokenChunk],
+    layer: int,
+    g: bool,
+    embeddings: PromptEmbeddings | None = None,
+) -> tuple[Tensor, Tensor]:
     """One SD3 CLIP's ``(hidden [1, 77·n, d], projected pooled [1, p])``, float32 on the CPU."""
     spec = _CLIP_G_SD3 if g else _CLIP_L_SD3
-    hidden, pooled = encode_chunks(spec, [encoder], [chunks], layer)
+    hidden, pooled = encode_chunks(spec, [encoder], [chunks], layer, embeddings)
     assert pooled is not None
     return hidden, pooled
 
 
-def clip_pooler(encoder: PreTrainedModel, text: str) -> Tensor:
+def clip_pooler(encoder: PreTrainedModel, text: str, embeddings: PromptEmbeddings | None = None) -> Tensor:
     """CLIP-L's unprojected pooled output of the first chunk (what FLUX is conditioned on), ``[1, d]``."""
-    chunk = clip_chunks(text, PAD_CLIP_L)[0]
+    chunk = clip_chunks(text, PAD_CLIP_L, embeddings=embeddings)[0]
     tower = getattr(encoder, "text_model", encoder)
     ids = torch.tensor([chunk.ids], dtype=torch.long, device=tower.device)
-    with torch.no_grad():
+    used = embeddings is not None and embeddings.used
+    vectors = embeddings.vectors(encoder, "CLIP-L") if embeddings is not None and used else None
+    with torch.no_grad(), nullcontext() if vectors is None else _embedding_vectors(encoder, ids, vectors):
         pooled = tower(input_ids=ids).pooler_output
     return pooled.float().cpu()
 
@@ -100,7 +160,9 @@ def clip_pooler(encoder: PreTrainedModel, text: str) -> Tensor:
 
 def t5_sequence(encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, length: int) -> Tensor:
     """T5's last hidden state over the prompt padded (and truncated) to ``length`` tokens, ``[1, length, d]``."""
-    ids = tokenizer(plain_text(text), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    ids = tokenizer(
+        llm_text(text, "T5-XXL"), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    )
     with torch.no_grad():
         hidden = encoder(input_ids=ids.input_ids.to(encoder.device))[0]
     return hidden.float().cpu()
@@ -125,7 +187,7 @@ def qwen3_sequence(
     layer: int = QWEN_LAYER,
 ) -> Tensor:
     """``hidden_states[layer]`` at every token of the templated prompt, ``[1, n, d]`` (n ≤ ``max_length``)."""
-    ids = tokenizer(z_image_template(tokenizer, plain_text(text)), truncation=True, max_length=max_length)
+    ids = tokenizer(z_image_template(tokenizer, llm_text(text, "Qwen3")), truncation=True, max_length=max_length)
     input_ids = torch.tensor([ids.input_ids], dtype=torch.long, device=encoder.device)
     mask = torch.ones_like(input_ids, dtype=torch.bool)
     with torch.no_grad():
@@ -159,28 +221,33 @@ def encode_sd3(
     *,
     layer: int = -2,
     t5_length: int = T5_LENGTH["sd3"],
+    embeddings: NewEmbeddings | None = None,
 ) -> tuple[Tensor, Tensor]:
     """SD3 ``(prompt_embeds [1, 77·n + t5_length, W], pooled [1, pL + pG])``; ``None`` text = encoder off.
 
     A text of ``None`` (or a missing encoder) gives that encoder's zero stand-in; with ``t5xxl=None`` while
     a T5 is loaded the T5 part is left out entirely (CLIPTextEncodeSD3's ``empty_padding="none"``).
+    ``embeddings``: makes each CLIP text's embedding table (``embedding:name`` references are text without).
+    An :class:`~.embeddings.EmbeddingError` carries ``field``, the text it came from (``clip_l``/``clip_g``).
     """
     use_l = enc.clip_l is not None and clip_l is not None
     use_g = enc.clip_g is not None and clip_g is not None
-    n_chunks = max(
-        len(clip_chunks(clip_l, PAD_CLIP_L)) if use_l and clip_l is not None else 1,
-        len(clip_chunks(clip_g, PAD_OPEN_CLIP)) if use_g and clip_g is not None else 1,
-    )
+    tokenized: dict[str, tuple[list[TokenChunk], PromptEmbeddings | None]] = {}
+    for use, text, pad, key in ((use_l, clip_l, PAD_CLIP_L, "clip_l"), (use_g, clip_g, PAD_OPEN_CLIP, "clip_g")):
+        if use and text is not None:
+            table = embeddings() if embeddings is not None else None
+            with _from_field(key):
+                tokenized[key] = (clip_chunks(text, pad, embeddings=table), table)
+    n_chunks = max((len(chunks) for chunks, _ in tokenized.values()), default=1)
     parts: list[Tensor] = []
     pooled: list[Tensor] = []
-    for use, encoder, text, g, key in (
-        (use_l, enc.clip_l, clip_l, False, "clip_l"),
-        (use_g, enc.clip_g, clip_g, True, "clip_g"),
-    ):
+    for use, encoder, g, key in ((use_l, enc.clip_l, False, "clip_l"), (use_g, enc.clip_g, True, "clip_g")):
         if use:
-            assert text is not None
-            chunks = clip_chunks(text, PAD_OPEN_CLIP if g else PAD_CLIP_L, n_chunks)
-            hidden, pool = clip_sd3_part(encoder, chunks, layer, g)
+            chunks, table = tokenized[key]
+            empty = chunk_tokens([], PAD_OPEN_CLIP if g else PAD_CLIP_L)[0]
+            chunks = chunks + [empty] * (n_chunks - len(chunks))
+            with _from_field(key):
+                hidden, pool = clip_sd3_part(encoder, chunks, layer, g, table)
         else:
             width = _width(encoder, "hidden_size", ABSENT_WIDTHS[key])
             hidden = torch.zeros(1, 77 * n_chunks, width)
@@ -208,15 +275,33 @@ def encode_flux(
     t5xxl: str,
     *,
     t5_length: int = T5_LENGTH["flux"],
+    embeddings: NewEmbeddings | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """FLUX ``(prompt_embeds [1, t5_length, 4096], pooled [1, 768])``."""
-    pooled = clip_pooler(enc.clip_l, clip_l) if enc.clip_l is not None else torch.zeros(1, ABSENT_WIDTHS["clip_l"])
+    """FLUX ``(prompt_embeds [1, t5_length, 4096], pooled [1, 768])``; ``embeddings`` as for SD3."""
+    if enc.clip_l is not None:
+        table = embeddings() if embeddings is not None else None
+        with _from_field("clip_l"):
+            pooled = clip_pooler(enc.clip_l, clip_l, table)
+    else:
+        pooled = torch.zeros(1, ABSENT_WIDTHS["clip_l"])
     if enc.t5xxl is not None:
         assert t5_tokenizer is not None
         embeds = t5_sequence(enc.t5xxl, t5_tokenizer, t5xxl, t5_length)
     else:
         embeds = torch.zeros(1, t5_length, ABSENT_WIDTHS["t5xxl"])
     return embeds, pooled
+
+
+@contextmanager
+def _from_field(field: str) -> Iterator[None]:
+    """An embedding error raised in the block is marked with the prompt text (node input) it came from."""
+    from .embeddings import EmbeddingError
+
+    try:
+        yield
+    except EmbeddingError as exc:
+        exc.field = field
+        raise
 
 
 def encode_z_image(enc: FlowEncoders, qwen_tokenizer: PreTrainedTokenizerBase, text: str) -> Tensor:

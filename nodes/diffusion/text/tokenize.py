@@ -19,8 +19,8 @@ emphasis syntax, ``(embedding:name:1.2)``. When the caller passes an ``embed`` l
 becomes that embedding's vectors as tokens of their own: ids from :data:`FIRST_EMBEDDING_ID` up, which
 the encoder step (:mod:`.encode`) swaps for the vectors, the ids diffusers' ``load_textual_inversion``
 gives the tokens it adds to the vocabulary. The text around a reference is tokenized on its own, which
-is what a tokenizer that learnt the embedding's token does with it. Without a lookup (token counters, the
-flow families' T5/Qwen prompts) a reference stays ordinary text.
+is what a tokenizer that learnt the embedding's token does with it. Without a lookup (token counters) a
+reference stays ordinary text; the flow families' T5/Qwen3 text leaves it out (:mod:`.flow_encode`).
 
 Padding differs by encoder, and it matters because padded positions are part of the conditioning:
 

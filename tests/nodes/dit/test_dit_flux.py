@@ -92,10 +92,11 @@ def test_weights_become_the_parameters_without_a_copy():
     assert model.x_embedder.weight.data_ptr() == state["img_in.weight"].data_ptr()
 
 
-def test_comfy_scaled_fp8_files_get_their_own_message(tmp_path):
+def test_a_scale_for_a_layer_the_architecture_lacks_is_named(tmp_path):
+    """Scaled fp8 files load (tests/nodes/dit/test_scaled_fp8.py); a scale without its weight is left over."""
     state = tf.flux_to_original(tf.tiny_flux(seed=10))
-    state |= {"scaled_fp8": torch.zeros(2), "double_blocks.0.img_attn.qkv.scale_weight": torch.ones(1)}
-    with pytest.raises(UnusableWeightsError, match="scaled fp8"):
+    state |= {"scaled_fp8": torch.zeros(2), "double_blocks.0.img_attn.extra.scale_weight": torch.ones(())}
+    with pytest.raises(UnusableWeightsError, match=r"double_blocks\.0\.img_attn\.extra\.scale_weight"):
         flux.load(tf.write_file(tmp_path / "flux1-dev-fp8-scaled.safetensors", state))
 
 

@@ -15,7 +15,7 @@ from scripts.readme_samplers import README, marked_lists, read_lists, rewrite
 ROOT = Path(__file__).resolve().parents[3]
 
 #: ComfyUI's KSampler names (0.3.x SAMPLER_NAMES) that sdgraph does not have, each with the reason.
-NOT_YET = {"heunpp2"}  # k-diffusion's own heuristic, no published algorithm to write it from
+NOT_YET: set[str] = set()
 COMFYUI_SAMPLER_NAMES = [
     "euler",
     "euler_cfg_pp",

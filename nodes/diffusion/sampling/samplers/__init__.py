@@ -4,7 +4,7 @@ Names follow ComfyUI's ``SAMPLER_NAMES`` so saved workflows map across. Each sam
 ``D(x, σ) -> x0``, the starting sample (already at ``sigmas[0]``) and the schedule, and returns the
 sample at ``sigmas[-1]``. Samplers in :data:`STOCHASTIC_SAMPLERS` need ``noise=NoiseSource(...)``.
 
-Modules: ``karras`` (Euler, Heun, DPM-2 and ancestral forms), ``lms``, ``dpmpp`` (DPM-Solver++ 2S/2M/SDE),
+Modules: ``karras`` (Euler, Heun, Heun++, DPM-2 and ancestral forms), ``lms``, ``dpmpp`` (DPM-Solver++ 2S/2M/SDE),
 ``exponential`` (exact exponential-integrator weights: 2M-SDE-heun, 3M-SDE, SEEDS, SA-Solver),
 ``dpm_solver`` (DPM-Solver fast/adaptive), ``multistep`` (iPNDM, DEIS, gradient estimation), ``res``,
 ``er_sde``, ``unipc``, ``misc`` (DDIM, DDPM, LCM) and ``cfgpp`` (the CFG++ variants).
@@ -39,6 +39,7 @@ from .karras import (
     sample_euler,
     sample_euler_ancestral,
     sample_heun,
+    sample_heunpp2,
 )
 from .lms import sample_lms
 from .misc import sample_ddim, sample_ddpm, sample_lcm
@@ -53,6 +54,7 @@ _CPU_SAMPLERS: dict[str, SamplerFn] = {
     "euler_ancestral": sample_euler_ancestral,
     "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "heun": sample_heun,
+    "heunpp2": sample_heunpp2,
     "dpm_2": sample_dpm_2,
     "dpm_2_ancestral": sample_dpm_2_ancestral,
     "lms": sample_lms,
@@ -143,6 +145,7 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS: frozenset[str] = frozenset({"dpm_2", "dpm_2_
 #: dpm_adaptive chooses its own steps (3 calls per attempted step); 3 is its cost per accepted step.
 EVALS_PER_STEP: dict[str, int] = {name: 1 for name in SAMPLERS} | {
     "heun": 2,
+    "heunpp2": 3,  # 2 on the step before the last, 1 on the last
     "dpm_2": 2,
     "dpm_2_ancestral": 2,
     "dpm_adaptive": 3,

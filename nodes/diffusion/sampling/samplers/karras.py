@@ -90,6 +90,54 @@ def sample_heun(
     return x
 
 
+def sample_heunpp2(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: StepNoise | None = None,
+    callback: Callback | None = None,
+    process: NoiseProcess = VE,
+) -> Tensor:
+    """Heun++ ("heunpp2"; from the A1111 extension sd-webui-sampler-heunpp, carried in k-diffusion forks
+    and ComfyUI; no paper): a three-stage explicit Runge-Kutta step whose extra slopes get small weights.
+
+    For the step σ_i → σ_{i+1} (with h = σ_{i+1} − σ_i) the slopes d = (x − D)/σ are taken along Euler
+    predictions: d₁ at (x, σ_i); d₂ at x₂ = x + d₁·h, σ_{i+1}; and, when a step follows, d₃ at
+    x₃ = x₂ + d₂·(σ_{i+2} − σ_{i+1}), σ_{i+2} (the *next* step's end). The step is x + h·Σ wₖ·dₖ with
+
+    * three stages: w₂ = σ_{i+1}/(3σ₀), w₃ = σ_{i+2}/(3σ₀), w₁ = 1 − w₂ − w₃;
+    * two stages (the step before the last, where σ_{i+2} is the schedule's end): w₂ = σ_{i+1}/(2σ₀),
+      w₁ = 1 − w₂ — Heun's average when σ_{i+1} = σ₀, leaning on d₁ more as σ falls;
+    * one stage on the last step: Euler (a slope at the end σ, usually 0, cannot be evaluated).
+
+    σ₀ is the first σ of the given schedule. The weights sum to 1, so the method is consistent, but they
+    are not the ones that cancel the h² error term (w₂ = ½ for two stages), so it converges at first
+    order, like Euler, with a smaller constant early in the schedule where the later slopes weigh most.
+    """
+    s = sigma_list(sigmas)
+    n = len(s) - 1
+    end = s[-1]
+    for i in range(n):
+        denoised = call(denoiser, x, s[i])
+        d = to_d(x, denoised, s[i])
+        h = s[i + 1] - s[i]
+        if s[i + 1] != end:
+            x_2 = x + d * h
+            d_2 = to_d(x_2, call(denoiser, x_2, s[i + 1]), s[i + 1])
+            if s[i + 2] == end:
+                w_2 = s[i + 1] / (2.0 * s[0])
+                d = d * (1.0 - w_2) + d_2 * w_2
+            else:
+                x_3 = x_2 + d_2 * (s[i + 2] - s[i + 1])
+                d_3 = to_d(x_3, call(denoiser, x_3, s[i + 2]), s[i + 2])
+                w_2, w_3 = s[i + 1] / (3.0 * s[0]), s[i + 2] / (3.0 * s[0])
+                d = d * (1.0 - w_2 - w_3) + d_2 * w_2 + d_3 * w_3
+        x = x + d * h
+        report(callback, i, n, x, s[i], s[i + 1], denoised)
+    return x
+
+
 def _dpm2_step(denoiser: Denoiser, x: Tensor, d: Tensor, sigma: float, sigma_to: float) -> Tensor:
     """Midpoint step σ → σ_to evaluating the slope at the geometric mean of the two sigmas."""
     if sigma_to == 0.0:
