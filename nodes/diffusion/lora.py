@@ -732,11 +732,11 @@ def _problems(label: str, layers: Sequence[AnyLayer], found: _Found) -> list[str
     n = len(layers)
     if found.missing:
         msg = f"{len(found.missing)} of {n} {label} layers are not in the model (first: {found.missing[0].key})"
-        if len(found.missing) == n and label in ("UNet", "transformer"):
+        if 2 * len(found.missing) > n and label in ("UNet", "transformer"):  # mostly foreign: say whose
             from nodes.diffusion.lora_keys_flow import lora_kind_guess
 
             kind = lora_kind_guess([ly.path for ly in layers])
-            msg += f": they are the layers of {kind}" if kind else ""
+            msg += f"; the file's layers are those of {kind}" if kind else ""
         out.append(msg)
     if found.misfit:
         out.append(f"{len(found.misfit)} of {n} {label} layers have other shapes (first: {found.misfit[0]})")

@@ -216,7 +216,10 @@ def test_a_lora_on_a_flux_model_is_one_clear_message(flow_models: Path, tmp_path
     assert result.status == "failed" and result.error.node_id == lora and result.error.input == "lora_name"
     message = str(result.error)
     assert "'some_lora.safetensors' does not fit this flux model" in message
-    assert "are the layers of a Stable Diffusion 1.x/2.x/XL UNet" in message and "lora_unet_down_blocks_0" in message
+    assert (
+        "the file's layers are those of a Stable Diffusion 1.x/2.x/XL UNet" in message
+        and "lora_unet_down_blocks_0" in message
+    )
 
 
 def test_text_encoders_are_freed_when_the_budget_needs_room_and_come_back(flow_models: Path) -> None:
