@@ -671,10 +671,8 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     in the weight's shape (the weight itself is not copied). With a DoRA magnitude the strength moves
     from the update to the DoRA blend (ΔW is used at strength 1 inside the norm, as LyCORIS defines it).
     """
-    weight = module.weight
-    device = weight.device
-    store = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else None
-    store = store or torch.float32
+    shape, dtype, device = _weight_meta(module)
+    store = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else torch.float32
     down = up = delta = bias = None
     if isinstance(layer, LoraLayer):
         fitted = _fit(module, layer.down, layer.up)
@@ -687,9 +685,9 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     else:
         raw = layer.delta()
         if raw is not None:
-            if raw.shape[0] != weight.shape[0] or raw.numel() != weight.numel():
+            if raw.shape[0] != shape[0] or raw.numel() != shape.numel():
                 return None
-            delta = raw.reshape(weight.shape).to(device=device, dtype=store)
+            delta = raw.reshape(shape).to(device=device, dtype=store)
         if layer.bias is not None:
             if module.bias is None or layer.bias.numel() != module.bias.numel():
                 return None
@@ -698,12 +696,26 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     file_scale = layer.scale if isinstance(layer, LoraLayer) else 1.0
     if layer.dora_scale is None:
         return WeightPatch(module, down, up, file_scale * strength, delta=delta, delta_bias=bias)
-    g = _dora_factor(weight, dense, layer.dora_scale)
+    g = _dora_factor(module.weight, dense, layer.dora_scale)
     if g is None:
         return None
     return WeightPatch(
         module, down, up, file_scale, delta=delta, delta_bias=bias, dora=g.to(device), dora_strength=strength
     )
+
+
+def _weight_meta(module: torch.nn.Module) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """Shape, dtype and device of a layer's weight without reading it: a GGUF layer's ``weight`` is
+    dequantized on each access (:class:`nodes.diffusion.gguf.GGUFLinear`), its quantized bytes are not."""
+    from nodes.diffusion.gguf import GGUFLinear
+
+    if isinstance(module, GGUFLinear):
+        hint, qweight = module.dtype_hint, module.qweight
+        assert isinstance(hint, Tensor) and isinstance(qweight, Tensor)
+        return torch.Size((module.out_features, module.in_features)), hint.dtype, qweight.device
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    return weight.shape, weight.dtype, weight.device
 
 
 def _dora_factor(weight: Tensor, dense: Tensor | None, magnitude: Tensor) -> Tensor | None:

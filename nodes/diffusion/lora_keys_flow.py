@@ -70,7 +70,18 @@ def _layout_rules(network: Any) -> list[Any]:
 
 
 def _is_layer(module: torch.nn.Module) -> bool:
-    return isinstance(module, torch.nn.Linear | torch.nn.Conv2d)
+    """A layer a LoRA can hook: Linear, Conv2d, or a GGUF file's quantized linear (same call, same sizes)."""
+    from nodes.diffusion.gguf import GGUFLinear
+
+    return isinstance(module, torch.nn.Linear | torch.nn.Conv2d | GGUFLinear)
+
+
+def _rows(module: torch.nn.Module) -> int:
+    if isinstance(module, torch.nn.Conv2d):
+        return int(module.out_channels)
+    out = module.out_features
+    assert isinstance(out, int)
+    return out
 
 
 def flow_layer_table(network: torch.nn.Module) -> dict[str, list[RowSlice]]:
@@ -81,15 +92,14 @@ def flow_layer_table(network: torch.nn.Module) -> dict[str, list[RowSlice]]:
     modules = dict(network.named_modules())
     for name, module in modules.items():
         if _is_layer(module):
-            rows = int(module.weight.shape[0])
-            table[name.replace(".", "_")] = [RowSlice(name, module, 0, rows)]
+            table[name.replace(".", "_")] = [RowSlice(name, module, 0, _rows(module))]
     for rule in _layout_rules(network):
         if not rule.source.endswith(".weight") or not all(t.endswith(".weight") for t in rule.targets):
             continue
         targets = [modules.get(t.removesuffix(".weight")) for t in rule.targets]
         if not all(m is not None and _is_layer(m) for m in targets):
             continue
-        sizes = rule.split or (int(targets[0].weight.shape[0]),)  # type: ignore[union-attr]
+        sizes = rule.split or (_rows(targets[0]),)  # type: ignore[arg-type]
         slices, start = [], 0
         for target, module, size in zip(rule.targets, targets, sizes, strict=True):
             assert module is not None

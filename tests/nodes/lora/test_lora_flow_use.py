@@ -220,3 +220,27 @@ def test_flux_lora_on_sd1_and_sd3_models_is_refused(sd1_model: DiffusionModel, s
         match=r"2 of 2 transformer layers are not in the model.*those of a Stable Diffusion 1.x/2.x/XL UNet",
     ):
         apply_lora(fs.flow_model(network, "flux"), None, load_lora(sd1_path), 1.0, 0.0)
+
+
+def test_lora_on_a_gguf_flux_equals_lora_on_its_dequantized_weights(tmp_path: Path) -> None:
+    """A GGUF transformer's quantized linears take the same hooks (no weight is dequantized to apply them):
+    the LoRA'd Q8_0 model computes what the LoRA'd network built from its dequantized weights computes."""
+    from nodes.diffusion.dit.loading import load_transformer
+    from nodes.diffusion.gguf import GGUFLinear
+    from tests.support.gguf_files import write_gguf
+
+    reference = tf.tiny_flux(seed=4)
+    path, dequantized = write_gguf(tmp_path / "tiny_flux-Q8_0.gguf", tf.flux_to_original(reference), "Q8_0")
+    quantized = load_transformer(path, dtype=torch.float32).network
+    exact = load_transformer(tf.write_file(tmp_path / "dequantized.safetensors", dequantized), dtype=torch.float32)
+    assert any(isinstance(m, GGUFLinear) for m in quantized.modules())
+    lora = fs.original_lora(reference, fs.flux_original(reference), seed=80, style="kohya")
+    file = load_lora(fs.save(tmp_path / "flux.safetensors", lora.tensors))
+    inputs = tf.example_inputs(reference, seed=10)
+    outs = []
+    for network in (quantized, exact.network):
+        model, _ = apply_lora(fs.flow_model(network, "flux"), None, file, 0.5, 0.0)
+        outs.append((fs.output(model, inputs), tf.forward(network, inputs)))
+    print(f"GGUF Q8_0 with LoRA vs dequantized with LoRA: max diff {fs.max_diff(outs[0][0], outs[1][0]):.2e}")
+    assert fs.max_diff(outs[0][0], outs[1][0]) <= 1e-5
+    assert fs.max_diff(outs[0][0], outs[0][1]) > 1e-2
