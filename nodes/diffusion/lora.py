@@ -292,6 +292,7 @@ _PREFIXES: tuple[tuple[str, str, bool], ...] = (
     ("text_encoders.clip_l.transformer.", TEXT_ENCODER, True),  # ComfyUI's names in flow LoRAs
     ("text_encoders.clip_g.transformer.", TEXT_ENCODER_2, True),
     ("text_encoders.t5xxl.transformer.", TEXT_ENCODER_3, True),
+    ("text_encoders.qwen3_4b.transformer.", TEXT_ENCODER, True),  # Z-Image's only encoder
     ("model.diffusion_model.", UNET, True),
     ("diffusion_model.", UNET, True),
 )

@@ -244,3 +244,29 @@ def test_lora_on_a_gguf_flux_equals_lora_on_its_dequantized_weights(tmp_path: Pa
     print(f"GGUF Q8_0 with LoRA vs dequantized with LoRA: max diff {fs.max_diff(outs[0][0], outs[1][0]):.2e}")
     assert fs.max_diff(outs[0][0], outs[1][0]) <= 1e-5
     assert fs.max_diff(outs[0][0], outs[0][1]) > 1e-2
+
+
+def test_z_image_qwen3_lora(tmp_path: Path) -> None:
+    """Z-Image's Qwen3 text encoder under ComfyUI's ``text_encoders.qwen3_4b.transformer.model.`` names and
+    diffusers' ``text_encoder.`` (the Qwen3Model's own names) equals merged weights."""
+    from nodes.diffusion.text.encoder_files import QWEN3
+    from tests.support.tiny_text import tiny_encoder
+
+    qwen = tiny_encoder(QWEN3, seed=100)
+    w = LoraWriter(seed=101)
+    q = _module(qwen, "layers.0.self_attn.q_proj")
+    down = _module(qwen, "layers.1.mlp.down_proj")
+    comfy = f"text_encoders.qwen3_4b.transformer.model.{q}"
+    planned = [
+        w.pair(qwen, q, f"{comfy}.lora_down.weight", f"{comfy}.lora_up.weight", alpha=2.0, alpha_key=f"{comfy}.alpha"),
+        w.pair(qwen, down, f"text_encoder.{down}.lora_A.weight", f"text_encoder.{down}.lora_B.weight"),
+    ]
+    lora = load_lora(w.save(tmp_path / "z_te.safetensors"))
+    base = FlowClip("z_image", FlowEncoders(qwen3=qwen))
+    _, patched = apply_lora(fs.flow_model(tf.tiny_z_image(seed=3), "z_image"), base, lora, 0.0, 0.8)
+    (got,) = patched.encode(PROMPT)
+    (want,) = FlowClip("z_image", FlowEncoders(qwen3=merged(qwen, planned, 0.8))).encode(PROMPT)
+    (before,) = base.encode(PROMPT)
+    print(f"Z-Image Qwen3: max diff {fs.max_diff(got.embeds, want.embeds):.2e}")
+    assert fs.max_diff(got.embeds, want.embeds) <= fs.TOL
+    assert fs.max_diff(got.embeds, before.embeds) > 1e-3
