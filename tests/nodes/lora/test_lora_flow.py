@@ -68,6 +68,32 @@ def test_peft_lora_in_diffusers_keys(family: str, network: Any, prefix: str, tmp
     _check(family, network, ours, ours, tmp_path)
 
 
+def test_kohya_spelled_diffusers_names(tmp_path: Path) -> None:
+    """``lora_transformer_<diffusers module with _>.lora_down/up`` (a mix some FLUX trainers write) is the
+    peft LoRA under other names: the oracle loads the peft file."""
+    network = BUILDERS["flux"]()
+    state = fs.peft_lora(network, seed=16)
+    roles = {".lora_A.weight": ".lora_down.weight", ".lora_B.weight": ".lora_up.weight"}
+    mixed = {}
+    for key, tensor in state.items():
+        suffix = next(s for s in roles if key.endswith(s))
+        mixed["lora_transformer_" + key.removesuffix(suffix).replace(".", "_") + roles[suffix]] = tensor
+    ours = fs.save(tmp_path / "mixed.safetensors", mixed)
+    oracle = fs.save(tmp_path / "peft.safetensors", {f"transformer.{k}": v for k, v in state.items()})
+    _check("flux", network, ours, oracle, tmp_path)
+
+
+def test_unreadable_keys_of_a_flux_lora_are_named_with_their_count(tmp_path: Path) -> None:
+    """An XLabs-style file (``double_blocks.0.processor.proj_lora1.down.weight``) is not read; the refusal
+    counts the keys and shows the first ones instead of applying part of the file."""
+    from nodes.diffusion.lora import LoraFormatError
+
+    keys = [f"double_blocks.{i}.processor.proj_lora{j}.{r}.weight" for i in range(2) for j in (1, 2) for r in "du"]
+    path = fs.save(tmp_path / "xlabs.safetensors", {k: torch.ones(2, 2) for k in keys})
+    with pytest.raises(LoraFormatError, match=r"'xlabs.safetensors'.*8 key\(s\).*double_blocks.0.processor.proj_lora1"):
+        load_lora(path)
+
+
 @pytest.mark.parametrize("style", ["kohya", "comfy"])
 def test_lora_on_original_module_names(family: str, network: Any, style: str, tmp_path: Path) -> None:
     """kohya ``lora_unet_double_blocks_0_img_attn_qkv`` / ComfyUI ``diffusion_model.single_blocks.0.linear1``
