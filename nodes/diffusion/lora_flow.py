@@ -40,12 +40,12 @@ from nodes.diffusion.lora import (
 )
 from nodes.diffusion.lora_keys_flow import FLOW_TEXT_ROLES, RowSlice, flow_layer_table
 from nodes.diffusion.model import WeightPatch, patches_applied
+from nodes.diffusion.text.encoder_files import ROLE_NAMES
 from nodes.diffusion.text_encoders import FlowClip
 
 __all__ = ["PatchedFlowClip", "apply_to_flow_clip", "text_layers_by_role", "transformer_patches"]
 
 log = logging.getLogger(__name__)
-_ROLE_LABELS = {"clip_l": "CLIP-L", "clip_g": "CLIP-G", "t5xxl": "T5-XXL", "qwen3": "Qwen3"}
 
 
 def transformer_patches(
@@ -158,15 +158,15 @@ def apply_to_flow_clip(
     encoders = clip.encoders
     used: dict[str, Sequence[AnyLayer]] = {}
     for role, group in by_role.items():
-        label = f"{_ROLE_LABELS[role]} text encoder"
+        label = f"{ROLE_NAMES[role]} text encoder"
         module = getattr(encoders, role)
         if module is None:
             log.warning(
                 "lora %r: %d %s layers not used, this CLIP has no %s (first: %s)",
                 file_name,
                 len(group),
-                _ROLE_LABELS[role],
-                _ROLE_LABELS[role],
+                ROLE_NAMES[role],
+                ROLE_NAMES[role],
                 group[0].key,
             )
             continue
