@@ -27,6 +27,13 @@ File formats read by :func:`load_lora` (``.safetensors`` only; pickles can run c
   ``text_encoder.``, ``text_encoder_2.``; an optional ``<module path>.alpha``. Also LDM paths under
   ``diffusion_model.`` (as ComfyUI saves them).
 
+* **Flow families** (SD3/3.5, FLUX.1, Z-Image): diffusers/peft ``transformer.<module>.lora_A/B`` (and
+  ``lora_transformer_<module>``), kohya ``lora_unet_<original module>`` (``double_blocks_0_img_attn_qkv``,
+  ``single_blocks_0_linear1``, ``joint_blocks_0_x_block_attn_qkv``) and ComfyUI/BFL
+  ``diffusion_model.<original module>``; text encoders ``text_encoder(_2/_3).``, ``lora_te1/2/3_`` and
+  ``text_encoders.clip_l/clip_g/t5xxl.transformer.``. Where a key lands, fused original layers included,
+  is :mod:`nodes.diffusion.lora_keys_flow`; applying them, :mod:`nodes.diffusion.lora_flow`.
+
 Scale is ``alpha / rank`` when the file gives an alpha, else 1 (peft keeps alpha in a JSON config that
 single-file LoRAs do not carry, and diffusers then uses alpha = rank).
 
@@ -41,10 +48,10 @@ single-file LoRAs do not carry, and diffusers then uses alpha = rank).
 
 Not supported (the file is refused with the offending keys named, unless ``strict=False``, which skips
 them and lists them in :attr:`LoraFile.ignored`): OFT/BOFT, GLoRA, (IA)³, peft's
-``lora_magnitude_vector`` DoRA, norm-layer diffs, embeddings bundled into a LoRA, and LoRAs for other
-architectures (SD3/Flux ``transformer.…``). Keys that name a layer the model lacks or a layer of another
-shape are not skipped either: :func:`apply_lora` raises :class:`LoraMismatchError`, because a LoRA that
-only partly fits was made for a different model and would silently do something else than intended.
+``lora_magnitude_vector`` DoRA, norm-layer diffs and embeddings bundled into a LoRA. Keys that name a
+layer the model lacks or a layer of another shape are not skipped either: :func:`apply_lora` raises
+:class:`LoraMismatchError`, because a LoRA that only partly fits was made for a different model and
+would silently do something else than intended.
 """
 
 from __future__ import annotations
@@ -58,7 +65,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nodes import families
 from nodes.diffusion.clip import ClipModel
 from nodes.diffusion.conditioning import Conditioning
 from nodes.diffusion.errors import CorruptCheckpointError, ModelError, ModelNotFoundError
@@ -109,7 +115,8 @@ class LoraMismatchError(ModelError):
 
 UNET = "unet"
 TEXT_ENCODER = "text_encoder"  # SD1/SD2's only encoder, SDXL's CLIP-L
-TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's and the refiner's OpenCLIP bigG
+TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's and the refiner's OpenCLIP bigG; SD3's CLIP-G, FLUX's T5
+TEXT_ENCODER_3 = "text_encoder_3"  # SD3's T5 (kohya ``lora_te3_``, also FLUX's T5 there)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,10 +281,18 @@ _PREFIXES: tuple[tuple[str, str, bool], ...] = (
     ("lora_unet_", UNET, False),
     ("lora_te1_", TEXT_ENCODER, False),
     ("lora_te2_", TEXT_ENCODER_2, False),
+    ("lora_te3_", TEXT_ENCODER_3, False),
     ("lora_te_", TEXT_ENCODER, False),
+    ("lora_transformer_", UNET, False),  # diffusers names of a flow transformer, kohya-spelled
     ("unet.", UNET, True),
+    ("transformer.", UNET, True),  # diffusers / peft, flow families
     ("text_encoder.", TEXT_ENCODER, True),
     ("text_encoder_2.", TEXT_ENCODER_2, True),
+    ("text_encoder_3.", TEXT_ENCODER_3, True),
+    ("text_encoders.clip_l.transformer.", TEXT_ENCODER, True),  # ComfyUI's names in flow LoRAs
+    ("text_encoders.clip_g.transformer.", TEXT_ENCODER_2, True),
+    ("text_encoders.t5xxl.transformer.", TEXT_ENCODER_3, True),
+    ("text_encoders.qwen3_4b.transformer.", TEXT_ENCODER, True),  # Z-Image's only encoder
     ("model.diffusion_model.", UNET, True),
     ("diffusion_model.", UNET, True),
 )
@@ -307,8 +322,6 @@ _UNSUPPORTED_KINDS: tuple[tuple[str, str], ...] = (
     (".a2.weight", "GLoRA"),
     (".b1.weight", "GLoRA"),
     ("lora_embedding_", "embedding LoRA"),
-    ("transformer.", "a LoRA for an SD3/Flux-style transformer"),
-    ("lora_transformer_", "a LoRA for an SD3/Flux-style transformer"),
 )
 
 
@@ -460,7 +473,7 @@ def _describe_unknown(keys: Sequence[str], has_layers: bool) -> str:
     msg = f"{len(keys)} key(s) are not plain LoRA weights: {shown}"
     if kinds:
         msg += f". They look like {' / '.join(kinds)}, which is not supported"
-        msg += " (LoRA, LoCon, LoHa, LoKr, DoRA and full diffs for SD1/SD2/SDXL are)"
+        msg += " (LoRA, LoCon, LoHa, LoKr, DoRA and full diffs for SD1/SD2/SDXL, SD3, FLUX.1 and Z-Image are)"
     if has_layers:
         msg += ". Load it with strict=False to use only its plain LoRA layers"
     return msg
@@ -509,25 +522,21 @@ class PatchedClip(ClipModel):
 
 def apply_lora(
     model: DiffusionModel,
-    clip: ClipModel | None,
+    clip: Any,
     lora: LoraFile,
     strength_model: float,
     strength_clip: float,
-) -> tuple[DiffusionModel, ClipModel | None]:
+) -> tuple[DiffusionModel, Any]:
     """LoraLoader: new MODEL and CLIP handles carrying ``lora`` at the given strengths.
 
-    A strength of 0 returns that input itself (nothing is checked or hooked). ``clip`` may be ``None``
-    (model-only LoRA loading); the file's text-encoder layers are then not used. Every layer of the parts
-    being patched must exist in the model with the LoRA's shapes, else :class:`LoraMismatchError` lists
-    what did not fit — a LoRA for SDXL on an SD1 model, say, fails here instead of producing noise.
+    ``clip`` is a :class:`ClipModel` (SD families), a ``FlowClip`` (SD3, FLUX, Z-Image) or ``None``
+    (model-only LoRA loading; the file's text-encoder layers are then not used). A strength of 0 returns
+    that input itself (nothing is checked or hooked). Every layer of the parts being patched must exist
+    in the model with the LoRA's shapes, else :class:`LoraMismatchError` lists what did not fit — a LoRA
+    for SDXL on an SD1 model, or for SD1 on FLUX, fails here instead of producing noise.
     """
-    clip_family = getattr(clip, "family", "")
-    clip_is_flow = clip_family in families.names() and families.get(clip_family).denoiser_loader is not None
-    if (strength_model and model.is_transformer) or (strength_clip and clip_is_flow):
-        raise ModelError(
-            f"lora {Path(lora.path).name!r}: LoRAs for {model.family} models are not supported yet (sdgraph "
-            "applies LoRAs to SD 1.x, SD 2.x and SDXL models and their text encoders); remove the LoRA loader"
-        )
+    from nodes.diffusion.text_encoders import FlowClip
+
     model_layers = [ly for ly in lora.layers if ly.target == UNET] if strength_model else []
     clip_layers = [ly for ly in lora.layers if ly.target != UNET] if strength_clip and clip is not None else []
     if clip is None and strength_model and not model_layers:
@@ -540,32 +549,49 @@ def apply_lora(
     problems: list[str] = []
     model_patches: list[WeightPatch] = []
     if model_layers:
-        modules = _unet_modules(model.unet)
-        model_patches, found = _patches_for(model_layers, modules, float(strength_model))
-        problems += _problems("UNet", model_layers, found)
-    clip_patches: list[WeightPatch] = []
-    if clip_layers:
-        assert clip is not None
-        slots = _encoder_slots(clip.family)
-        for target in (TEXT_ENCODER, TEXT_ENCODER_2):
-            layers = [ly for ly in clip_layers if ly.target == target]
-            label = "text encoder" if target == TEXT_ENCODER else "text encoder 2"
-            if not layers:
-                continue
-            if target not in slots:
-                problems.append(f"its {len(layers)} {label} layers have no {label} in a {clip.family} CLIP")
-                continue
-            modules = _text_modules(clip.text_encoders[slots.index(target)])
-            patches, found = _patches_for(layers, modules, float(strength_clip))
-            clip_patches += patches
-            problems += _problems(label, layers, found)
+        if model.is_transformer:
+            from nodes.diffusion.lora_flow import transformer_patches
+
+            model_patches, found = transformer_patches(model.unet, model_layers, float(strength_model))
+            problems += _problems("transformer", model_layers, found)
+        else:
+            model_patches, found = _patches_for(model_layers, _unet_modules(model.unet), float(strength_model))
+            problems += _problems("UNet", model_layers, found)
+    new_clip = clip
+    if clip_layers and isinstance(clip, FlowClip):
+        from nodes.diffusion.lora_flow import apply_to_flow_clip
+
+        new_clip, clip_problems = apply_to_flow_clip(clip, clip_layers, float(strength_clip), lora.name)
+        problems += clip_problems
+    elif clip_layers:
+        clip_patches, clip_problems = _clip_patches(clip, clip_layers, float(strength_clip))
+        problems += clip_problems
+        new_clip = PatchedClip(clip, clip_patches) if clip_patches else clip
     if problems:
         family = model.family if model_layers or clip is None else clip.family
         raise LoraMismatchError(lora.path, family, problems, lora.trained_for)
 
     new_model = model.with_patches(model_patches) if model_patches else model
-    new_clip = PatchedClip(clip, clip_patches) if clip is not None and clip_patches else clip
     return new_model, new_clip
+
+
+def _clip_patches(clip: ClipModel, layers: Sequence[AnyLayer], strength: float) -> tuple[list[WeightPatch], list[str]]:
+    """The hooks for an SD-family CLIP's encoders, and what did not fit."""
+    slots = _encoder_slots(clip.family)
+    patches: list[WeightPatch] = []
+    problems: list[str] = []
+    for target in (TEXT_ENCODER, TEXT_ENCODER_2, TEXT_ENCODER_3):
+        group = [ly for ly in layers if ly.target == target]
+        label = "text encoder" if target == TEXT_ENCODER else f"text encoder {target[-1]}"
+        if not group:
+            continue
+        if target not in slots:
+            problems.append(f"its {len(group)} {label} layers have no {label} in a {clip.family} CLIP")
+            continue
+        found_patches, found = _patches_for(group, _text_modules(clip.text_encoders[slots.index(target)]), strength)
+        patches += found_patches
+        problems += _problems(label, group, found)
+    return patches, problems
 
 
 def _encoder_slots(family: str) -> list[str]:
@@ -646,10 +672,8 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     in the weight's shape (the weight itself is not copied). With a DoRA magnitude the strength moves
     from the update to the DoRA blend (ΔW is used at strength 1 inside the norm, as LyCORIS defines it).
     """
-    weight = module.weight
-    device = weight.device
-    store = weight.dtype if weight.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else None
-    store = store or torch.float32
+    shape, dtype, device = _weight_meta(module)
+    store = dtype if dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) else torch.float32
     down = up = delta = bias = None
     if isinstance(layer, LoraLayer):
         fitted = _fit(module, layer.down, layer.up)
@@ -662,9 +686,9 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     else:
         raw = layer.delta()
         if raw is not None:
-            if raw.shape[0] != weight.shape[0] or raw.numel() != weight.numel():
+            if raw.shape[0] != shape[0] or raw.numel() != shape.numel():
                 return None
-            delta = raw.reshape(weight.shape).to(device=device, dtype=store)
+            delta = raw.reshape(shape).to(device=device, dtype=store)
         if layer.bias is not None:
             if module.bias is None or layer.bias.numel() != module.bias.numel():
                 return None
@@ -673,12 +697,26 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
     file_scale = layer.scale if isinstance(layer, LoraLayer) else 1.0
     if layer.dora_scale is None:
         return WeightPatch(module, down, up, file_scale * strength, delta=delta, delta_bias=bias)
-    g = _dora_factor(weight, dense, layer.dora_scale)
+    g = _dora_factor(module.weight, dense, layer.dora_scale)
     if g is None:
         return None
     return WeightPatch(
         module, down, up, file_scale, delta=delta, delta_bias=bias, dora=g.to(device), dora_strength=strength
     )
+
+
+def _weight_meta(module: torch.nn.Module) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """Shape, dtype and device of a layer's weight without reading it: a GGUF layer's ``weight`` is
+    dequantized on each access (:class:`nodes.diffusion.gguf.GGUFLinear`), its quantized bytes are not."""
+    from nodes.diffusion.gguf import GGUFLinear
+
+    if isinstance(module, GGUFLinear):
+        hint, qweight = module.dtype_hint, module.qweight
+        assert isinstance(hint, Tensor) and isinstance(qweight, Tensor)
+        return torch.Size((module.out_features, module.in_features)), hint.dtype, qweight.device
+    weight = module.weight
+    assert isinstance(weight, Tensor)
+    return weight.shape, weight.dtype, weight.device
 
 
 def _dora_factor(weight: Tensor, dense: Tensor | None, magnitude: Tensor) -> Tensor | None:
@@ -706,7 +744,13 @@ def _problems(label: str, layers: Sequence[AnyLayer], found: _Found) -> list[str
     out = []
     n = len(layers)
     if found.missing:
-        out.append(f"{len(found.missing)} of {n} {label} layers are not in the model (first: {found.missing[0].key})")
+        msg = f"{len(found.missing)} of {n} {label} layers are not in the model (first: {found.missing[0].key})"
+        if 2 * len(found.missing) > n and label in ("UNet", "transformer"):  # mostly foreign: say whose
+            from nodes.diffusion.lora_keys_flow import lora_kind_guess
+
+            kind = lora_kind_guess([ly.path for ly in layers])
+            msg += f"; the file's layers are those of {kind}" if kind else ""
+        out.append(msg)
     if found.misfit:
         out.append(f"{len(found.misfit)} of {n} {label} layers have other shapes (first: {found.misfit[0]})")
     return out

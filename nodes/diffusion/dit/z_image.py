@@ -164,6 +164,11 @@ def _rules(config: Mapping[str, Any]) -> list[Rule]:
     return rules
 
 
+#: The rules by their public name: LoRA keys in the original layout are mapped with them
+#: (:mod:`nodes.diffusion.lora_keys_flow`).
+layout_rules = _rules
+
+
 def convert_state_dict(
     sd: Mapping[str, torch.Tensor], config: Mapping[str, Any], *, source: str | Path = "?"
 ) -> dict[str, torch.Tensor]:

@@ -187,7 +187,8 @@ def test_flux_timeline_frames_preview_and_decode_with_the_family_latent_format(
 
 
 def test_a_lora_on_a_flux_model_is_one_clear_message(flow_models: Path, tmp_path: Path) -> None:
-    """LoRAs for the transformer families are not supported yet: the loader says so by node and input."""
+    """A LoRA for an SD1 UNet on a FLUX model is refused by node and input, naming the file, the model and
+    what the LoRA was made for (the other direction: ``tests/nodes/lora/test_lora_flow_use.py``)."""
     from tests.nodes.lora.lora_support import LoraWriter
     from tests.support.tiny_sd import build_tiny_models
 
@@ -213,7 +214,12 @@ def test_a_lora_on_a_flux_model_is_one_clear_message(flow_models: Path, tmp_path
     g.add_link(clip, "CLIP", lora, "clip", "CLIP")
     result = Executor(builtin_registry(), output_dir=tmp_path).run(g, targets=[lora])
     assert result.status == "failed" and result.error.node_id == lora and result.error.input == "lora_name"
-    assert "LoRAs for flux models are not supported yet" in str(result.error)
+    message = str(result.error)
+    assert "'some_lora.safetensors' does not fit this flux model" in message
+    assert (
+        "the file's layers are those of a Stable Diffusion 1.x/2.x/XL UNet" in message
+        and "lora_unet_down_blocks_0" in message
+    )
 
 
 def test_text_encoders_are_freed_when_the_budget_needs_room_and_come_back(flow_models: Path) -> None:

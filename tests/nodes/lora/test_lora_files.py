@@ -47,7 +47,6 @@ def test_alpha_and_metadata_read(sd1: TinyModels, tmp_path: Path) -> None:
         (["lora_unet_conv_in.a1.weight", "lora_unet_conv_in.a2.weight", "lora_unet_conv_in.b1.weight"], "GLoRA"),
         (["lora_unet_conv_in.oft_blocks", "lora_unet_conv_in.alpha"], "OFT"),
         (["lora_unet_conv_in.weight", "lora_unet_conv_in.on_input"], "IA"),
-        (["transformer.single_blocks.0.linear1.lora_A.weight", "transformer.x.lora_B.weight"], "SD3/Flux"),
     ],
 )
 def test_unsupported_adapters_named(tmp_path: Path, keys: list[str], kind: str) -> None:
