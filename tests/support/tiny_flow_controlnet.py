@@ -74,3 +74,47 @@ def write_folder(net: Any, folder: Path) -> Path:
     diffusers.utils.logging.set_verbosity_error()
     net.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def tiny_sd35_large_controlnet(*, seed: int = 0, scale: float = 0.1) -> Any:
+    """An SD3.5-Large-style ControlNet for the tiny SD3 (64 wide): plain blocks without text, no patch
+    embedder of its own, the pooled vector not zeroed. Its head is the public 64 wide (one head), as the
+    loader assumes for files without q/k norms."""
+    from diffusers import SD3ControlNetModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SD3ControlNetModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=64,
+            num_attention_heads=1,
+            joint_attention_dim=None,
+            caption_projection_dim=64,
+            pooled_projection_dim=160,
+            pos_embed_max_size=None,
+            pos_embed_type=None,
+            use_pos_embed=False,
+            force_zeros_for_pooled_projection=False,
+        )
+    return _noised(net, seed, scale)
+
+
+def sd35_controlnet_to_original(net: Any) -> dict[str, torch.Tensor]:
+    """Stability's layout of the SD3.5 Large ControlNets, written from the module tree: per block a fused
+    ``attn.qkv``, ``attn.proj``, ``mlp.fc1``/``fc2`` and ``adaLN_modulation.1``; the rest as diffusers names it."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in net.state_dict().items():
+        if not name.startswith("transformer_blocks."):
+            out[name] = tensor
+    for i, block in enumerate(net.transformer_blocks):
+        b, attn = f"transformer_blocks.{i}.", block.attn
+        for param in ("weight", "bias"):
+            out[f"{b}attn.qkv.{param}"] = torch.cat([getattr(m, param) for m in (attn.to_q, attn.to_k, attn.to_v)])
+            out[f"{b}attn.proj.{param}"] = getattr(attn.to_out[0], param)
+            out[f"{b}mlp.fc1.{param}"] = getattr(block.ff.net[0].proj, param)
+            out[f"{b}mlp.fc2.{param}"] = getattr(block.ff.net[2], param)
+            out[f"{b}adaLN_modulation.1.{param}"] = getattr(block.norm1.linear, param)
+    return {k: v.detach().clone() for k, v in out.items()}

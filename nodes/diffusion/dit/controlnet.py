@@ -209,8 +209,10 @@ def sd3_residuals(
     for hint, entries in active:
         rows = batch_rows(entries, per).to(hidden.device)
         net = _net_on(hint, hidden.device)
-        if net.pos_embed is None:  # SD3.5 Large's ControlNets share the transformer's patch embedder
+        if not net.config.use_pos_embed and getattr(net, "_sdgraph_pos_embed_of", None) != id(model.unet):
+            # SD3.5 Large's ControlNets use the transformer's patch embedder (as diffusers' pipeline arranges)
             net.pos_embed = net._get_pos_embed_from_transformer(model.unet).to(hidden.device, hidden.dtype)
+            net._sdgraph_pos_embed_of = id(model.unet)
         zeros = bool(net.config.force_zeros_for_pooled_projection)
         shift = 0.0 if zeros else model.latent_shift
         h, w = hidden.shape[-2:]

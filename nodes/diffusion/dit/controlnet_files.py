@@ -7,13 +7,15 @@ Layouts people download, and what happens to each:
   (``transformer_blocks.N.attn.to_q``, ``controlnet_blocks.N``, ``controlnet_x_embedder`` for FLUX,
   ``pos_embed_input`` for SD3) with no config: the architecture is read from the shapes as for the
   transformers (width from the embedders, head size from the q/k norm scale, depth from the block count);
+* Stability's SD3.5 Large ControlNets (``sd3.5_large_controlnet_canny.safetensors`` …): plain blocks with
+  no text context, their original names (fused ``attn.qkv``, ``mlp.fc1``) renamed by :func:`sai_to_diffusers`;
+  they have no q/k norms, so the head size is the public 64 (SD3.5 Large: 38 heads of 64), and no patch
+  embedder of their own (they use the transformer's, as diffusers' pipeline arranges);
 * diffusers folders (``config.json`` with ``_class_name`` FluxControlNetModel / SD3ControlNetModel).
 
 Recognised and refused, each with one message naming the file: union ControlNets (a
 ``controlnet_mode_embedder``), XLabs' FLUX ControlNets (Black Forest Labs' ``double_blocks`` names with a
-pixel-space ``input_hint_block``), Stability's SD3.5 Large ControlNets in their original layout (fused
-``attn.qkv``; diffusers converts them with ``scripts/convert_sd3_controlnet_to_diffusers.py``, and the
-converted folder loads), SD3 inpainting ControlNets (extra conditioning channels) and Z-Image's
+pixel-space ``input_hint_block``), SD3 inpainting ControlNets (extra conditioning channels) and Z-Image's
 ControlNets (diffusers' ``ZImageControlNetModel``), which sdgraph does not run yet.
 
 The weights stay in the dtype they were saved in and each layer computes in the working dtype, as for
@@ -75,13 +77,6 @@ def recognise(shapes: Shapes, path: Path) -> str | None:
             )
         return "flux"
     if has("pos_embed_input.proj.weight") and controls:
-        if has("transformer_blocks.0.attn.qkv.weight"):
-            raise _refusal(
-                path,
-                "a Stability SD3.5 Large ControlNet in its original layout",
-                "convert it to a diffusers folder with diffusers' scripts/convert_sd3_controlnet_to_diffusers.py "
-                "and put the folder in models/controlnet",
-            )
         return "sd3"
     return None
 
@@ -223,7 +218,33 @@ def load(path: Path, family: str, *, device: Any, dtype: Any) -> Any:
     shapes = read_shapes(path)
     config = flux_config(shapes, source=path) if family == "flux" else sd3_config(shapes, source=path)
     lazy = open_state_dict(path)
-    return build(family, config, {k: lazy[k] for k in lazy}, source=path, dtype=dtype, device=device)
+    state = {k: lazy[k] for k in lazy}
+    if family == "sd3" and SAI_MARKER in shapes:
+        state = sai_to_diffusers(state, config, source=path)
+    return build(family, config, state, source=path, dtype=dtype, device=device)
+
+
+SAI_MARKER = "transformer_blocks.0.attn.qkv.weight"
+"""Stability's SD3.5 Large ControlNets keep their blocks' original names (fused ``attn.qkv``, ``mlp.fc1``)."""
+
+
+def sai_to_diffusers(state: Mapping[str, Any], config: Mapping[str, Any], *, source: str | Path) -> dict[str, Any]:
+    """Stability's SD3.5 Large ControlNet names -> ``SD3ControlNetModel``'s: per block the fused ``attn.qkv``
+    split in thirds, ``attn.proj``/``mlp.fc1``/``mlp.fc2``/``adaLN_modulation.1`` renamed; the embedders and
+    ``controlnet_blocks`` already have diffusers' names. (The mapping diffusers'
+    ``scripts/convert_sd3_controlnet_to_diffusers.py`` applies, written as rules.)"""
+    from nodes.diffusion.dit.assembly import apply_rules, fused, linear
+
+    width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    rules = []
+    for i in range(int(config["num_layers"])):
+        b = f"transformer_blocks.{i}."
+        rules += fused(b + "attn.qkv", [b + "attn.to_q", b + "attn.to_k", b + "attn.to_v"], (width,) * 3)
+        rules += linear(b + "attn.proj", b + "attn.to_out.0") + linear(b + "mlp.fc1", b + "ff.net.0.proj")
+        rules += linear(b + "mlp.fc2", b + "ff.net.2") + linear(b + "adaLN_modulation.1", b + "norm1.linear")
+    converted = apply_rules(state, "", rules, source, NETWORK["sd3"])
+    placed = {r.source for r in rules}
+    return converted | {k: v for k, v in state.items() if k not in placed}
 
 
 def _check_folder_variant(config: Mapping[str, Any], folder: Path) -> None:

@@ -323,6 +323,37 @@ def test_sd3_controlnet_matches_sd3_controlnet_pipeline(
     print(f"SD3 ControlNet ({layout}): max |Δ| = {diff:.2e}")
 
 
+@pytest.mark.parametrize("layout", ["original", "folder"])
+def test_sd35_large_style_controlnet_matches_sd3_controlnet_pipeline(
+    models: Path, tmp_path: Path, deterministic_vae: None, layout: str
+) -> None:
+    """A ControlNet built as Stability's SD3.5 Large ones (plain blocks without text, the transformer's
+    patch embedder, pooled vector kept, VAE shift applied), in Stability's original single-file layout
+    (fused qkv, ``mlp.fc1``; converted on load) and as a diffusers folder."""
+    ckpt = tf.write_sd35_all_in_one(models / "checkpoints" / "sd3.5_medium_tiny.safetensors", seed=2)
+    net = tfc.tiny_sd35_large_controlnet(seed=33)
+    if layout == "original":
+        name = "sd3.5_large_controlnet_canny.safetensors"
+        tf.write_file(models / "controlnet" / name, tfc.sd35_controlnet_to_original(net))
+    else:
+        name = write_controlnet(net, models, "folder", "sd35-canny")
+    image = control_png("control.png", seed=5)
+    g, ks = controlnet_graph(
+        "sd3.5_medium_tiny.safetensors",
+        [{"name": name, "image": "control.png", "strength": 0.8}],
+        steps=3,
+        cfg=4.5,
+        scheduler="normal",
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    with torch.no_grad():
+        theirs = sd3_reference(ckpt, [net], [image], [0.8], 3)
+        plain = sd3_reference(ckpt, [net], [image], [0.0], 3)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - plain).abs().max() > 1e-2, "the tiny ControlNet does not change the result"
+    print(f"SD3.5-Large-style ControlNet ({layout}): max |Δ| = {diff:.2e}")
+
+
 # --------------------------------------------------------------------------------------------
 # Wrong family, missing VAE, files that cannot run
 # --------------------------------------------------------------------------------------------
@@ -379,9 +410,9 @@ def test_flux_controlnet_without_vae_names_the_vae_input(models: Path, tmp_path:
         ({"controlnet_blocks.0.weight": (4, 4), "double_blocks.0.img_attn.qkv.weight": (12, 4)}, "XLabs"),
         ({"controlnet_x_embedder.weight": (4, 4), "controlnet_mode_embedder.weight": (10, 4)}, "Union"),
         (
-            {"controlnet_blocks.0.weight": (4, 4), "pos_embed_input.proj.weight": (4, 16, 2, 2),
-             "transformer_blocks.0.attn.qkv.weight": (12, 4)},
-            "convert_sd3_controlnet_to_diffusers",
+            {"controlnet_blocks.0.weight": (64, 64), "pos_embed_input.proj.weight": (64, 17, 2, 2),
+             "pos_embed.proj.weight": (64, 16, 2, 2)},
+            "inpainting",
         ),
         ({"control_all_x_embedder.2-1.weight": (4, 4), "control_layers.0.after_proj.weight": (4, 4)}, "Z-Image"),
     ],
