@@ -16,7 +16,9 @@ Layouts people download, and what happens to each:
 Recognised and refused, each with one message naming the file: union ControlNets (a
 ``controlnet_mode_embedder``), XLabs' FLUX ControlNets (Black Forest Labs' ``double_blocks`` names with a
 pixel-space ``input_hint_block``), SD3 inpainting ControlNets (extra conditioning channels) and Z-Image's
-ControlNets (diffusers' ``ZImageControlNetModel``), which sdgraph does not run yet.
+"Fun" ControlNets (diffusers' ``ZImageControlNetModel``), which sdgraph does not run yet: they are union
+ControlNets whose injection layers (``control_layers_places``) are not in the weights, and ComfyUI runs
+them as model patches through other nodes than Load ControlNet Model / Apply ControlNet.
 
 The weights stay in the dtype they were saved in and each layer computes in the working dtype, as for
 the transformers (``nodes.diffusion.dit.runtime.set_compute_dtype``).
@@ -37,6 +39,10 @@ SD3_CLASS = "SD3ControlNetModel"
 Z_IMAGE_CLASS = "ZImageControlNetModel"
 CLASS_OF_FAMILY = {"flux": FLUX_CLASS, "sd3": SD3_CLASS}
 NETWORK = {"flux": "FLUX.1 ControlNet", "sd3": "SD3 ControlNet"}
+Z_IMAGE_ADVICE = (
+    "sdgraph does not run Z-Image ControlNets yet (in ComfyUI they are model patches, loaded from "
+    "models/model_patches by their own nodes, not by Load ControlNet Model)"
+)
 
 
 class FlowControlNetFileError(ModelError):
@@ -55,7 +61,7 @@ def recognise(shapes: Shapes, path: Path) -> str | None:
     has = shapes.__contains__
     controls = any(k.startswith("controlnet_blocks.") for k in shapes)
     if any(k.startswith(("control_layers.", "control_all_x_embedder.", "control_noise_refiner.")) for k in shapes):
-        raise _refusal(path, "a Z-Image ControlNet", "sdgraph does not run Z-Image ControlNets yet")
+        raise _refusal(path, "a Z-Image Fun ControlNet", Z_IMAGE_ADVICE)
     if controls and has("double_blocks.0.img_attn.qkv.weight"):
         raise _refusal(
             path,
@@ -88,9 +94,7 @@ def folder_family(path: Path) -> str | None:
         return None
     name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
     if name == Z_IMAGE_CLASS:
-        raise _refusal(
-            path, "a Z-Image ControlNet (ZImageControlNetModel)", "sdgraph does not run Z-Image ControlNets yet"
-        )
+        raise _refusal(path, "a Z-Image Fun ControlNet (ZImageControlNetModel)", Z_IMAGE_ADVICE)
     return next((family for family, cls in CLASS_OF_FAMILY.items() if cls == name), None)
 
 

@@ -444,3 +444,22 @@ def test_models_panel_names_the_family_of_transformer_controlnets(models: Path, 
     files = {f.name: f for f in list_files(folders)["controlnet"]}
     assert probe(files["flux-canny.safetensors"]).family == "FLUX.1 ControlNet"
     assert probe(files["sd3-canny"]).family == "Stable Diffusion 3 / 3.5 ControlNet"
+
+
+def test_the_old_apply_node_refuses_a_transformer_controlnet_and_names_the_node_to_use() -> None:
+    """Apply ControlNet (OLD) has no vae input, which a FLUX.1/SD3 ControlNet needs for its control image."""
+    from graph_engine import ExecutionContext, InputError
+    from nodes.controlnet import controlnet_apply
+    from nodes.diffusion.controlnet import ControlNet
+
+    net = ControlNet(model=None, family="sd3", source="sd3-canny.safetensors")
+    with pytest.raises(InputError) as info:
+        controlnet_apply.execute(
+            ExecutionContext(node_id=1, title="t"),
+            conditioning=[],
+            control_net=net,
+            image=torch.zeros(1, 8, 8, 3),
+            strength=1.0,
+        )
+    assert info.value.input_id == "control_net"
+    assert "sd3-canny.safetensors" in info.value.message and "ControlNetApplyAdvanced" in info.value.message
