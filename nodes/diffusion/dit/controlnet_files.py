@@ -68,7 +68,7 @@ def recognise(shapes: Shapes, path: Path) -> str | None:
             "an XLabs FLUX.1 ControlNet (Black Forest Labs' names with a pixel-space input_hint_block)",
             "sdgraph runs the diffusers-layout FLUX.1 ControlNets (InstantX, Shakker Labs) but not this layout",
         )
-    if has("controlnet_mode_embedder.weight"):
+    if has("controlnet_mode_embedder.weight") and (controls or has("controlnet_x_embedder.weight")):
         raise _refusal(
             path,
             "a FLUX.1 ControlNet Union (several control types in one model)",

@@ -146,7 +146,9 @@ def assert_close(ours: torch.Tensor, model: Any, reference: torch.Tensor) -> flo
 # --------------------------------------------------------------------------------------------
 
 
-def flux_reference(ckpt: Any, nets: list[Any], images: list[Image.Image], scales: list[float], steps: int) -> Any:
+def flux_reference(
+    ckpt: Any, nets: list[Any], images: list[Image.Image], scales: list[float], steps: int, start: float = 0.0
+) -> Any:
     from diffusers import FluxControlNetPipeline, FluxMultiControlNetModel, FluxPipeline
 
     from nodes.diffusion.text.llm_vocab import build_t5_tokenizer
@@ -167,6 +169,7 @@ def flux_reference(ckpt: Any, nets: list[Any], images: list[Image.Image], scales
         prompt=PROMPT,
         control_image=images[0] if len(images) == 1 else images,
         controlnet_conditioning_scale=scales[0] if len(scales) == 1 else scales,
+        control_guidance_start=start,
         height=H,
         width=W,
         num_inference_steps=steps,
@@ -238,6 +241,29 @@ def test_two_stacked_flux_controlnets_match_multi_controlnet(
     diff = assert_close(ours, model, theirs)
     assert (theirs - only_first).abs().max() > 1e-2, "the second ControlNet changed nothing"
     print(f"two FLUX ControlNets: max |Δ| = {diff:.2e}")
+
+
+def test_flux_start_percent_matches_control_guidance_start(
+    models: Path, tmp_path: Path, flux_nets: Any, deterministic_vae: None
+) -> None:
+    """start_percent 0.4 of 4 steps: ComfyUI's σ range (σ ≤ σ(0.4)) and the pipeline's step fractions
+    (i/4 ≥ 0.4) both leave the first two steps without control. (end_percent differs by design: ComfyUI
+    keeps a step whose σ is in the range, the pipeline one whose *next* fraction is, so it is not compared.)"""
+    transformer, nets = flux_nets
+    ckpt = _flux_ckpt(models, transformer)
+    name = write_controlnet(nets[0], models, "single_file", "flux-canny")
+    image = control_png("control.png")
+    controls = [{"name": name, "image": "control.png", "start_percent": 0.4}]
+    g, ks = controlnet_graph(
+        "flux1-dev-tiny.safetensors", controls, steps=4, cfg=1.0, scheduler="linspace_diffusers", sampling=FLUX_SAMPLING
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    with torch.no_grad():
+        theirs = flux_reference(ckpt, nets[:1], [image], [1.0], 4, start=0.4)
+        whole = flux_reference(ckpt, nets[:1], [image], [1.0], 4)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - whole).abs().max() > 1e-2, "starting later changed nothing"
+    print(f"FLUX ControlNet from 40%: max |Δ| = {diff:.2e}")
 
 
 def test_flux_controlnet_runs_only_in_its_part_of_the_schedule(models: Path, tmp_path: Path, flux_nets: Any) -> None:
