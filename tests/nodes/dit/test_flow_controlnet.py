@@ -349,6 +349,30 @@ def test_sd3_controlnet_matches_sd3_controlnet_pipeline(
     print(f"SD3 ControlNet ({layout}): max |Δ| = {diff:.2e}")
 
 
+def test_two_stacked_sd3_controlnets_match_multi_controlnet(
+    models: Path, tmp_path: Path, deterministic_vae: None
+) -> None:
+    ckpt = tf.write_sd35_all_in_one(models / "checkpoints" / "sd3.5_medium_tiny.safetensors", seed=2)
+    nets = [tfc.tiny_sd3_controlnet(ckpt.transformer, seed=s) for s in (31, 32)]
+    names = [
+        write_controlnet(nets[0], models, "single_file", "sd3-a"),
+        write_controlnet(nets[1], models, "folder", "sd3-b"),
+    ]
+    images = [control_png("a.png", seed=6), control_png("b.png", seed=7)]
+    controls = [
+        {"name": names[0], "image": "a.png", "strength": 0.6},
+        {"name": names[1], "image": "b.png", "strength": 1.1},
+    ]
+    g, ks = controlnet_graph("sd3.5_medium_tiny.safetensors", controls, steps=3, cfg=4.5, scheduler="normal")
+    ours, model = run_latents(g, ks, tmp_path)
+    with torch.no_grad():
+        theirs = sd3_reference(ckpt, nets, images, [0.6, 1.1], 3)
+        only_first = sd3_reference(ckpt, nets[:1], images[:1], [0.6], 3)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - only_first).abs().max() > 1e-2, "the second ControlNet changed nothing"
+    print(f"two SD3 ControlNets: max |Δ| = {diff:.2e}")
+
+
 @pytest.mark.parametrize("layout", ["original", "folder"])
 def test_sd35_large_style_controlnet_matches_sd3_controlnet_pipeline(
     models: Path, tmp_path: Path, deterministic_vae: None, layout: str
