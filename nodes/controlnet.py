@@ -51,8 +51,8 @@ def _load(ctx: ExecutionContext, control_net_name: str) -> Any:
     fingerprint=_controlnet_fingerprint,
 )
 def controlnet_loader(ctx: ExecutionContext, control_net_name: str) -> tuple[Any]:
-    """Loads a ControlNet for SD 1.x, 2.x or SDXL from models/controlnet (an original ControlNet 1.1 file,
-    a diffusers-layout file or a diffusers folder); the model family is read from its weights."""
+    """Loads a ControlNet for SD 1.x, 2.x, SDXL, FLUX.1 or SD3 from models/controlnet (an original
+    ControlNet 1.1 file, a diffusers-layout file or a diffusers folder); the family is read from its weights."""
     return (_load(ctx, control_net_name),)
 
 
@@ -107,16 +107,68 @@ def controlnet_apply_advanced(
 ) -> tuple[Any, Any]:
     """Steers the image with a control image (edges, pose, depth …) through a ControlNet, on both prompts,
     with `strength` and only from `start_percent` to `end_percent` of the run. Apply several to stack them
-    (their effects add up). The SD ControlNets take the image as pixels; `vae` is not needed for them."""
+    (their effects add up). The SD ControlNets take the image as pixels; the FLUX.1 and SD3 ControlNets
+    take it encoded by `vae` (the model's VAE), so for them it must be connected."""
     if strength == 0:
         return positive, negative
     if start_percent > end_percent:
         raise InputError(
             "end_percent", f"end_percent ({end_percent}) must not be before start_percent ({start_percent})"
         )
+    if getattr(control_net, "is_transformer", False) and vae is None:
+        raise InputError(
+            "vae",
+            f"the {control_net.display_family} ControlNet {control_net.source} takes the control image encoded by "
+            "the VAE: connect the model's VAE to the vae input",
+        )
     from nodes.diffusion.controlnet import apply_control
 
-    pos, neg = apply_control([positive, negative], control_net, _image(image), strength, start_percent, end_percent)
+    pos, neg = apply_control(
+        [positive, negative], control_net, _image(image), strength, start_percent, end_percent, vae=vae
+    )
+    return pos, neg
+
+
+@node(
+    "ControlNetApplySD3",
+    display_name="Apply Controlnet with VAE",
+    category="conditioning/controlnet",
+    inputs=[
+        Socket("positive", "CONDITIONING"),
+        Socket("negative", "CONDITIONING"),
+        Socket("control_net", "CONTROL_NET"),
+        Socket("vae", "VAE"),
+        Socket("image", "IMAGE"),
+        _strength(),
+        Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+        Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001),
+    ],
+    outputs=[Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative")],
+)
+def controlnet_apply_sd3(
+    ctx: ExecutionContext,
+    positive: Any,
+    negative: Any,
+    control_net: Any,
+    vae: Any,
+    image: Any,
+    strength: float,
+    start_percent: float,
+    end_percent: float,
+) -> tuple[Any, Any]:
+    """ComfyUI's deprecated form of Apply ControlNet with the VAE required (SD3 and FLUX workflows saved
+    before Apply ControlNet had a vae input use it); it does exactly what Apply ControlNet does."""
+    pos, neg = controlnet_apply_advanced.execute(
+        ctx,
+        positive=positive,
+        negative=negative,
+        control_net=control_net,
+        image=image,
+        strength=strength,
+        start_percent=start_percent,
+        end_percent=end_percent,
+        vae=vae,
+    )
     return pos, neg
 
 
@@ -139,6 +191,12 @@ def controlnet_apply(
     ControlNet also covers the negative prompt, which is what the ControlNet was trained with)."""
     if strength == 0:
         return (conditioning,)
+    if getattr(control_net, "is_transformer", False):
+        raise InputError(
+            "control_net",
+            f"the {control_net.display_family} ControlNet {control_net.source} needs the VAE to encode the control "
+            "image; use Apply ControlNet (ControlNetApplyAdvanced) with its vae input connected",
+        )
     from nodes.diffusion.controlnet import apply_control
 
     (out,) = apply_control([conditioning], control_net, _image(image), strength)
@@ -195,6 +253,7 @@ NODES = [
     controlnet_loader,
     diff_controlnet_loader,
     controlnet_apply_advanced,
+    controlnet_apply_sd3,
     controlnet_apply,
     set_union_controlnet_type,
     canny,

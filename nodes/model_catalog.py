@@ -155,13 +155,18 @@ def _controlnet(file: ModelFile) -> Probe:
     import json
 
     from nodes.diffusion.controlnet import derive_controlnet_config, family_of_config
+    from nodes.diffusion.dit import controlnet_files
     from nodes.families import get
 
     try:
         if file.format == "diffusers":
-            family = family_of_config(json.loads((file.path / "config.json").read_text(encoding="utf-8")))
+            flow = controlnet_files.folder_family(file.path)
+            config = json.loads((file.path / "config.json").read_text(encoding="utf-8"))
+            family = flow or family_of_config(config)
         else:
-            family, _, _ = derive_controlnet_config(read_safetensors_header(file.path).shapes(), file.path)
+            shapes = read_safetensors_header(file.path).shapes()
+            flow = controlnet_files.recognise(shapes, file.path)
+            family = flow or derive_controlnet_config(shapes, file.path)[0]
     except (ModelError, OSError, ValueError) as exc:
         return Probe("unknown", str(exc))
     return Probe(f"{get(family).display_name} ControlNet")

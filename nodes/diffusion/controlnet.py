@@ -32,7 +32,7 @@ import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from nodes.diffusion.errors import ModelError
 CONTROL_KEY = "control"
 """``CondEntry.extras`` key holding the newest :class:`ControlHint` of an entry (older ones via ``previous``)."""
 LDM_PREFIX = "control_model."
+TRANSFORMER_FAMILIES = ("flux", "sd3")
+"""Families whose ControlNets are loaded and run by ``nodes.diffusion.dit.controlnet_files`` / ``.controlnet``."""
 _UNION_MARKERS = ("task_embedding", "control_add_embedding", "transformer_layes.", "spatial_ch_projs")
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -110,8 +112,8 @@ def _layout(shapes: Shapes, path: Path) -> str:
         raise ControlNetFileError(f"{path.name} is a LoRA, not a ControlNet; put it in models/loras")
     tops = sorted({k.split(".")[0] for k in keys})[:6]
     raise ControlNetFileError(
-        f"{path.name} is not a ControlNet for SD 1.x/2.x/SDXL (no input_hint_block/zero_convs or "
-        f"controlnet_cond_embedding weights; top-level names are {tops})"
+        f"{path.name} is not a ControlNet sdgraph knows (no input_hint_block/zero_convs, controlnet_cond_embedding "
+        f"or controlnet_blocks weights; top-level names are {tops})"
     )
 
 
@@ -193,6 +195,19 @@ def derive_controlnet_config(shapes: Shapes, path: Path) -> tuple[str, dict[str,
 # --------------------------------------------------------------------------------------------
 
 
+def _flow_family(path: Path) -> str | None:
+    """``"flux"``/``"sd3"`` for a transformer ControlNet (``nodes.diffusion.dit.controlnet_files``), None for
+    any other file; a transformer ControlNet sdgraph cannot run is refused there with its reason."""
+    from nodes.diffusion.checkpoint.files import read_safetensors_header
+    from nodes.diffusion.dit import controlnet_files
+
+    if path.is_dir():
+        return controlnet_files.folder_family(path)
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        return None
+    return controlnet_files.recognise(read_safetensors_header(path).shapes(), path)
+
+
 @dataclass
 class LoadedControlNet:
     """What the model manager caches for one ControlNet file."""
@@ -214,6 +229,11 @@ def load_controlnet(
     from nodes.diffusion.checkpoint.load import _build
 
     path, device = Path(path), torch.device(device)
+    flow = _flow_family(path)
+    if flow is not None:
+        from nodes.diffusion.dit import controlnet_files
+
+        return LoadedControlNet(flow, controlnet_files.load(path, flow, device=device, dtype=dtype))
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
@@ -222,7 +242,7 @@ def load_controlnet(
         if config.get("_class_name") not in (None, "ControlNetModel"):
             raise ControlNetFileError(
                 f"{path.name} is a diffusers {config.get('_class_name')}, not a ControlNetModel; "
-                "sdgraph runs ControlNets for SD 1.x/2.x/SDXL"
+                "sdgraph runs ControlNetModel, FluxControlNetModel and SD3ControlNetModel folders"
             )
         family = family_of_config(config)
         weights = next((path / n for n in ("diffusion_pytorch_model.safetensors",) if (path / n).is_file()), None)
@@ -274,9 +294,19 @@ class ControlNet:
     def display_family(self) -> str:
         return families.get(self.family).display_name
 
+    @property
+    def is_transformer(self) -> bool:
+        """A ControlNet for a flow transformer (FLUX.1, SD3): it takes the control image VAE-encoded."""
+        return self.family in TRANSFORMER_FAMILIES
+
     def misfit(self, model: Any) -> str | None:
         """Why this ControlNet cannot steer ``model`` (a DiffusionModel), or None when it can: it must be
-        a copy of that kind of UNet — the same text-conditioning width and the same size embedding."""
+        a copy of that kind of UNet — the same text-conditioning width and the same size embedding — or,
+        for a transformer, of that family's transformer (``nodes.diffusion.dit.controlnet.misfit``)."""
+        if self.is_transformer or model.is_transformer:
+            from nodes.diffusion.dit.controlnet import misfit
+
+            return misfit(self, model)
         name = f"the ControlNet {self.source}" if self.source else "the ControlNet"
         theirs = (
             families.get(model.family).display_name
@@ -311,6 +341,10 @@ class ControlHint:
     start_percent: float = 0.0
     end_percent: float = 1.0
     previous: ControlHint | None = None
+    # The VAE that encodes the image for a transformer ControlNet (Apply ControlNet's ``vae`` input), and
+    # the encoded image per size it was sampled at (encoded once per run, not once per step).
+    vae: Any = None
+    encoded: dict[Any, Tensor] = field(default_factory=dict, repr=False)
 
     def chain(self) -> list[ControlHint]:
         """This hint and every earlier one, oldest first."""
@@ -329,6 +363,7 @@ def apply_control(
     strength: float,
     start_percent: float = 0.0,
     end_percent: float = 1.0,
+    vae: Any = None,
 ) -> list[list[Any]]:
     """New conditioning lists whose entries carry this ControlNet on top of what they had.
 
@@ -344,7 +379,9 @@ def apply_control(
             previous = entry.extras.get(CONTROL_KEY)
             key = id(previous)
             if key not in made:
-                made[key] = ControlHint(control_net, image, float(strength), start_percent, end_percent, previous)
+                made[key] = ControlHint(
+                    control_net, image, float(strength), start_percent, end_percent, previous, vae=vae
+                )
             out.append(CondEntry(entry.embeds, entry.pooled, {**entry.extras, CONTROL_KEY: made[key]}))
         result.append(out)
     return result
@@ -372,6 +409,23 @@ def _active(hint: ControlHint, sigma: float | None, model_sampling: Any) -> bool
     hi = float(model_sampling.percent_to_sigma(hint.start_percent))
     lo = float(model_sampling.percent_to_sigma(hint.end_percent))
     return lo <= sigma <= hi
+
+
+def active_hints(conds: Sequence[Any], sigma: float | None, model_sampling: Any) -> list[tuple[ControlHint, list[int]]]:
+    """Every distinct hint of ``conds`` active at ``sigma``, oldest first, with the indices of the entries
+    carrying it: each runs once on those entries' rows (rows without it get nothing from it)."""
+    rows_of: dict[int, tuple[ControlHint, list[int]]] = {}
+    for i, entry in enumerate(conds):
+        hint = entry.extras.get(CONTROL_KEY)
+        for h in hint.chain() if hint is not None else []:
+            if _active(h, sigma, model_sampling):
+                rows_of.setdefault(id(h), (h, []))[1].append(i)
+    return list(rows_of.values())
+
+
+def batch_rows(blocks: Sequence[int], per: int) -> Tensor:
+    """The batch rows of the conditioning entries ``blocks`` when each entry has ``per`` rows."""
+    return torch.cat([torch.arange(b * per, (b + 1) * per) for b in blocks])
 
 
 def control_image(image: Tensor, height: int, width: int, batch: int) -> Tensor:
@@ -403,19 +457,14 @@ def control_residuals(
 
     ``conds`` has one entry per block of ``per`` rows of the batch ``x``. Each distinct hint runs once
     on the rows of the entries that carry it; rows without it get nothing from it (zeros)."""
-    rows_of: dict[int, tuple[ControlHint, list[int]]] = {}
-    for i, entry in enumerate(conds):
-        hint = entry.extras.get(CONTROL_KEY)
-        for h in hint.chain() if hint is not None else []:
-            if _active(h, sigma, model.model_sampling):
-                rows_of.setdefault(id(h), (h, []))[1].append(i)
-    if not rows_of:
+    active = active_hints(conds, sigma, model.model_sampling)
+    if not active:
         return {}
     down: list[Tensor] | None = None
     mid: Tensor | None = None
     h_px, w_px = image_hw
-    for hint, blocks in rows_of.values():
-        rows = torch.cat([torch.arange(b * per, (b + 1) * per) for b in blocks]).to(x.device)
+    for hint, blocks in active:
+        rows = batch_rows(blocks, per).to(x.device)
         net = hint.control_net.model
         if next(net.parameters()).device != x.device:
             net.to(x.device)

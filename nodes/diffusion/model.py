@@ -258,7 +258,7 @@ class DiffusionModel:
         """
         predictor = self._predictor()
         if predictor is not None:
-            return predictor(self, x_in, t, conds)
+            return predictor(self, x_in, t, conds, sigma=sigma)
         for c in conds:
             recipe = c.extras.get(TEXT_RECIPE_KEY)
             if recipe is not None:

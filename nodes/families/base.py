@@ -136,8 +136,9 @@ class ModelFamily:
     # "module:function" building the detected record from a single file's shapes; resolved lazily so
     # this record stays importable without torch.
     detector: str | None = None
-    # "module:function" calling the denoiser on a batch (``DiffusionModel.predict``'s contract) for
-    # families whose network is not a UNet; None: the UNet call in ``nodes.diffusion.model``.
+    # "module:function" calling the denoiser on a batch, ``(model, x, t, conds, *, sigma)``
+    # (``DiffusionModel.predict``'s contract; ``sigma`` decides which ControlNets are active) for families
+    # whose network is not a UNet; None: the UNet call in ``nodes.diffusion.model``.
     predictor: str | None = None
     # "module:function" loading the denoiser from a file or folder (the transformer families).
     denoiser_loader: str | None = None

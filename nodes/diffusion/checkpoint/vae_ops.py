@@ -39,9 +39,13 @@ TILE_OVERLAP = 16  # latent cells shared by neighbouring tiles
 
 
 def _factors(vae: AutoencoderKL, scaling_factor: float | None) -> tuple[float, float]:
-    scale = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
+    """(scale, shift) between the VAE's raw latent and the latent handed in/out. With an explicit
+    ``scaling_factor`` (the nodes pass 1.0: LATENT holds the VAE's own latent, and the model applies its
+    scale and shift) no shift is applied either; the VAE's ``shift_factor`` goes with its own scale only."""
+    if scaling_factor is not None:
+        return float(scaling_factor), 0.0
     shift = getattr(vae.config, "shift_factor", None)
-    return scale, float(shift) if shift is not None else 0.0
+    return float(vae.config.scaling_factor), float(shift) if shift is not None else 0.0
 
 
 def downscale_factor(vae: AutoencoderKL) -> int:

@@ -263,13 +263,17 @@ def image_ids(h: int, w: int) -> torch.Tensor:
     return ids.reshape(-1, 3)
 
 
-def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+def predict(
+    model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], *, sigma: float | None = None
+) -> torch.Tensor:
     """One batched call as ``FluxPipeline`` makes it: packed latent tokens with their positions, the T5
     sequence (text positions all zero), the pooled CLIP-L vector, timestep σ, and for dev models the
-    distilled guidance of each entry. Returns the velocity in float32."""
+    distilled guidance of each entry. Returns the velocity in float32. ControlNets on the entries, active at
+    ``sigma`` (all when None), add their residuals (``nodes.diffusion.dit.controlnet``)."""
     import torch
 
     from nodes.diffusion.conditioning import GUIDANCE_KEY
+    from nodes.diffusion.controlnet import CONTROL_KEY
     from nodes.diffusion.dit.runtime import batch_rows, check_recipe, pad_to_patch, same_length
 
     check_recipe(conds, "flux", "FLUX.1")
@@ -280,18 +284,22 @@ def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) 
     pooled = batch_rows(conds, per, lambda c: c.pooled).to(dev, dtype)
     padded, (h, w) = pad_to_patch(x, 2)
     hp, wp = padded.shape[-2:]
+    values = [float(c.extras.get(GUIDANCE_KEY, DEFAULT_GUIDANCE)) for c in conds for _ in range(per)]
     guidance = None
     if model.unet.config.guidance_embeds:
-        values = [float(c.extras.get(GUIDANCE_KEY, DEFAULT_GUIDANCE)) for c in conds for _ in range(per)]
         guidance = torch.tensor(values, dtype=torch.float32, device=dev)
-    out = model.unet(
-        hidden_states=pack(padded.to(dev, dtype)),
-        encoder_hidden_states=context,
-        pooled_projections=pooled,
-        timestep=t.to(dev, dtype),
-        img_ids=image_ids(hp, wp).to(dev, dtype),
-        txt_ids=torch.zeros(context.shape[1], 3, device=dev, dtype=dtype),
-        guidance=guidance,
-        return_dict=False,
-    )[0]
+    inputs = {
+        "hidden_states": pack(padded.to(dev, dtype)),
+        "encoder_hidden_states": context,
+        "pooled_projections": pooled,
+        "timestep": t.to(dev, dtype),
+        "img_ids": image_ids(hp, wp).to(dev, dtype),
+        "txt_ids": torch.zeros(context.shape[1], 3, device=dev, dtype=dtype),
+    }
+    control = {}
+    if any(CONTROL_KEY in c.extras for c in conds):
+        from nodes.diffusion.dit.controlnet import flux_residuals
+
+        control = flux_residuals(model, conds, per, sigma, inputs, (hp, wp), values)
+    out = model.unet(**inputs, guidance=guidance, return_dict=False, **control)[0]
     return unpack(out, hp, wp)[..., :h, :w].float()

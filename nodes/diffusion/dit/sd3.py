@@ -256,12 +256,16 @@ def load(path: str | Path, dtype: torch.dtype | None = None) -> Any:
 PATCH = 2
 
 
-def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+def predict(
+    model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], *, sigma: float | None = None
+) -> torch.Tensor:
     """One batched call as ``StableDiffusion3Pipeline`` makes it: the latent as it is, the joint text
     sequence (CLIP-L ‖ CLIP-G padded to T5's width, then T5), the pooled CLIP-L ‖ CLIP-G vector and
-    the timestep σ·1000. Returns the velocity in float32."""
+    the timestep σ·1000. Returns the velocity in float32. ControlNets on the entries, active at ``sigma``
+    (all when None), add their residuals (``nodes.diffusion.dit.controlnet``)."""
     import torch
 
+    from nodes.diffusion.controlnet import CONTROL_KEY
     from nodes.diffusion.dit.runtime import batch_rows, check_recipe, pad_to_patch, same_length
 
     check_recipe(conds, "sd3", "Stable Diffusion 3 / 3.5")
@@ -271,11 +275,16 @@ def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) 
     context = torch.cat([e.expand(per, -1, -1) for e in embeds]).to(dev, dtype)
     pooled = batch_rows(conds, per, lambda c: c.pooled).to(dev, dtype)
     padded, (h, w) = pad_to_patch(x, PATCH)
-    out = model.unet(
-        hidden_states=padded.to(dev, dtype),
-        encoder_hidden_states=context,
-        pooled_projections=pooled,
-        timestep=t.to(dev),
-        return_dict=False,
-    )[0]
+    inputs = {
+        "hidden_states": padded.to(dev, dtype),
+        "encoder_hidden_states": context,
+        "pooled_projections": pooled,
+        "timestep": t.to(dev),
+    }
+    control = {}
+    if any(CONTROL_KEY in c.extras for c in conds):
+        from nodes.diffusion.dit.controlnet import sd3_residuals
+
+        control = sd3_residuals(model, conds, per, sigma, inputs)
+    out: torch.Tensor = model.unet(**inputs, return_dict=False, **control)[0]
     return out[..., :h, :w].float()

@@ -215,10 +215,13 @@ PATCH = 2
 KEEP_IN_COMPUTE = ("t_embedder",)
 
 
-def predict(model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+def predict(
+    model: Any, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], *, sigma: float | None = None
+) -> torch.Tensor:
     """One batched call as ``ZImagePipeline`` makes it: a list of [C, 1, H, W] latents, each with its
     own caption features (valid tokens only, so no padding or mask), and the flipped timestep 1 − σ.
-    The network predicts x0 − ε; the velocity ε − x0 is its negative (the pipeline negates it too)."""
+    The network predicts x0 − ε; the velocity ε − x0 is its negative (the pipeline negates it too).
+    ``sigma`` is part of the predictors' shared signature; no Z-Image ControlNet runs yet, so it is unused."""
     import torch
 
     from nodes.diffusion.dit.runtime import check_recipe, pad_to_patch

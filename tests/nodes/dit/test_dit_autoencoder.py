@@ -67,3 +67,26 @@ def test_incomplete_vae_is_named(tmp_path):
     del state["decoder.up.0.block.1.conv1.weight"]
     with pytest.raises(UnusableWeightsError, match="16-channel VAE"):
         autoencoder.load(tf.write_file(tmp_path / "ae.safetensors", state), "flux")
+
+
+def test_vae_encode_and_decode_nodes_use_the_raw_latent_of_a_16_channel_vae():
+    """LATENT holds the VAE's own latent (the MODEL applies (z − shift)·scale), so VAE Encode gives the
+    posterior mean and VAE Decode decodes what it is given: the VAE's shift_factor is not applied on top.
+    (Before, both applied it, so every FLUX/SD3/Z-Image decode was offset by it in latent space.)"""
+    from graph_engine import ExecutionContext
+    from nodes.diffusion.model import VAEModel
+    from nodes.latent import vae_decode, vae_encode
+
+    reference = tf.tiny_vae16(seed=1, family="flux")
+    assert reference.config.shift_factor
+    vae = VAEModel(reference, "ae.safetensors")
+    ctx = ExecutionContext(node_id=1, title="t")
+    image = torch.rand(1, 48, 64, 3, generator=torch.Generator().manual_seed(0))
+    (latent,) = vae_encode.execute(ctx, pixels=image, vae=vae)
+    raw = torch.randn(1, 16, 6, 8, generator=torch.Generator().manual_seed(1))
+    (decoded,) = vae_decode.execute(ctx, samples={"samples": raw}, vae=vae)
+    with torch.no_grad():
+        mean = reference.encode(image.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mode()
+        pixels = (reference.decode(raw).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    assert (latent["samples"] - mean).abs().max() < 1e-5
+    assert (decoded - pixels).abs().max() < 1e-5

@@ -1,0 +1,233 @@
+"""Running FLUX.1 and SD3 ControlNets inside the transformer's call: the residuals of its blocks.
+
+A transformer ControlNet is a shorter copy of the transformer (a few joint/single blocks) whose input is
+the noisy latent plus the *VAE-encoded* control image through a zero-initialised embedder
+(``controlnet_x_embedder`` for FLUX, ``pos_embed_input`` for SD3). After each of its blocks a
+zero-initialised linear (``controlnet_blocks`` / ``controlnet_single_blocks``) gives a residual that the
+transformer adds to its image tokens; with fewer ControlNet blocks than transformer blocks, each
+residual serves a run of consecutive blocks (diffusers' ``interval_control``).
+
+What the diffusers pipelines (``FluxControlNetPipeline``, ``StableDiffusion3ControlNetPipeline``) do,
+done here the same way:
+
+* the control image, at the sampled size, is encoded by the VAE (its mean: ComfyUI's and sdgraph's VAE
+  Encode are deterministic) and normalised like the latents, ``(z − shift)·scale`` — without the shift
+  for SD3 ControlNets trained with zeroed pooled text (``force_zeros_for_pooled_projection``, InstantX's);
+  FLUX packs it into 2×2 patch tokens as the latent;
+* the ControlNet gets the transformer's inputs (packed latent, timestep, text, pooled vector, positions;
+  FLUX-dev's distilled guidance when it has the embedder; SD3: zero pooled vector when trained so, no
+  text for SD3.5 Large's text-free blocks) and multiplies its residuals by the strength;
+* it runs only between start_percent and end_percent of the schedule (as for the UNet ControlNets, by σ).
+
+Stacked ControlNets (several Apply ControlNet nodes) sum their residuals, as diffusers' multi-ControlNet
+models do. To sum ControlNets of different depths exactly, each one's residuals are first spread to one
+per transformer block with the transformer's own rule; the sums are made once per distinct pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nodes import families
+from nodes.diffusion.controlnet import ControlHint, active_hints, batch_rows, control_image
+
+Residuals = list[Tensor]
+
+
+def misfit(control_net: Any, model: Any) -> str | None:
+    """Why a ControlNet cannot steer ``model`` when either is a transformer: it must be made for the model's
+    family and be as wide as its transformer."""
+    name = f"the ControlNet {control_net.source}" if control_net.source else "the ControlNet"
+    known = families.names(only_supported=False)
+    theirs = families.get(model.family).display_name if model.family in known else model.family
+    if control_net.family != model.family:
+        made = control_net.display_family
+        return f"{name} is for {made} but the model is {theirs}; load a ControlNet made for {theirs}"
+    mine, width = _width(control_net.model), _width(model.unet)
+    if mine != width:
+        return (
+            f"{name} is {mine} wide but this {theirs} transformer is {width} wide; "
+            f"it was made for another {theirs} model"
+        )
+    return None
+
+
+def _width(network: Any) -> int:
+    cfg = network.config
+    return int(cfg.num_attention_heads) * int(cfg.attention_head_dim)
+
+
+def encoded_control(hint: ControlHint, h: int, w: int, scale: float, shift: float, like: Tensor) -> Tensor:
+    """The hint's image for an ``h``×``w`` latent: resized to the pixel size (centre crop), VAE-encoded
+    (mean) and normalised as ``(z − shift)·scale``; [1, C, h, w], cached on the hint for the run."""
+    key = (h, w, scale, shift, like.device, like.dtype)
+    cached = hint.encoded.get(key)
+    if cached is not None:
+        return cached
+    from nodes.diffusion.checkpoint.vae_ops import downscale_factor
+
+    vae = hint.vae.vae
+    cell = downscale_factor(vae)
+    param = next(vae.parameters())
+    pixels = control_image(hint.image, h * cell, w * cell, 1) * 2 - 1
+    with torch.no_grad():
+        raw = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mode().float()
+    latent: Tensor = ((raw - shift) * scale).to(like.device, like.dtype)
+    hint.encoded[key] = latent
+    return latent
+
+
+def _net_on(hint: ControlHint, device: torch.device) -> Any:
+    net = hint.control_net.model
+    if next(net.parameters()).device != device:
+        net.to(device)
+    return net
+
+
+def spread(samples: Sequence[Tensor], blocks: int, index: Callable[[int, int, int], int]) -> Residuals:
+    """One residual per transformer block, chosen by the transformer's own ``index(block, blocks, n)``."""
+    return [samples[index(i, blocks, len(samples))] for i in range(blocks)]
+
+
+def _flux_index(i: int, blocks: int, n: int) -> int:
+    return i // math.ceil(blocks / n)  # FluxTransformer2DModel's interval_control
+
+
+def _sd3_index(i: int, blocks: int, n: int) -> int:
+    return int(i / (blocks / n))  # SD3Transformer2DModel's interval_control
+
+
+def _per_row(t: Tensor, batch: int) -> Tensor:
+    return t.expand(batch) if t.ndim == 0 else t
+
+
+def _full(part: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """``part`` (the residual of some rows) as a residual of the whole batch, zero elsewhere."""
+    if part.shape[0] == batch:
+        return part
+    out = part.new_zeros((batch, *part.shape[1:]))
+    out[rows] = part
+    return out
+
+
+def _add(total: Residuals | None, more: Residuals, memo: dict[tuple[int, int], Tensor]) -> Residuals:
+    """Element-wise sum of two per-block lists whose entries repeat; each distinct pair is added once."""
+    if total is None:
+        return list(more)
+    out = []
+    for a, b in zip(total, more, strict=True):
+        key = (id(a), id(b))
+        if key not in memo:
+            memo[key] = a + b
+        out.append(memo[key])
+    return out
+
+
+def _stack(
+    parts: Sequence[tuple[Sequence[Tensor], Tensor]], blocks: int, batch: int, index: Callable[[int, int, int], int]
+) -> Residuals | None:
+    """The summed per-block residuals of several ControlNets (each with the rows it ran on)."""
+    total: Residuals | None = None
+    memo: dict[tuple[int, int], Tensor] = {}
+    for samples, rows in parts:
+        if not samples:
+            continue
+        whole = [_full(s, rows, batch) for s in samples]
+        total = _add(total, spread(whole, blocks, index), memo)
+    return total
+
+
+def flux_residuals(
+    model: Any,
+    conds: Sequence[Any],
+    per: int,
+    sigma: float | None,
+    inputs: dict[str, Any],
+    latent_hw: tuple[int, int],
+    guidance: Sequence[float],
+) -> dict[str, Any]:
+    """``controlnet_block_samples`` / ``controlnet_single_block_samples`` for ``FluxTransformer2DModel``
+    from every active ControlNet (empty when none is). ``inputs`` are the transformer's keyword inputs;
+    ``latent_hw`` the padded latent's size; ``guidance`` the distilled guidance of each row."""
+    from nodes.diffusion.dit.flux import pack
+
+    active = active_hints(conds, sigma, model.model_sampling)
+    if not active:
+        return {}
+    hidden = inputs["hidden_states"]
+    batch, (h, w) = hidden.shape[0], latent_hw
+    doubles: list[tuple[Sequence[Tensor], Tensor]] = []
+    singles: list[tuple[Sequence[Tensor], Tensor]] = []
+    for hint, entries in active:
+        rows = batch_rows(entries, per).to(hidden.device)
+        net = _net_on(hint, hidden.device)
+        latent = encoded_control(hint, h, w, model.latent_scale, model.latent_shift, hidden)
+        cond = pack(latent).expand(len(rows), -1, -1)
+        g = None
+        if net.config.guidance_embeds:
+            g = torch.tensor([guidance[i] for i in rows.tolist()], dtype=torch.float32, device=hidden.device)
+        d, s = net(
+            hidden_states=hidden[rows],
+            controlnet_cond=cond,
+            conditioning_scale=hint.strength,
+            timestep=_per_row(inputs["timestep"], batch)[rows],
+            guidance=g,
+            pooled_projections=inputs["pooled_projections"][rows],
+            encoder_hidden_states=inputs["encoder_hidden_states"][rows],
+            txt_ids=inputs["txt_ids"],
+            img_ids=inputs["img_ids"],
+            return_dict=False,
+        )
+        doubles.append((d or [], rows))
+        singles.append((s or [], rows))
+    transformer = model.unet
+    out: dict[str, Any] = {}
+    double = _stack(doubles, len(transformer.transformer_blocks), batch, _flux_index)
+    single = _stack(singles, len(transformer.single_transformer_blocks), batch, _flux_index)
+    if double is not None:
+        out["controlnet_block_samples"] = double
+    if single is not None:
+        out["controlnet_single_block_samples"] = single
+    return out
+
+
+def sd3_residuals(
+    model: Any, conds: Sequence[Any], per: int, sigma: float | None, inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """``block_controlnet_hidden_states`` for ``SD3Transformer2DModel`` from every active ControlNet."""
+    active = active_hints(conds, sigma, model.model_sampling)
+    if not active:
+        return {}
+    hidden = inputs["hidden_states"]
+    batch = hidden.shape[0]
+    parts: list[tuple[Sequence[Tensor], Tensor]] = []
+    for hint, entries in active:
+        rows = batch_rows(entries, per).to(hidden.device)
+        net = _net_on(hint, hidden.device)
+        if not net.config.use_pos_embed and getattr(net, "_sdgraph_pos_embed_of", None) != id(model.unet):
+            # SD3.5 Large's ControlNets use the transformer's patch embedder (as diffusers' pipeline arranges)
+            net.pos_embed = net._get_pos_embed_from_transformer(model.unet).to(hidden.device, hidden.dtype)
+            net._sdgraph_pos_embed_of = id(model.unet)
+        zeros = bool(net.config.force_zeros_for_pooled_projection)
+        shift = 0.0 if zeros else model.latent_shift
+        h, w = hidden.shape[-2:]
+        latent = encoded_control(hint, int(h), int(w), model.latent_scale, shift, hidden)
+        pooled = inputs["pooled_projections"][rows]
+        text = inputs["encoder_hidden_states"][rows] if net.config.joint_attention_dim is not None else None
+        (samples,) = net(
+            hidden_states=hidden[rows],
+            controlnet_cond=latent.expand(len(rows), -1, -1, -1),
+            conditioning_scale=hint.strength,
+            pooled_projections=torch.zeros_like(pooled) if zeros else pooled,
+            encoder_hidden_states=text,
+            timestep=_per_row(inputs["timestep"], batch)[rows],
+            return_dict=False,
+        )
+        parts.append((samples, rows))
+    stacked = _stack(parts, len(model.unet.transformer_blocks), batch, _sd3_index)
+    return {} if stacked is None else {"block_controlnet_hidden_states": stacked}
