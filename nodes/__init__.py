@@ -30,6 +30,7 @@ NODE_MODULES = (
     "nodes.model_sampling",
     "nodes.image",
     "nodes.image_tools",
+    "nodes.upscale_model",
     "nodes.mask",
     "nodes.noise_lab",
     "nodes.sweep",
