@@ -67,6 +67,18 @@ def test_ui_workflow_upscale_hires_fix(models, tmp_path):
     assert saved["upscale_hires"].shape == (96, 96, 3) and saved["upscale_hires"].std() > 0
 
 
+def test_export_to_the_api_form_writes_comfyuis_inputs() -> None:
+    from graph_engine.comfy.export import to_api
+
+    graph = open_document(FILES / "upscale_hires.workflow.json").graph
+    api = to_api(graph, builtin_registry())
+    by_type = {entry["class_type"]: entry["inputs"] for entry in api.values()}
+    assert by_type["UpscaleModelLoader"] == {"model_name": "RealESRGAN_x4plus.pth"}
+    assert set(by_type["ImageUpscaleWithModel"]) == {"upscale_model", "image"}
+    loader_key = next(k for k, e in api.items() if e["class_type"] == "UpscaleModelLoader")
+    assert by_type["ImageUpscaleWithModel"]["upscale_model"] == [str(loader_key), 0]
+
+
 def test_api_workflow_upscale_is_spandrels_result(models, tmp_path):
     import spandrel
 
