@@ -128,7 +128,8 @@ def import_spandrel() -> types.ModuleType:
             if use_stand_in:
                 for name in _STAND_IN_NAMES:
                     sys.modules.pop(name, None)
-        return spandrel
+        module: types.ModuleType = spandrel
+        return module
 
 
 def spandrel_available() -> bool:

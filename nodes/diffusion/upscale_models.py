@@ -268,7 +268,7 @@ def _upscale_one(
         return _tiles_with_progress(model, pixels, tile_size, report)
     try:
         with torch.inference_mode():
-            out = model.descriptor(pixels).float()
+            out: torch.Tensor = model.descriptor(pixels).float()
         report(1, 1)
         return out
     except Exception as exc:
