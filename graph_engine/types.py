@@ -35,6 +35,7 @@ TYPES: dict[str, TypeInfo] = {
         TypeInfo("IMAGE", "#64b5f6", "a batch of RGB images, float 0..1, [B, H, W, C]"),
         TypeInfo("MASK", "#81c784", "a batch of masks, float 0..1, [B, H, W]"),
         TypeInfo("CONTROL_NET", "#00d78d", "a ControlNet: steers sampling with an image (edges, pose, depth)"),
+        TypeInfo("UPSCALE_MODEL", "#7e57c2", "an image upscale model (ESRGAN, SwinIR, …)"),
         TypeInfo("GUIDER", "#66ffcc", "a model with its conditioning and guidance rule"),
         TypeInfo("SAMPLER", "#ecb4b4", "a sampling algorithm"),
         TypeInfo("SIGMAS", "#cdffcd", "a descending list of noise levels"),

@@ -30,6 +30,7 @@ NODE_MODULES = (
     "nodes.model_sampling",
     "nodes.image",
     "nodes.image_tools",
+    "nodes.upscale_model",
     "nodes.mask",
     "nodes.noise_lab",
     "nodes.sweep",
@@ -40,6 +41,8 @@ NODE_MODULES = (
 def builtin_registry() -> NodeRegistry:
     """Every built-in node type, plus modules named in `SDGRAPH_NODE_MODULES` (comma-separated), which
     is how extra node packs (and the tests' toy nodes) reach the runner and the window."""
+    from nodes.mask_preview import with_mask_previews
+
     registry = NodeRegistry()
     extra = [m.strip() for m in os.environ.get("SDGRAPH_NODE_MODULES", "").split(",") if m.strip()]
     for name in (*NODE_MODULES, *extra):
@@ -50,5 +53,5 @@ def builtin_registry() -> NodeRegistry:
                 continue
             raise
         for spec in module.NODES:
-            registry.register(spec)
+            registry.register(with_mask_previews(spec))  # MASK outputs shown in the editor
     return registry

@@ -10,7 +10,9 @@ tensor and its shape), so probing a 20 GB FLUX file costs one small read and no 
   Qwen3), which also says which `CLIPLoader` type suits the file;
 * VAE: the latent channels, from the decoder's first convolution (4: SD 1.x/2.x/SDXL; 16: FLUX.1,
   SD3, Z-Image);
-* LoRA: just "LoRA" (which model a LoRA fits is not in its header in any reliable way).
+* LoRA: just "LoRA" (which model a LoRA fits is not in its header in any reliable way);
+* upscale models: "upscale model", or what else the file is when it is a checkpoint put in the wrong
+  folder (spandrel, which names the architecture, needs torch and the tensors, so the panel does not run it).
 
 Torch-free on purpose (the UI imports this module, and the UI never imports torch). Probing is the one
 slow part on a cold disk, so `ProbeCache` keeps results by (path, mtime, size): a file replaced on disk
@@ -32,7 +34,7 @@ from nodes.diffusion.text.encoder_files import CLIP_G, QWEN3, ROLE_NAMES, T5XXL,
 from nodes.families import read_diffusers_folder, recognise_diffusers_folder, recognise_single_file
 
 # The order and names the panel shows; `KINDS` is the folder names.
-KIND_ORDER = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras", "controlnet")
+KIND_ORDER = ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras", "controlnet", "upscale_models")
 KIND_TITLES = {
     "checkpoints": "Checkpoints",
     "diffusion_models": "Diffusion models",
@@ -40,6 +42,7 @@ KIND_TITLES = {
     "vae": "VAE",
     "loras": "LoRA",
     "controlnet": "ControlNet",
+    "upscale_models": "Upscale models",
 }
 # The node that loads a file of each kind, and the input that names the file.
 LOADERS = {
@@ -49,6 +52,7 @@ LOADERS = {
     "vae": ("VAELoader", "vae_name"),
     "loras": ("LoraLoader", "lora_name"),
     "controlnet": ("ControlNetLoader", "control_net_name"),
+    "upscale_models": ("UpscaleModelLoader", "model_name"),
 }
 _VAE_MARK = "decoder.conv_in.weight"
 _LATENT_FAMILIES = {4: "SD 1.x/2.x, SDXL", 16: "FLUX.1, SD3, Z-Image"}
@@ -172,8 +176,24 @@ def _controlnet(file: ModelFile) -> Probe:
     return Probe(f"{get(family).display_name} ControlNet")
 
 
+def _upscale_model(file: ModelFile) -> Probe:
+    """Upscale models are named by UpscaleModelLoader when loaded; here only a misplaced checkpoint is told."""
+    if file.format == "pickle":
+        return Probe("upscale model", "a .pth file: read with a weights-only load when used")
+    try:
+        shapes = read_safetensors_header(file.path).shapes()
+    except ModelError as exc:
+        return Probe("unreadable", str(exc))
+    family = recognise_single_file(shapes)
+    if family is not None:
+        return Probe("not an upscale model", f"a {family.display_name} model: it goes in models/checkpoints")
+    return Probe("upscale model")
+
+
 def probe(file: ModelFile) -> Probe:
     """Read what `file` is from its header (or a diffusers folder's configs); never raises."""
+    if file.kind == "upscale_models":
+        return _upscale_model(file)
     if file.format == "pickle":
         return Probe("not read (pickle)", "pickle files are not opened; convert it to .safetensors")
     if file.kind == "loras":

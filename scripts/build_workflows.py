@@ -19,6 +19,7 @@ SD15 = "v1-5-pruned-emaonly.safetensors"
 SD15_INPAINT = "sd-v1-5-inpainting.safetensors"
 SDXL = "sd_xl_base_1.0.safetensors"
 CONTROLNET_CANNY = "control_v11p_sd15_canny_fp16.safetensors"
+UPSCALER = "RealESRGAN_x4plus.pth"
 POSITIVE = "beautiful scenery nature glass bottle landscape, purple galaxy bottle"
 NEGATIVE = "text, watermark"
 
@@ -188,6 +189,36 @@ def hires_fix() -> Graph:
     k2 = ksampler(b, (1260, 420), ckpt, pos, neg, up, title="Second pass", steps=14, denoise=0.5)
     decode_save(b, 1260, k1, ckpt, "hires_first_pass", y=60)
     decode_save(b, 1640, k2, ckpt, "hires", y=420)
+    return b.g
+
+
+def upscale_hires_fix() -> Graph:
+    b = Builder()
+    ckpt = b.add("CheckpointLoaderSimple", (20, 200), ckpt_name=SD15)
+    pos, neg = prompt_pair(b, ckpt)
+    empty = b.add("EmptyLatentImage", (420, 540), width=512, height=512, batch_size=1)
+    k1 = ksampler(b, (880, 60), ckpt, pos, neg, empty, title="First pass")
+    dec = b.add("VAEDecode", (880, 360))
+    b.link(k1, "LATENT", dec, "samples", "LATENT")
+    b.link(ckpt, "VAE", dec, "vae", "VAE")
+    loader = b.add("UpscaleModelLoader", (880, 480), model_name=UPSCALER)
+    up = b.add("ImageUpscaleWithModel", (1140, 360))
+    b.link(loader, "UPSCALE_MODEL", up, "upscale_model", "UPSCALE_MODEL")
+    b.link(dec, "IMAGE", up, "image", "IMAGE")
+    scale = b.add("ImageScaleBy", (1140, 480), "Back to 2x", upscale_method="lanczos", scale_by=0.5)
+    b.link(up, "IMAGE", scale, "image", "IMAGE")
+    enc = b.add("VAEEncode", (1140, 620))
+    b.link(scale, "IMAGE", enc, "pixels", "IMAGE")
+    b.link(ckpt, "VAE", enc, "vae", "VAE")
+    k2 = ksampler(b, (1400, 360), ckpt, pos, neg, enc, title="Second pass", steps=14, denoise=0.5)
+    decode_save(b, 1760, k2, ckpt, "upscale_hires", y=360)
+    b.note(
+        (420, 720),
+        f"The first pass is decoded, upscaled 4x by an upscale model (models/upscale_models: {UPSCALER}, or "
+        "any ESRGAN, SwinIR, HAT, DAT … file), scaled back to 2x and repainted at denoise 0.5, which adds "
+        "detail a latent upscale cannot. Large images are upscaled in tiles when memory runs short.",
+        size=(400, 150),
+    )
     return b.g
 
 
@@ -520,6 +551,7 @@ WORKFLOWS = {
     "img2img": img2img,
     "inpaint": inpaint,
     "hires_fix": hires_fix,
+    "upscale_hires_fix": upscale_hires_fix,
     "controlnet_canny": controlnet_canny,
     "sdxl": sdxl,
     "custom_sampling": custom_sampling,

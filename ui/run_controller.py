@@ -79,6 +79,7 @@ from graph_engine.serialization import graph_from_dict, graph_to_dict
 from graph_engine.validation import validate
 from graph_engine.value_sources import effective_spec
 from ui.images import load_ui_images, qimage_from_array
+from ui.mask_previews import mask_preview_images
 
 PUMP_INTERVAL_MS = 50  # ~20 canvas updates a second
 PREVIEW_MIN_INTERVAL_S = 0.1  # live previews at most ~10 a second
@@ -777,6 +778,7 @@ class RunController(QObject):
                 loaded = self._show_images(event.node_id, event.ui)
                 self._new_images += [(event.node_id, path, image) for path, image in loaded]
                 self._show_text(event.node_id, event.ui)
+                self._show_mask(event.node_id, event.ui)
         elif isinstance(event, NodeFailed):
             self._running_since.pop(event.node_id, None)
             self._progress.pop(event.node_id, None)
@@ -804,6 +806,15 @@ class RunController(QObject):
             self.view.set_node_images(node_id, [img for _, img in loaded])
         self.imagesReady.emit(node_id, loaded)
         return loaded
+
+    def _show_mask(self, node_id: int, ui: dict[str, Any]) -> None:
+        """A MASK output's grey pictures in its node and the preview panel (never in the run's images)."""
+        images = mask_preview_images(ui)
+        if not images:
+            return
+        if node_id in self.graph.nodes and self.view is not None:
+            self.view.set_node_images(node_id, images)
+        self.previewChanged.emit(node_id, images[0])
 
     def _show_text(self, node_id: int, ui: dict[str, Any]) -> None:
         """A node's reported text lines, drawn on the node when the canvas can (GraphView items can)."""
@@ -834,6 +845,7 @@ class RunController(QObject):
             if node_id in result.cached:  # NodeCached carries no ui; the result does
                 self._show_images(node_id, ui)
                 self._show_text(node_id, ui)
+                self._show_mask(node_id, ui)
         if self.view is not None and result.status != "done":
             # Nodes still "queued" never ran; clear them so the canvas shows where the run stopped.
             for node_id in self.graph.nodes:

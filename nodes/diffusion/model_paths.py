@@ -3,8 +3,8 @@
 A workflow refers to a model by a *name* relative to a model folder (``"sd15/dreamshaper.safetensors"``,
 always with forward slashes), never by absolute path, so the same workflow works on another machine.
 The folders for each kind (``checkpoints``, ``vae``, ``loras``, ``text_encoders``, ``diffusion_models``,
-``controlnet``, ``embeddings``: textual inversions, named in prompts rather than loader nodes) are
-searched in order:
+``controlnet``, ``upscale_models``, ``embeddings``: textual inversions, named in prompts rather than loader
+nodes) are searched in order:
 
 1. ``<home>/models/<kind>``, where home is ``$SDGRAPH_HOME`` or the platform's user data folder, then
    ComfyUI's older name for the kind (``clip`` for text encoders, ``unet`` for diffusion models)
@@ -32,7 +32,16 @@ from typing import Any
 
 from nodes.diffusion.errors import ModelError, ModelNotFoundError, UnsafePathError
 
-KINDS = ("checkpoints", "vae", "loras", "text_encoders", "diffusion_models", "controlnet", "embeddings")
+KINDS = (
+    "checkpoints",
+    "vae",
+    "loras",
+    "text_encoders",
+    "diffusion_models",
+    "controlnet",
+    "upscale_models",
+    "embeddings",
+)
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 # Quantized GGUF files are listed where a loader reads them (UNETLoader / UnetLoaderGGUF, the CLIP loaders).
@@ -43,6 +52,7 @@ _A1111_FOLDERS = {
     "vae": "models/VAE",
     "loras": "models/Lora",
     "controlnet": "models/ControlNet",
+    "upscale_models": "models/ESRGAN",
     "embeddings": "embeddings",
 }
 # ComfyUI's yaml keys that map onto our kinds (it also has "lora" in old examples, and the pre-2024
@@ -57,6 +67,7 @@ _COMFY_KEYS = {
     "diffusion_models": "diffusion_models",
     "unet": "diffusion_models",
     "controlnet": "controlnet",
+    "upscale_models": "upscale_models",
     "embeddings": "embeddings",
 }
 # Older folder names ComfyUI still reads for a kind, searched after the current one under every root.

@@ -21,6 +21,7 @@ def test_type_table_has_the_documented_types():
         "MASK",
         "GUIDER",
         "CONTROL_NET",
+        "UPSCALE_MODEL",
         "SAMPLER",
         "SIGMAS",
         "NOISE",

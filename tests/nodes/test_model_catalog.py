@@ -43,3 +43,21 @@ def test_a_probe_is_cached_until_the_file_changes(tmp_path: Path) -> None:
     assert replaced.key != file.key and cache.get(replaced) is None
     assert cache.probe(replaced).family == "16-channel VAE"
     assert loader_for(replaced) == ("VAELoader", {"vae_name": "v.safetensors"})
+
+
+def test_upscale_models_are_a_kind_and_a_misplaced_checkpoint_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "upscale_models"
+    folder.mkdir(parents=True)
+    save_file({"conv_first.weight": torch.zeros(16, 3, 3, 3)}, str(folder / "4x-UltraSharp.safetensors"))
+    torch.save({"params_ema": {"conv_first.weight": torch.zeros(16, 3, 3, 3)}}, str(folder / "RealESRGAN_x4plus.pth"))
+    sd1_keys = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(32, 4, 3, 3)}
+    sd1_keys["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = torch.zeros(8, 768)
+    save_file(sd1_keys, str(folder / "oops.safetensors"))
+    files = {f.name: f for f in list_files(ModelFolders.default(tmp_path), ["upscale_models"])["upscale_models"]}
+    assert sorted(files) == ["4x-UltraSharp.safetensors", "RealESRGAN_x4plus.pth", "oops.safetensors"]
+    cache = ProbeCache()
+    assert cache.probe(files["4x-UltraSharp.safetensors"]).family == "upscale model"
+    assert cache.probe(files["RealESRGAN_x4plus.pth"]).family == "upscale model"  # weights-only, not refused
+    misplaced = cache.probe(files["oops.safetensors"])
+    assert misplaced.family == "not an upscale model" and "models/checkpoints" in misplaced.detail
+    assert loader_for(files["RealESRGAN_x4plus.pth"]) == ("UpscaleModelLoader", {"model_name": "RealESRGAN_x4plus.pth"})

@@ -17,8 +17,9 @@ from app.documents import open_document
 from graph_engine import Executor, validate
 from graph_engine.serialization import graph_to_dict, load
 from nodes import builtin_registry
+from nodes.diffusion.spandrel_import import INSTALL_HINT, spandrel_available
 from nodes.folders import input_dir
-from tests.support.model_root import FLOW_FILES, TINY_CONTROLNET, TINY_NAMES, write_test_image
+from tests.support.model_root import FLOW_FILES, TINY_CONTROLNET, TINY_NAMES, TINY_UPSCALE, write_test_image
 
 ROOT = Path(__file__).parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -27,6 +28,7 @@ MODEL_FOR = {
     "sd-v1-5-inpainting.safetensors": TINY_NAMES["sd1_inpaint"],
     "sd_xl_base_1.0.safetensors": TINY_NAMES["sdxl"],
     "control_v11p_sd15_canny_fp16.safetensors": TINY_CONTROLNET,
+    "RealESRGAN_x4plus.pth": TINY_UPSCALE,
     **FLOW_FILES,
 }
 MODEL_INPUTS = (
@@ -38,6 +40,7 @@ MODEL_INPUTS = (
     "clip_name2",
     "clip_name3",
     "control_net_name",
+    "model_name",
 )
 
 
@@ -67,6 +70,8 @@ def shrink(graph) -> None:
             v.update(width=64, height=64)
         if node.type in ("LatentUpscale",):
             v.update(width=96, height=96)
+        if node.type == "ImageScaleBy" and any(n.type == "ImageUpscaleWithModel" for n in graph.nodes.values()):
+            v.update(scale_by=0.375)  # the tiny 4x upscaler's 256 px back to 96 px
         if node.type == "ImagePadForOutpaint":  # the 64 px test image grown to 96 px
             v.update(left=16, top=16, right=16, bottom=16, feathering=8)
         if "steps" in v:
@@ -106,7 +111,7 @@ def test_workflows_are_shipped():
     assert {p.stem for p in WORKFLOWS} >= {"txt2img", "img2img", "inpaint", "hires_fix", "sdxl", "custom_sampling"}
     assert {p.stem for p in WORKFLOWS} >= {"flux_dev", "flux_schnell", "sd3.5", "z_image_turbo"}
     assert {p.stem for p in WORKFLOWS} >= {"forward_noise", "denoise_timeline", "guidance_sweep"}
-    assert {p.stem for p in WORKFLOWS} >= {"outpaint", "regional_prompt", "controlnet_canny"}
+    assert {p.stem for p in WORKFLOWS} >= {"outpaint", "regional_prompt", "controlnet_canny", "upscale_hires_fix"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -114,6 +119,8 @@ def test_shipped_workflow_runs_end_to_end(path, all_tiny_models, no_network, tmp
     write_test_image(input_dir() / "example.png")
     write_test_image(input_dir() / "example_masked.png", hole=True)
     graph = load(path)
+    if any(n.type == "UpscaleModelLoader" for n in graph.nodes.values()) and not spandrel_available():
+        pytest.skip(f"spandrel is not installed. {INSTALL_HINT}")
     shrink(graph)
     registry = builtin_registry()
     assert validate(graph, registry) == []

@@ -1,6 +1,6 @@
 """A session-wide model root of tiny checkpoints in the real folder layout (`checkpoints/`, `vae/`,
-`loras/`, `diffusion_models/`, `text_encoders/`, `controlnet/`), registered as an extra model root so
-nodes find them by name like real models."""
+`loras/`, `diffusion_models/`, `text_encoders/`, `controlnet/`, `upscale_models/`), registered as an extra
+model root so nodes find them by name like real models."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ TINY_NAMES = {
 }
 # A ControlNet copied from the tiny SD1 UNet, in the original (lllyasviel) single-file layout.
 TINY_CONTROLNET = "tiny_sd1_controlnet.safetensors"
+# A 4x ESRGAN (4 blocks, 16 features) in upscale_models/, when spandrel is installed.
+TINY_UPSCALE = "tiny_esrgan_x4.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +37,19 @@ def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "vae").mkdir()
     (root / "loras").mkdir()
     write_tiny_controlnet(root / "controlnet" / TINY_CONTROLNET)
+    write_tiny_upscale_model(root / "upscale_models" / TINY_UPSCALE)
     return root
+
+
+def write_tiny_upscale_model(path: Path) -> Path | None:
+    """A seeded 4x ESRGAN in the RealESRGAN layout; nothing when spandrel is missing (its tests skip)."""
+    from nodes.diffusion.spandrel_import import spandrel_available
+
+    if not spandrel_available():
+        return None
+    from tests.support.tiny_upscale import build_esrgan, realesrgan_state, save_safetensors
+
+    return save_safetensors(realesrgan_state(build_esrgan(seed=4)), path)
 
 
 def write_tiny_controlnet(path: Path) -> Path:

@@ -205,6 +205,7 @@ comfyui:
         models/loras/
         more_loras/
     upscale_models: models/upscale_models/
+    clip_vision: models/clip_vision/
 relative:
     base_path: ComfyUI
     checkpoints: models/checkpoints
@@ -214,7 +215,8 @@ relative:
     assert ("checkpoints", comfy / "models/checkpoints/") in pairs
     assert ("loras", comfy / "more_loras") in pairs
     assert ("checkpoints", tmp_path / "ComfyUI" / "models/checkpoints") in pairs
-    assert not any(kind == "upscale_models" for kind, _ in pairs)
+    assert ("upscale_models", comfy / "models/upscale_models/") in pairs
+    assert not any(kind == "clip_vision" for kind, _ in pairs)
     folders = ModelFolders.default()
     folders.add_comfyui_yaml(yaml_file)
     assert "comfy_model.safetensors" in folders.list_models("checkpoints")
@@ -226,8 +228,10 @@ def test_a1111_install(home: Path, tmp_path: Path) -> None:
     _touch(webui / "models" / "Stable-diffusion" / "v1-5-pruned.safetensors")
     _touch(webui / "models" / "VAE" / "kl-f8.safetensors")
     _touch(webui / "models" / "Lora" / "detail.safetensors")
+    _touch(webui / "models" / "ESRGAN" / "4x-UltraSharp.pth")
     folders = ModelFolders.default()
     folders.add_a1111(webui)
+    assert folders.list_models("upscale_models") == ["4x-UltraSharp.pth"]
     assert "v1-5-pruned.safetensors" in folders.list_models("checkpoints")
     assert "kl-f8.safetensors" in folders.list_models("vae")
     assert "detail.safetensors" in folders.list_models("loras")
@@ -237,7 +241,7 @@ def test_a1111_install(home: Path, tmp_path: Path) -> None:
 
 def test_unknown_kind(home: Path) -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
-        model_paths.list_models("upscale_models")  # not a kind sdgraph reads (yet)
+        model_paths.list_models("clip_vision")  # not a kind sdgraph reads (yet)
 
 
 def test_embeddings_folder_under_home_a1111_and_comfyui_yaml(home: Path, tmp_path: Path) -> None:
