@@ -202,16 +202,16 @@ def upscale_hires_fix() -> Graph:
     b.link(k1, "LATENT", dec, "samples", "LATENT")
     b.link(ckpt, "VAE", dec, "vae", "VAE")
     loader = b.add("UpscaleModelLoader", (880, 480), model_name=UPSCALER)
-    up = b.add("ImageUpscaleWithModel", (1140, 360))
+    up = b.add("ImageUpscaleWithModel", (1200, 360))
     b.link(loader, "UPSCALE_MODEL", up, "upscale_model", "UPSCALE_MODEL")
     b.link(dec, "IMAGE", up, "image", "IMAGE")
-    scale = b.add("ImageScaleBy", (1140, 480), "Back to 2x", upscale_method="lanczos", scale_by=0.5)
+    scale = b.add("ImageScaleBy", (1200, 480), "Back to 2x", upscale_method="lanczos", scale_by=0.5)
     b.link(up, "IMAGE", scale, "image", "IMAGE")
-    enc = b.add("VAEEncode", (1140, 620))
+    enc = b.add("VAEEncode", (1200, 620))
     b.link(scale, "IMAGE", enc, "pixels", "IMAGE")
     b.link(ckpt, "VAE", enc, "vae", "VAE")
-    k2 = ksampler(b, (1400, 360), ckpt, pos, neg, enc, title="Second pass", steps=14, denoise=0.5)
-    decode_save(b, 1760, k2, ckpt, "upscale_hires", y=360)
+    k2 = ksampler(b, (1500, 360), ckpt, pos, neg, enc, title="Second pass", steps=14, denoise=0.5)
+    decode_save(b, 1860, k2, ckpt, "upscale_hires", y=360)
     b.note(
         (420, 720),
         f"The first pass is decoded, upscaled 4x by an upscale model (models/upscale_models: {UPSCALER}, or "
@@ -462,7 +462,7 @@ def sd35() -> Graph:
         "models/checkpoints: sd3.5_medium.safetensors (MMDiT and VAE)\nmodels/text_encoders (or clip): "
         "clip_l.safetensors, clip_g.safetensors, t5xxl_fp16.safetensors\n\nA checkpoint that includes its "
         "text encoders (…incl_clips_t5xxl…) gives CLIP itself: connect Load Checkpoint's CLIP instead.",
-        size=(420, 200),
+        size=(380, 200),
     )
     return b.g
 
@@ -484,7 +484,7 @@ def z_image_turbo() -> Graph:
         "Z-Image Turbo: 8 steps, no guidance (cfg 1), res_multistep.\n\nmodels/diffusion_models (or unet): "
         "z_image_turbo_bf16.safetensors\nmodels/text_encoders (or clip): qwen_3_4b.safetensors (Qwen3-4B, "
         "type lumina2)\nmodels/vae: ae.safetensors (the FLUX.1 VAE)",
-        size=(420, 180),
+        size=(380, 180),
     )
     return b.g
 
