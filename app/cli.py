@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = sub.add_parser("nodes", help="list every node type and its inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     _add_export_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -85,6 +86,19 @@ def _add_export_parser(sub: Any) -> None:
     exp.add_argument("-o", "--output", required=True, type=Path, help="the .json file to write")
     exp.add_argument("--model-alias", dest="aliases", action="append", default=[], metavar="OLD=NEW")
     exp.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE")
+
+
+def _add_serve_parser(sub: Any) -> None:
+    srv = sub.add_parser("serve", help="serve ComfyUI's HTTP/WebSocket API (needs sdgraph[server])")
+    srv.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="address to listen on (default: 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8188, help="port (default: 8188, ComfyUI's)")
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    srv.add_argument("--enable-cors-header", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: none)")
+    srv.add_argument("--max-upload-size", type=int, default=100, metavar="MB", help="largest request (default: 100)")
+    srv.add_argument("--output-dir", type=Path, help="where output images go (default: the settings' folder)")
+    srv.add_argument("--input-dir", type=Path, help="where uploads and Load Image's files live (default: input/)")
+    srv.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: settings)")
+    srv.add_argument("--precision", choices=["exact", "fast"], help="exact (fp32 on CPU) or fast (bf16/fp16)")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -362,6 +376,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One executor and model manager for every client, until Ctrl+C."""
+    from app.settings import Settings
+
+    check_device(args.device)
+    settings = Settings.load()
+    output_dir = args.output_dir or settings.output_path
+    check_output_dir(output_dir)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0..65535")
+    try:
+        from app.server import Server, ServerConfig
+    except ImportError as exc:
+        raise UsageError(f"serve needs aiohttp ({exc.name} is missing): pip install 'sdgraph[server]'") from None
+    from app.preload import import_model_stack, start_preloading
+    from graph_engine import Executor, ResultCache
+
+    preloading = start_preloading(import_model_stack)  # joined before any prompt can import them
+    executor = Executor(
+        _registry(),
+        cache=ResultCache(max(0, int(settings.cache_budget_mb)) * 1024**2),
+        device=args.device or settings.device,
+        output_dir=output_dir,
+        settings={"precision": args.precision or settings.precision, "settings": settings},
+    )
+    config = ServerConfig(
+        host=args.listen,
+        port=args.port,
+        token=args.token,
+        cors_origin=args.enable_cors_header,
+        max_upload_mb=args.max_upload_size,
+        input_dir=args.input_dir,
+    )
+    server = Server(executor.registry, executor, config)
+    if preloading is not None:
+        preloading.join()
+    try:
+        server.run(on_ready=lambda s: _err(f"serving ComfyUI's API on {s.url} (Ctrl+C stops)"))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -373,7 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.gui import main as gui_main
 
             return gui_main(getattr(args, "file", None))
-        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}[args.command]
+        commands = {
+            "run": cmd_run,
+            "validate": cmd_validate,
+            "nodes": cmd_nodes,
+            "export": cmd_export,
+            "serve": cmd_serve,
+        }
+        command = commands[args.command]
         return command(args)
     except UsageError as exc:
         for message in exc.messages:
