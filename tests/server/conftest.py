@@ -28,7 +28,7 @@ class Served:
     history_db: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from tests.server.support import CKPT
     from tests.support.tiny_sd import make_tiny

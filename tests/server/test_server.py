@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+from pathlib import Path
 
 import aiohttp
 from PIL import Image
 
+from app.history import HistoryStore
 from tests.server.support import (
+    CKPT,
     finished,
     json_messages,
     of_type,
@@ -60,6 +63,11 @@ def test_txt2img_progress_view_and_history(served):
     assert history[pid]["prompt"][1] == pid and history[pid]["prompt"][4] == ["9"]
     assert Image.open(io.BytesIO(png)).size == (64, 64)
     assert (served.output / image["filename"]).read_bytes() == png
+    # The run is in the editor's History too, with its graph and a thumbnail.
+    with HistoryStore(served.history_db) as store:
+        runs = [r for r in store.list() if any(Path(i.path).name == image["filename"] for i in r.images)]
+        assert len(runs) == 1 and runs[0].models == (CKPT,) and "a red fox" in runs[0].prompt
+        assert store.thumbnail(runs[0].images[0].id) and store.workflow(runs[0].id)["nodes"]
 
 
 async def _wait_running(session, url, ws, pid):
