@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -386,6 +387,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_output_dir(output_dir)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 0..65535")
+    if args.input_dir is not None:  # where Load Image reads, so uploads land where it looks
+        os.environ["SDGRAPH_INPUT_DIR"] = str(args.input_dir.resolve())
     try:
         from app.server import Server, ServerConfig
     except ImportError as exc:
@@ -407,7 +410,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=args.token,
         cors_origin=args.enable_cors_header,
         max_upload_mb=args.max_upload_size,
-        input_dir=args.input_dir,
     )
     server = Server(executor.registry, executor, config)
     if preloading is not None:

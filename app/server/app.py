@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from app.server.files import FileRefused, Folders, default_temp_folder
+from app.server.files import FileRefused, Folders
 from app.server.prompts import PromptRejected
 from app.server.queue import PromptQueue
 from app.server.recording import RunRecorder
@@ -43,8 +44,6 @@ class ServerConfig:
     token: str | None = None
     cors_origin: str | None = None
     max_upload_mb: int = 100
-    input_dir: Path | None = None  # default: Load Image's folder (`nodes.folders.input_dir`)
-    temp_dir: Path | None = None  # default: Preview Image's folder
     record_history: bool = True  # finished runs go to the editor's History as well ...
     history_path: Path | None = None  # ... in this database (default: `app.history.default_path()`)
 
@@ -76,7 +75,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json_error(500, "server_error", f"the server failed on this request ({type(exc).__name__})")
 
 
-def _auth(token: str) -> web.Middleware:
+def _auth(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -95,7 +94,7 @@ def _auth(token: str) -> web.Middleware:
     return check
 
 
-def _cors(origin: str) -> web.Middleware:
+def _cors(origin: str) -> Middleware:
     headers = {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -116,7 +115,7 @@ def _cors(origin: str) -> web.Middleware:
 
 
 def create_app(state: ServerState, config: ServerConfig) -> web.Application:
-    middlewares: list[web.Middleware] = []
+    middlewares: list[Middleware] = []
     if config.cors_origin:
         middlewares.append(_cors(config.cors_origin))
     middlewares.append(_errors)
@@ -135,7 +134,7 @@ class Server:
     """One server: its state, the worker thread, and the aiohttp site, started and stopped together."""
 
     def __init__(self, registry: NodeRegistry, executor: Executor, config: ServerConfig | None = None) -> None:
-        from nodes.folders import input_dir
+        from nodes.folders import input_dir, temp_dir
 
         self.config = config or ServerConfig()
         hub = Hub()
@@ -143,11 +142,8 @@ class Server:
         hub.queue_remaining = queue.remaining
         self._recorder = RunRecorder(self.config.history_path) if self.config.record_history else None
         worker = PromptWorker(executor, queue, hub.send, hub.send_bytes, on_run=self._recorder)
-        folders = Folders(
-            output=executor.output_dir,
-            input=self.config.input_dir or input_dir(),
-            temp=self.config.temp_dir or default_temp_folder(),
-        )
+        # The folders the nodes use, so an upload is what Load Image lists and a preview is viewable.
+        folders = Folders(output=executor.output_dir, input=input_dir(), temp=temp_dir())
         self.state = ServerState(registry, queue, worker, hub, folders)
         self.app = create_app(self.state, self.config)
         self.port = self.config.port

@@ -12,7 +12,6 @@ Every write goes through `atomic_write` (a temp file and a rename).
 from __future__ import annotations
 
 import io
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,11 +39,6 @@ class Folders:
         if kind not in roots:
             raise FileRefused(400, f"type must be one of output, input, temp (got {kind[:40]!r})")
         return roots[kind]
-
-
-def default_temp_folder() -> Path:
-    """Where Preview Image writes when the run names no temp folder (see `nodes.image.preview_image`)."""
-    return Path(tempfile.gettempdir()) / "sdgraph-preview"
 
 
 def check_name(filename: str, subfolder: str = "") -> None:

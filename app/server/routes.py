@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable
-from numbers import Real
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from app.output_folder import output_folder_problem
 from app.server.catalog import embeddings, model_folder, system_stats
@@ -28,6 +29,8 @@ from app.server.queue import QueuedPrompt
 from app.server.state import STATE, ServerState
 from app.server.websocket import valid_client_id
 from nodes.folders import list_models
+
+SENSITIVE_EXTRA_DATA = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,13 +78,15 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
     elif not isinstance(prompt_id, str) or not valid_client_id(prompt_id):
         return bad_request("invalid_prompt", "prompt_id must be a short printable string", repr(prompt_id)[:80])
     number = body.get("number")
-    if not isinstance(number, Real) or isinstance(number, bool):
+    if not isinstance(number, int | float) or isinstance(number, bool) or not math.isfinite(number):
         number = state.queue.next_number(front=bool(body.get("front")))
 
     checked = await _in_thread(check_prompt, body["prompt"], state.registry, body.get("partial_execution_targets"))
     problem = await _in_thread(output_folder_problem, state.worker.executor.output_dir)
     if problem is not None:  # refused now, not after the sampler (as `sdgraph run` and the editor do)
         return bad_request("output_folder_not_writable", "The output folder cannot be written", problem)
+    # Credentials for paid API nodes never reach /queue or /history, which every client can read.
+    extra_data = {k: v for k, v in extra_data.items() if k not in SENSITIVE_EXTRA_DATA}
     if client_id is not None:
         extra_data = {**extra_data, "client_id": client_id}
     state.queue.put(
@@ -180,7 +185,10 @@ async def get_view(request: web.Request) -> web.StreamResponse:
 
 async def _upload(request: web.Request, *, mask: bool) -> web.StreamResponse:
     folders = _state(request).folders
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, HttpProcessingError) as exc:  # not multipart, or a broken one
+        raise FileRefused(400, f"expected a multipart form with a file field 'image' ({type(exc).__name__})") from None
     image = form.get("image")
     if not isinstance(image, web.FileField):
         raise FileRefused(400, "the form has no file field 'image'")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ class Hub:
     def __init__(self) -> None:
         self._connections: dict[str, set[Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.queue_remaining = lambda: 0
+        self.queue_remaining: Callable[[], int] = lambda: 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

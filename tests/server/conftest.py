@@ -6,6 +6,7 @@ is given explicit folders: the per-test `SDGRAPH_HOME` does not exist yet when i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import nodes.folders
 from app.server import Server, ServerConfig
 from graph_engine import Executor
 from nodes import builtin_registry
+from nodes.folders import temp_dir
 
 
 @dataclass
@@ -44,26 +46,23 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         nodes.folders.configure()
 
 
-def start_server(base: Path, **config: object) -> Served:
-    folders = {name: base / name for name in ("output", "input", "temp")}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    executor = Executor(builtin_registry(), device="cpu", output_dir=folders["output"])
-    settings = ServerConfig(
-        port=0,
-        input_dir=folders["input"],
-        temp_dir=folders["temp"],
-        history_path=base / "history.sqlite3",
-        **config,  # type: ignore[arg-type]
-    )
-    server = Server(executor.registry, executor, settings).start()
-    return Served(server, server.url, folders["output"], folders["input"], folders["temp"], base / "history.sqlite3")
+@contextlib.contextmanager
+def start_server(base: Path, **config: object) -> Iterator[Served]:
+    """A server with its own output and input folders (Load Image reads the same input folder)."""
+    output, input_dir = base / "output", base / "input"
+    output.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SDGRAPH_INPUT_DIR", str(input_dir))
+        executor = Executor(builtin_registry(), device="cpu", output_dir=output)
+        settings = ServerConfig(port=0, history_path=base / "history.sqlite3", **config)  # type: ignore[arg-type]
+        server = Server(executor.registry, executor, settings).start()
+        try:
+            yield Served(server, server.url, output, input_dir, temp_dir(), base / "history.sqlite3")
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
 def served(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = start_server(tmp_path_factory.mktemp("server"), max_upload_mb=1)
-    try:
+    with start_server(tmp_path_factory.mktemp("server"), max_upload_mb=1) as s:
         yield s
-    finally:
-        s.server.stop()

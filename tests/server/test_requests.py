@@ -4,6 +4,7 @@ are not images, and the node, model and machine descriptions it builds its UI fr
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 
@@ -249,3 +250,52 @@ def test_models_embeddings_and_system_stats(served):
     assert out["/embeddings"] == (200, ["my_style"])
     stats = out["/system_stats"][1]
     assert stats["devices"][0]["type"] == "cpu" and stats["system"]["ram_total"] > 0
+
+
+def test_an_uploaded_image_runs_through_load_image_and_its_preview_is_viewable(served, tmp_path):
+    from tests.server.support import finished, receive_until
+
+    png = write_png(tmp_path / "up.png", size=(24, 16), colour=(10, 200, 90))
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+    async def main(session):
+        form = aiohttp.FormData()
+        form.add_field("image", png, filename="cat.png", content_type="image/png")
+        form.add_field("overwrite", "true")
+        async with session.post(f"{served.url}/upload/image", data=form) as resp:
+            assert resp.status == 200
+        async with session.ws_connect(f"{served.url}/ws?clientId=pia") as ws:
+            status, body = await post_prompt(session, served.url, prompt, client_id="pia")
+            assert status == 200, body
+            messages = await receive_until(ws, finished(body["prompt_id"]))
+        (executed,) = [m["data"] for m in messages if isinstance(m, dict) and m["type"] == "executed"]
+        (ref,) = executed["output"]["images"]
+        async with session.get(f"{served.url}/view", params=ref) as resp:
+            return ref, resp.status, await resp.read()
+
+    ref, status, data = _call(main)
+    from PIL import Image
+
+    assert ref["type"] == "temp" and status == 200
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.size == (24, 16) and img.convert("RGB").getpixel((3, 3)) == (10, 200, 90)
+
+
+def test_broken_upload_forms_are_400_not_500(served):
+    async def main(session):
+        out = []
+        for content_type, data in (
+            ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage"),
+            ("multipart/form-data", b"no boundary"),
+            ("application/json", b"{}"),
+        ):
+            headers = {"Content-Type": content_type}
+            async with session.post(f"{served.url}/upload/image", data=data, headers=headers) as r:
+                out.append((r.status, await r.json()))
+        return out
+
+    for status, body in _call(main):
+        assert status == 400 and "'image'" in body["error"]["message"]

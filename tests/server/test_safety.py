@@ -21,11 +21,8 @@ ORIGIN = "http://localhost:5173"
 
 @pytest.fixture
 def guarded(tiny_root, tmp_path):
-    s = start_server(tmp_path, token="s3cret", cors_origin=ORIGIN)
-    try:
+    with start_server(tmp_path, token="s3cret", cors_origin=ORIGIN) as s:
         yield s
-    finally:
-        s.server.stop()
 
 
 def test_token_is_required_everywhere(guarded):
