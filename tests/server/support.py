@@ -97,5 +97,6 @@ def write_png(path: Path, size: tuple[int, int] = (16, 16), colour: tuple[int, .
 
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer.getvalue())
     return buffer.getvalue()

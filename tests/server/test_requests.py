@@ -299,3 +299,29 @@ def test_broken_upload_forms_are_400_not_500(served):
 
     for status, body in _call(main):
         assert status == 400 and "'image'" in body["error"]["message"]
+
+
+def test_a_node_failing_at_run_time_is_reported_as_execution_error(served):
+    from tests.server.support import finished, receive_until
+
+    served.input.mkdir(exist_ok=True)
+    (served.input / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # listed, but unreadable
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "broken.png"}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+
+    async def main(session):
+        async with session.ws_connect(f"{served.url}/ws?clientId=erin") as ws:
+            status, body = await post_prompt(session, served.url, prompt, client_id="erin")
+            assert status == 200, body
+            messages = await receive_until(ws, finished(body["prompt_id"]))
+        async with session.get(f"{served.url}/history/{body['prompt_id']}") as resp:
+            return messages, (await resp.json())[body["prompt_id"]]
+
+    messages, entry = _call(main)
+    (error,) = [m["data"] for m in messages if isinstance(m, dict) and m["type"] == "execution_error"]
+    assert error["node_id"] == "1" and error["node_type"] == "LoadImage" and error["exception_message"]
+    assert {"executed", "exception_type", "traceback", "current_inputs"} <= set(error)
+    assert entry["status"]["status_str"] == "error"
+    assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_error"
