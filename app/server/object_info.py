@@ -2,8 +2,9 @@
 
 ComfyUI clients build their widgets from this: each input is `[TYPE, {options}]` (`["INT", {"default":
 20, "min": 1, "max": 10000, "step": 1}]`), a choice is `[[choice, ...], {options}]`, a socket is
-`["MODEL"]`, listed in declaration order under `required` or `optional`. Everything here is derived
-from the `NodeSpec`s, so a node declared once is described correctly in the editor, in `sdgraph nodes`
+`["MODEL"]`, listed in declaration order under `required` or `optional`. Titles are the ones ComfyUI
+shows (`graph_engine.comfy.titles`), so its users find "CLIP Text Encode (Prompt)". Everything else is
+derived from the `NodeSpec`s, so a node declared once is described correctly in the editor, in `sdgraph nodes`
 and here. Frontend-only types (notes, reroutes, primitives) are left out, as ComfyUI leaves out its own.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from graph_engine import NodeRegistry, NodeSpec
+from graph_engine.comfy.titles import comfy_title
 from graph_engine.node_spec import MISSING, Input
 
 
@@ -54,7 +56,7 @@ def describe(spec: NodeSpec, source: str = "") -> dict[str, Any]:
         "output_is_list": [False for _ in spec.outputs],
         "output_name": [o.id for o in spec.outputs],
         "name": spec.type,
-        "display_name": spec.display_name,
+        "display_name": comfy_title(spec),
         "description": spec.description,
         "python_module": f"custom_nodes.{source}" if source else "nodes",
         "category": spec.category,

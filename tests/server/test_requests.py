@@ -229,6 +229,7 @@ def test_object_info_describes_ksampler_as_comfyui_does(served):
     assert ks["name"] == "KSampler" and ks["category"] == "sampling" and ks["output_node"] is False
     assert CKPT in everything["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
     assert everything["SaveImage"]["output_node"] is True
+    assert everything["CLIPTextEncode"]["display_name"] == "CLIP Text Encode (Prompt)"  # ComfyUI's, not "Encode Prompt"
     assert everything["LoadImage"]["input"]["required"]["image"][1].get("image_upload") is True
     assert "Note" not in everything and "Reroute" not in everything  # frontend-only, as in ComfyUI
 
