@@ -96,6 +96,13 @@ def _add_serve_parser(sub: Any) -> None:
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
     srv.add_argument("--enable-cors-header", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: none)")
     srv.add_argument("--max-upload-size", type=int, default=100, metavar="MB", help="largest request (default: 100)")
+    srv.add_argument(
+        "--frontend",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="serve ComfyUI's web front-end on / (the comfyui-frontend-package, or its static FOLDER)",
+    )
     srv.add_argument("--output-dir", type=Path, help="where output images go (default: the settings' folder)")
     srv.add_argument("--input-dir", type=Path, help="where uploads and Load Image's files live (default: input/)")
     srv.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: settings)")
@@ -393,6 +400,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from app.server import Server, ServerConfig
     except ImportError as exc:
         raise UsageError(f"serve needs aiohttp ({exc.name} is missing): pip install 'sdgraph[server]'") from None
+    if args.frontend is not None:
+        from app.server.frontend import frontend_root
+
+        if args.token:
+            raise UsageError("--frontend cannot be combined with --token: ComfyUI's web page sends no token")
+        try:
+            frontend_root(args.frontend or None)
+        except ValueError as exc:
+            raise UsageError(f"--frontend: {exc}") from None
     from app.preload import import_model_stack, start_preloading
     from graph_engine import Executor, ResultCache
 
@@ -410,6 +426,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=args.token,
         cors_origin=args.enable_cors_header,
         max_upload_mb=args.max_upload_size,
+        frontend=args.frontend,
     )
     server = Server(executor.registry, executor, config)
     if preloading is not None:

@@ -46,6 +46,8 @@ class ServerConfig:
     max_upload_mb: int = 100
     record_history: bool = True  # finished runs go to the editor's History as well ...
     history_path: Path | None = None  # ... in this database (default: `app.history.default_path()`)
+    # ComfyUI's web front-end on `/`: None for none, "" for the installed comfyui-frontend-package, or a folder.
+    frontend: str | None = None
 
 
 def _json_error(status: int, type: str, message: str) -> web.Response:
@@ -127,6 +129,10 @@ def create_app(state: ServerState, config: ServerConfig) -> web.Application:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
         app.router.add_get(prefix + "/ws", state.hub.handle)
+    if config.frontend is not None:
+        from app.server.frontend import add_frontend_routes, frontend_root
+
+        add_frontend_routes(app, frontend_root(config.frontend or None), config.max_upload_mb)
     return app
 
 

@@ -47,7 +47,7 @@ def bad_request(type: str, message: str, details: str = "") -> web.Response:
     return web.json_response({"error": comfy_error(type, message, details), "node_errors": {}}, status=400)
 
 
-async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
+async def json_body(request: web.Request, *, optional: bool = False) -> Any:
     """The request's JSON; a body that is not JSON raises `PromptRejected` (answered as a 400)."""
     text = await request.text()
     if optional and not text.strip():
@@ -63,7 +63,7 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
 
 async def post_prompt(request: web.Request) -> web.StreamResponse:
     state = _state(request)
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or "prompt" not in body:
         return bad_request("no_prompt", "No prompt provided", "the body must be an object with a 'prompt'")
     client_id = body.get("client_id")
@@ -118,7 +118,7 @@ async def get_queue(request: web.Request) -> web.StreamResponse:
 
 async def post_queue(request: web.Request) -> web.StreamResponse:
     queue = _state(request).queue
-    body = await _json_body(request, optional=True)
+    body = await json_body(request, optional=True)
     if not isinstance(body, dict):
         return bad_request("invalid_request", 'expected {"clear": true} or {"delete": [prompt ids]}')
     if body.get("clear"):
@@ -130,7 +130,7 @@ async def post_queue(request: web.Request) -> web.StreamResponse:
 
 
 async def post_interrupt(request: web.Request) -> web.StreamResponse:
-    body = await _json_body(request, optional=True)
+    body = await json_body(request, optional=True)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     _state(request).worker.interrupt(str(prompt_id) if prompt_id is not None else None)
     return web.json_response({})
@@ -163,7 +163,7 @@ async def get_history_entry(request: web.Request) -> web.StreamResponse:
 
 async def post_history(request: web.Request) -> web.StreamResponse:
     queue = _state(request).queue
-    body = await _json_body(request, optional=True)
+    body = await json_body(request, optional=True)
     if isinstance(body, dict):
         if body.get("clear"):
             queue.delete_history()

@@ -126,3 +126,18 @@ def test_sdgraph_serve_starts_answers_and_stops_on_ctrl_c(tmp_path):
         proc.kill()
         proc.wait()
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_serve_refuses_a_frontend_folder_without_index_html(tmp_path):
+    env = {**os.environ, "SDGRAPH_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "0", "--frontend", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"sdgraph: --frontend: {tmp_path} has no index.html (expected "
+                                                "ComfyUI's front-end static folder)"]  # fmt: skip
