@@ -23,6 +23,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from app.output_folder import output_folder_problem
 from app.server.catalog import embeddings, model_folder, system_stats
 from app.server.files import FileRefused, check_image, resolve, store_upload
+from app.server.jobs import STATUSES, job_detail, list_jobs
+from app.server.messages import now_ms
 from app.server.object_info import object_info
 from app.server.prompts import PromptRejected, check_prompt, comfy_error
 from app.server.queue import QueuedPrompt
@@ -87,6 +89,7 @@ async def post_prompt(request: web.Request) -> web.StreamResponse:
         return bad_request("output_folder_not_writable", "The output folder cannot be written", problem)
     # Credentials for paid API nodes never reach /queue or /history, which every client can read.
     extra_data = {k: v for k, v in extra_data.items() if k not in SENSITIVE_EXTRA_DATA}
+    extra_data["create_time"] = now_ms()  # for /jobs, as ComfyUI stamps it
     if client_id is not None:
         extra_data = {**extra_data, "client_id": client_id}
     state.queue.put(
@@ -134,6 +137,19 @@ async def post_interrupt(request: web.Request) -> web.StreamResponse:
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     _state(request).worker.interrupt(str(prompt_id) if prompt_id is not None else None)
     return web.json_response({})
+
+
+async def get_jobs(request: web.Request) -> web.StreamResponse:
+    wanted = {s for s in request.query.get("status", "").split(",") if s in STATUSES} or set(STATUSES)
+    limit = _int_query(request, "limit")
+    return web.json_response(list_jobs(_state(request).queue, wanted, limit, _int_query(request, "offset") or 0))
+
+
+async def get_job(request: web.Request) -> web.StreamResponse:
+    job = job_detail(_state(request).queue, request.match_info["job_id"])
+    if job is None:
+        raise FileRefused(404, "no such job")
+    return web.json_response(job)
 
 
 # ---- history -------------------------------------------------------------------------------------
@@ -269,6 +285,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/queue", get_queue),
     ("POST", "/queue", post_queue),
     ("POST", "/interrupt", post_interrupt),
+    ("GET", "/jobs", get_jobs),
+    ("GET", "/jobs/{job_id}", get_job),
     ("GET", "/history", get_history),
     ("GET", "/history/{prompt_id}", get_history_entry),
     ("POST", "/history", post_history),

@@ -50,7 +50,7 @@ def browser():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
         yield driver
@@ -108,5 +108,8 @@ def test_comfyuis_frontend_queues_its_default_graph_and_shows_the_image(browser,
             assert "/view?filename=" + image["filename"] in src
             shown = "return app.graph._nodes.find(n => n.type == 'SaveImage').imgs[0].naturalWidth"
             assert browser.execute_script(shown) == 1024
+            # Nothing it asked of the server failed: no 500s, and its queue and history panels (/jobs) load.
+            errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+            assert not [e for e in errors if "status of 500" in e or "Jobs API" in e or "/api/prompt" in e], errors
     finally:
         nodes.folders.configure()

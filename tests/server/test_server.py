@@ -42,9 +42,21 @@ def test_txt2img_progress_view_and_history(served):
                 png = await resp.read()
             async with session.get(f"{served.url}/api/history/{pid}") as resp:
                 assert await resp.json() == history
-        return pid, messages, history, png
+            # The newer front-end's view of the same: /jobs (as ComfyUI's current UI asks for it).
+            async with session.get(
+                f"{served.url}/api/jobs?status=completed,failed,cancelled&limit=64&offset=0"
+            ) as resp:
+                jobs = await resp.json()
+            async with session.get(f"{served.url}/api/jobs/{pid}") as resp:
+                job = await resp.json()
+        return pid, messages, history, png, jobs, job
 
-    pid, messages, history, png = asyncio.run(main())
+    pid, messages, history, png, jobs, job = asyncio.run(main())
+    (listed,) = [j for j in jobs["jobs"] if j["id"] == pid]
+    assert listed["status"] == "completed" and listed["outputs_count"] == 1 and listed["create_time"] > 0
+    assert listed["preview_output"]["filename"] == history[pid]["outputs"]["9"]["images"][0]["filename"]
+    assert listed["execution_start_time"] <= listed["execution_end_time"]
+    assert jobs["pagination"]["total"] >= 1 and job["outputs"] == history[pid]["outputs"]
     kinds = [m["type"] for m in json_messages(messages) if m["type"] != "status"]
     assert kinds[0] == "execution_start" and kinds[1] == "execution_cached"
     assert kinds[-2:] == ["execution_success", "executing"]
@@ -109,6 +121,13 @@ def test_queue_while_running(served):
                 queue = await resp.json()
             async with session.get(f"{served.url}/prompt") as resp:
                 remaining = (await resp.json())["exec_info"]["queue_remaining"]
+            async with session.get(f"{served.url}/api/jobs?status=in_progress,pending") as resp:
+                jobs = [(j["id"], j["status"]) for j in (await resp.json())["jobs"]]
+            assert jobs == [
+                (second["prompt_id"], "pending"),
+                (third["prompt_id"], "pending"),
+                (long["prompt_id"], "in_progress"),
+            ]
             async with session.post(f"{served.url}/queue", json={"delete": [third["prompt_id"]]}) as resp:
                 assert resp.status == 200
             async with session.get(f"{served.url}/api/queue") as resp:
