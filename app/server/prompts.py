@@ -62,9 +62,6 @@ class CheckedPrompt:
     outputs: list[str]  # the prompt's ids of `targets`, as ComfyUI lists "outputs to execute"
     node_errors: dict[str, Any] = field(default_factory=dict)
 
-    def key(self, node_id: int) -> str:
-        return prompt_key(self.graph, node_id)
-
 
 def prompt_key(graph: Graph, node_id: int) -> str:
     """The id the client used for a node ("7", or "12:5" for a flattened subgraph node)."""

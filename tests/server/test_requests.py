@@ -326,3 +326,26 @@ def test_a_node_failing_at_run_time_is_reported_as_execution_error(served):
     assert {"executed", "exception_type", "traceback", "current_inputs"} <= set(error)
     assert entry["status"]["status_str"] == "error"
     assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_error"
+
+
+def test_a_broken_output_is_left_out_and_the_valid_one_still_runs(served):
+    """ComfyUI's rule: the prompt is queued with the outputs that validate; node_errors names the rest."""
+    prompt = txt2img(prefix="partial")
+    prompt["10"] = {"class_type": "PreviewImage", "inputs": {}}
+    status, body = _call(lambda s: post_prompt(s, served.url, prompt))
+    assert status == 200, body
+    assert body["node_errors"]["10"]["errors"][0]["type"] == "required_input_missing"
+    assert body["node_errors"]["10"]["dependent_outputs"] == ["10"]
+
+    async def queued(session):
+        for _ in range(200):
+            async with session.get(f"{served.url}/history/{body['prompt_id']}") as resp:
+                entry = (await resp.json()).get(body["prompt_id"])
+            if entry is not None:
+                return entry
+            await asyncio.sleep(0.1)
+        raise AssertionError("the prompt did not finish")
+
+    entry = _call(queued)
+    assert entry["prompt"][4] == ["9"] and entry["status"]["status_str"] == "success"
+    assert list(entry["outputs"]) == ["9"]
