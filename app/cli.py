@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = sub.add_parser("nodes", help="list every node type and its inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     _add_export_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 
@@ -88,6 +90,26 @@ def _add_export_parser(sub: Any) -> None:
     exp.add_argument("-o", "--output", required=True, type=Path, help="the .json file to write")
     exp.add_argument("--model-alias", dest="aliases", action="append", default=[], metavar="OLD=NEW")
     exp.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE")
+
+
+def _add_serve_parser(sub: Any) -> None:
+    srv = sub.add_parser("serve", help="serve ComfyUI's HTTP/WebSocket API (needs sdgraph[server])")
+    srv.add_argument("--listen", default="127.0.0.1", metavar="ADDR", help="address to listen on (default: 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8188, help="port (default: 8188, ComfyUI's)")
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request")
+    srv.add_argument("--enable-cors-header", metavar="ORIGIN", help="allow browser pages from ORIGIN (default: none)")
+    srv.add_argument("--max-upload-size", type=int, default=100, metavar="MB", help="largest request (default: 100)")
+    srv.add_argument(
+        "--frontend",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="serve ComfyUI's web front-end on / (the comfyui-frontend-package, or its static FOLDER)",
+    )
+    srv.add_argument("--output-dir", type=Path, help="where output images go (default: the settings' folder)")
+    srv.add_argument("--input-dir", type=Path, help="where uploads and Load Image's files live (default: input/)")
+    srv.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default: settings)")
+    srv.add_argument("--precision", choices=["exact", "fast"], help="exact (fp32 on CPU) or fast (bf16/fp16)")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -384,6 +406,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One executor and model manager for every client, until Ctrl+C."""
+    from app.settings import Settings
+
+    check_device(args.device)
+    settings = Settings.load()
+    output_dir = args.output_dir or settings.output_path
+    check_output_dir(output_dir)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0..65535")
+    if args.input_dir is not None:  # where Load Image reads, so uploads land where it looks
+        os.environ["SDGRAPH_INPUT_DIR"] = str(args.input_dir.resolve())
+    try:
+        from app.server import Server, ServerConfig
+    except ImportError as exc:
+        raise UsageError(f"serve needs aiohttp ({exc.name} is missing): pip install 'sdgraph[server]'") from None
+    if args.frontend is not None:
+        from app.server.frontend import frontend_root
+
+        if args.token:
+            raise UsageError("--frontend cannot be combined with --token: ComfyUI's web page sends no token")
+        try:
+            frontend_root(args.frontend or None)
+        except ValueError as exc:
+            raise UsageError(f"--frontend: {exc}") from None
+    from app.preload import import_model_stack, start_preloading
+    from graph_engine import Executor, ResultCache
+
+    preloading = start_preloading(import_model_stack)  # joined before any prompt can import them
+    executor = Executor(
+        _registry(),
+        cache=ResultCache(max(0, int(settings.cache_budget_mb)) * 1024**2),
+        device=args.device or settings.device,
+        output_dir=output_dir,
+        settings={"precision": args.precision or settings.precision, "settings": settings},
+    )
+    config = ServerConfig(
+        host=args.listen,
+        port=args.port,
+        token=args.token,
+        cors_origin=args.enable_cors_header,
+        max_upload_mb=args.max_upload_size,
+        frontend=args.frontend,
+    )
+    server = Server(executor.registry, executor, config)
+    if preloading is not None:
+        preloading.join()
+    try:
+        server.run(on_ready=lambda s: _err(f"serving ComfyUI's API on {s.url} (Ctrl+C stops)"))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -396,7 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = getattr(args, "file", None)
             return gui_main(resolve_workflow(file) if file else None)
-        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}[args.command]
+        commands = {
+            "run": cmd_run,
+            "validate": cmd_validate,
+            "nodes": cmd_nodes,
+            "export": cmd_export,
+            "serve": cmd_serve,
+        }
+        command = commands[args.command]
         return command(args)
     except UsageError as exc:
         for message in exc.messages:

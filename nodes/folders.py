@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,6 +60,12 @@ def model_identity(kind: str, name: str) -> tuple[str, int, int]:
 def input_dir() -> Path:
     """Where Load Image reads from: `$SDGRAPH_INPUT_DIR`, else `<home>/input`. May not exist yet."""
     return Path(os.environ.get("SDGRAPH_INPUT_DIR") or sdgraph_home() / "input")
+
+
+def temp_dir() -> Path:
+    """Where Preview Image and other temporary images go when the run names no folder of its own; the
+    server's `/view?type=temp` serves from here."""
+    return Path(tempfile.gettempdir()) / "sdgraph-preview"
 
 
 def ensure_input_dir() -> Path:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from graph_engine import Combo, ExecutionContext, InputError, Int, NodeOutput, Output, Socket, String, node
-from nodes.folders import list_input_images, resolve_input_image
+from nodes.folders import list_input_images, resolve_input_image, temp_dir
 
 
 def _image_hash(values: Mapping[str, Any]) -> str:
@@ -99,7 +97,7 @@ def preview_image(ctx: ExecutionContext, images: Any) -> NodeOutput:
     """Shows images without keeping them (they go to a temporary folder)."""
     from nodes.diffusion.images import save_images
 
-    folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
+    folder = ctx.temp_dir or temp_dir()
     folder.mkdir(parents=True, exist_ok=True)
     saved = save_images(images, folder, f"preview_{ctx.node_id}", ctx.workflow, kind="temp", compress_level=1)
     return NodeOutput((), {"images": saved})

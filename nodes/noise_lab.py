@@ -17,11 +17,10 @@ Its type was `AddNoise` until schema 2 of the workflow format; that name is Comf
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from graph_engine import Combo, ExecutionContext, Float, InputError, Int, NodeOutput, Output, Socket, node
+from nodes.folders import temp_dir
 
 # = nodes.diffusion.forward.SCHEDULES, without importing torch
 SCHEDULES = ["scaled_linear", "linear", "cosine", "flow"]
@@ -125,7 +124,7 @@ def _save_preview(ctx: ExecutionContext, rgb: Any, key: str, width: int, height:
 
     from nodes.diffusion.images import PNG_WORKFLOW_KEY, png_bytes, write_atomic
 
-    folder = ctx.temp_dir or Path(tempfile.gettempdir()) / "sdgraph-preview"
+    folder = ctx.temp_dir or temp_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"add_noise_{ctx.node_id}_{key}.png"
     img = Image.fromarray(rgb).resize((width, height), Image.Resampling.NEAREST)

@@ -6,72 +6,21 @@ from ComfyUI, and its tutorials, screenshots and workflows name nodes the way Co
 setting says "sdgraph"; search and the library filter match both names (and the type name), whichever
 is shown.
 
-`COMFY_TITLES` lists what ComfyUI shows for each type it shares with sdgraph: its display name where
-it has one, and the bare type name where it shows that. Types ComfyUI lacks (or means differently,
-like sdgraph's forward-diffusion ForwardNoise) keep sdgraph's title. The style is process-wide, set by
+`COMFY_TITLES` (in `graph_engine.comfy.titles`, shared with the server's `/object_info`) lists what
+ComfyUI shows for each type it shares with sdgraph: its display name where it has one, and the bare
+type name where it shows that. Types ComfyUI lacks (or means differently, like sdgraph's
+forward-diffusion ForwardNoise) keep sdgraph's title. The style is process-wide, set by
 the window from its settings, because a title is painted deep inside items that have no settings.
 """
 
 from __future__ import annotations
 
+from graph_engine.comfy.titles import comfy_title
 from graph_engine.node_spec import NodeSpec
 
 COMFYUI = "comfyui"
 SDGRAPH = "sdgraph"
 TITLE_STYLES = (COMFYUI, SDGRAPH)
-
-COMFY_TITLES: dict[str, str] = {
-    # loaders
-    "CheckpointLoaderSimple": "Load Checkpoint",
-    "VAELoader": "Load VAE",
-    "UNETLoader": "Load Diffusion Model",
-    "LoraLoader": "Load LoRA",
-    "LoraLoaderModelOnly": "LoraLoaderModelOnly",
-    "CLIPLoader": "Load CLIP",
-    "DualCLIPLoader": "DualCLIPLoader",
-    "TripleCLIPLoader": "TripleCLIPLoader",
-    "CLIPSetLastLayer": "CLIP Set Last Layer",
-    # conditioning
-    "CLIPTextEncode": "CLIP Text Encode (Prompt)",
-    "CLIPTextEncodeSDXL": "CLIPTextEncodeSDXL",
-    "CLIPTextEncodeFlux": "CLIPTextEncodeFlux",
-    "CLIPTextEncodeSD3": "CLIPTextEncodeSD3",
-    "ConditioningCombine": "Conditioning (Combine)",
-    "ConditioningZeroOut": "ConditioningZeroOut",
-    "ConditioningSetTimestepRange": "ConditioningSetTimestepRange",
-    "FluxGuidance": "FluxGuidance",
-    # model sampling
-    "ModelSamplingSD3": "ModelSamplingSD3",
-    "ModelSamplingFlux": "ModelSamplingFlux",
-    "ModelSamplingAuraFlow": "ModelSamplingAuraFlow",
-    # latents and images
-    "EmptyLatentImage": "Empty Latent Image",
-    "EmptySD3LatentImage": "EmptySD3LatentImage",
-    "LatentUpscale": "Upscale Latent",
-    "VAEDecode": "VAE Decode",
-    "VAEEncode": "VAE Encode",
-    "VAEEncodeForInpaint": "VAE Encode (for Inpainting)",
-    "SetLatentNoiseMask": "Set Latent Noise Mask",
-    "LoadImage": "Load Image",
-    "SaveImage": "Save Image",
-    "PreviewImage": "Preview Image",
-    "ImageScale": "Upscale Image",
-    # sampling
-    "KSampler": "KSampler",
-    "KSamplerAdvanced": "KSampler (Advanced)",
-    "SamplerCustomAdvanced": "SamplerCustomAdvanced",
-    "BasicGuider": "BasicGuider",
-    "CFGGuider": "CFGGuider",
-    "DisableNoise": "DisableNoise",
-    "RandomNoise": "RandomNoise",
-    "AddNoise": "AddNoise",
-    "KSamplerSelect": "KSamplerSelect",
-    "KarrasScheduler": "KarrasScheduler",
-    "BasicScheduler": "BasicScheduler",
-    # the frontend's own
-    "PrimitiveNode": "Primitive",
-    "Note": "Note",
-}
 
 _style = COMFYUI
 
@@ -84,10 +33,6 @@ def set_style(style: str) -> None:
 
 def style() -> str:
     return _style
-
-
-def comfy_title(spec: NodeSpec) -> str:
-    return COMFY_TITLES.get(spec.type, spec.display_name)
 
 
 def title(spec: NodeSpec) -> str:
