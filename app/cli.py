@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = sub.add_parser("nodes", help="list every node type and its inputs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     _add_export_parser(sub)
+    from app.batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -108,16 +111,12 @@ def _open(path: str) -> Any:
 
 
 def _find_node(graph: Any, key: str) -> int:
-    if key.isdigit() and int(key) in graph.nodes:
-        return int(key)
-    matches = [n.id for n in graph.nodes.values() if (n.title or "").lower() == key.lower()]
-    if not matches:
-        matches = [n.id for n in graph.nodes.values() if n.type.lower() == key.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UsageError(f"--set: no node with id or title {key!r}")
-    raise UsageError(f"--set: {key!r} names {len(matches)} nodes ({', '.join(map(str, matches))}); use an id")
+    from app.batch.jobs import find_node
+
+    try:
+        return find_node(graph, key)
+    except ValueError as exc:
+        raise UsageError(f"--set: {exc}") from None
 
 
 def _parse_value(raw: str, input_type: str) -> Any:
@@ -373,7 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.gui import main as gui_main
 
             return gui_main(getattr(args, "file", None))
-        command = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}[args.command]
+        from app.batch.command import cmd_batch
+
+        commands = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "export": cmd_export}
+        command = {**commands, "batch": cmd_batch}[args.command]
         return command(args)
     except UsageError as exc:
         for message in exc.messages:
