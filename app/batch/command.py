@@ -169,7 +169,8 @@ def _backend(args: argparse.Namespace, workflow: dict[str, Any], config: Any, re
     except RayUnavailable as exc:
         backend.close()
         raise UsageError(str(exc)) from None
-    print(f"sdgraph: {len(backend.slots)} Ray workers ready in {seconds:.1f}s", file=sys.stderr)
+    count = len(backend.slots)
+    print(f"sdgraph: {count} Ray worker{'s' * (count != 1)} ready in {seconds:.1f}s", file=sys.stderr)
     return backend
 
 

@@ -8,8 +8,9 @@ finished first (`ray.wait`), so a slow worker never holds a queue of jobs the ot
 outcome, with its PNG bytes, comes back to the driver, which writes it (`dispatch.run_batch`).
 
 When an actor dies (its process killed, its node lost: `ray.exceptions.RayActorError`), the job it held
-goes back to the front of the queue and a fresh actor takes the dead one's place, up to `max_restarts`
-replacements over the batch; the job is recorded only once, by whichever actor finishes it. Actors
+goes back to the front of the queue for whichever actor is free first, and a fresh actor takes the dead
+one's place (getting jobs once it has started), up to `max_restarts` replacements over the batch; the
+job is recorded only once, by whichever actor finishes it. Actors
 run two calls at once (`max_concurrency=2`) only so that `cancel()` reaches a running job: Ray cannot
 interrupt an actor's running task, but the job notices its cancel token at the sampler's next step.
 """
@@ -80,6 +81,10 @@ class BatchWorker:
     def cancel(self) -> None:
         self.runner.cancel()
 
+    def executed(self) -> list[str]:
+        """The ids of the jobs this actor ran (tests check that a re-run runs none)."""
+        return list(self.runner.executed)
+
 
 @dataclass
 class _Slot:
@@ -117,6 +122,7 @@ class RayBackend:
         self.restarts = 0
         self.retried: list[str] = []  # job ids that went back to the queue after their worker died
         self.startup_seconds = 0.0
+        self.in_flight: dict[int, str] = {}  # slot index -> the job id it is running now
         self._started_ray = False
         self._actor_class: Any = None
 
@@ -201,31 +207,44 @@ class RayBackend:
         queue = collections.deque(jobs)
         free = list(self.slots)
         running: dict[Any, tuple[_Slot, Job]] = {}
+        starting: dict[Any, _Slot] = {}  # replacements of dead actors, given jobs once they are up
         target = None if write_to is None else str(write_to)
         while queue or running:
             while queue and free and not stop.is_set():
                 slot, job = free.pop(0), queue.popleft()
                 running[slot.actor.run.remote(job, target)] = (slot, job)
-            if not running:
+                self.in_flight[slot.index] = job.id
+            if not running and (stop.is_set() or not starting):
                 break  # stopped with jobs left over: they stay undone (and unrecorded)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            ready, _ = ray.wait([*running, *starting], num_returns=1, timeout=0.2)
             for ref in ready:
+                if ref in starting:
+                    slot = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        free.append(slot)
+                    except RayActorError as exc:
+                        starting[self._replace(slot, exc)] = slot
+                    continue
                 slot, job = running.pop(ref)
+                self.in_flight.pop(slot.index, None)
                 try:
                     outcome = ray.get(ref)
                 except RayActorError as exc:
-                    self._replace(slot, exc)
+                    # The job goes back to the front of the queue, for whichever worker is free first;
+                    # the replacement joins once it has started, so no job waits on a cold actor.
+                    starting[self._replace(slot, exc)] = slot
                     self.retried.append(job.id)
                     queue.appendleft(job)
-                    free.append(slot)
                     continue
                 except RayTaskError as exc:  # a bug outside the executor's own error handling
                     outcome = JobOutcome(job, "failed", error={"node": None, "message": str(exc).splitlines()[0]})
                 free.append(slot)
                 on_outcome(outcome)
 
-    def _replace(self, slot: _Slot, exc: Exception) -> None:
-        """A fresh actor in a dead one's place, unless the batch has used up its restarts."""
+    def _replace(self, slot: _Slot, exc: Exception) -> Any:
+        """A fresh actor in a dead one's place, unless the batch has used up its restarts; returns the
+        reference that resolves once it has started."""
         self.restarts += 1
         if self.restarts > self.max_restarts:
             raise RayUnavailable(
@@ -234,3 +253,4 @@ class RayBackend:
         with contextlib.suppress(Exception):
             self.ray.kill(slot.actor)
         slot.actor = self._new_actor()
+        return slot.actor.info.remote()
