@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[sd,gui,dev]"
+.venv/bin/python -m pip install -q -e ".[sd,gui,dev,cluster]"
 # The window (not the headless runner) needs three X11 libraries that PySide6 does not ship. On a bare
 # Debian/Ubuntu:  sudo apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
 # This only prints that hint when they are missing; it never fails the setup.
