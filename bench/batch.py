@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import nodes.folders
     from app.batch.dispatch import run_batch
-    from app.batch.jobs import expand, parse_sweep, workflow_digest
+    from app.batch.jobs import expand, parse_sweep
     from app.batch.local import LocalBackend
     from app.batch.runner import JobRunner, WorkerConfig
     from app.plugins import app_registry
@@ -77,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     graph, ids = txt2img_graph("bench_tiny_sd1.safetensors", size=args.size, steps=args.steps)
     registry = app_registry()
     workflow = graph_to_dict(graph)
-    digest = workflow_digest(workflow)
 
     def sweep(first: int) -> list[Any]:
         axis = parse_sweep(graph, registry, f"{ids['ks']}.seed={first}..{first + args.jobs - 1}")
-        return expand([axis], digest)
+        return expand([axis], workflow)
 
     def timed_batch(backend: Any, first_seed: int) -> float:
         out = Path(tempfile.mkdtemp(dir=home))

@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
 
 def build_jobs(args: argparse.Namespace, graph: Any, registry: Any) -> list[Any]:
     """The jobs the arguments ask for, every value checked; `UsageError` lists every problem."""
-    from app.batch.jobs import JobSpecError, check_axes, expand, parse_sweep, prompt_axis, workflow_digest
+    from app.batch.jobs import JobSpecError, check_axes, expand, parse_sweep, prompt_axis
     from app.cli import UsageError
     from graph_engine.serialization import graph_to_dict
 
@@ -89,7 +89,7 @@ def build_jobs(args: argparse.Namespace, graph: Any, registry: Any) -> list[Any]
         raise UsageError(*problems)
     try:
         check_axes(graph, registry, axes)
-        return expand(axes, workflow_digest(graph_to_dict(graph)))
+        return expand(axes, graph_to_dict(graph))
     except JobSpecError as exc:
         raise UsageError(*exc.messages) from None
 

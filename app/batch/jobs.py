@@ -21,12 +21,12 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from graph_engine import Graph, NodeRegistry, validate
-from graph_engine.serialization import graph_from_dict
+from graph_engine.serialization import graph_from_dict, graph_to_dict
 
 MAX_JOBS = 1_000_000  # a typo such as 1..1e9 should be refused, not expanded until memory runs out
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -176,9 +176,21 @@ def prompt_axis(graph: Graph, registry: NodeRegistry, target: str, lines: Iterab
     return Axis(nid, input_id, tuple(t for _, t in kept), source, tuple(f"line{n:05}" for n, _ in kept))
 
 
-def workflow_digest(workflow: Mapping[str, Any]) -> str:
-    """What a run computes from: node types, modes, values and links (positions, sizes, groups left out)."""
-    nodes = [[n.get("id"), n.get("type"), n.get("mode"), n.get("inputs")] for n in workflow.get("nodes", [])]
+def workflow_digest(workflow: Mapping[str, Any], ignore: Iterable[tuple[int, str]] = ()) -> str:
+    """What a run computes from: node types, modes, values and links (positions, sizes, groups left out).
+
+    `ignore`: the (node, input) values the jobs set, so the workflow's own value there (the seed it was
+    saved with) does not change the ids: asking for seeds 6..8 after 5..7 finds 6 and 7 done.
+    """
+    skip = set(ignore)
+
+    def values(n: Mapping[str, Any]) -> Any:
+        inputs = n.get("inputs")
+        if not isinstance(inputs, dict):
+            return inputs
+        return {k: v for k, v in inputs.items() if (n.get("id"), k) not in skip}
+
+    nodes = [[n.get("id"), n.get("type"), n.get("mode"), values(n)] for n in workflow.get("nodes", [])]
     links = [[lk.get("src"), lk.get("dst")] for lk in workflow.get("links", [])]
     canonical = json.dumps([nodes, links], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -193,22 +205,69 @@ def _slug_part(axis: Axis, index: int, qualified: bool) -> str:
     return f"{name}={_SLUG_UNSAFE.sub('_', shown)[:24]}"
 
 
-def expand(axes: Sequence[Axis], digest: str) -> list[Job]:
+def _job(overrides: tuple[Override, ...], parts: Sequence[str], digest: str) -> Job:
+    """The id: a readable slug of the values plus a hash of the workflow's content and the values."""
+    canonical = json.dumps([digest, [[o.node_id, o.input, o.value] for o in overrides]], sort_keys=True)
+    key = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return Job(f"{'_'.join(parts)[:80]}-{key}", overrides, " ".join(parts))
+
+
+def expand(axes: Sequence[Axis], workflow: Mapping[str, Any]) -> list[Job]:
     """The cartesian product of the axes, in order (the last axis varies fastest), one job per combination."""
     if not axes:
         raise JobSpecError("nothing to batch: give at least one --sweep or --prompts")
     total = math.prod(len(a.values) for a in axes)
     if total > MAX_JOBS:
         raise JobSpecError(f"{total} jobs is more than the {MAX_JOBS} a batch may have")
+    digest = workflow_digest(workflow, [(a.node_id, a.input) for a in axes])
     input_names = [a.input for a in axes]
     jobs = []
     for combo in itertools.product(*(range(len(a.values)) for a in axes)):
         overrides = tuple(Override(a.node_id, a.input, a.values[i]) for a, i in zip(axes, combo, strict=True))
         parts = [_slug_part(a, i, input_names.count(a.input) > 1) for a, i in zip(axes, combo, strict=True)]
-        canonical = json.dumps([digest, [[o.node_id, o.input, o.value] for o in overrides]], sort_keys=True)
-        key = hashlib.sha256(canonical.encode()).hexdigest()[:10]
-        jobs.append(Job(f"{'_'.join(parts)[:80]}-{key}", overrides, " ".join(parts)))
+        jobs.append(_job(overrides, parts, digest))
     return jobs
+
+
+def run_many_jobs(
+    graph: Graph, registry: NodeRegistry, count: int, step_seeds: Callable[[Graph, int], object]
+) -> list[Job]:
+    """Run ×N as batch jobs: job k has the seeds the k-th of N queued runs would have had.
+
+    `step_seeds(graph, node_id)` moves a node's seeds on as after a run; the editor passes its seed
+    control (increment, decrement, randomize, or "fixed" stepped as increment when asked), which this
+    module cannot import (it lives with the canvas). It is applied to a copy: the caller decides whether
+    the live graph steps too. Runs whose seeds are all the same are one job (the same id), as a batch
+    never makes one image twice.
+    """
+    work = graph_from_dict(json.loads(json.dumps(graph_to_dict(graph))))
+    seeded: list[tuple[int, dict[str, Any]]] = []  # node id, its free seed inputs and their defaults
+    for nid in sorted(work.nodes):
+        spec = registry.get(work.nodes[nid].type)
+        linked = work.inputs_of(nid)
+        seeds = {} if spec is None else {i.id: i.default for i in spec.inputs if i.control_after_generate}
+        if seeds := {name: default for name, default in seeds.items() if name not in linked}:
+            seeded.append((nid, seeds))
+    if not seeded:
+        raise JobSpecError("the workflow has no seed to vary, so every run would make the same image")
+    names = [name for _, seeds in seeded for name in seeds]
+    digest = workflow_digest(graph_to_dict(graph), [(nid, name) for nid, seeds in seeded for name in seeds])
+    jobs: dict[str, Job] = {}
+    for _ in range(count):
+        overrides = tuple(
+            Override(nid, name, work.nodes[nid].values.get(name, default))
+            for nid, seeds in seeded
+            for name, default in seeds.items()
+        )
+        parts = [
+            f"{o.node_id}.{o.input}={o.value}" if names.count(o.input) > 1 else f"{o.input}={o.value}"
+            for o in overrides
+        ]
+        job = _job(overrides, parts, digest)
+        jobs.setdefault(job.id, job)
+        for nid, _ in seeded:
+            step_seeds(work, nid)
+    return list(jobs.values())
 
 
 def check_axes(graph: Graph, registry: NodeRegistry, axes: Sequence[Axis]) -> None:

@@ -55,26 +55,28 @@ def test_float_range_lands_on_the_end_and_lists_are_typed():
 def test_several_sweeps_give_the_cartesian_product_with_stable_distinct_ids():
     g, ids = graph()
     axes = [parse_sweep(g, REG, "Seed.value=1..3"), parse_sweep(g, REG, "Writer.text=x,y")]
-    digest = workflow_digest(graph_to_dict(g))
-    jobs = expand(axes, digest)
+    base = graph_to_dict(g)
+    jobs = expand(axes, base)
     assert [j.label for j in jobs] == [f"value={v} text={t}" for v in (1, 2, 3) for t in ("x", "y")]
     assert len({j.id for j in jobs}) == 6
-    assert [j.id for j in expand(axes, digest)] == [j.id for j in jobs]  # the same command, the same ids
+    assert [j.id for j in expand(axes, base)] == [j.id for j in jobs]  # the same command, the same ids
     moved = graph_to_dict(g)
     moved["nodes"][0]["pos"] = [999, 999]  # layout is not content
-    assert workflow_digest(moved) == digest
+    assert workflow_digest(moved) == workflow_digest(base)
+    g.set_value(ids["value"], "value", 9)  # the base value of a swept input is not part of the ids
+    assert [j.id for j in expand(axes, graph_to_dict(g))] == [j.id for j in jobs]
     g.set_value(ids["write"], "name", "other")
-    other = expand(axes, workflow_digest(graph_to_dict(g)))
+    other = expand(axes, graph_to_dict(g))
     assert not {j.id for j in other} & {j.id for j in jobs}  # a changed workflow never reuses a name
     built = job_graph(graph_to_dict(g), jobs[3])
     assert built.nodes[ids["value"]].values["value"] == 2 and built.nodes[ids["write"]].values["text"] == "y"
-    assert g.nodes[ids["value"]].values["value"] == 1  # the base graph is untouched
+    assert g.nodes[ids["value"]].values["value"] == 9  # the base graph is untouched
 
 
 def test_prompt_lines_become_jobs_named_by_line(tmp_path):
     g, _ = graph()
     axis = prompt_axis(g, REG, "Writer.text", ["a fox", "", "a cat in the snow, 4k"], "--prompts p.txt")
-    jobs = expand([axis], "d")
+    jobs = expand([axis], {})
     assert [j.overrides[0].value for j in jobs] == ["a fox", "a cat in the snow, 4k"]
     assert [j.id.split("-")[0] for j in jobs] == ["line00001", "line00003"]
     with pytest.raises(JobSpecError, match="value is a INT input, not text"):
@@ -116,7 +118,15 @@ def test_out_of_range_values_are_refused_by_graph_validation_before_anything_run
 def test_no_axes_and_too_many_jobs_are_refused():
     g, _ = graph()
     with pytest.raises(JobSpecError, match="at least one --sweep"):
-        expand([], "d")
+        expand([], {})
     big = parse_sweep(g, REG, "Seed.value=0..1000")
     with pytest.raises(JobSpecError, match="more than the"):
-        expand([big, big], "d")  # 1001² is over the limit
+        expand([big, big], {})  # 1001² is over the limit
+
+
+def test_run_many_needs_a_seed_to_vary():
+    from app.batch.jobs import run_many_jobs
+
+    g, _ = graph()
+    with pytest.raises(JobSpecError, match="no seed to vary"):
+        run_many_jobs(g, REG, 3, lambda graph, node_id: None)

@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 import nodes.folders  # noqa: E402
 from app.batch.dispatch import run_batch  # noqa: E402
-from app.batch.jobs import Job, expand, parse_sweep, workflow_digest  # noqa: E402
+from app.batch.jobs import Job, expand, parse_sweep  # noqa: E402
 from app.batch.local import LocalBackend  # noqa: E402
 from app.batch.manifest import Manifest  # noqa: E402
 from app.batch.ray_runner import RayBackend  # noqa: E402
@@ -66,7 +66,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sweep]:
     try:
         g, ids = txt2img_graph("tiny_sd1.safetensors", size=64, steps=1, sampler_name="euler")
         registry = app_registry()
-        jobs = expand([parse_sweep(g, registry, f"{ids['ks']}.seed=1..40")], workflow_digest(graph_to_dict(g)))
+        jobs = expand([parse_sweep(g, registry, f"{ids['ks']}.seed=1..40")], graph_to_dict(g))
         config = WorkerConfig.current(device="cpu", precision="exact", compile=None, threads=1)
         yield Sweep(graph_to_dict(g), jobs, config, ids["ks"])
     finally:
