@@ -27,6 +27,7 @@ class LocalBackend:
         stop: threading.Event,
         write_to: Path | None = None,
     ) -> None:
+        self.runner.resume()
         for job in jobs:
             if stop.is_set():
                 return

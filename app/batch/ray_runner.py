@@ -81,6 +81,9 @@ class BatchWorker:
     def cancel(self) -> None:
         self.runner.cancel()
 
+    def resume(self) -> None:
+        self.runner.resume()
+
     def executed(self) -> list[str]:
         """The ids of the jobs this actor ran (tests check that a re-run runs none)."""
         return list(self.runner.executed)
@@ -123,6 +126,7 @@ class RayBackend:
         self.retried: list[str] = []  # job ids that went back to the queue after their worker died
         self.startup_seconds = 0.0
         self.in_flight: dict[int, str] = {}  # slot index -> the job id it is running now
+        self._cancelling: list[Any] = []  # cancel calls not yet known to have arrived
         self._started_ray = False
         self._actor_class: Any = None
 
@@ -190,7 +194,7 @@ class RayBackend:
         """Ask every actor to stop its running job (they then refuse new ones)."""
         for slot in self.slots:
             with contextlib.suppress(Exception):
-                slot.actor.cancel.remote()
+                self._cancelling.append(slot.actor.cancel.remote())
 
     def run(
         self,
@@ -204,6 +208,12 @@ class RayBackend:
 
         if not self.slots:
             self.start()
+        # A cancelled earlier batch does not stop this one. Two calls into an actor may run in either
+        # order (max_concurrency=2), so the cancels must have landed before the resumes are sent.
+        with contextlib.suppress(Exception):
+            ray.get(self._cancelling)
+        self._cancelling = []
+        ray.get([s.actor.resume.remote() for s in self.slots])
         queue = collections.deque(jobs)
         free = list(self.slots)
         running: dict[Any, tuple[_Slot, Job]] = {}

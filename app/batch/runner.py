@@ -114,6 +114,7 @@ def output_name(job_id: str, index: int, count: int, suffix: str) -> str:
 def write_job_files(folder: Path | str, files: list[OutputFile]) -> list[OutputFile]:
     """Write a job's files atomically (temp file + rename + fsync); returns them without their bytes."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for f in files:
         assert f.data is not None, "a file that is already on disk has nothing to write"
@@ -167,6 +168,10 @@ class JobRunner:
         """Stop the running job at its next step; every later `run` returns "cancelled" at once."""
         self._token.cancel()
 
+    def resume(self) -> None:
+        """Take jobs again after a `cancel()` (a new batch on the same warm runner)."""
+        self._token = CancelToken()
+
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -206,7 +211,14 @@ class JobRunner:
                 error = {"node": e.node_id, "title": e.title, "type": e.type, "message": e.message, "input": e.input}
             return JobOutcome(job, result.status, error=error, seconds=seconds, worker=self.worker)
         if write_to is not None:
-            files = write_job_files(write_to, files)
+            try:
+                files = write_job_files(write_to, files)
+            except OSError as exc:  # a full or unreachable shared folder fails this job, not the worker
+                error = {
+                    "node": None,
+                    "message": f"{exc.filename or write_to} could not be written: {exc.strerror or exc}",
+                }
+                return JobOutcome(job, "failed", error=error, seconds=seconds, worker=self.worker)
         return JobOutcome(job, "done", files, seconds=seconds, worker=self.worker)
 
 

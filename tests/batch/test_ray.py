@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,21 @@ def test_a_worker_killed_mid_batch_has_its_job_done_elsewhere_exactly_once(backe
     assert backend.restarts == restarts + 1 and len(backend.retried) == 1
     assert report.finished and len(report.done) == 40
     assert_done_once_and_equal(tmp_path, sweep, in_process)
+
+
+def test_shared_output_workers_write_the_files_and_send_back_no_bytes(backend, sweep, in_process, tmp_path):
+    jobs = sweep.jobs[:6]
+    backend.cancel()  # a stop requested during an earlier batch does not carry over to the next
+    outcomes: list = []
+    backend.run(jobs, outcomes.append, threading.Event(), tmp_path / "direct")
+    assert sorted(o.job.id for o in outcomes) == sorted(j.id for j in jobs)
+    assert [(o.status, o.error) for o in outcomes] == [("done", None)] * 6
+    assert all(o.files and o.files[0].data is None for o in outcomes)  # no bytes sent
+    assert sorted(p.name for p in (tmp_path / "direct").iterdir()) == sorted(f"{j.id}.png" for j in jobs)
+
+    report = run_batch(jobs, backend, tmp_path / "batch", shared_output=True)
+    assert report.finished and len(report.done) == 6
+    records = Manifest(tmp_path / "batch").records()
+    assert sorted(r["files"][0]["name"] for r in records) == sorted(f"{j.id}.png" for j in jobs)
+    for job in jobs:
+        assert np.array_equal(pixels(tmp_path / "batch" / f"{job.id}.png"), pixels(in_process / f"{job.id}.png"))
