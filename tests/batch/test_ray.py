@@ -7,9 +7,11 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ import nodes.folders  # noqa: E402
 from app.batch.dispatch import run_batch  # noqa: E402
 from app.batch.jobs import Job, expand, parse_sweep  # noqa: E402
 from app.batch.local import LocalBackend  # noqa: E402
-from app.batch.manifest import Manifest  # noqa: E402
+from app.batch.manifest import MANIFEST_NAME, Manifest  # noqa: E402
 from app.batch.ray_runner import RayBackend  # noqa: E402
 from app.batch.runner import JobRunner, WorkerConfig  # noqa: E402
 from app.plugins import app_registry  # noqa: E402
@@ -118,21 +120,39 @@ def assert_done_once_and_equal(out: Path, sweep: Sweep, reference: Path) -> list
     return records
 
 
-def test_cli_batch_on_a_ray_cluster(cluster, tmp_path):
-    """`sdgraph batch --ray auto` joins the cluster in RAY_ADDRESS; runs before the shared actors exist."""
+def test_cli_batch_on_a_ray_cluster_stops_on_ctrl_c_and_a_rerun_finishes(cluster, tmp_path):
+    """`sdgraph batch --ray auto` joins the cluster in RAY_ADDRESS (runs before the shared actors exist).
+    Ctrl+C reaches the job running on the actor, which stops at its next step; what finished is kept."""
     path = tmp_path / "w.json"
-    save(toy_workflow(), path)
+    save(toy_workflow(steps=20, ms=25), path)  # half a second per job
     out = tmp_path / "out"
     env = {**os.environ, "SDGRAPH_HOME": str(tmp_path), "SDGRAPH_NODE_MODULES": "tests.batch.batch_nodes"}
     env["RAY_ADDRESS"] = cluster
-    args = ["batch", str(path), "--sweep", "Seed.value=1..4", "--ray", "auto", "--workers", "1", "--output-dir"]
-    proc = subprocess.run([sys.executable, "-m", "app", *args, str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "1 Ray worker ready" in proc.stderr and "4 done, 0 failed" in proc.stderr
-    assert sorted(Path(p).read_text() for p in proc.stdout.split()) == ["v=1", "v=2", "v=3", "v=4"]
-    workers = {r["worker"] for r in Manifest(out).records()}
-    assert len(workers) == 1  # the one actor ran them all
+    args = [sys.executable, "-m", "app", "batch", str(path), "--sweep", "Seed.value=1..6", "--ray", "auto"]
+    args += ["--workers", "1", "--output-dir", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / MANIFEST_NAME
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (manifest.exists() and manifest.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    time.sleep(0.2)  # into the next job
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - started < 10  # not after the remaining jobs
+    assert "1 Ray worker ready" in stderr
+    records = Manifest(out).records()
+    assert 1 <= len(records) < 6 and sorted(p.name for p in out.glob("*.txt")) == sorted(
+        r["files"][0]["name"] for r in records
+    )
+    assert len(stdout.split()) == len(records)
+
+    rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(records)} of 6 jobs already done" in rerun.stderr
+    assert sorted(p.read_text() for p in out.glob("*.txt")) == [f"v={v}" for v in range(1, 7)]
+    assert len({r["worker"] for r in Manifest(out).records()}) == 2  # each run had its own actor
 
 
 def test_ray_sweep_equals_in_process_and_a_rerun_executes_nothing(backend, sweep, in_process, tmp_path):
