@@ -97,11 +97,8 @@ def build_jobs(args: argparse.Namespace, graph: Any, registry: Any) -> list[Any]
 def cmd_batch(args: argparse.Namespace) -> int:
     from app.batch.runner import WorkerConfig
     from app.cli import (
-        EXIT_FAILED,
-        EXIT_INTERRUPTED,
         EXIT_OK,
         UsageError,
-        _err,
         _open,
         _registry,
         apply_aliases,
@@ -146,7 +143,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     workflow = graph_to_dict(graph)
     backend = _backend(args, workflow, config, registry)
     try:
-        return _run(args, jobs, backend, EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED, _err)
+        return _run(args, jobs, backend)
     finally:
         backend.close()
 
@@ -174,9 +171,8 @@ def _backend(args: argparse.Namespace, workflow: dict[str, Any], config: Any, re
     return backend
 
 
-def _run(
-    args: argparse.Namespace, jobs: list[Any], backend: Any, ok: int, failed: int, interrupted: int, err: Any
-) -> int:
+def _run(args: argparse.Namespace, jobs: list[Any], backend: Any) -> int:
+    """The jobs with a progress bar and Ctrl+C handling; each finished job's files are printed as it lands."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -189,6 +185,8 @@ def _run(
 
     from app.batch.dispatch import pending_jobs, run_batch
     from app.batch.ray_runner import RayUnavailable
+    from app.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+    from app.cli import _err as err
 
     stop = threading.Event()
 
@@ -222,26 +220,27 @@ def _run(
                     progress.console.print(f"failed: {outcome.describe_error()}", highlight=False, soft_wrap=True)
                 if outcome.status != "cancelled":
                     progress.advance(task)
+                if outcome.status == "done":
+                    for f in outcome.files:
+                        print(Path(args.output_dir) / f.name, flush=True)
 
             report = run_batch(
                 jobs, backend, args.output_dir, shared_output=args.shared_output, stop=stop, on_outcome=on_outcome
             )
     except KeyboardInterrupt:
         err("interrupted")
-        return interrupted
+        return EXIT_INTERRUPTED
     except RayUnavailable as exc:
         err(str(exc))
-        return failed
+        return EXIT_FAILED
     except OSError as exc:
         err(f"{exc.filename or args.output_dir} could not be written: {exc.strerror or exc}")
-        return failed
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
-    for path in report.files:
-        print(path)
     summary = f"{len(report.done)} done, {len(report.failed)} failed, {report.skipped} skipped (already done)"
     err(summary)
     if stop.is_set() and not report.finished:
         err("interrupted")
-        return interrupted
-    return failed if report.failed else ok
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if report.failed else EXIT_OK

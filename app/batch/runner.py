@@ -205,11 +205,11 @@ class JobRunner:
         seconds = time.perf_counter() - started
         self.executed.append(job.id)
         if result.status != "done":
-            error = None
+            failure: dict[str, Any] | None = None
             if result.error is not None:
                 e = result.error
-                error = {"node": e.node_id, "title": e.title, "type": e.type, "message": e.message, "input": e.input}
-            return JobOutcome(job, result.status, error=error, seconds=seconds, worker=self.worker)
+                failure = {"node": e.node_id, "title": e.title, "type": e.type, "message": e.message, "input": e.input}
+            return JobOutcome(job, result.status, error=failure, seconds=seconds, worker=self.worker)
         if write_to is not None:
             try:
                 files = write_job_files(write_to, files)
