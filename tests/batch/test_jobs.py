@@ -115,6 +115,19 @@ def test_out_of_range_values_are_refused_by_graph_validation_before_anything_run
     check_axes(g, REG, [parse_sweep(g, REG, "Seed.value=0..1000")])  # the whole valid range passes
 
 
+def test_a_long_axis_is_checked_value_by_value_without_validating_the_graph_each_time():
+    from app.batch.jobs import FULLY_VALIDATED
+
+    g, _ = graph()
+    axis = parse_sweep(g, REG, f"Seed.value=0..{FULLY_VALIDATED * 3}:2")  # 301 values, ends at 600
+    check_axes(g, REG, [axis])
+    bad = parse_sweep(g, REG, "Seed.value=" + ",".join(map(str, [*range(250), 1001, 5, 2000])))
+    with pytest.raises(JobSpecError) as info:
+        check_axes(g, REG, [bad])
+    assert [m.split(": value ")[1].split(":")[0] for m in info.value.messages] == ["1001", "2000"]
+    assert all("above the maximum 1000" in m and "node 1 (Seed), input 'value'" in m for m in info.value.messages)
+
+
 def test_no_axes_and_too_many_jobs_are_refused():
     g, _ = graph()
     with pytest.raises(JobSpecError, match="at least one --sweep"):

@@ -99,10 +99,7 @@ def test_stopping_keeps_what_finished_and_the_next_run_does_the_rest(tmp_path):
             stop.set()
             threading.Timer(0.1, backend.cancel).start()
 
-    def stop_mid_job(outcome):
-        on_outcome(outcome)
-
-    report = run_batch(jobs, backend, tmp_path, stop=stop, on_outcome=stop_mid_job)
+    report = run_batch(jobs, backend, tmp_path, stop=stop, on_outcome=on_outcome)
     assert seen == ["done", "done"] and len(report.done) == 2 and not report.finished
     assert r.executed == [j.id for j in jobs[:2]]
     # cancel while a job runs: that job ends "cancelled" at its next step and is not recorded
