@@ -108,8 +108,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     )
     from graph_engine.serialization import graph_to_dict
 
-    check_device(args.device)
-    if args.ray is not None:
+    if args.ray is None:  # Ray workers may have a GPU this machine lacks: the backend checks the cluster
+        check_device(args.device)
+    else:
         from app.batch.ray_runner import RayUnavailable, require_ray
 
         try:

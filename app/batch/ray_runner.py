@@ -111,6 +111,7 @@ class RayBackend:
         gpus_per_worker: float | None = None,
         max_restarts: int = 3,
         init_options: Mapping[str, Any] | None = None,
+        start_timeout: float = 600.0,
     ) -> None:
         self.ray = require_ray()
         self.workflow = dict(workflow)
@@ -121,6 +122,7 @@ class RayBackend:
         self.gpus = gpus_per_worker
         self.max_restarts = max_restarts
         self.init_options = dict(init_options or {})
+        self.start_timeout = start_timeout
         self.slots: list[_Slot] = []
         self.restarts = 0
         self.retried: list[str] = []  # job ids that went back to the queue after their worker died
@@ -153,6 +155,7 @@ class RayBackend:
         if count is None:
             count = int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1) // self.threads)
         count = max(1, count)
+        self._check_fits(resources, count, gpus)
         self._actor_class = ray.remote(BatchWorker).options(
             num_cpus=self.threads,
             num_gpus=gpus,
@@ -160,9 +163,31 @@ class RayBackend:
             runtime_env={"env_vars": worker_env(self.threads)},
         )
         self.slots = [_Slot(self._new_actor(), i) for i in range(count)]
-        ray.get([s.actor.info.remote() for s in self.slots])
+        try:
+            ray.get([s.actor.info.remote() for s in self.slots], timeout=self.start_timeout)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise RayUnavailable(
+                f"{count} Ray workers did not start within {self.start_timeout:.0f}s "
+                f"(the cluster has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
+            ) from None
         self.startup_seconds = time.perf_counter() - t0
         return self.startup_seconds
+
+    def _check_fits(self, resources: Mapping[str, float], count: int, gpus: float) -> None:
+        """Refuse what the cluster can never hold (on a cluster Ray started here, which cannot grow), and
+        `--device cuda` on a cluster without GPUs, instead of waiting forever for the actors."""
+        if self.config.device == "cuda" and not resources.get("GPU"):
+            raise RayUnavailable("--device cuda: the Ray cluster has no GPUs")
+        if not self._started_ray:
+            return  # a cluster with an autoscaler may add nodes for the actors
+        need_cpu, have_cpu = count * self.threads, resources.get("CPU", 0)
+        need_gpu, have_gpu = count * gpus, resources.get("GPU", 0)
+        if need_cpu > have_cpu or need_gpu > have_gpu:
+            raise RayUnavailable(
+                f"{count} workers × {self.threads} threads{f' × {gpus:g} GPU' if gpus else ''} do not fit the "
+                f"local Ray cluster ({have_cpu:g} CPUs, {have_gpu:g} GPUs): lower --workers or --threads-per-worker"
+            )
 
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self.workflow, self.config)

@@ -201,3 +201,12 @@ def test_shared_output_workers_write_the_files_and_send_back_no_bytes(backend, s
     assert sorted(r["files"][0]["name"] for r in records) == sorted(f"{j.id}.png" for j in jobs)
     for job in jobs:
         assert np.array_equal(pixels(tmp_path / "batch" / f"{job.id}.png"), pixels(in_process / f"{job.id}.png"))
+
+
+def test_cuda_workers_on_a_cluster_without_gpus_are_refused_at_once(cluster, sweep):
+    from app.batch.ray_runner import RayUnavailable
+
+    backend = RayBackend(sweep.workflow, WorkerConfig(device="cuda"), address=None, workers=1)
+    with pytest.raises(RayUnavailable, match="--device cuda: the Ray cluster has no GPUs"):
+        backend.start()
+    assert backend.slots == []
