@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     _add_export_parser(sub)
     _add_serve_parser(sub)
+    from app.batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -152,16 +155,12 @@ def _open(path: str) -> Any:
 
 
 def _find_node(graph: Any, key: str) -> int:
-    if key.isdigit() and int(key) in graph.nodes:
-        return int(key)
-    matches = [n.id for n in graph.nodes.values() if (n.title or "").lower() == key.lower()]
-    if not matches:
-        matches = [n.id for n in graph.nodes.values() if n.type.lower() == key.lower()]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UsageError(f"--set: no node with id or title {key!r}")
-    raise UsageError(f"--set: {key!r} names {len(matches)} nodes ({', '.join(map(str, matches))}); use an id")
+    from app.batch.jobs import find_node
+
+    try:
+        return find_node(graph, key)
+    except ValueError as exc:
+        raise UsageError(f"--set: {exc}") from None
 
 
 def _parse_value(raw: str, input_type: str) -> Any:
@@ -472,12 +471,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             file = getattr(args, "file", None)
             return gui_main(resolve_workflow(file) if file else None)
+        from app.batch.command import cmd_batch
+
         commands = {
             "run": cmd_run,
             "validate": cmd_validate,
             "nodes": cmd_nodes,
             "export": cmd_export,
             "serve": cmd_serve,
+            "batch": cmd_batch,
         }
         command = commands[args.command]
         return command(args)

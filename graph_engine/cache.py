@@ -88,6 +88,12 @@ class ResultCache:
             _, old = self._entries.popitem(last=False)
             self.total_bytes -= old.nbytes
 
+    def discard(self, key: bytes) -> None:
+        """Forget one result, so its node runs again (a batch job re-writes its images on a retry)."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.total_bytes -= entry.nbytes
+
     def clear(self) -> None:
         self._entries.clear()
         self.total_bytes = 0

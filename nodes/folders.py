@@ -30,6 +30,12 @@ def configure(extra_roots: Iterable[str] = (), comfyui_yaml: str = "", a1111: st
         _comfyui_yaml, _a1111 = comfyui_yaml, a1111
 
 
+def configured() -> tuple[list[str], str, str]:
+    """What `configure` was last given (extra roots, ComfyUI yaml, A1111 folder): batch workers copy it."""
+    with _lock:
+        return list(_extra_roots), _comfyui_yaml, _a1111
+
+
 def model_folders() -> ModelFolders:
     """Built on each call: cheap, and it follows `SDGRAPH_HOME` and folders created since."""
     folders = ModelFolders.default(sdgraph_home())

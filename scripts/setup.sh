@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[sd,gui,server,dev]"
+.venv/bin/python -m pip install -q -e ".[sd,gui,server,dev,cluster]"
 # Upscale models (spandrel) without ever replacing torch: no torchvision next to a CPU torch, the matched
 # one next to a CUDA torch (see the script for why a plain "pip install spandrel" is not used).
 ./scripts/install_upscale.sh .venv/bin/python

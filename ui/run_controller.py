@@ -371,6 +371,45 @@ class RunController(QObject):
             results.append(result)
         return results
 
+    async def run_many_as_batch(
+        self, count: int, output_dir: Path, *, vary_seeds: bool = False, backend: Any = None
+    ) -> Any:
+        """Run ×N handed to the batch machinery (`app.batch`, as `sdgraph batch`): the N runs become jobs
+        with the seeds the queue would give them, files named by job with a manifest in `output_dir`, so
+        asking again skips what is done. By default the jobs run on this window's executor and worker
+        thread (models loaded, cache warm); `backend` may be another, e.g. a started `RayBackend`. The
+        live seeds step N times, as after Run ×N. Returns the `BatchReport`; `JobSpecError` when the graph
+        has no seed to vary."""
+        from app.batch.dispatch import run_batch
+        from app.batch.jobs import run_many_jobs
+        from app.batch.local import LocalBackend
+        from app.batch.runner import JobRunner
+
+        control = self._seed_control
+        if control is None:
+            raise RuntimeError("a batch of runs needs the seed control to step the seeds")
+        fixed_as = "increment" if vary_seeds else None
+        jobs = run_many_jobs(
+            self.graph, self.registry, count, lambda g, nid: control(g, nid, self.registry, fixed_as=fixed_as)
+        )
+        workflow = snapshot(self.graph)[1]
+        for _ in range(count):
+            for nid in list(self.graph.nodes):
+                control(self.graph, nid, self.registry, fixed_as=fixed_as)
+        self.seedsChanged.emit()
+        async with self._lock:
+            runner = (
+                None if backend is not None else JobRunner(workflow, registry=self.registry, executor=self.executor)
+            )
+            chosen = backend or LocalBackend(runner)  # type: ignore[arg-type]
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._pool, lambda: run_batch(jobs, chosen, output_dir)
+                )
+            finally:
+                if runner is not None:
+                    runner.close()
+
     def queued_runs(self) -> list[str]:
         """What waits behind the current run, in order (labels such as "run 2 of 3")."""
         return [t.label for t in self._queue]
