@@ -10,9 +10,9 @@ published 4.89 GB T5-XXL file is 4.63 GB of fp8 linears plus a 0.26 GB 16-bit ta
 (``*_fp8_e4m3fn_scaled``: each linear divided by ``amax / 448`` first, its ``scale_weight`` beside it).
 Each file is then loaded by ``load_text_encoder`` computing in bf16, in a fresh process that reports
 the growth of its peak RSS over its own baseline (after importing torch and transformers) after loading
-and after one forward pass of 77 tokens. The bf16 row is also what the loader used to build from an fp8
-file (it cast every tensor to bf16); the fp8 rows must stay near the fp8 size, never the bf16 one.
-Prints a table; asserts nothing (RSS on a shared machine varies by a few MB).
+and after one forward pass of 77 tokens, and the time of a second pass. The bf16 row is also what the
+loader used to build from an fp8 file (it cast every tensor to bf16); the fp8 rows must stay near the
+fp8 size, never the bf16 one. Prints a table; asserts nothing (RSS and time on a shared machine vary).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,13 +93,19 @@ def measure(path: str) -> dict[str, float]:
     base = _rss_mb()
     model = load_text_encoder(path, prefix="", role=T5XXL, dtype=torch.bfloat16)
     after_load = _peak_mb() - base
+    ids = torch.arange(77).reshape(1, 77) % 1000 + 5
     with torch.inference_mode():
-        model(input_ids=torch.arange(77).reshape(1, 77) % 1000 + 5)
+        model(input_ids=ids)
+        forward_mb = _peak_mb() - base
+        start = time.perf_counter()
+        model(input_ids=ids)
+        seconds = time.perf_counter() - start
     tensors = [*model.parameters(), *model.buffers()]
     fp8 = sum(m.fp8_weight.nbytes for m in model.modules() if isinstance(m, ScaledFp8Linear))
     return {
         "load_mb": after_load,
-        "forward_mb": _peak_mb() - base,
+        "forward_mb": forward_mb,
+        "forward_s": seconds,
         "weights_mb": sum(t.nbytes for t in tensors) / MB,
         "fp8_mb": fp8 / MB,
     }
@@ -122,7 +129,7 @@ def main() -> None:
         shape = f"d_model {args.d_model}, d_ff {args.d_ff}, {args.layers} layers"
         print(f"T5 encoder: {shape}, {params / 1e6:.0f} M params")
         head = f"{'file':<32}{'on disk MB':>12}{'weights MB':>12}{'of it fp8':>11}"
-        print(f"{head}{'peak RSS +load':>16}{'+forward':>10}")
+        print(f"{head}{'peak RSS +load':>16}{'+forward':>10}{'forward s':>11}")
         for path in paths:
             cmd = [sys.executable, __file__, "--measure", str(path)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
@@ -130,7 +137,7 @@ def main() -> None:
             disk = path.stat().st_size / MB
             print(
                 f"{path.name:<32}{disk:>12.0f}{r['weights_mb']:>12.0f}{r['fp8_mb']:>11.0f}"
-                f"{r['load_mb']:>16.0f}{r['forward_mb']:>10.0f}"
+                f"{r['load_mb']:>16.0f}{r['forward_mb']:>10.0f}{r['forward_s']:>11.2f}"
             )
         print(f"(float32 would be {params * 4 / MB:.0f} MB)")
 

@@ -16,8 +16,8 @@ A marker tensor ``scaled_fp8`` at the top of the file says it is such a file. La
 its scale in a :class:`ScaledWeight`, which supports the row splits and half swaps the converters make
 (the scale is one scalar for the whole tensor, so every part keeps it). A linear layer whose weight is
 scaled becomes a :class:`ScaledFp8Linear`: it keeps the fp8 tensor as a buffer and the scale in
-float32, and for each call computes ``(fp8.float() * scale).to(x.dtype)`` and the ``linear`` with it,
-caching nothing, so at most one layer's float weight exists at a time. The multiplication is done in
+float32, and for each call computes ``(fp8.float() * scale).to(x.dtype)`` (by a lookup in a table of
+the 256 possible products: the same values, faster on a CPU) and the ``linear`` with it, caching nothing, so at most one layer's float weight exists at a time. The multiplication is done in
 float32 before rounding to the working dtype, so a bf16 run rounds once (a bf16 scale would add a
 second rounding). A scaled weight that is not a linear's (none in the transformer files we know of) is
 dequantized once at load (to float32 for a transformer, to the working dtype for a text encoder), as the
@@ -46,6 +46,7 @@ result is the unquantized-activation product, which is what the fp8 kernels appr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import torch
@@ -61,6 +62,12 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 def is_fp8(dtype: torch.dtype) -> bool:
     return dtype in FP8_DTYPES
+
+
+@cache
+def _fp8_values(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The float32 value of each of the 256 bytes of ``dtype`` (NaN for its NaN codes), on ``device``."""
+    return torch.arange(256, dtype=torch.uint8).view(dtype).to(torch.float32).to(device)
 
 
 class ScaledWeight:
@@ -95,9 +102,19 @@ class ScaledWeight:
         raise TypeError(f"{getattr(func, '__name__', func)} is not defined on a scaled fp8 weight")
 
     def dequantize(self, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
-        """``data * scale`` in float32, then rounded once to ``dtype``; computed now and not kept."""
+        """``data * scale`` in float32, then rounded once to ``dtype``; computed now and not kept.
+
+        An fp8 byte has 256 possible values, so the products are computed for those 256 and each weight
+        looked up by its byte: per element the same float32 product and the same rounding as
+        ``(data.float() * scale).to(dtype)``, but ~3.5× faster on a CPU, where torch converts fp8 one
+        element at a time (47 ms against 11 ms for a 2816×1024 layer; bench/fp8_text_memory.py)."""
         device = device or self.data.device
-        return (self.data.to(device=device, dtype=torch.float32) * self.scale.to(device)).to(dtype)
+        data = self.data.to(device)
+        scale = self.scale.to(device)
+        if not is_fp8(data.dtype):
+            return (data.to(torch.float32) * scale).to(dtype)
+        table = (_fp8_values(data.dtype, device) * scale).to(dtype)
+        return table.index_select(0, data.view(torch.uint8).reshape(-1).int()).view(data.shape)
 
     def __repr__(self) -> str:
         return f"ScaledWeight({self.data.dtype}, {list(self.shape)}, scale={float(self.scale):.3g})"

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 import nodes.folders
 from graph_engine import ExecutionContext
-from nodes.diffusion.scaled_fp8 import ScaledFp8Linear
+from nodes.diffusion.scaled_fp8 import ScaledFp8Linear, ScaledWeight
 from nodes.diffusion.text.encoder_files import CLIP_G, CLIP_L, QWEN3, T5XXL, load_text_encoder
 from tests.support.scaled_fp8_files import to_plain_fp8, to_scaled_fp8
 from tests.support.tiny_text import encoder_state, tiny_encoder
@@ -117,6 +117,25 @@ def test_fp8_encoder_stays_fp8_and_equals_its_dequantized_weights(tmp_path: Path
     full = _forward(original)
     error = ((out.float() - full).norm() / full.norm()).item()
     assert 0 < error < ULP[fp8_format], error
+
+
+@pytest.mark.parametrize("fmt", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dequantize_by_table_equals_the_formula_for_every_byte(fmt: torch.dtype, dtype: torch.dtype) -> None:
+    """The per-call dequantization looks each byte up in a 256-entry table of products; for every byte
+    (subnormals, ±0, the largest values, NaN codes) and scales that round differently, it equals
+    ``(fp8.float() * scale).to(dtype)`` bit for bit."""
+    data = torch.arange(256, dtype=torch.uint8).view(fmt).reshape(16, 16)
+    for scale in (1.0, 0.01, 3.7e-5, 123.4, 2.0**-130):
+        got = ScaledWeight(data, torch.tensor(scale)).dequantize(dtype)
+        want = (data.float() * torch.tensor(scale)).to(dtype)
+        assert got.dtype == dtype and got.shape == data.shape
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0)), scale
+    whole = ScaledWeight(data, torch.tensor(0.5))
+    rows, cols = whole.split([4, 12])[1], whole.chunk(2, dim=1)[1]  # the converters' splits: views
+    assert torch.equal(rows.dequantize().nan_to_num(0.0), (data[4:].float() * 0.5).nan_to_num(0.0))
+    assert torch.equal(cols.dequantize().nan_to_num(0.0), (data[:, 8:].float() * 0.5).nan_to_num(0.0))
 
 
 def test_a_bad_scale_names_the_tensor(tmp_path: Path) -> None:
