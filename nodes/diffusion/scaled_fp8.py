@@ -17,9 +17,10 @@ its scale in a :class:`ScaledWeight`, which supports the row splits and half swa
 (the scale is one scalar for the whole tensor, so every part keeps it). A linear layer whose weight is
 scaled becomes a :class:`ScaledFp8Linear`: it keeps the fp8 tensor as a buffer and the scale in
 float32, and for each call computes ``(fp8.float() * scale).to(x.dtype)`` (by a lookup in a table of
-the 256 possible products: the same values, faster on a CPU) and the ``linear`` with it, caching nothing, so at most one layer's float weight exists at a time. The multiplication is done in
-float32 before rounding to the working dtype, so a bf16 run rounds once (a bf16 scale would add a
-second rounding). A scaled weight that is not a linear's (none in the transformer files we know of) is
+the 256 possible products: the same values, faster on a CPU) and the ``linear`` with it, caching
+nothing, so at most one layer's float weight exists at a time. The multiplication is done in float32
+before rounding to the working dtype, so a bf16 run rounds once (a bf16 scale would add a second
+rounding). A scaled weight that is not a linear's (none in the transformer files we know of) is
 dequantized once at load (to float32 for a transformer, to the working dtype for a text encoder), as the
 GGUF loader does.
 
