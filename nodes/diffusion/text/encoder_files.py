@@ -36,11 +36,13 @@ and computes ``(fp8.float() * scale).to(working dtype)`` for its own call only �
 why it is checked, not applied). There are no fp8 matmul kernels on most devices, so fp8 encoders
 *compute* in bf16 (CLIPs, small, in the run's text dtype). Everything that is not a linear's weight —
 token and position tables, norms, T5's relative-attention table — is kept in the working dtype, fp8 ones
-dequantized at load (the token table is the only large one: 126 MB more for T5-XXL, 371 MB for Qwen3-4B;
-see ``scaled_fp8`` for why it is not kept in fp8). Loading goes tensor by tensor, never through a float
-copy of the model, so memory stays near the file's size (``bench/fp8_text_memory.py`` measures it). An
-explicit ``dtype`` casts every other floating tensor, one at a time, and is what the fp8 layers compute
-in. GGUF files (``nodes.diffusion.gguf``) keep their quantized linears the same way.
+dequantized at load (the token table is the only large one: 126 MB more for T5-XXL, 371 MB for Qwen3-4B
+when a file stores it in fp8 — by its size, 4.63 GB of fp8 linears and a 0.26 GB 16-bit table, the
+published ``t5xxl_fp8_e4m3fn`` does not; see ``scaled_fp8`` for why it is not kept in fp8). Loading goes
+tensor by tensor, never through a float copy of the model, so memory stays near the file's size
+(``bench/fp8_text_memory.py`` measures it). An explicit ``dtype`` casts every other floating tensor, one
+at a time, and is what the fp8 layers compute in. GGUF files (``nodes.diffusion.gguf``) keep their
+quantized linears the same way.
 """
 
 from __future__ import annotations
