@@ -1,7 +1,7 @@
 """Converting a state dict to ComfyUI's "scaled fp8" layout, as its converters do: every 2-D ``.weight``
 (the linear layers) stored as ``(w / scale).to(float8_e4m3fn)`` with ``scale = amax(|w|) / 448`` in
 ``<layer>.scale_weight`` (float32), the marker ``scaled_fp8`` at the model's prefix, everything else as it
-was."""
+was; and to plain fp8 (``t5xxl_fp8_e4m3fn``), every floating tensor cast as it is."""
 
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ def to_scaled_fp8(
         else:
             scaled[name] = dequantized[name] = tensor.detach()
     return scaled, dequantized
+
+
+def to_plain_fp8(
+    state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every floating tensor (norm scales and biases too: the most fp8 a file can be) cast to ``dtype``,
+    no scales; and the dequantized twin (``fp8.float()``), the reference the loaded file must compute."""
+    plain = {k: v.detach().to(dtype) if v.is_floating_point() else v.detach() for k, v in state.items()}
+    return plain, {k: v.float() if v.is_floating_point() else v for k, v in plain.items()}

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from nodes.diffusion.conditioning import CondEntry
+from nodes.diffusion.scaled_fp8 import is_fp8
 from nodes.diffusion.text_encoders import TEXT_RECIPE_KEY
 
 __all__ = ["TEXT_RECIPE_KEY", "ConditioningMismatchError", "check_recipe", "set_compute_dtype"]
@@ -68,7 +69,7 @@ def set_compute_dtype(
     """
     from diffusers.hooks import apply_layerwise_casting
 
-    if storage == compute or (storage.itemsize >= compute.itemsize and not _is_fp8(storage)):
+    if storage == compute or (storage.itemsize >= compute.itemsize and not is_fp8(storage)):
         _cast_floating(network, compute)  # no precision to protect: one cast down (or nothing)
         return
     kept = {n for n, _ in network.named_modules() if any(n == k or n.startswith(k + ".") for k in keep_in_compute)}
@@ -108,10 +109,6 @@ def _keeps_own_dtypes(module: torch.nn.Module, compute: torch.dtype) -> bool:
     compute_in: Any = getattr(module, "compute_in")  # noqa: B009 (not a Module attribute mypy knows)
     compute_in(compute)
     return True
-
-
-def _is_fp8(dtype: torch.dtype) -> bool:
-    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def check_recipe(conds: Sequence[CondEntry], family: str, display_name: str) -> None:

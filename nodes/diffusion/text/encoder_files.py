@@ -28,9 +28,21 @@ in the error, so "a T5 file in a CLIP slot" and "a diffusion model in the text-e
 what they are.
 
 **Precision.** By default an encoder keeps the dtype it is stored in (fp16/bf16/fp32): a 4.7 B-parameter
-T5-XXL stored in fp16 takes 9.5 GB, in fp32 19 GB. fp8 files (no matmul kernels for fp8) are cast to
-bf16 per tensor as they are read; ComfyUI's "scaled fp8" files (a ``scale_weight`` per linear) are
-dequantised on the way. An explicit ``dtype`` casts every floating tensor, one at a time.
+T5-XXL stored in fp16 takes 9.5 GB, in fp32 19 GB. An fp8 file (``t5xxl_fp8_e4m3fn``, 4.9 GB — why people
+download it) stays fp8: every linear whose weight is stored in fp8 keeps it as an fp8 buffer, with its
+``scale_weight`` for ComfyUI's "scaled fp8" files (``*_fp8_e4m3fn_scaled``) and scale 1 for plain ones,
+and computes ``(fp8.float() * scale).to(working dtype)`` for its own call only — the transformers' layer
+(``nodes.diffusion.scaled_fp8.ScaledFp8Linear``, whose docstring also says what ``scale_input`` is and
+why it is checked, not applied). There are no fp8 matmul kernels on most devices, so fp8 encoders
+*compute* in bf16 (CLIPs, small, in the run's text dtype). Everything that is not a linear's weight —
+token and position tables, norms, T5's relative-attention table — is kept in the working dtype, fp8 ones
+dequantized at load (the token table is the only large one: 126 MB more for T5-XXL, 371 MB for Qwen3-4B
+when a file stores it in fp8 — by its size, 4.63 GB of fp8 linears and a 0.26 GB 16-bit table, the
+published ``t5xxl_fp8_e4m3fn`` does not; see ``scaled_fp8`` for why it is not kept in fp8). Loading goes
+tensor by tensor, never through a float copy of the model, so memory stays near the file's size
+(``bench/fp8_text_memory.py`` measures it). An explicit ``dtype`` casts every other floating tensor, one
+at a time, and is what the fp8 layers compute in. GGUF files (``nodes.diffusion.gguf``) keep their
+quantized linears the same way.
 """
 
 from __future__ import annotations
@@ -282,7 +294,8 @@ def read_encoders(path: str | Path) -> list[EncoderInFile]:
 
 
 def stored_dtype(path: str | Path, prefix: str) -> torch.dtype:
-    """The floating dtype most of this encoder's weights are stored in; fp8 → bf16 (see module docstring)."""
+    """The floating dtype most of this encoder's weights are stored in, the one it computes in when not
+    told otherwise; for fp8, whose weights stay fp8, bf16 (see module docstring)."""
     import torch
 
     from nodes.diffusion.checkpoint.files import read_safetensors_header
@@ -317,6 +330,7 @@ def load_text_encoder(
     from accelerate import init_empty_weights  # type: ignore[import-untyped]
 
     from nodes.diffusion.checkpoint.files import open_state_dict
+    from nodes.diffusion.scaled_fp8 import ScaledWeight, place_scaled
 
     path = Path(path)
     spec = next((e for e in read_encoders(path) if e.prefix == prefix), None)
@@ -331,7 +345,9 @@ def load_text_encoder(
     with init_empty_weights():
         model = model_cls(config)
     state = open_state_dict(path)
-    weights = _renamed_weights(state, spec, model, target)
+    weights = _renamed_weights(state, spec, model, target, path)
+    if any(isinstance(w, ScaledWeight) for w in weights.values()):  # fp8 weights: linears stay fp8
+        weights = place_scaled(model, weights, target)
     if any(not isinstance(w, torch.Tensor) for w in weights.values()):  # a GGUF file: linears stay quantized
         from nodes.diffusion.gguf import place_quantized
 
@@ -361,25 +377,26 @@ def _model_class_and_config(spec: EncoderInFile) -> tuple[type[Any], Any]:
     return Qwen3Model, Qwen3Config(**cfg)
 
 
-def _renamed_weights(state: Any, spec: EncoderInFile, model: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """This encoder's tensors under the model's own names, dequantised and cast to ``dtype``."""
+def _renamed_weights(state: Any, spec: EncoderInFile, model: Any, dtype: torch.dtype, path: Path) -> dict[str, Any]:
+    """This encoder's tensors under the model's own names, cast to ``dtype`` one at a time; fp8 weights
+    (and any with a ``scale_weight``) are left as stored, paired with their scale (``ScaledWeight``)."""
     import torch
 
+    from nodes.diffusion.scaled_fp8 import SCALE_INPUT, SCALE_WEIGHT, keep_fp8
+
     keys = [k for k in state if k.startswith(spec.prefix)]
-    scales = {k[: -len(".scale_weight")]: k for k in keys if k.endswith(".scale_weight")}
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     for key in keys:
         name = key[len(spec.prefix) :]
-        if name.endswith((".scale_weight", ".scale_input")) or name in ("scaled_fp8", "logit_scale", "lm_head.weight"):
+        if name.endswith((SCALE_WEIGHT, SCALE_INPUT)) or name in ("scaled_fp8", "logit_scale", "lm_head.weight"):
             continue
         if name.endswith("position_ids"):
             continue
         tensor = state[key]
         if tensor.is_floating_point():
-            owner = key[: -len(".weight")] if key.endswith(".weight") else None
-            if owner is not None and owner in scales:
-                tensor = tensor.to(torch.float32) * state[scales[owner]].to(torch.float32)
-            tensor = tensor.to(dtype)
+            tensor = keep_fp8(state, key, tensor, path, spec.name)
+            if isinstance(tensor, torch.Tensor):
+                tensor = tensor.to(dtype)
         out[name] = tensor
     if spec.role in (CLIP_L, CLIP_G):
         if "text_projection.weight" not in out:
@@ -390,7 +407,7 @@ def _renamed_weights(state: Any, spec: EncoderInFile, model: Any, dtype: torch.d
             out = {k.removeprefix("text_model."): v for k, v in out.items()}
     elif spec.role == T5XXL:
         shared = out.get("shared.weight", out.get("encoder.embed_tokens.weight"))
-        out["shared.weight"] = out["encoder.embed_tokens.weight"] = shared  # type: ignore[assignment]
+        out["shared.weight"] = out["encoder.embed_tokens.weight"] = shared
     elif spec.role == QWEN3:
         out = {k.removeprefix("model."): v for k, v in out.items()}
     return out

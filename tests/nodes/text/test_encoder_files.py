@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodes.diffusion.errors import ModelError, UnknownArchitectureError
+from nodes.diffusion.scaled_fp8 import ScaledFp8Linear
 from nodes.diffusion.text.encoder_files import (
     CLIP_G,
     CLIP_L,
@@ -88,7 +89,8 @@ def test_stored_half_precision_is_kept(tmp_path: Path, dtype):
     assert {p.dtype for p in upcast.parameters()} == {torch.float32}
 
 
-def test_scaled_fp8_is_dequantised_to_bf16(tmp_path: Path):
+def test_scaled_fp8_stays_fp8_and_is_scaled_per_call(tmp_path: Path):
+    """fp8 text encoders keep their fp8 weights (tests/nodes/text/test_fp8_text_encoders.py has the rest)."""
     model = tiny_encoder(QWEN3)
     state = encoder_state(model, QWEN3)
     key = "model.layers.0.mlp.down_proj.weight"
@@ -99,13 +101,23 @@ def test_scaled_fp8_is_dequantised_to_bf16(tmp_path: Path):
     quantised[key.removesuffix(".weight") + ".scale_weight"] = scale
     quantised["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
     save_file(quantised, str(tmp_path / "qwen_fp8_scaled.safetensors"))
+    assert stored_dtype(tmp_path / "qwen_fp8_scaled.safetensors", "model.") == torch.bfloat16  # computes in bf16
     loaded = load_text_encoder(tmp_path / "qwen_fp8_scaled.safetensors", prefix="model.", role=QWEN3)
-    weight = loaded.state_dict()["layers.0.mlp.down_proj.weight"]
+    layer = loaded.layers[0].mlp.down_proj
+    assert isinstance(layer, ScaledFp8Linear)
+    assert torch.equal(layer.fp8_weight.view(torch.uint8), quantised[key].view(torch.uint8))  # the file's bytes
+    assert layer.scale_weight.dtype == torch.float32 and float(layer.scale_weight) == float(scale)
+    assert "layers.0.mlp.down_proj.weight" not in loaded.state_dict()  # no bf16 copy is kept
+    weight = layer.weight  # dequantized on access, in the working dtype
     assert weight.dtype == torch.bfloat16
     expected = (state[key] / scale).to(torch.float8_e4m3fn).float() * scale
     assert torch.equal(weight, expected.to(torch.bfloat16))
     assert not torch.equal(weight, quantised[key].to(torch.bfloat16))  # the scale was applied
     assert (weight.float() - state[key]).abs().max() < 0.1 * state[key].abs().max()  # ≈ the original weights
+    plain = loaded.layers[0].self_attn.q_proj  # fp8 without a scale: scale 1
+    assert isinstance(plain, ScaledFp8Linear) and float(plain.scale_weight) == 1.0
+    assert plain.fp8_weight.dtype == torch.float8_e4m3fn
+    assert loaded.embed_tokens.weight.dtype == torch.bfloat16  # the token table is kept in the working dtype
 
 
 @pytest.mark.parametrize(
