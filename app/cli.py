@@ -487,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for message in exc.messages:
             _err(message)
         return EXIT_INVALID
+    except KeyboardInterrupt:  # Ctrl+C before a command installed its own handler (imports, reading)
+        _err("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -137,7 +137,12 @@ def test_interrupt_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.5)  # start-up plus a few steps
+    assert proc.stderr is not None
+    # Interrupt once the sleepy node is running (the line before it says its predecessor is done): a fixed
+    # sleep raced the start-up on a loaded machine.
+    while "Start: done" not in (line := proc.stderr.readline()):
+        assert line, "the run ended before it could be interrupted"
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -182,3 +187,16 @@ def test_a_bare_name_opens_the_shipped_template_but_a_file_wins(tmp_path, monkey
         resolve_workflow("txt2im")
     (message,) = err.value.messages
     assert "no template of that name" in message and "txt2img" in message and "flux_dev" in message
+
+
+def test_ctrl_c_while_reading_the_workflow_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """Ctrl+C before `run` installs its handler (during imports or while reading) is still one line."""
+    import app.cli as cli
+
+    def interrupted(path: str) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("SDGRAPH_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "resolve_workflow", interrupted)
+    assert cli.main(["validate", str(workflow(tmp_path))]) == 130
+    assert capsys.readouterr().err == "sdgraph: interrupted\n"
