@@ -35,8 +35,10 @@ def _noised(net: Any, seed: int, scale: float) -> Any:
     return net
 
 
-def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1) -> Any:
-    """A FLUX.1 ControlNet (InstantX's architecture: VAE-latent control input) for the tiny FLUX."""
+def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1, num_mode: int | None = None) -> Any:
+    """A FLUX.1 ControlNet (InstantX's architecture: VAE-latent control input) for the tiny FLUX; with
+    ``num_mode`` a union one (InstantX's ``FLUX.1-dev-Controlnet-Union`` has 10 modes), which
+    ``from_transformer`` cannot make, so it is rebuilt from that config with the copied weights."""
     from diffusers import FluxControlNetModel
 
     cfg = transformer.config
@@ -49,6 +51,11 @@ def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1)
             attention_head_dim=cfg.attention_head_dim,
             num_attention_heads=cfg.num_attention_heads,
         )
+        if num_mode is not None:
+            config = {k: v for k, v in net.config.items() if not k.startswith("_")}
+            union = FluxControlNetModel.from_config({**config, "num_mode": num_mode})
+            union.load_state_dict(net.state_dict(), strict=False)
+            net = union
     return _noised(net, seed, scale)
 
 

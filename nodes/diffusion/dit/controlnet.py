@@ -17,7 +17,9 @@ done here the same way:
 * the ControlNet gets the transformer's inputs (packed latent, timestep, text, pooled vector, positions;
   FLUX-dev's distilled guidance when it has the embedder; SD3: zero pooled vector when trained so, no
   text for SD3.5 Large's text-free blocks) and multiplies its residuals by the strength;
-* it runs only between start_percent and end_percent of the schedule (as for the UNet ControlNets, by σ).
+* it runs only between start_percent and end_percent of the schedule (as for the UNet ControlNets, by σ);
+* a FLUX.1 union ControlNet gets its control type (SetUnionControlNetType's index, as ComfyUI passes it)
+  as ``controlnet_mode``, one more text token; on "auto" it runs without that token, as ComfyUI runs it.
 
 Stacked ControlNets (several Apply ControlNet nodes) sum their residuals, as diffusers' multi-ControlNet
 models do. To sum ControlNets of different depths exactly, each one's residuals are first spread to one
@@ -27,7 +29,8 @@ per transformer block with the transformer's own rule; the sums are made once pe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -171,18 +174,21 @@ def flux_residuals(
         g = None
         if net.config.guidance_embeds:
             g = torch.tensor([guidance[i] for i in rows.tolist()], dtype=torch.float32, device=hidden.device)
-        d, s = net(
-            hidden_states=hidden[rows],
-            controlnet_cond=cond,
-            conditioning_scale=hint.strength,
-            timestep=_per_row(inputs["timestep"], batch)[rows],
-            guidance=g,
-            pooled_projections=inputs["pooled_projections"][rows],
-            encoder_hidden_states=inputs["encoder_hidden_states"][rows],
-            txt_ids=inputs["txt_ids"],
-            img_ids=inputs["img_ids"],
-            return_dict=False,
-        )
+        mode, union = _flux_mode(hint, len(rows), hidden.device)
+        with union:
+            d, s = net(
+                hidden_states=hidden[rows],
+                controlnet_cond=cond,
+                controlnet_mode=mode,
+                conditioning_scale=hint.strength,
+                timestep=_per_row(inputs["timestep"], batch)[rows],
+                guidance=g,
+                pooled_projections=inputs["pooled_projections"][rows],
+                encoder_hidden_states=inputs["encoder_hidden_states"][rows],
+                txt_ids=inputs["txt_ids"],
+                img_ids=inputs["img_ids"],
+                return_dict=False,
+            )
         doubles.append((d or [], rows))
         singles.append((s or [], rows))
     transformer = model.unet
@@ -194,6 +200,33 @@ def flux_residuals(
     if single is not None:
         out["controlnet_single_block_samples"] = single
     return out
+
+
+def _flux_mode(hint: ControlHint, rows: int, device: torch.device) -> tuple[Tensor | None, Any]:
+    """The ``controlnet_mode`` of a FLUX.1 union ControlNet ([rows, 1], as ``FluxControlNetPipeline`` passes
+    ``control_mode``) and the context to run it in: on "auto" the union runs without a mode token."""
+    control_net = hint.control_net
+    if control_net.union_types is None:
+        return None, nullcontext()
+    problem = control_net.union_problem()
+    if problem is not None:
+        from nodes.diffusion.errors import ModelError
+
+        raise ModelError(problem)
+    index = control_net.union_index
+    if index is None:
+        return None, _without_mode(control_net.model)
+    return torch.full((rows, 1), index, dtype=torch.long, device=device), nullcontext()
+
+
+@contextmanager
+def _without_mode(net: Any) -> Iterator[None]:
+    """Within it, diffusers' FluxControlNetModel runs as a single-type one (no mode token)."""
+    net.union = False
+    try:
+        yield
+    finally:
+        net.union = True
 
 
 def sd3_residuals(

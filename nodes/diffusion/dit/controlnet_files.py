@@ -13,12 +13,16 @@ Layouts people download, and what happens to each:
   embedder of their own (they use the transformer's, as diffusers' pipeline arranges);
 * diffusers folders (``config.json`` with ``_class_name`` FluxControlNetModel / SD3ControlNetModel).
 
-Recognised and refused, each with one message naming the file: union ControlNets (a
-``controlnet_mode_embedder``), XLabs' FLUX ControlNets (Black Forest Labs' ``double_blocks`` names with a
-pixel-space ``input_hint_block``), SD3 inpainting ControlNets (extra conditioning channels) and Z-Image's
-"Fun" ControlNets (diffusers' ``ZImageControlNetModel``), which sdgraph does not run yet: they are union
-ControlNets whose injection layers (``control_layers_places``) are not in the weights, and ComfyUI runs
-them as model patches through other nodes than Load ControlNet Model / Apply ControlNet.
+FLUX.1 union ControlNets (InstantX's and Shakker Labs' ``FLUX.1-dev-Controlnet-Union``) are the same
+network with a ``controlnet_mode_embedder``: its row count is ``num_mode`` (the control type becomes one
+more text token).
+
+Recognised and refused, each with one message naming the file: XLabs' FLUX ControlNets (Black Forest
+Labs' ``double_blocks`` names with a pixel-space ``input_hint_block``), SD3 inpainting ControlNets (extra
+conditioning channels) and Z-Image's "Fun" ControlNets (diffusers' ``ZImageControlNetModel``), which
+sdgraph does not run yet: they are union ControlNets whose injection layers (``control_layers_places``)
+are not in the weights, and ComfyUI runs them as model patches through other nodes than Load ControlNet
+Model / Apply ControlNet.
 
 The weights stay in the dtype they were saved in and each layer computes in the working dtype, as for
 the transformers (``nodes.diffusion.dit.runtime.set_compute_dtype``).
@@ -67,12 +71,6 @@ def recognise(shapes: Shapes, path: Path) -> str | None:
             path,
             "an XLabs FLUX.1 ControlNet (Black Forest Labs' names with a pixel-space input_hint_block)",
             "sdgraph runs the diffusers-layout FLUX.1 ControlNets (InstantX, Shakker Labs) but not this layout",
-        )
-    if has("controlnet_mode_embedder.weight") and (controls or has("controlnet_x_embedder.weight")):
-        raise _refusal(
-            path,
-            "a FLUX.1 ControlNet Union (several control types in one model)",
-            "sdgraph does not support union ControlNets yet — use a single-type ControlNet",
         )
     if has("controlnet_x_embedder.weight") or (controls and has("controlnet_single_blocks.0.weight")):
         if has("input_hint_block.conv_in.weight"):
@@ -127,6 +125,7 @@ def flux_config(shapes: Shapes, *, source: str | Path = "?") -> dict[str, Any]:
         "pooled_projection_dim": need(idx, "time_text_embed.text_embedder.linear_1.weight", source, network, ndim=2)[1],
         "guidance_embeds": idx.has("time_text_embed.guidance_embedder.linear_1.weight"),
         "axes_dims_rope": scaled_rope_axes(base["axes_dims_rope"], head_dim, source, network),
+        "num_mode": modes[0] if (modes := idx.shape("controlnet_mode_embedder.weight")) else None,
     }
 
 
@@ -252,8 +251,6 @@ def sai_to_diffusers(state: Mapping[str, Any], config: Mapping[str, Any], *, sou
 
 
 def _check_folder_variant(config: Mapping[str, Any], folder: Path) -> None:
-    if config.get("num_mode") is not None:
-        raise _refusal(folder, "a FLUX.1 ControlNet Union", "sdgraph does not support union ControlNets yet")
     if config.get("conditioning_embedding_channels") is not None:
         raise _refusal(
             folder,

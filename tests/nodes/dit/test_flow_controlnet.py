@@ -83,7 +83,8 @@ def controlnet_graph(
     sampling: Any = None,
     latent_type: str = "EmptySD3LatentImage",
 ) -> tuple[Graph, int]:
-    """Load Checkpoint → Encode ×2 → Apply ControlNet per entry of ``controls`` (chained) → KSampler."""
+    """Load Checkpoint → Encode ×2 → Apply ControlNet per entry of ``controls`` (chained) → KSampler; an
+    entry with ``union_type`` gets SetUnionControlNetType between its loader and Apply ControlNet."""
     g = Graph()
     ckpt_id = g.add_node("CheckpointLoaderSimple", {"ckpt_name": ckpt}).id
     pos_id = g.add_node("CLIPTextEncode", {"text": PROMPT}).id
@@ -93,6 +94,10 @@ def controlnet_graph(
     pos, neg = (pos_id, "CONDITIONING"), (neg_id, "CONDITIONING")
     for c in controls:
         loader = g.add_node("ControlNetLoader", {"control_net_name": c["name"]}).id
+        if "union_type" in c:
+            typed = g.add_node("SetUnionControlNetType", {"type": c["union_type"]}).id
+            g.add_link(loader, "CONTROL_NET", typed, "control_net", "CONTROL_NET")
+            loader = typed
         image = g.add_node("LoadImage", {"image": c["image"]}).id
         values = {k: c[k] for k in ("strength", "start_percent", "end_percent") if k in c}
         apply = g.add_node(c.get("type", "ControlNetApplyAdvanced"), values).id
@@ -147,7 +152,13 @@ def assert_close(ours: torch.Tensor, model: Any, reference: torch.Tensor) -> flo
 
 
 def flux_reference(
-    ckpt: Any, nets: list[Any], images: list[Image.Image], scales: list[float], steps: int, start: float = 0.0
+    ckpt: Any,
+    nets: list[Any],
+    images: list[Image.Image],
+    scales: list[float],
+    steps: int,
+    start: float = 0.0,
+    mode: int | None = None,
 ) -> Any:
     from diffusers import FluxControlNetPipeline, FluxMultiControlNetModel, FluxPipeline
 
@@ -170,6 +181,7 @@ def flux_reference(
         control_image=images[0] if len(images) == 1 else images,
         controlnet_conditioning_scale=scales[0] if len(scales) == 1 else scales,
         control_guidance_start=start,
+        control_mode=mode,
         height=H,
         width=W,
         num_inference_steps=steps,
@@ -264,6 +276,76 @@ def test_flux_start_percent_matches_control_guidance_start(
     diff = assert_close(ours, model, theirs)
     assert (theirs - whole).abs().max() > 1e-2, "starting later changed nothing"
     print(f"FLUX ControlNet from 40%: max |Δ| = {diff:.2e}")
+
+
+FLUX_UNION_MODES = 10  # InstantX's FLUX.1-dev-Controlnet-Union (and Shakker Labs' Union Pro)
+
+
+@pytest.fixture(scope="module")
+def flux_union(flux_nets: tuple[Any, list[Any]]) -> Any:
+    return tfc.tiny_flux_controlnet(flux_nets[0], seed=23, num_mode=FLUX_UNION_MODES)
+
+
+@pytest.mark.parametrize(
+    ("layout", "union_type"), [("single_file", "canny/lineart/anime_lineart/mlsd"), ("folder", "openpose")]
+)
+def test_flux_union_controlnet_matches_pipeline_control_mode(
+    models: Path,
+    tmp_path: Path,
+    flux_nets: Any,
+    flux_union: Any,
+    deterministic_vae: None,
+    layout: str,
+    union_type: str,
+) -> None:
+    """SetUnionControlNetType's type reaches the FLUX.1 union as ComfyUI passes it: its index in the node's
+    list (canny/lineart… is 3, which InstantX's own order calls blur), as ``control_mode``."""
+    from nodes.diffusion.controlnet import UNION_TYPE_INDEX
+
+    transformer, _ = flux_nets
+    ckpt = _flux_ckpt(models, transformer)
+    name = write_controlnet(flux_union, models, layout, "flux-union")
+    image = control_png("control.png", seed=8)
+    controls = [{"name": name, "image": "control.png", "strength": 0.9, "union_type": union_type}]
+    g, ks = controlnet_graph(
+        "flux1-dev-tiny.safetensors", controls, steps=3, cfg=1.0, scheduler="linspace_diffusers", sampling=FLUX_SAMPLING
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    mode = UNION_TYPE_INDEX[union_type]
+    with torch.no_grad():
+        theirs = flux_reference(ckpt, [flux_union], [image], [0.9], 3, mode=mode)
+        other = flux_reference(ckpt, [flux_union], [image], [0.9], 3, mode=mode + 1)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - other).abs().max() > 1e-3, "the control mode does not change the result"
+    print(f"FLUX union {union_type} ({layout}): max |Δ| = {diff:.2e}")
+
+
+def test_flux_union_controlnet_on_auto_runs_without_a_mode(
+    models: Path, tmp_path: Path, flux_nets: Any, flux_union: Any, deterministic_vae: None
+) -> None:
+    """On "auto" ComfyUI runs a FLUX.1 union with no mode token: what a single-type FluxControlNetModel with
+    the same weights (all but the mode embedder) gives in FluxControlNetPipeline."""
+    from diffusers import FluxControlNetModel
+
+    transformer, _ = flux_nets
+    ckpt = _flux_ckpt(models, transformer)
+    name = write_controlnet(flux_union, models, "single_file", "flux-union")
+    image = control_png("control.png", seed=8)
+    controls = [{"name": name, "image": "control.png", "union_type": "auto"}]
+    g, ks = controlnet_graph(
+        "flux1-dev-tiny.safetensors", controls, steps=3, cfg=1.0, scheduler="linspace_diffusers", sampling=FLUX_SAMPLING
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    config = {k: v for k, v in flux_union.config.items() if not k.startswith("_")}
+    single = FluxControlNetModel.from_config({**config, "num_mode": None})
+    single.load_state_dict({k: v for k, v in flux_union.state_dict().items() if "mode_embedder" not in k})
+    with torch.no_grad():
+        theirs = flux_reference(ckpt, [single.eval()], [image], [1.0], 3)
+        typed = flux_reference(ckpt, [flux_union], [image], [1.0], 3, mode=0)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - typed).abs().max() > 1e-3
+    assert flux_union.union, "the auto run left the shared network without its mode"
+    print(f"FLUX union auto: max |Δ| = {diff:.2e}")
 
 
 def test_flux_controlnet_runs_only_in_its_part_of_the_schedule(models: Path, tmp_path: Path, flux_nets: Any) -> None:
@@ -458,7 +540,6 @@ def test_flux_controlnet_without_vae_names_the_vae_input(models: Path, tmp_path:
     ("keys", "expected"),
     [
         ({"controlnet_blocks.0.weight": (4, 4), "double_blocks.0.img_attn.qkv.weight": (12, 4)}, "XLabs"),
-        ({"controlnet_x_embedder.weight": (4, 4), "controlnet_mode_embedder.weight": (10, 4)}, "Union"),
         (
             {"controlnet_blocks.0.weight": (64, 64), "pos_embed_input.proj.weight": (64, 17, 2, 2),
              "pos_embed.proj.weight": (64, 16, 2, 2)},
