@@ -57,7 +57,7 @@ from nodes.diffusion.errors import ModelError
 CONTROL_KEY = "control"
 """``CondEntry.extras`` key holding the newest :class:`ControlHint` of an entry (older ones via ``previous``)."""
 LDM_PREFIX = "control_model."
-TRANSFORMER_FAMILIES = ("flux", "sd3")
+TRANSFORMER_FAMILIES = ("flux", "sd3", "z_image")
 """Families whose ControlNets are loaded and run by ``nodes.diffusion.dit.controlnet_files`` / ``.controlnet``."""
 _UNION_MARKERS = ("task_embedding", "control_add_embedding", "transformer_layes.", "spatial_ch_projs")
 UNION_CLASS = "ControlNetUnionModel"
@@ -363,7 +363,7 @@ class ControlNet:
 
     @property
     def is_transformer(self) -> bool:
-        """A ControlNet for a flow transformer (FLUX.1, SD3): it takes the control image VAE-encoded."""
+        """A ControlNet for a flow transformer (FLUX.1, SD3, Z-Image): it takes the control image VAE-encoded."""
         return self.family in TRANSFORMER_FAMILIES
 
     @property

@@ -125,3 +125,44 @@ def sd35_controlnet_to_original(net: Any) -> dict[str, torch.Tensor]:
             out[f"{b}mlp.fc2.{param}"] = getattr(block.ff.net[2], param)
             out[f"{b}adaLN_modulation.1.{param}"] = getattr(block.norm1.linear, param)
     return {k: v.detach().clone() for k, v in out.items()}
+
+
+def tiny_z_image_controlnet(
+    transformer: Any,
+    *,
+    places: list[int],
+    refiner_places: list[int] | None,
+    in_dim: int,
+    refiner: str | None,
+    seed: int = 0,
+    scale: float = 0.1,
+) -> Any:
+    """A Z-Image-Turbo Fun ControlNet (diffusers' ``ZImageControlNetModel``) as wide as ``transformer``:
+    ``refiner`` None is the 1.0 layout, "control_noise_refiner" 2.1's (its own trained refiner),
+    "control_layers" 2.0's. Its zero-initialised projections (``before_proj``, ``after_proj``) get noise
+    enough for the control to change the result."""
+    from diffusers import ZImageControlNetModel
+
+    cfg = transformer.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ZImageControlNetModel(
+            control_layers_places=places,
+            control_refiner_layers_places=refiner_places,
+            control_in_dim=in_dim,
+            add_control_noise_refiner=refiner,
+            all_patch_size=tuple(cfg.all_patch_size),
+            all_f_patch_size=tuple(cfg.all_f_patch_size),
+            dim=cfg.dim,
+            n_refiner_layers=cfg.n_refiner_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            norm_eps=cfg.norm_eps,
+            qk_norm=cfg.qk_norm,
+        )
+    generator = torch.Generator().manual_seed(seed + 100)
+    net.eval().requires_grad_(False)
+    for name, param in net.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        param.add_(noise * (scale if ("before_proj" in name or "after_proj" in name) else 0.02))
+    return net
