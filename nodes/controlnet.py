@@ -51,8 +51,9 @@ def _load(ctx: ExecutionContext, control_net_name: str) -> Any:
     fingerprint=_controlnet_fingerprint,
 )
 def controlnet_loader(ctx: ExecutionContext, control_net_name: str) -> tuple[Any]:
-    """Loads a ControlNet for SD 1.x, 2.x, SDXL, FLUX.1 or SD3 from models/controlnet (an original
-    ControlNet 1.1 file, a diffusers-layout file or a diffusers folder); the family is read from its weights."""
+    """Loads a ControlNet for SD 1.x, 2.x, SDXL, FLUX.1, SD3 or Z-Image from models/controlnet (an original
+    ControlNet 1.1 file, a diffusers-layout file or a diffusers folder; union ones too, their type set by
+    SetUnionControlNetType); the family is read from its weights."""
     return (_load(ctx, control_net_name),)
 
 
