@@ -301,20 +301,22 @@ def load_controlnet(
         if not config_path.is_file():
             raise ControlNetFileError(f"{path.name} has no config.json: not a diffusers ControlNet folder")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("_class_name") not in (None, "ControlNetModel", UNION_CLASS):
-            raise ControlNetFileError(
-                f"{path.name} is a diffusers {config.get('_class_name')}, not a ControlNetModel; sdgraph runs "
-                "ControlNetModel, ControlNetUnionModel, FluxControlNetModel and SD3ControlNetModel folders"
-            )
-        family = family_of_config(config)
-        weights = next((path / n for n in ("diffusion_pytorch_model.safetensors",) if (path / n).is_file()), None)
-        if weights is None:
-            raise ControlNetFileError(f"{path.name} has no diffusion_pytorch_model.safetensors")
-        state = open_state_dict(weights)
-        stored = read_safetensors_header(weights).shapes()
-        _layout(stored, path)
+        name = str(config.get("_class_name") or "ControlNetModel")
+        weights = path / "diffusion_pytorch_model.safetensors"
+        stored = read_safetensors_header(weights).shapes() if weights.is_file() else {}
         union = is_union(stored)
-        if union:  # xinsir's folder says ControlNetModel; the weights say what the union part is
+        # The weights tell a union model whatever its config calls it (ControlNetModel in xinsir's folder).
+        if name not in ("ControlNetModel", UNION_CLASS) and not (union and name.startswith("ControlNet")):
+            raise ControlNetFileError(
+                f"{path.name} is a diffusers {name}, not a ControlNetModel; sdgraph runs ControlNetModel, "
+                "ControlNetUnionModel, FluxControlNetModel, SD3ControlNetModel and ZImageControlNetModel folders"
+            )
+        if not weights.is_file():
+            raise ControlNetFileError(f"{path.name} has no diffusion_pytorch_model.safetensors")
+        family = family_of_config(config)
+        state = open_state_dict(weights)
+        _layout(stored, path)
+        if union:
             config = {**config, **union_config(stored, path, int(config.get("num_trans_head") or UNION_HEADS))}
         sd = {k: state.with_dtype(dtype)[k] for k in state}
         allowed = _controlnet_params(union)

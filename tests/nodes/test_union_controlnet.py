@@ -15,6 +15,7 @@ constant), in ``StableDiffusionXLControlNetPipeline``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,16 @@ def root(tmp_path: Path) -> Any:
 
 
 def write_union(net: Any, root: Path, layout: str) -> str:
+    """``single_file``; ``folder`` (as diffusers saves a ControlNetUnionModel); ``xinsir_folder``: its
+    config calls it a ControlNetModel and has none of the union settings, as xinsir's folder."""
     if layout == "single_file":
         write_controlnet_diffusers_file(net, root / "controlnet" / "union_promax.safetensors")
         return "union_promax.safetensors"
-    write_controlnet_folder(net, root / "controlnet" / "controlnet-union-sdxl")
+    folder = write_controlnet_folder(net, root / "controlnet" / "controlnet-union-sdxl")
+    if layout == "xinsir_folder":
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = {k: v for k, v in config.items() if not k.startswith(("num_trans", "num_proj", "num_control"))}
+        (folder / "config.json").write_text(json.dumps({**config, "_class_name": "ControlNetModel"}), encoding="utf-8")
     return "controlnet-union-sdxl"
 
 
@@ -145,6 +152,7 @@ def test_union_type_indices_are_comfyuis_and_diffusers_control_modes() -> None:
     [
         ("single_file", "canny/lineart/anime_lineart/mlsd", 1.0),
         ("folder", "depth", 0.7),
+        ("xinsir_folder", "openpose", 1.0),
         ("single_file", "repaint", 1.0),
     ],
 )
