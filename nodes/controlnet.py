@@ -51,8 +51,9 @@ def _load(ctx: ExecutionContext, control_net_name: str) -> Any:
     fingerprint=_controlnet_fingerprint,
 )
 def controlnet_loader(ctx: ExecutionContext, control_net_name: str) -> tuple[Any]:
-    """Loads a ControlNet for SD 1.x, 2.x, SDXL, FLUX.1 or SD3 from models/controlnet (an original
-    ControlNet 1.1 file, a diffusers-layout file or a diffusers folder); the family is read from its weights."""
+    """Loads a ControlNet for SD 1.x, 2.x, SDXL, FLUX.1, SD3 or Z-Image from models/controlnet (an original
+    ControlNet 1.1 file, a diffusers-layout file or a diffusers folder; union ones too, their type set by
+    SetUnionControlNetType); the family is read from its weights."""
     return (_load(ctx, control_net_name),)
 
 
@@ -219,11 +220,18 @@ def _image(image: Any) -> Any:
     outputs=[Output("CONTROL_NET")],
 )
 def set_union_controlnet_type(ctx: ExecutionContext, control_net: Any, type: str) -> tuple[Any]:
-    """Chooses which control type a ControlNet Union/ProMax model applies. A single-type ControlNet
-    ignores it (sdgraph cannot load union models yet; loading one says so)."""
+    """Chooses which control type a ControlNet Union/ProMax applies: SDXL's (xinsir's) and FLUX.1's
+    (InstantX's, Shakker Labs') get the type's index in this list, as ComfyUI gives it — for the FLUX.1
+    unions, whose own order differs (canny 0, tile 1, depth 2, blur 3, pose 4, gray 5, low quality 6), the
+    index is what counts (see README). "auto" runs the union model without a type, as ComfyUI does. A
+    single-type ControlNet ignores it."""
     from dataclasses import replace
 
-    return (replace(control_net, union_type=None if type == "auto" else type),)
+    chosen = replace(control_net, union_type=None if type == "auto" else type)
+    problem = chosen.union_problem()
+    if problem is not None:
+        raise InputError("type", problem)
+    return (chosen,)
 
 
 @node(

@@ -20,6 +20,16 @@ The architecture of a single file is read from its shapes with the UNet reader
 to the LDM names with the same key map the checkpoint writer uses (``ldm_layout``), so one reader and
 one key map serve both directions.
 
+ControlNet Union/ProMax (xinsir's ``controlnet-union-sdxl-1.0``, diffusers' ``ControlNetUnionModel``) is the
+same network plus a small condition transformer: the control image's features, with a learnt embedding of
+the chosen control type (``task_embedding``), and the noisy latent's features go through it
+(``transformer_layes``) and a linear (``spatial_ch_projs``) gives a per-channel bias added to the image
+features; a one-hot vector of the chosen types is embedded like the size ids (``control_add_embedding``)
+and added to the time embedding. Its files are xinsir's diffusers-layout ones; the union part's sizes
+are read from those weights (see :func:`union_config`). Which type a union model applies is set by
+SetUnionControlNetType (:data:`UNION_TYPE_INDEX`); left on "auto" it runs as ComfyUI runs it, with an
+all-zero type vector and the image features added without the transformer's bias.
+
 Applying a ControlNet (ControlNetApply/ControlNetApplyAdvanced) attaches a :class:`ControlHint` to
 every conditioning entry under :data:`CONTROL_KEY`. Hints form a chain through ``previous`` (stacking
 ControlNets, as ComfyUI does), and the residuals of every hint active at the current σ are summed, as
@@ -31,7 +41,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +57,24 @@ from nodes.diffusion.errors import ModelError
 CONTROL_KEY = "control"
 """``CondEntry.extras`` key holding the newest :class:`ControlHint` of an entry (older ones via ``previous``)."""
 LDM_PREFIX = "control_model."
-TRANSFORMER_FAMILIES = ("flux", "sd3")
+TRANSFORMER_FAMILIES = ("flux", "sd3", "z_image")
 """Families whose ControlNets are loaded and run by ``nodes.diffusion.dit.controlnet_files`` / ``.controlnet``."""
 _UNION_MARKERS = ("task_embedding", "control_add_embedding", "transformer_layes.", "spatial_ch_projs")
+UNION_CLASS = "ControlNetUnionModel"
+UNION_HEADS = 8
+"""Heads of the union condition transformer: not stored in the weights; xinsir's models (and ComfyUI) use 8."""
+UNION_TYPE_INDEX = {
+    "openpose": 0,
+    "depth": 1,
+    "hed/pidi/scribble/ted": 2,
+    "canny/lineart/anime_lineart/mlsd": 3,
+    "normal": 4,
+    "segment": 5,
+    "tile": 6,
+    "repaint": 7,
+}
+"""SetUnionControlNetType's names -> the control-type index a union model gets: xinsir's order (diffusers'
+``control_mode``), the one ComfyUI passes to every union ControlNet, FLUX.1 ones included."""
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -96,13 +122,13 @@ def controlnet_to_ldm(state_dict: Mapping[str, Tensor], *, prefix: str = LDM_PRE
 def _layout(shapes: Shapes, path: Path) -> str:
     """``"ldm"`` (with the prefix found) or ``"diffusers"``; anything else is refused with a reason."""
     keys = list(shapes)
-    if any(marker in k for k in keys for marker in _UNION_MARKERS):
-        raise ControlNetFileError(
-            f"{path.name} is a ControlNet Union/ProMax (several control types in one model); sdgraph does not "
-            "support union ControlNets yet — use a single-type ControlNet"
-        )
     if "controlnet_cond_embedding.conv_in.weight" in shapes:
         return "diffusers"
+    if is_union(shapes):
+        raise ControlNetFileError(
+            f"{path.name} is a ControlNet Union/ProMax but not in diffusers' layout (no controlnet_cond_embedding "
+            "weights); sdgraph reads xinsir's diffusers-layout files and folders"
+        )
     for prefix in (LDM_PREFIX, ""):
         if prefix + "input_hint_block.0.weight" in shapes and prefix + "zero_convs.0.0.weight" in shapes:
             return prefix
@@ -132,15 +158,47 @@ def _ldm_shapes(shapes: Shapes, path: Path) -> tuple[dict[str, tuple[int, ...]],
     return {k[len(layout) :]: v for k, v in shapes.items() if k.startswith(layout)}, layout
 
 
+def is_union(shapes: Shapes) -> bool:
+    """Whether these weights are a ControlNet Union/ProMax (the condition transformer's names)."""
+    return any(marker in k for k in shapes for marker in _UNION_MARKERS)
+
+
 # --------------------------------------------------------------------------------------------
 # Architecture from shapes
 # --------------------------------------------------------------------------------------------
 
 
-def _controlnet_params() -> set[str]:
-    from diffusers import ControlNetModel
+def _controlnet_params(union: bool = False) -> set[str]:
+    import diffusers
 
-    return set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+    cls = diffusers.ControlNetUnionModel if union else diffusers.ControlNetModel
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def union_config(shapes: Shapes, path: Path, heads: int = UNION_HEADS) -> dict[str, Any]:
+    """The ``ControlNetUnionModel`` settings of a union ControlNet's weights: the number of control types
+    and the transformer's width from ``task_embedding``, its depth from ``transformer_layes``, the type
+    embedding's width from ``control_add_embedding`` (it is also the size ids' width); ``heads`` is not
+    in the weights."""
+    need = ("task_embedding", "spatial_ch_projs.weight", "control_add_embedding.linear_1.weight")
+    missing = [k for k in need if k not in shapes]
+    if missing:
+        raise ControlNetFileError(
+            f"{path.name} is a ControlNet Union/ProMax without its {', '.join(missing)} weights (an incomplete file)"
+        )
+    types, width = shapes["task_embedding"]
+    layers = {int(m[1]) for k in shapes if (m := re.match(r"transformer_layes\.(\d+)\.", k))}
+    type_width, rest = divmod(int(shapes["control_add_embedding.linear_1.weight"][1]), int(types))
+    if rest or width % heads:
+        raise ControlNetFileError(f"{path.name}: its ControlNet Union weights do not fit together")
+    return {
+        "num_control_type": int(types),
+        "num_trans_channel": int(width),
+        "num_trans_head": heads,
+        "num_trans_layer": len(layers),
+        "num_proj_channel": int(shapes["spatial_ch_projs.weight"][0]),
+        "addition_time_embed_dim": type_width,
+    }
 
 
 def family_of_config(config: Mapping[str, Any]) -> str:
@@ -178,8 +236,11 @@ def derive_controlnet_config(shapes: Shapes, path: Path) -> tuple[str, dict[str,
         unet_cfg = derive_unet_config(ldm, family, path, pooled_dim=pooled, prefix="", encoder_only=True)
     except (KeyError, ModelError) as exc:
         raise ControlNetFileError(f"{path.name}: its ControlNet architecture could not be read ({exc})") from None
-    allowed = _controlnet_params()
+    union = is_union(shapes)
+    allowed = _controlnet_params(union)
     config = {k: v for k, v in unet_cfg.items() if k in allowed}
+    if union:
+        config.update(union_config(shapes, path))
     config["conditioning_channels"] = ldm["input_hint_block.0.weight"][1]
     hint = sorted(
         int(k.split(".")[1]) for k, s in ldm.items() if k.startswith("input_hint_block.") and k.endswith(".weight")
@@ -222,8 +283,9 @@ class LoadedControlNet:
 def load_controlnet(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> LoadedControlNet:
-    """Build a ``ControlNetModel`` from a single file or a diffusers folder (see the module docstring)."""
-    from diffusers import ControlNetModel
+    """Build a ``ControlNetModel`` (``ControlNetUnionModel`` for a union file) from a single file or a
+    diffusers folder (see the module docstring)."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
 
     from nodes.diffusion.checkpoint.files import open_state_dict, read_safetensors_header
     from nodes.diffusion.checkpoint.load import _build
@@ -239,22 +301,27 @@ def load_controlnet(
         if not config_path.is_file():
             raise ControlNetFileError(f"{path.name} has no config.json: not a diffusers ControlNet folder")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("_class_name") not in (None, "ControlNetModel"):
+        name = str(config.get("_class_name") or "ControlNetModel")
+        weights = path / "diffusion_pytorch_model.safetensors"
+        stored = read_safetensors_header(weights).shapes() if weights.is_file() else {}
+        union = is_union(stored)
+        # The weights tell a union model whatever its config calls it (ControlNetModel in xinsir's folder).
+        if name not in ("ControlNetModel", UNION_CLASS) and not (union and name.startswith("ControlNet")):
             raise ControlNetFileError(
-                f"{path.name} is a diffusers {config.get('_class_name')}, not a ControlNetModel; "
-                "sdgraph runs ControlNetModel, FluxControlNetModel and SD3ControlNetModel folders"
+                f"{path.name} is a diffusers {name}, not a ControlNetModel; sdgraph runs ControlNetModel, "
+                "ControlNetUnionModel, FluxControlNetModel, SD3ControlNetModel and ZImageControlNetModel folders"
             )
-        family = family_of_config(config)
-        weights = next((path / n for n in ("diffusion_pytorch_model.safetensors",) if (path / n).is_file()), None)
-        if weights is None:
+        if not weights.is_file():
             raise ControlNetFileError(f"{path.name} has no diffusion_pytorch_model.safetensors")
+        family = family_of_config(config)
         state = open_state_dict(weights)
-        _layout(read_safetensors_header(weights).shapes(), path)
+        _layout(stored, path)
+        if union:
+            config = {**config, **union_config(stored, path, int(config.get("num_trans_head") or UNION_HEADS))}
         sd = {k: state.with_dtype(dtype)[k] for k in state}
-        allowed = _controlnet_params()
-        model = _build(
-            ControlNetModel, {k: v for k, v in config.items() if k in allowed}, sd, path, "controlnet", device
-        )
+        allowed = _controlnet_params(union)
+        cls = ControlNetUnionModel if union else ControlNetModel
+        model = _build(cls, {k: v for k, v in config.items() if k in allowed}, sd, path, "controlnet", device)
         return LoadedControlNet(family, model)
     shapes = read_safetensors_header(path).shapes() if path.suffix.lower() in (".safetensors", ".sft") else None
     if shapes is None:
@@ -263,6 +330,8 @@ def load_controlnet(
     state = open_state_dict(path).with_dtype(dtype)
     if layout == "diffusers":
         sd = {k: state[k] for k in state}
+        if is_union(shapes):
+            return LoadedControlNet(family, _build(ControlNetUnionModel, config, sd, path, "controlnet", device))
     else:
         lpb = int(config["layers_per_block"])
         hint = len(config["conditioning_embedding_out_channels"]) * 2 - 2
@@ -296,8 +365,34 @@ class ControlNet:
 
     @property
     def is_transformer(self) -> bool:
-        """A ControlNet for a flow transformer (FLUX.1, SD3): it takes the control image VAE-encoded."""
+        """A ControlNet for a flow transformer (FLUX.1, SD3, Z-Image): it takes the control image VAE-encoded."""
         return self.family in TRANSFORMER_FAMILIES
+
+    @property
+    def union_types(self) -> int | None:
+        """How many control types this union ControlNet knows (SDXL ``num_control_type``, FLUX.1
+        ``num_mode``), or None for a single-type ControlNet."""
+        config = getattr(self.model, "config", None)
+        if config is None:
+            return None
+        count = config.get("num_control_type") if "num_trans_channel" in config else config.get("num_mode")
+        return None if count is None else int(count)
+
+    @property
+    def union_index(self) -> int | None:
+        """The control-type index SetUnionControlNetType chose (None: "auto", or never set)."""
+        return None if self.union_type is None else UNION_TYPE_INDEX[self.union_type]
+
+    def union_problem(self) -> str | None:
+        """Why the chosen union type cannot be applied by this model (a type it was not trained with)."""
+        index, count = self.union_index, self.union_types
+        if index is None or count is None or index < count:
+            return None
+        name = f"the ControlNet Union {self.source}" if self.source else "the ControlNet Union"
+        return (
+            f"{name} knows {count} control types (indices 0–{count - 1}) but {self.union_type!r} is type {index}; "
+            "choose another type or auto"
+        )
 
     def misfit(self, model: Any) -> str | None:
         """Why this ControlNet cannot steer ``model`` (a DiffusionModel), or None when it can: it must be
@@ -470,18 +565,21 @@ def control_residuals(
             net.to(x.device)
         _match_size_embedding(net, model.unet)
         cond_img = control_image(hint.image, h_px, w_px, per).repeat(len(blocks), 1, 1, 1).to(x.device, x.dtype)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"controlnet_cond": cond_img}
         if added is not None:
             kwargs["added_cond_kwargs"] = {k: v[rows] for k, v in added.items()}
-        d, m = net(
-            x[rows],
-            t[rows],
-            encoder_hidden_states=context[rows],
-            controlnet_cond=cond_img,
-            conditioning_scale=hint.strength,
-            return_dict=False,
-            **kwargs,
-        )
+        plain = nullcontext()
+        if hint.control_net.union_types is not None:
+            kwargs, plain = _union_inputs(hint.control_net, cond_img, kwargs)
+        with plain:
+            d, m = net(
+                x[rows],
+                t[rows],
+                encoder_hidden_states=context[rows],
+                conditioning_scale=hint.strength,
+                return_dict=False,
+                **kwargs,
+            )
         if down is None or mid is None:
             down = [torch.zeros((x.shape[0], *r.shape[1:]), device=x.device, dtype=r.dtype) for r in d]
             mid = torch.zeros((x.shape[0], *m.shape[1:]), device=x.device, dtype=m.dtype)
@@ -489,6 +587,34 @@ def control_residuals(
             acc[rows] += r
         mid[rows] += m
     return {"down_block_additional_residuals": tuple(down or ()), "mid_block_additional_residual": mid}
+
+
+def _union_inputs(control_net: ControlNet, image: Tensor, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A ``ControlNetUnionModel``'s inputs for one control image, as diffusers'
+    ``StableDiffusionXLControlNetUnionPipeline`` passes them for ``control_mode=index``: a one-hot type
+    vector per row, the image in a list, its type index. With no type ("auto") ComfyUI runs the union
+    model with an all-zero type vector and adds the image features without the condition transformer's
+    bias; the second value is the context that makes diffusers' forward do that (:func:`_without_type_bias`)."""
+    problem = control_net.union_problem()
+    if problem is not None:
+        raise ModelError(problem)
+    index, count = control_net.union_index, int(control_net.union_types or 0)
+    types = image.new_zeros((image.shape[0], count))
+    if index is not None:
+        types[:, index] = 1
+    out = {**kwargs, "controlnet_cond": [image], "control_type": types, "control_type_idx": [index or 0]}
+    return out, nullcontext() if index is not None else _without_type_bias(control_net.model)
+
+
+@contextmanager
+def _without_type_bias(net: Any) -> Iterator[None]:
+    """Within it, the union model's condition transformer adds nothing to the image features (its
+    ``spatial_ch_projs`` gives zeros), so the features enter as a single-type ControlNet's do."""
+    handle = net.spatial_ch_projs.register_forward_hook(lambda _module, _args, out: torch.zeros_like(out))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _match_size_embedding(net: Any, unet: Any) -> None:

@@ -51,3 +51,31 @@ def write_controlnet_folder(net: Any, folder: Path) -> Path:
     diffusers.utils.logging.set_verbosity_error()
     net.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+UNION_ZERO_MODULES = (*ZERO_MODULES, "spatial_ch_projs")
+
+
+def build_tiny_union_controlnet(unet: Any, *, seed: int = 0, num_control_type: int = 8, scale: float = 0.1) -> Any:
+    """A ControlNet Union/ProMax (xinsir's architecture, diffusers' ``ControlNetUnionModel``) for ``unet``
+    with seeded random weights. ``from_unet`` keeps the released condition transformer's width (320), which
+    must equal the UNet's first width, so the tiny one is rebuilt from that config at the tiny width; its
+    eight heads are the released models' (the head count is not stored in the weights)."""
+    from diffusers import ControlNetUnionModel
+
+    width = int(unet.config.block_out_channels[0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        copied = ControlNetUnionModel.from_unet(unet)
+        config = {k: v for k, v in copied.config.items() if not k.startswith("_")}
+        net = ControlNetUnionModel.from_config(
+            {**config, "num_control_type": num_control_type, "num_trans_channel": width, "num_proj_channel": width}
+        )
+    union_parts = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
+    net.load_state_dict({k: v for k, v in copied.state_dict().items() if not k.startswith(union_parts)}, strict=False)
+    generator = torch.Generator().manual_seed(seed + 100)
+    net.eval().requires_grad_(False)
+    for name, param in net.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        param.add_(noise * (scale if name.startswith(UNION_ZERO_MODULES) else 0.02))
+    return net

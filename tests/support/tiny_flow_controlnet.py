@@ -35,8 +35,10 @@ def _noised(net: Any, seed: int, scale: float) -> Any:
     return net
 
 
-def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1) -> Any:
-    """A FLUX.1 ControlNet (InstantX's architecture: VAE-latent control input) for the tiny FLUX."""
+def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1, num_mode: int | None = None) -> Any:
+    """A FLUX.1 ControlNet (InstantX's architecture: VAE-latent control input) for the tiny FLUX; with
+    ``num_mode`` a union one (InstantX's ``FLUX.1-dev-Controlnet-Union`` has 10 modes), which
+    ``from_transformer`` cannot make, so it is rebuilt from that config with the copied weights."""
     from diffusers import FluxControlNetModel
 
     cfg = transformer.config
@@ -49,6 +51,11 @@ def tiny_flux_controlnet(transformer: Any, *, seed: int = 0, scale: float = 0.1)
             attention_head_dim=cfg.attention_head_dim,
             num_attention_heads=cfg.num_attention_heads,
         )
+        if num_mode is not None:
+            config = {k: v for k, v in net.config.items() if not k.startswith("_")}
+            union = FluxControlNetModel.from_config({**config, "num_mode": num_mode})
+            union.load_state_dict(net.state_dict(), strict=False)
+            net = union
     return _noised(net, seed, scale)
 
 
@@ -118,3 +125,44 @@ def sd35_controlnet_to_original(net: Any) -> dict[str, torch.Tensor]:
             out[f"{b}mlp.fc2.{param}"] = getattr(block.ff.net[2], param)
             out[f"{b}adaLN_modulation.1.{param}"] = getattr(block.norm1.linear, param)
     return {k: v.detach().clone() for k, v in out.items()}
+
+
+def tiny_z_image_controlnet(
+    transformer: Any,
+    *,
+    places: list[int],
+    refiner_places: list[int] | None,
+    in_dim: int,
+    refiner: str | None,
+    seed: int = 0,
+    scale: float = 0.1,
+) -> Any:
+    """A Z-Image-Turbo Fun ControlNet (diffusers' ``ZImageControlNetModel``) as wide as ``transformer``:
+    ``refiner`` None is the 1.0 layout, "control_noise_refiner" 2.1's (its own trained refiner),
+    "control_layers" 2.0's. Its zero-initialised projections (``before_proj``, ``after_proj``) get noise
+    enough for the control to change the result."""
+    from diffusers import ZImageControlNetModel
+
+    cfg = transformer.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ZImageControlNetModel(
+            control_layers_places=places,
+            control_refiner_layers_places=refiner_places,
+            control_in_dim=in_dim,
+            add_control_noise_refiner=refiner,
+            all_patch_size=tuple(cfg.all_patch_size),
+            all_f_patch_size=tuple(cfg.all_f_patch_size),
+            dim=cfg.dim,
+            n_refiner_layers=cfg.n_refiner_layers,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            norm_eps=cfg.norm_eps,
+            qk_norm=cfg.qk_norm,
+        )
+    generator = torch.Generator().manual_seed(seed + 100)
+    net.eval().requires_grad_(False)
+    for name, param in net.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        param.add_(noise * (scale if ("before_proj" in name or "after_proj" in name) else 0.02))
+    return net

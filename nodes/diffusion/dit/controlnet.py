@@ -1,4 +1,4 @@
-"""Running FLUX.1 and SD3 ControlNets inside the transformer's call: the residuals of its blocks.
+"""Running FLUX.1, SD3 and Z-Image ControlNets inside the transformer's call: the residuals of its blocks.
 
 A transformer ControlNet is a shorter copy of the transformer (a few joint/single blocks) whose input is
 the noisy latent plus the *VAE-encoded* control image through a zero-initialised embedder
@@ -17,7 +17,13 @@ done here the same way:
 * the ControlNet gets the transformer's inputs (packed latent, timestep, text, pooled vector, positions;
   FLUX-dev's distilled guidance when it has the embedder; SD3: zero pooled vector when trained so, no
   text for SD3.5 Large's text-free blocks) and multiplies its residuals by the strength;
-* it runs only between start_percent and end_percent of the schedule (as for the UNet ControlNets, by σ).
+* it runs only between start_percent and end_percent of the schedule (as for the UNet ControlNets, by σ);
+* a FLUX.1 union ControlNet gets its control type (SetUnionControlNetType's index, as ComfyUI passes it)
+  as ``controlnet_mode``, one more text token; on "auto" it runs without that token, as ComfyUI runs it.
+
+Z-Image's Fun ControlNets (``ZImageControlNetPipeline``) borrow the transformer's embedders and refiners
+for the call, take the encoded control image zero-padded to their input channels (2.x: the mask and
+inpaint channels stay empty) and return one hint per transformer layer they feed.
 
 Stacked ControlNets (several Apply ControlNet nodes) sum their residuals, as diffusers' multi-ControlNet
 models do. To sum ControlNets of different depths exactly, each one's residuals are first spread to one
@@ -27,7 +33,8 @@ per transformer block with the transformer's own rule; the sums are made once pe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -54,11 +61,17 @@ def misfit(control_net: Any, model: Any) -> str | None:
             f"{name} is {mine} wide but this {theirs} transformer is {width} wide; "
             f"it was made for another {theirs} model"
         )
+    places = control_net.model.config.get("control_layers_places") or [0]
+    layers = int(model.unet.config.get("n_layers", max(places) + 1))
+    if max(places) >= layers:
+        return f"{name} feeds layer {max(places)} but this {theirs} transformer has {layers} layers"
     return None
 
 
 def _width(network: Any) -> int:
     cfg = network.config
+    if "dim" in cfg:  # Z-Image
+        return int(cfg.dim)
     return int(cfg.num_attention_heads) * int(cfg.attention_head_dim)
 
 
@@ -171,18 +184,21 @@ def flux_residuals(
         g = None
         if net.config.guidance_embeds:
             g = torch.tensor([guidance[i] for i in rows.tolist()], dtype=torch.float32, device=hidden.device)
-        d, s = net(
-            hidden_states=hidden[rows],
-            controlnet_cond=cond,
-            conditioning_scale=hint.strength,
-            timestep=_per_row(inputs["timestep"], batch)[rows],
-            guidance=g,
-            pooled_projections=inputs["pooled_projections"][rows],
-            encoder_hidden_states=inputs["encoder_hidden_states"][rows],
-            txt_ids=inputs["txt_ids"],
-            img_ids=inputs["img_ids"],
-            return_dict=False,
-        )
+        mode, union = _flux_mode(hint, len(rows), hidden.device)
+        with union:
+            d, s = net(
+                hidden_states=hidden[rows],
+                controlnet_cond=cond,
+                controlnet_mode=mode,
+                conditioning_scale=hint.strength,
+                timestep=_per_row(inputs["timestep"], batch)[rows],
+                guidance=g,
+                pooled_projections=inputs["pooled_projections"][rows],
+                encoder_hidden_states=inputs["encoder_hidden_states"][rows],
+                txt_ids=inputs["txt_ids"],
+                img_ids=inputs["img_ids"],
+                return_dict=False,
+            )
         doubles.append((d or [], rows))
         singles.append((s or [], rows))
     transformer = model.unet
@@ -194,6 +210,33 @@ def flux_residuals(
     if single is not None:
         out["controlnet_single_block_samples"] = single
     return out
+
+
+def _flux_mode(hint: ControlHint, rows: int, device: torch.device) -> tuple[Tensor | None, Any]:
+    """The ``controlnet_mode`` of a FLUX.1 union ControlNet ([rows, 1], as ``FluxControlNetPipeline`` passes
+    ``control_mode``) and the context to run it in: on "auto" the union runs without a mode token."""
+    control_net = hint.control_net
+    if control_net.union_types is None:
+        return None, nullcontext()
+    problem = control_net.union_problem()
+    if problem is not None:
+        from nodes.diffusion.errors import ModelError
+
+        raise ModelError(problem)
+    index = control_net.union_index
+    if index is None:
+        return None, _without_mode(control_net.model)
+    return torch.full((rows, 1), index, dtype=torch.long, device=device), nullcontext()
+
+
+@contextmanager
+def _without_mode(net: Any) -> Iterator[None]:
+    """Within it, diffusers' FluxControlNetModel runs as a single-type one (no mode token)."""
+    net.union = False
+    try:
+        yield
+    finally:
+        net.union = True
 
 
 def sd3_residuals(
@@ -231,3 +274,67 @@ def sd3_residuals(
         parts.append((samples, rows))
     stacked = _stack(parts, len(model.unet.transformer_blocks), batch, _sd3_index)
     return {} if stacked is None else {"block_controlnet_hidden_states": stacked}
+
+
+Z_IMAGE_SHARED = (
+    "t_scale",
+    "t_embedder",
+    "all_x_embedder",
+    "cap_embedder",
+    "rope_embedder",
+    "noise_refiner",
+    "context_refiner",
+    "x_pad_token",
+    "cap_pad_token",
+)
+"""What a ``ZImageControlNetModel`` takes from the transformer (its ``from_transformer``)."""
+
+
+@contextmanager
+def _borrowing(net: Any, transformer: Any) -> Iterator[None]:
+    """The ControlNet with the transformer's shared parts for one call, given back after it (the cached
+    ControlNet keeps no reference to a transformer, which may be unloaded or replaced)."""
+    for name in Z_IMAGE_SHARED:
+        setattr(net, name, getattr(transformer, name))
+    try:
+        yield
+    finally:
+        for name in Z_IMAGE_SHARED:
+            setattr(net, name, None)
+
+
+def z_image_residuals(
+    model: Any,
+    conds: Sequence[Any],
+    per: int,
+    sigma: float | None,
+    latents: Sequence[Tensor],
+    t: Tensor,
+    captions: Sequence[Tensor],
+) -> dict[str, Any]:
+    """``controlnet_block_samples`` for ``ZImageTransformer2DModel``: every active ControlNet's hints,
+    summed per layer. ``latents`` ([C, 1, h, w] each), ``t`` and ``captions`` are the transformer's inputs.
+    A ControlNet runs on the whole batch, so its hints are padded as the transformer pads (caption lengths
+    differ per row); rows whose entry does not carry it get nothing from it."""
+    active = active_hints(conds, sigma, model.model_sampling)
+    if not active:
+        return {}
+    first = latents[0]
+    h, w = int(first.shape[-2]), int(first.shape[-1])
+    total: dict[int, Tensor] = {}
+    for hint, entries in active:
+        rows = batch_rows(entries, per).to(first.device)
+        net = _net_on(hint, first.device)
+        control = encoded_control(hint, h, w, model.latent_scale, model.latent_shift, first)
+        extra = int(net.config.control_in_dim) - control.shape[1]
+        if extra > 0:
+            control = torch.cat([control, control.new_zeros((1, extra, h, w))], dim=1)
+        context = control.unsqueeze(2).expand(len(latents), -1, -1, -1, -1)
+        with _borrowing(net, model.unet):
+            hints = net(list(latents), t, list(captions), context, conditioning_scale=hint.strength)
+        keep = torch.zeros(len(latents), dtype=torch.bool, device=first.device)
+        keep[rows] = True
+        for layer, sample in hints.items():
+            sample = sample if bool(keep.all()) else sample * keep.view(-1, 1, 1).to(sample.dtype)
+            total[layer] = total[layer] + sample if layer in total else sample
+    return {"controlnet_block_samples": total}

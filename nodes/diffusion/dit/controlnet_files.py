@@ -13,12 +13,19 @@ Layouts people download, and what happens to each:
   embedder of their own (they use the transformer's, as diffusers' pipeline arranges);
 * diffusers folders (``config.json`` with ``_class_name`` FluxControlNetModel / SD3ControlNetModel).
 
-Recognised and refused, each with one message naming the file: union ControlNets (a
-``controlnet_mode_embedder``), XLabs' FLUX ControlNets (Black Forest Labs' ``double_blocks`` names with a
-pixel-space ``input_hint_block``), SD3 inpainting ControlNets (extra conditioning channels) and Z-Image's
-"Fun" ControlNets (diffusers' ``ZImageControlNetModel``), which sdgraph does not run yet: they are union
-ControlNets whose injection layers (``control_layers_places``) are not in the weights, and ComfyUI runs
-them as model patches through other nodes than Load ControlNet Model / Apply ControlNet.
+FLUX.1 union ControlNets (InstantX's and Shakker Labs' ``FLUX.1-dev-Controlnet-Union``) are the same
+network with a ``controlnet_mode_embedder``: its row count is ``num_mode`` (the control type becomes one
+more text token).
+
+Z-Image-Turbo's "Fun" ControlNets (alibaba-pai's, diffusers' ``ZImageControlNetModel``: ``control_layers``,
+``control_all_x_embedder``, ``control_noise_refiner``) are read from their single files (and folders):
+width, heads and control channels from the shapes, which transformer layers their hints feed from the
+shipped ``resources/dit_configs/z_image_fun_controlnet/variants.json`` (by number of control layers; a
+count no release has is refused), and the noise-refiner variant from the weights (:func:`z_image_config`).
+
+Recognised and refused, each with one message naming the file: XLabs' FLUX ControlNets (Black Forest
+Labs' ``double_blocks`` names with a pixel-space ``input_hint_block``) and SD3 inpainting ControlNets
+(extra conditioning channels).
 
 The weights stay in the dtype they were saved in and each layer computes in the working dtype, as for
 the transformers (``nodes.diffusion.dit.runtime.set_compute_dtype``).
@@ -37,12 +44,9 @@ from nodes.diffusion.errors import ModelError
 FLUX_CLASS = "FluxControlNetModel"
 SD3_CLASS = "SD3ControlNetModel"
 Z_IMAGE_CLASS = "ZImageControlNetModel"
-CLASS_OF_FAMILY = {"flux": FLUX_CLASS, "sd3": SD3_CLASS}
-NETWORK = {"flux": "FLUX.1 ControlNet", "sd3": "SD3 ControlNet"}
-Z_IMAGE_ADVICE = (
-    "sdgraph does not run Z-Image ControlNets yet (in ComfyUI they are model patches, loaded from "
-    "models/model_patches by their own nodes, not by Load ControlNet Model)"
-)
+CLASS_OF_FAMILY = {"flux": FLUX_CLASS, "sd3": SD3_CLASS, "z_image": Z_IMAGE_CLASS}
+NETWORK = {"flux": "FLUX.1 ControlNet", "sd3": "SD3 ControlNet", "z_image": "Z-Image ControlNet"}
+Z_IMAGE_MARKERS = ("control_layers.", "control_all_x_embedder.", "control_noise_refiner.")
 
 
 class FlowControlNetFileError(ModelError):
@@ -56,23 +60,17 @@ def _refusal(path: Path, what: str, advice: str) -> FlowControlNetFileError:
 
 
 def recognise(shapes: Shapes, path: Path) -> str | None:
-    """``"flux"`` or ``"sd3"`` for a transformer ControlNet sdgraph runs, None when the tensors are no
-    transformer ControlNet at all; a recognised variant it cannot run raises one clear message."""
+    """``"flux"``, ``"sd3"`` or ``"z_image"`` for a transformer ControlNet sdgraph runs, None when the tensors
+    are no transformer ControlNet at all; a recognised variant it cannot run raises one clear message."""
     has = shapes.__contains__
     controls = any(k.startswith("controlnet_blocks.") for k in shapes)
-    if any(k.startswith(("control_layers.", "control_all_x_embedder.", "control_noise_refiner.")) for k in shapes):
-        raise _refusal(path, "a Z-Image Fun ControlNet", Z_IMAGE_ADVICE)
+    if any(k.startswith(Z_IMAGE_MARKERS) for k in shapes):
+        return "z_image"
     if controls and has("double_blocks.0.img_attn.qkv.weight"):
         raise _refusal(
             path,
             "an XLabs FLUX.1 ControlNet (Black Forest Labs' names with a pixel-space input_hint_block)",
             "sdgraph runs the diffusers-layout FLUX.1 ControlNets (InstantX, Shakker Labs) but not this layout",
-        )
-    if has("controlnet_mode_embedder.weight") and (controls or has("controlnet_x_embedder.weight")):
-        raise _refusal(
-            path,
-            "a FLUX.1 ControlNet Union (several control types in one model)",
-            "sdgraph does not support union ControlNets yet — use a single-type ControlNet",
         )
     if has("controlnet_x_embedder.weight") or (controls and has("controlnet_single_blocks.0.weight")):
         if has("input_hint_block.conv_in.weight"):
@@ -88,13 +86,12 @@ def recognise(shapes: Shapes, path: Path) -> str | None:
 
 
 def folder_family(path: Path) -> str | None:
-    """``"flux"``/``"sd3"`` for a diffusers folder of a transformer ControlNet, None for another class."""
+    """``"flux"``/``"sd3"``/``"z_image"`` for a diffusers folder of a transformer ControlNet, None for another
+    class."""
     config_path = path / "config.json"
     if not config_path.is_file():
         return None
     name = json.loads(config_path.read_text(encoding="utf-8")).get("_class_name")
-    if name == Z_IMAGE_CLASS:
-        raise _refusal(path, "a Z-Image Fun ControlNet (ZImageControlNetModel)", Z_IMAGE_ADVICE)
     return next((family for family, cls in CLASS_OF_FAMILY.items() if cls == name), None)
 
 
@@ -127,6 +124,7 @@ def flux_config(shapes: Shapes, *, source: str | Path = "?") -> dict[str, Any]:
         "pooled_projection_dim": need(idx, "time_text_embed.text_embedder.linear_1.weight", source, network, ndim=2)[1],
         "guidance_embeds": idx.has("time_text_embed.guidance_embedder.linear_1.weight"),
         "axes_dims_rope": scaled_rope_axes(base["axes_dims_rope"], head_dim, source, network),
+        "num_mode": modes[0] if (modes := idx.shape("controlnet_mode_embedder.weight")) else None,
     }
 
 
@@ -182,6 +180,56 @@ def sd3_config(shapes: Shapes, *, source: str | Path = "?") -> dict[str, Any]:
     }
 
 
+def z_image_config(shapes: Shapes, state: Mapping[str, Any], *, source: str | Path = "?") -> dict[str, Any]:
+    """The ``ZImageControlNetModel`` config of a Fun ControlNet's single file.
+
+    From the shapes: the width and the control input's channels (``control_all_x_embedder.2-1``, patch
+    2×2), the head size (q norm), the number of control and refiner blocks. From the shipped variants
+    (by control-block count): the transformer layers the hints feed. From the weights: the noise-refiner
+    variant — none (1.0: plain refiner blocks), the ControlNet's own trained refiner (2.1: a non-zero
+    ``control_noise_refiner.0.before_proj``) or its control blocks run as refiner (2.0), as diffusers tells
+    the releases apart."""
+    from nodes.diffusion.dit.shapes import CONFIG_ROOT
+
+    network = NETWORK["z_image"]
+    idx = KeyIndex(shapes)
+    embedder = next((k for k in shapes if k.startswith("control_all_x_embedder.") and k.endswith(".weight")), None)
+    if embedder != "control_all_x_embedder.2-1.weight":
+        raise UnusableWeightsError(source, network, "it has no control_all_x_embedder.2-1 (2×2 patch) weights")
+    dim, patch_in = need(idx, embedder, source, network, ndim=2)
+    head_dim = need(idx, "control_layers.0.attention.norm_q.weight", source, network, ndim=1)[0]
+    count = len(idx.indices("control_layers."))
+    variants = json.loads((CONFIG_ROOT / "z_image_fun_controlnet" / "variants.json").read_text(encoding="utf-8"))
+    variant = variants.get(str(count))
+    if variant is None or dim % head_dim or patch_in % 4:
+        known = ", ".join(k for k in variants if not k.startswith("_"))
+        raise FlowControlNetFileError(
+            f"{Path(source).name} is a Z-Image Fun ControlNet with {count} control layers; sdgraph knows the "
+            f"released ones ({known} layers) and where their hints go — this one's layout is not in its weights"
+        )
+    before = state.get("control_noise_refiner.0.before_proj.weight")
+    if variant["control_refiner_layers_places"] is None:
+        refiner = None
+    elif before is not None and bool(before.float().abs().max() > 0):
+        refiner = "control_noise_refiner"
+    else:
+        refiner = "control_layers"
+    return {
+        "control_layers_places": variant["control_layers_places"],
+        "control_refiner_layers_places": variant["control_refiner_layers_places"],
+        "control_in_dim": patch_in // 4,
+        "add_control_noise_refiner": refiner,
+        "all_patch_size": (2,),
+        "all_f_patch_size": (1,),
+        "dim": dim,
+        "n_refiner_layers": len(idx.indices("control_noise_refiner.")) or 2,
+        "n_heads": dim // head_dim,
+        "n_kv_heads": dim // head_dim,
+        "norm_eps": 1e-5,
+        "qk_norm": True,
+    }
+
+
 def _class(family: str) -> type[Any]:
     import diffusers
 
@@ -220,9 +268,14 @@ def load(path: Path, family: str, *, device: Any, dtype: Any) -> Any:
         _check_folder_variant(config, folder)
         return build(family, config, state, source=folder, dtype=dtype, device=device)
     shapes = read_shapes(path)
-    config = flux_config(shapes, source=path) if family == "flux" else sd3_config(shapes, source=path)
     lazy = open_state_dict(path)
     state = {k: lazy[k] for k in lazy}
+    if family == "z_image":
+        config = z_image_config(shapes, state, source=path)
+        if config["add_control_noise_refiner"] == "control_layers":  # 2.0's untrained refiner is not used
+            state = {k: v for k, v in state.items() if not k.startswith("control_noise_refiner.")}
+        return build(family, config, state, source=path, dtype=dtype, device=device)
+    config = flux_config(shapes, source=path) if family == "flux" else sd3_config(shapes, source=path)
     if family == "sd3" and SAI_MARKER in shapes:
         state = sai_to_diffusers(state, config, source=path)
     return build(family, config, state, source=path, dtype=dtype, device=device)
@@ -252,8 +305,6 @@ def sai_to_diffusers(state: Mapping[str, Any], config: Mapping[str, Any], *, sou
 
 
 def _check_folder_variant(config: Mapping[str, Any], folder: Path) -> None:
-    if config.get("num_mode") is not None:
-        raise _refusal(folder, "a FLUX.1 ControlNet Union", "sdgraph does not support union ControlNets yet")
     if config.get("conditioning_embedding_channels") is not None:
         raise _refusal(
             folder,

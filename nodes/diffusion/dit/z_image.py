@@ -221,9 +221,10 @@ def predict(
     """One batched call as ``ZImagePipeline`` makes it: a list of [C, 1, H, W] latents, each with its
     own caption features (valid tokens only, so no padding or mask), and the flipped timestep 1 − σ.
     The network predicts x0 − ε; the velocity ε − x0 is its negative (the pipeline negates it too).
-    ``sigma`` is part of the predictors' shared signature; no Z-Image ControlNet runs yet, so it is unused."""
+    ``sigma`` decides which ControlNets (Fun ControlNets, ``nodes.diffusion.dit.controlnet``) are active."""
     import torch
 
+    from nodes.diffusion.dit.controlnet import z_image_residuals
     from nodes.diffusion.dit.runtime import check_recipe, pad_to_patch
 
     check_recipe(conds, "z_image", "Z-Image")
@@ -232,5 +233,7 @@ def predict(
     padded, (h, w) = pad_to_patch(x, PATCH)
     latents = list(padded.to(dev, dtype).unsqueeze(2).unbind(0))
     captions = [c.embeds[0].to(dev, dtype) for c in conds for _ in range(per)]
-    out = model.unet(latents, (1.0 - t.float()).to(dev), captions, return_dict=False)[0]
+    timestep = (1.0 - t.float()).to(dev)
+    control = z_image_residuals(model, conds, per, sigma, latents, timestep, captions)
+    out = model.unet(latents, timestep, captions, return_dict=False, **control)[0]
     return -torch.stack([o.float() for o in out]).squeeze(2)[..., :h, :w]

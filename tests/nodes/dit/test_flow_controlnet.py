@@ -83,7 +83,8 @@ def controlnet_graph(
     sampling: Any = None,
     latent_type: str = "EmptySD3LatentImage",
 ) -> tuple[Graph, int]:
-    """Load Checkpoint → Encode ×2 → Apply ControlNet per entry of ``controls`` (chained) → KSampler."""
+    """Load Checkpoint → Encode ×2 → Apply ControlNet per entry of ``controls`` (chained) → KSampler; an
+    entry with ``union_type`` gets SetUnionControlNetType between its loader and Apply ControlNet."""
     g = Graph()
     ckpt_id = g.add_node("CheckpointLoaderSimple", {"ckpt_name": ckpt}).id
     pos_id = g.add_node("CLIPTextEncode", {"text": PROMPT}).id
@@ -93,6 +94,10 @@ def controlnet_graph(
     pos, neg = (pos_id, "CONDITIONING"), (neg_id, "CONDITIONING")
     for c in controls:
         loader = g.add_node("ControlNetLoader", {"control_net_name": c["name"]}).id
+        if "union_type" in c:
+            typed = g.add_node("SetUnionControlNetType", {"type": c["union_type"]}).id
+            g.add_link(loader, "CONTROL_NET", typed, "control_net", "CONTROL_NET")
+            loader = typed
         image = g.add_node("LoadImage", {"image": c["image"]}).id
         values = {k: c[k] for k in ("strength", "start_percent", "end_percent") if k in c}
         apply = g.add_node(c.get("type", "ControlNetApplyAdvanced"), values).id
@@ -147,7 +152,13 @@ def assert_close(ours: torch.Tensor, model: Any, reference: torch.Tensor) -> flo
 
 
 def flux_reference(
-    ckpt: Any, nets: list[Any], images: list[Image.Image], scales: list[float], steps: int, start: float = 0.0
+    ckpt: Any,
+    nets: list[Any],
+    images: list[Image.Image],
+    scales: list[float],
+    steps: int,
+    start: float = 0.0,
+    mode: int | None = None,
 ) -> Any:
     from diffusers import FluxControlNetPipeline, FluxMultiControlNetModel, FluxPipeline
 
@@ -170,6 +181,7 @@ def flux_reference(
         control_image=images[0] if len(images) == 1 else images,
         controlnet_conditioning_scale=scales[0] if len(scales) == 1 else scales,
         control_guidance_start=start,
+        control_mode=mode,
         height=H,
         width=W,
         num_inference_steps=steps,
@@ -264,6 +276,76 @@ def test_flux_start_percent_matches_control_guidance_start(
     diff = assert_close(ours, model, theirs)
     assert (theirs - whole).abs().max() > 1e-2, "starting later changed nothing"
     print(f"FLUX ControlNet from 40%: max |Δ| = {diff:.2e}")
+
+
+FLUX_UNION_MODES = 10  # InstantX's FLUX.1-dev-Controlnet-Union (and Shakker Labs' Union Pro)
+
+
+@pytest.fixture(scope="module")
+def flux_union(flux_nets: tuple[Any, list[Any]]) -> Any:
+    return tfc.tiny_flux_controlnet(flux_nets[0], seed=23, num_mode=FLUX_UNION_MODES)
+
+
+@pytest.mark.parametrize(
+    ("layout", "union_type"), [("single_file", "canny/lineart/anime_lineart/mlsd"), ("folder", "openpose")]
+)
+def test_flux_union_controlnet_matches_pipeline_control_mode(
+    models: Path,
+    tmp_path: Path,
+    flux_nets: Any,
+    flux_union: Any,
+    deterministic_vae: None,
+    layout: str,
+    union_type: str,
+) -> None:
+    """SetUnionControlNetType's type reaches the FLUX.1 union as ComfyUI passes it: its index in the node's
+    list (canny/lineart… is 3, which InstantX's own order calls blur), as ``control_mode``."""
+    from nodes.diffusion.controlnet import UNION_TYPE_INDEX
+
+    transformer, _ = flux_nets
+    ckpt = _flux_ckpt(models, transformer)
+    name = write_controlnet(flux_union, models, layout, "flux-union")
+    image = control_png("control.png", seed=8)
+    controls = [{"name": name, "image": "control.png", "strength": 0.9, "union_type": union_type}]
+    g, ks = controlnet_graph(
+        "flux1-dev-tiny.safetensors", controls, steps=3, cfg=1.0, scheduler="linspace_diffusers", sampling=FLUX_SAMPLING
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    mode = UNION_TYPE_INDEX[union_type]
+    with torch.no_grad():
+        theirs = flux_reference(ckpt, [flux_union], [image], [0.9], 3, mode=mode)
+        other = flux_reference(ckpt, [flux_union], [image], [0.9], 3, mode=mode + 1)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - other).abs().max() > 1e-3, "the control mode does not change the result"
+    print(f"FLUX union {union_type} ({layout}): max |Δ| = {diff:.2e}")
+
+
+def test_flux_union_controlnet_on_auto_runs_without_a_mode(
+    models: Path, tmp_path: Path, flux_nets: Any, flux_union: Any, deterministic_vae: None
+) -> None:
+    """On "auto" ComfyUI runs a FLUX.1 union with no mode token: what a single-type FluxControlNetModel with
+    the same weights (all but the mode embedder) gives in FluxControlNetPipeline."""
+    from diffusers import FluxControlNetModel
+
+    transformer, _ = flux_nets
+    ckpt = _flux_ckpt(models, transformer)
+    name = write_controlnet(flux_union, models, "single_file", "flux-union")
+    image = control_png("control.png", seed=8)
+    controls = [{"name": name, "image": "control.png", "union_type": "auto"}]
+    g, ks = controlnet_graph(
+        "flux1-dev-tiny.safetensors", controls, steps=3, cfg=1.0, scheduler="linspace_diffusers", sampling=FLUX_SAMPLING
+    )
+    ours, model = run_latents(g, ks, tmp_path)
+    config = {k: v for k, v in flux_union.config.items() if not k.startswith("_")}
+    single = FluxControlNetModel.from_config({**config, "num_mode": None})
+    single.load_state_dict({k: v for k, v in flux_union.state_dict().items() if "mode_embedder" not in k})
+    with torch.no_grad():
+        theirs = flux_reference(ckpt, [single.eval()], [image], [1.0], 3)
+        typed = flux_reference(ckpt, [flux_union], [image], [1.0], 3, mode=0)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - typed).abs().max() > 1e-3
+    assert flux_union.union, "the auto run left the shared network without its mode"
+    print(f"FLUX union auto: max |Δ| = {diff:.2e}")
 
 
 def test_flux_controlnet_runs_only_in_its_part_of_the_schedule(models: Path, tmp_path: Path, flux_nets: Any) -> None:
@@ -458,7 +540,6 @@ def test_flux_controlnet_without_vae_names_the_vae_input(models: Path, tmp_path:
     ("keys", "expected"),
     [
         ({"controlnet_blocks.0.weight": (4, 4), "double_blocks.0.img_attn.qkv.weight": (12, 4)}, "XLabs"),
-        ({"controlnet_x_embedder.weight": (4, 4), "controlnet_mode_embedder.weight": (10, 4)}, "Union"),
         (
             {"controlnet_blocks.0.weight": (64, 64), "pos_embed_input.proj.weight": (64, 17, 2, 2),
              "pos_embed.proj.weight": (64, 16, 2, 2)},
@@ -513,3 +594,131 @@ def test_the_old_apply_node_refuses_a_transformer_controlnet_and_names_the_node_
         )
     assert info.value.input_id == "control_net"
     assert "sd3-canny.safetensors" in info.value.message and "ControlNetApplyAdvanced" in info.value.message
+
+
+# --------------------------------------------------------------------------------------------
+# Z-Image-Turbo Fun ControlNets
+# --------------------------------------------------------------------------------------------
+
+
+def z_image_graph(controls: list[dict[str, Any]], steps: int) -> tuple[Graph, int]:
+    """UNETLoader + CLIPLoader (lumina2) + VAELoader → Encode ×2 → Apply ControlNet per entry → KSampler."""
+    g = Graph()
+    unet = g.add_node("UNETLoader", {"unet_name": "z_image_turbo.safetensors", "weight_dtype": "default"}).id
+    clip = g.add_node("CLIPLoader", {"clip_name": "qwen_3_4b.safetensors", "type": "lumina2"}).id
+    vae = g.add_node("VAELoader", {"vae_name": "ae.safetensors"}).id
+    pos = g.add_node("CLIPTextEncode", {"text": PROMPT}).id
+    neg = g.add_node("CLIPTextEncode", {"text": ""}).id
+    for n in (pos, neg):
+        g.add_link(clip, "CLIP", n, "clip", "CLIP")
+    ends = (pos, "CONDITIONING"), (neg, "CONDITIONING")
+    for c in controls:
+        loader = g.add_node("ControlNetLoader", {"control_net_name": c["name"]}).id
+        image = g.add_node("LoadImage", {"image": c["image"]}).id
+        apply = g.add_node("ControlNetApplyAdvanced", {"strength": c.get("strength", 1.0)}).id
+        g.add_link(ends[0][0], ends[0][1], apply, "positive", "CONDITIONING")
+        g.add_link(ends[1][0], ends[1][1], apply, "negative", "CONDITIONING")
+        g.add_link(loader, "CONTROL_NET", apply, "control_net", "CONTROL_NET")
+        g.add_link(image, "IMAGE", apply, "image", "IMAGE")
+        g.add_link(vae, "VAE", apply, "vae", "VAE")
+        ends = (apply, "positive"), (apply, "negative")
+    latent = g.add_node("EmptySD3LatentImage", {"width": W, "height": H, "batch_size": 1}).id
+    values = {"seed": SEED, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "linspace_diffusers"}
+    ks = g.add_node("KSampler", {**values, "denoise": 1.0}).id
+    g.add_link(unet, "MODEL", ks, "model", "MODEL")
+    g.add_link(ends[0][0], ends[0][1], ks, "positive", "CONDITIONING")
+    g.add_link(ends[1][0], ends[1][1], ks, "negative", "CONDITIONING")
+    g.add_link(latent, "LATENT", ks, "latent_image", "LATENT")
+    dec = g.add_node("VAEDecode").id
+    g.add_link(ks, "LATENT", dec, "samples", "LATENT")
+    g.add_link(vae, "VAE", dec, "vae", "VAE")
+    g.add_link(dec, "IMAGE", g.add_node("PreviewImage").id, "images", "IMAGE")
+    return g, ks
+
+
+def z_image_reference(transformer: Any, vae: Any, qwen: Any, net: Any, image: Image.Image, scale: float) -> Any:
+    from diffusers import ZImageControlNetPipeline
+
+    from nodes.diffusion.text.llm_vocab import build_qwen3_tokenizer
+
+    pipe = ZImageControlNetPipeline(
+        scheduler=scheduler_for("z_image_turbo"),
+        vae=vae,
+        text_encoder=qwen,
+        tokenizer=build_qwen3_tokenizer(),
+        transformer=transformer,
+        controlnet=net,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt=PROMPT,
+        control_image=image,
+        controlnet_conditioning_scale=scale,
+        height=H,
+        width=W,
+        num_inference_steps=3,
+        guidance_scale=0.0,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="latent",
+    ).images
+
+
+@pytest.mark.parametrize("layout", ["single_file_2.1", "single_file_2.0", "folder_1.0"])
+def test_z_image_fun_controlnet_matches_z_image_controlnet_pipeline(models: Path, tmp_path: Path, layout: str) -> None:
+    """A single file of the 2.x layout (15 control blocks feeding every second of 30 layers, 33 input
+    channels: the mask and inpaint channels stay zero) takes its layer places from the shipped variants
+    and its refiner variant from its weights (2.1: trained ``before_proj``; 2.0: none, its refiner weights
+    unused); a 1.0-style folder (16 channels, plain refiner) carries its own config."""
+    from diffusers import ZImageTransformer2DModel
+
+    from nodes.diffusion.text.encoder_files import QWEN3
+    from tests.support.tiny_text import save_encoder, tiny_encoder
+
+    if layout == "folder_1.0":
+        transformer = tf._build(ZImageTransformer2DModel, {**tf.tiny_z_image_config(), "n_refiner_layers": 2}, 8)
+        net = tfc.tiny_z_image_controlnet(transformer, places=[0, 1], refiner_places=None, in_dim=16, refiner=None)
+        name = write_controlnet(net, models, "folder", "z-image-fun-1.0")
+    else:
+        config = {**tf.tiny_z_image_config(), "n_layers": 30, "n_refiner_layers": 2}
+        transformer = tf._build(ZImageTransformer2DModel, config, 8)
+        refiner = "control_noise_refiner" if layout.endswith("2.1") else "control_layers"
+        net = tfc.tiny_z_image_controlnet(
+            transformer, places=list(range(0, 30, 2)), refiner_places=[0, 1], in_dim=33, refiner=refiner, seed=4
+        )
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if refiner == "control_layers":  # 2.0 ships a refiner it was not trained with: zero before_proj
+            state |= {
+                f"control_noise_refiner.{i}.{k}": torch.zeros_like(v)
+                for i in range(2)
+                for k, v in net.control_layers[1].state_dict().items()
+            }
+            state |= {"control_noise_refiner.0.before_proj.weight": torch.zeros(64, 64)}
+            state |= {"control_noise_refiner.0.before_proj.bias": torch.zeros(64)}
+        name = "Z-Image-Turbo-Fun-Controlnet-Union.safetensors"
+        tf.write_file(models / "controlnet" / name, state)
+    vae = tf.tiny_vae16(9, "z_image")
+    qwen = tiny_encoder(QWEN3, 10)
+    tf.write_file(models / "diffusion_models" / "z_image_turbo.safetensors", tf.z_image_to_original(transformer))
+    tf.write_file(models / "vae" / "ae.safetensors", tf.vae16_to_original(vae))
+    save_encoder(qwen, QWEN3, models / "text_encoders" / "qwen_3_4b.safetensors")
+    image = control_png("control.png", seed=9)
+    g, ks = z_image_graph([{"name": name, "image": "control.png", "strength": 0.75}], steps=3)
+    ours, model = run_latents(g, ks, tmp_path)
+    with torch.no_grad():
+        theirs = z_image_reference(transformer, vae, qwen, net, image, 0.75)
+        plain = z_image_reference(transformer, vae, qwen, net, image, 0.0)
+    diff = assert_close(ours, model, theirs)
+    assert (theirs - plain).abs().max() > 1e-2, "the tiny ControlNet does not change the result"
+    print(f"Z-Image Fun ControlNet ({layout}): max |Δ| = {diff:.2e}")
+
+
+def test_z_image_fun_controlnet_with_an_unknown_layer_count_is_named(models: Path) -> None:
+    from graph_engine import ExecutionContext, InputError
+    from nodes.controlnet import controlnet_loader
+
+    transformer = tf.tiny_z_image(8)
+    net = tfc.tiny_z_image_controlnet(transformer, places=[0, 1], refiner_places=None, in_dim=16, refiner=None)
+    tfc.write_single_file(net, models / "controlnet" / "z-fun-custom.safetensors")
+    with pytest.raises(InputError) as info:
+        controlnet_loader.execute(ExecutionContext(node_id=1, title="t"), control_net_name="z-fun-custom.safetensors")
+    assert "z-fun-custom.safetensors" in info.value.message and "2 control layers" in info.value.message
