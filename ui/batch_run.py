@@ -7,6 +7,9 @@ only what is missing: the jobs a cancel (Esc) stopped, a job that failed, a file
 That is why the live seeds do not move on here as they do after Run ×N: the same graph and folder
 name the same jobs. To make new images, change a seed or pick another folder.
 
+An XY Sweep node's context menu has Run Cells as Batch…: the same dialog without a count, and the
+node's cells become the jobs (`app.batch.jobs.xy_sweep_jobs`), one file per cell named by its values.
+
 The dialog asks for the folder (the folder chooser starts where the window's other dialogs do), how
 many runs (the Run bar's ×N), and optionally a Ray cluster's address. Ray is an optional extra: the
 dialog only *looks* whether it is installed (`importlib.util.find_spec`, no import), and the backend
@@ -57,9 +60,9 @@ class BatchRequest:
 class BatchDialog(QDialog):
     """Folder, number of runs, and optionally a Ray cluster; OK is enabled once a folder is given."""
 
-    def __init__(self, parent: QWidget | None, count: int, *, ray: bool) -> None:
+    def __init__(self, parent: QWidget | None, count: int | None, *, ray: bool, title: str = "Batch to Folder") -> None:
         super().__init__(parent)
-        self.setWindowTitle("Batch to Folder")
+        self.setWindowTitle(title)
         self.setObjectName("batch-dialog")
         self.folder = QLineEdit(self)
         self.folder.setObjectName("batch-folder")
@@ -70,7 +73,7 @@ class BatchDialog(QDialog):
         self.count = QSpinBox(self)
         self.count.setObjectName("batch-count")
         self.count.setRange(1, run_bar.MAX_RUNS)
-        self.count.setValue(max(1, count))
+        self.count.setValue(max(1, count or 1))
         self.use_ray = QCheckBox("On a Ray cluster", self)
         self.use_ray.setObjectName("batch-ray")
         self.address = QLineEdit("auto", self)
@@ -86,7 +89,10 @@ class BatchDialog(QDialog):
         row.addWidget(self.choose)
         form = QFormLayout(self)
         form.addRow("Folder:", row)
-        form.addRow("Runs:", self.count)
+        if count is not None:  # an XY Sweep's cells are as many as its values make
+            form.addRow("Runs:", self.count)
+        else:
+            self.count.hide()
         form.addRow(self.use_ray, self.address)
         note = QLabel("Files are named by job. Asking again for the same folder runs only what is missing.", self)
         note.setWordWrap(True)
@@ -116,11 +122,14 @@ class BatchDialog(QDialog):
         )
 
 
-def ask_batch(parent: QWidget, count: int, graph: Any, registry: Any) -> tuple[BatchRequest, bool] | None:
-    """The dialog, then (with every seed fixed) Run ×N's question; None when the user cancels either."""
+def ask_batch(
+    parent: QWidget, count: int | None, graph: Any, registry: Any, title: str = "Batch to Folder"
+) -> tuple[BatchRequest, bool] | None:
+    """The dialog, then (with every seed fixed) Run ×N's question; None when the user cancels either.
+    `count` None: an XY Sweep's cells, no count to ask and no seeds to vary."""
     from ui.canvas.seed import all_seeds_fixed
 
-    dialog = BatchDialog(parent, count, ray=ray_available())
+    dialog = BatchDialog(parent, count, ray=ray_available(), title=title)
     try:
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
@@ -128,7 +137,7 @@ def ask_batch(parent: QWidget, count: int, graph: Any, registry: Any) -> tuple[B
     finally:
         dialog.deleteLater()
     vary = False
-    if request.count > 1 and all_seeds_fixed(graph, registry):
+    if count is not None and request.count > 1 and all_seeds_fixed(graph, registry):
         answer = run_bar.ask_fixed_seed(parent, request.count)
         if answer == run_bar.CANCEL:
             return None
@@ -153,23 +162,41 @@ def _start_ray(workflow: dict[str, Any], address: str) -> Any:
     return backend
 
 
-async def run_batch_to_folder(controller: RunController, request: BatchRequest, vary_seeds: bool, log: Any) -> Any:
-    """Run the batch on the controller; `log(level, text)` gets the summary and where the files are."""
-    from app.batch.jobs import JobSpecError
+async def run_batch_to_folder(
+    controller: RunController, request: BatchRequest, vary_seeds: bool, log: Any, *, sweep_node: int | None = None
+) -> Any:
+    """Run the batch on the controller; `log(level, text)` gets the summary and where the files are.
+
+    `sweep_node`: the jobs are that XY Sweep node's cells (`xy_sweep_jobs`: the node replaced by a
+    KSampler, VAEDecode and SaveImage per cell), not N runs of the graph."""
+    from app.batch.jobs import JobSpecError, xy_sweep_jobs
+    from graph_engine.serialization import graph_to_dict
 
     loop = asyncio.get_running_loop()
+    graph, workflow = snapshot(controller.graph)
+    cells = None
+    if sweep_node is not None:
+        try:
+            plain, cells = xy_sweep_jobs(graph, controller.registry, str(sweep_node))
+        except JobSpecError as exc:
+            log("error", f"Batch: {exc}")
+            return None
+        workflow = graph_to_dict(plain)
     backend = None
     if request.ray_address is not None:
         log("info", f"Batch: starting Ray workers ({request.ray_address})…")
         try:
-            backend = await loop.run_in_executor(None, _start_ray, snapshot(controller.graph)[1], request.ray_address)
+            backend = await loop.run_in_executor(None, _start_ray, workflow, request.ray_address)
         except Exception as exc:  # Ray missing, no cluster at that address, not enough resources
             log("error", f"Batch: Ray could not start: {exc}")
             return None
     try:
-        report = await controller.run_many_as_batch(
-            request.count, request.folder, vary_seeds=vary_seeds, backend=backend, advance_seeds=False
-        )
+        if cells is not None:
+            report = await controller.run_jobs_as_batch(cells, workflow, request.folder, backend=backend)
+        else:
+            report = await controller.run_many_as_batch(
+                request.count, request.folder, vary_seeds=vary_seeds, backend=backend, advance_seeds=False
+            )
     except JobSpecError as exc:
         log("error", f"Batch: {exc}")
         return None

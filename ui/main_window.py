@@ -499,6 +499,8 @@ class MainWindow(QMainWindow):
         controller.seedsChanged.connect(self._seeds_changed)
         if hasattr(view, "nodeSelectionChanged"):
             view.nodeSelectionChanged.connect(lambda _ids: self._update_status())
+        if hasattr(view, "sweepBatchRequested"):
+            view.sweepBatchRequested.connect(self.batch_sweep_cells)
 
         if old is not None:
             # A run of the old document may still be winding down: its controller stays alive (owned
@@ -913,6 +915,16 @@ class MainWindow(QMainWindow):
         request, vary = asked
         self._run_count = request.count
         return self._spawn(run_batch_to_folder(self.controller, request, vary, self.log.add))
+
+    def batch_sweep_cells(self, node_id: int) -> asyncio.Future[Any] | None:
+        """An XY Sweep node's Run Cells as Batch…: its cells as batch jobs into a folder, one file each."""
+        from ui.batch_run import ask_batch, run_batch_to_folder
+
+        asked = ask_batch(self, None, self.graph, self.registry, title="Run Cells as Batch")
+        if asked is None:
+            return None
+        coro = run_batch_to_folder(self.controller, asked[0], False, self.log.add, sweep_node=node_id)
+        return self._spawn(coro)
 
     def cancel_run(self) -> str:
         """Esc: stop the current run only; queued runs go on. Returns (and shows) what happened."""

@@ -394,10 +394,7 @@ class RunController(QObject):
         While it goes, `running` is True, `batchProgress` counts jobs, a failed job is logged by name,
         and `cancel_current`/`cancel_all` (Esc) stop it at the running job's next step, keeping what
         finished. Returns the `BatchReport`; `JobSpecError` when the graph has no seed to vary."""
-        from app.batch.dispatch import pending_jobs, run_batch
         from app.batch.jobs import run_many_jobs
-        from app.batch.local import LocalBackend
-        from app.batch.runner import JobRunner
 
         control = self._seed_control
         if control is None:
@@ -412,6 +409,19 @@ class RunController(QObject):
                 for nid in list(self.graph.nodes):
                     control(self.graph, nid, self.registry, fixed_as=fixed_as)
             self.seedsChanged.emit()
+        return await self.run_jobs_as_batch(jobs, workflow, output_dir, backend=backend)
+
+    async def run_jobs_as_batch(
+        self, jobs: list[Any], workflow: dict[str, Any], output_dir: Path, *, backend: Any = None
+    ) -> Any:
+        """Batch jobs of `workflow` (e.g. an XY Sweep's cells, `app.batch.jobs.xy_sweep_jobs`) into
+        `output_dir`, as `run_many_as_batch` runs its own: on this window's executor and worker thread
+        unless `backend` is given, with `batchProgress`, failed jobs logged, Esc stopping it, and the jobs
+        the folder's manifest shows as done skipped. Returns the `BatchReport`."""
+        from app.batch.dispatch import pending_jobs, run_batch
+        from app.batch.local import LocalBackend
+        from app.batch.runner import JobRunner
+
         async with self._lock:
             runner = (
                 None if backend is not None else JobRunner(workflow, registry=self.registry, executor=self.executor)
