@@ -164,3 +164,40 @@ def test_escape_mid_batch_keeps_what_finished_and_asking_again_runs_the_rest(
     assert reports[1].skipped == 1 and len(reports[1].done) == 2 and reports[1].finished
     assert RAN.count(("SavePNG", ids["save"])) == 2  # only the two missing jobs ran
     assert len(list(folder.glob("*.png"))) == 3
+
+
+def test_failed_jobs_are_named_in_the_log_and_run_again_when_asked_again(
+    toy_window: MainWindow, qtbot: Any, qloop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: Any
+) -> None:
+    win = toy_window
+    seed = win.add_node("Seeded", QPointF(0, 0))
+    fail = win.add_node("Fail", QPointF(250, 0))
+    save = win.add_node("SavePNG", QPointF(500, 0))
+    assert seed is not None and fail is not None and save is not None
+    win.graph.nodes[seed].extra["control_after_generate"] = "increment"
+    win.undo_stack.push(connect_command(win.graph, seed, "INT", fail, "x", "INT"))
+    win.undo_stack.push(connect_command(win.graph, fail, "INT", save, "x", "INT"))
+    folder = tmp_path / "batch"
+    patch_folder_dialog(monkeypatch, folder, [])
+    reports: list[Any] = []
+    win.controller.batchFinished.connect(reports.append)
+
+    fill_batch_dialog(qtbot, 2, [])
+    qtbot.keyClick(win.view, Qt.Key.Key_B, CTRL_SHIFT)
+    wait_for(qloop, lambda: bool(reports))
+
+    assert [o.job.label for o in reports[0].failed] == ["seed=5", "seed=6"] and not reports[0].done
+    errors = [t for t in log_texts(win) if "the value is not acceptable" in t]
+    assert [e.split("  ", 1)[1].split(" (")[0] for e in errors] == [f"job {o.job.id}" for o in reports[0].failed]
+    assert all(f"node {fail} (" in e for e in errors)
+    assert any("2 failed" in t and str(folder) in t for t in log_texts(win))
+    assert not list(folder.glob("*.png"))
+
+    RAN.clear()
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow)
+    fill_batch_dialog(qtbot, 2, [])
+    qtbot.keyClick(win.view, Qt.Key.Key_B, CTRL_SHIFT)
+    wait_for(qloop, lambda: len(reports) == 2)
+    assert reports[1].skipped == 0 and len(reports[1].failed) == 2  # a failed job is not done: it runs again
+    assert RAN.count(("Fail", fail)) == 2
