@@ -6,6 +6,9 @@ middle keeping what finished (asking again runs only the rest)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from ui.batch_run import BatchDialog
 from ui.commands import connect_command
 from ui.main_window import MainWindow
 
+ROOT = Path(__file__).parents[3]
 CTRL_SHIFT = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
 
 
@@ -201,3 +205,28 @@ def test_failed_jobs_are_named_in_the_log_and_run_again_when_asked_again(
     wait_for(qloop, lambda: len(reports) == 2)
     assert reports[1].skipped == 0 and len(reports[1].failed) == 2  # a failed job is not done: it runs again
     assert RAN.count(("Fail", fail)) == 2
+
+
+def test_the_dialog_and_the_sweep_jobs_import_neither_ray_nor_torch(tmp_path: Path) -> None:
+    """Opening the dialog looks whether Ray is installed without importing it; making an XY Sweep's jobs
+    on the Qt thread needs no torch (the workers import both when they start)."""
+    code = (
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from nodes import builtin_registry\n"
+        "from graph_engine import Graph\n"
+        "from ui.batch_run import BatchDialog, ray_available\n"
+        "from app.batch.jobs import xy_sweep_jobs\n"
+        "dialog = BatchDialog(None, 3, ray=ray_available())\n"
+        "g = Graph()\n"
+        "sw = g.add_node('XYSweep', {'x_input': 'cfg', 'x_values': '1, 2'}).id\n"
+        "try:\n"
+        "    xy_sweep_jobs(g, builtin_registry(), str(sw))\n"
+        "except Exception as exc:\n"
+        "    assert 'model' in str(exc), exc  # its sockets are not wired: validation says so\n"
+        "print(sorted(m for m in ('ray', 'torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SDGRAPH_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
