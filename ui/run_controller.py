@@ -423,13 +423,13 @@ class RunController(QObject):
         from app.batch.runner import JobRunner
 
         async with self._lock:
+            todo, skipped = pending_jobs(jobs, output_dir)  # for the progress; run_batch skips the same ones
+            total = skipped + len(todo)
             runner = (
                 None if backend is not None else JobRunner(workflow, registry=self.registry, executor=self.executor)
             )
             chosen = backend or LocalBackend(runner)  # type: ignore[arg-type]
             loop = asyncio.get_running_loop()
-            todo, skipped = pending_jobs(jobs, output_dir)
-            total = skipped + len(todo)
             stop = threading.Event()
             self._batch, self._batch_finished = (chosen, stop), skipped
             self._set_running(True)
