@@ -7,7 +7,7 @@ last. So every dialog is given a folder: the open document's own folder when sav
 last folder a file was opened from or saved to (kept in QSettings next to the window layout, so it
 survives restarts), otherwise `QStandardPaths.DocumentsLocation`.
 
-The Qt dialogs are reached through `open_dialog` and `save_dialog`, module attributes with
+The Qt dialogs are reached through `open_dialog`, `save_dialog` and `folder_dialog`, module attributes with
 `QFileDialog`'s static signatures, so a test can put a function there and see exactly which folder
 and filters a real key press produced, without a native modal dialog.
 """
@@ -28,6 +28,7 @@ LAST_FOLDER_KEY = "dialogs/last_folder"
 # (parent, caption, directory or start file, filters[, selected filter]) -> (chosen path or "", filter)
 OpenDialog = Callable[[QWidget | None, str, str, str], tuple[str, str]]
 SaveDialog = Callable[[QWidget | None, str, str, str, str], tuple[str, str]]
+FolderDialog = Callable[[QWidget | None, str, str], str]  # (parent, caption, start folder) -> folder or ""
 
 
 def _qt_open(parent: QWidget | None, caption: str, directory: str, filters: str) -> tuple[str, str]:
@@ -38,8 +39,13 @@ def _qt_save(parent: QWidget | None, caption: str, start: str, filters: str, sel
     return QFileDialog.getSaveFileName(parent, caption, start, filters, selected)
 
 
+def _qt_folder(parent: QWidget | None, caption: str, directory: str) -> str:
+    return QFileDialog.getExistingDirectory(parent, caption, directory)
+
+
 open_dialog: OpenDialog = _qt_open
 save_dialog: SaveDialog = _qt_save
+folder_dialog: FolderDialog = _qt_folder
 
 
 def _store() -> QSettings:
@@ -95,3 +101,12 @@ def ask_save_file(
         return None
     remember_folder(chosen)
     return Path(chosen), chosen_filter
+
+
+def ask_folder(parent: QWidget | None, caption: str, folder: Path | None = None) -> Path | None:
+    """A folder chooser starting in `folder` (default: `start_folder()`); remembers the chosen folder."""
+    chosen = folder_dialog(parent, caption, str(folder or start_folder()))
+    if not chosen:
+        return None
+    remember_folder(chosen)
+    return Path(chosen)

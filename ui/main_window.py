@@ -185,6 +185,7 @@ class MainWindow(QMainWindow):
         self.canvas_host = QStackedWidget(central)
         self.run_bar = RunBar(central)
         self.run_bar.runRequested.connect(self.run_requested)
+        self.run_bar.batchRequested.connect(self.batch_to_folder)
         self.documentChanged.connect(lambda: self.run_bar.attach(self.controller))
         column.addWidget(self.run_bar)
         column.addWidget(self.missing_models)
@@ -269,6 +270,12 @@ class MainWindow(QMainWindow):
             self.addAction(action)
         self.act_run = self._action("&Run", self.run, _keys("run.queue", "Ctrl+Enter"), "run.queue")
         self.act_run_many = self._action("Run ×&N…", self.ask_run_many, [QKeySequence("Ctrl+Shift+Return")], "run.many")
+        self.act_batch = self._action(
+            "&Batch to Folder…",
+            lambda: self.batch_to_folder(self.run_bar.count.value()),
+            _keys("run.batch"),
+            "run.batch",
+        )
         # Esc (the current run) and Shift+Esc (everything) also cancel, but from the canvas's key events
         # (see eventFilter), not as shortcuts: a window-wide Esc shortcut would take Esc away from the
         # node search and the inline editors.
@@ -314,6 +321,7 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Run")
         run_menu.addAction(self.act_run)
         run_menu.addAction(self.act_run_many)
+        run_menu.addAction(self.act_batch)
         run_menu.addAction(self.act_cancel)
         run_menu.addAction(self.act_cancel_next)
         self.queue_menu = run_menu.addMenu("Cancel &Queued Run")
@@ -491,6 +499,8 @@ class MainWindow(QMainWindow):
         controller.seedsChanged.connect(self._seeds_changed)
         if hasattr(view, "nodeSelectionChanged"):
             view.nodeSelectionChanged.connect(lambda _ids: self._update_status())
+        if hasattr(view, "sweepBatchRequested"):
+            view.sweepBatchRequested.connect(self.batch_sweep_cells)
 
         if old is not None:
             # A run of the old document may still be winding down: its controller stays alive (owned
@@ -894,6 +904,27 @@ class MainWindow(QMainWindow):
             return None
         self._run_count = count
         return self.queue_runs(count)
+
+    def batch_to_folder(self, count: int) -> asyncio.Future[Any] | None:
+        """Run ▸ Batch to Folder… (`ui.batch_run`): ask where and how many, then run them as batch jobs."""
+        from ui.batch_run import ask_batch, run_batch_to_folder
+
+        asked = ask_batch(self, count, self.graph, self.registry)
+        if asked is None:
+            return None
+        request, vary = asked
+        self._run_count = request.count
+        return self._spawn(run_batch_to_folder(self.controller, request, vary, self.log.add))
+
+    def batch_sweep_cells(self, node_id: int) -> asyncio.Future[Any] | None:
+        """An XY Sweep node's Run Cells as Batch…: its cells as batch jobs into a folder, one file each."""
+        from ui.batch_run import ask_batch, run_batch_to_folder
+
+        asked = ask_batch(self, None, self.graph, self.registry, title="Run Cells as Batch")
+        if asked is None:
+            return None
+        coro = run_batch_to_folder(self.controller, asked[0], False, self.log.add, sweep_node=node_id)
+        return self._spawn(coro)
 
     def cancel_run(self) -> str:
         """Esc: stop the current run only; queued runs go on. Returns (and shows) what happened."""

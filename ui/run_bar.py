@@ -12,9 +12,11 @@ runs: run k of N adds (k - 1)/N. The estimate is the elapsed time scaled by what
 once a little of the work is done, so the first guess is not wild.
 
 The bar knows nothing of documents: the window `attach`es it to the open document's controller and
-turns `runRequested(count)` into runs. Before Run ×N on a graph whose seeds are all "fixed" it asks
-`ask_fixed_seed` (a module function, so tests and other front ends can answer it): N runs of one seed
-are one image and N - 1 cache hits, which is rarely what someone clicking ×N wants.
+turns `runRequested(count)` into runs; `batchRequested(count)` (the "To folder…" button beside ×N) into
+Run ▸ Batch to Folder…, whose progress counts jobs ("job 2 of 3") from the controller's `batchProgress`.
+Before Run ×N on a graph whose seeds are all "fixed" it asks `ask_fixed_seed` (a module function, so
+tests and other front ends can answer it): N runs of one seed are one image and N - 1 cache hits,
+which is rarely what someone clicking ×N wants.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class RunBar(QWidget):
     """Run, ×N and the overall progress of what is running and queued."""
 
     runRequested = Signal(int)  # how many runs the user asked for
+    batchRequested = Signal(int)  # the ×N count, for Run ▸ Batch to Folder…
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -147,6 +150,10 @@ class RunBar(QWidget):
         self.count.setRange(1, MAX_RUNS)
         self.count.setPrefix("× ")
         self.count.setToolTip("How many runs one click queues (seed controls step between them)")
+        self.batch_button = QPushButton("To folder…", self)
+        self.batch_button.setObjectName("run-batch")
+        self.batch_button.setToolTip("Run ×N as a batch into a folder, named by job; asking again skips what is done")
+        self.batch_button.clicked.connect(lambda _checked=False: self.batchRequested.emit(self.count.value()))
         self.progress = QProgressBar(self)
         self.progress.setRange(0, PROGRESS_RANGE)
         self.progress.setValue(0)
@@ -160,6 +167,7 @@ class RunBar(QWidget):
         self.time_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.run_button)
         row.addWidget(self.count)
+        row.addWidget(self.batch_button)
         row.addWidget(self.progress, 3)
         row.addWidget(self.time_label, 2)
 
@@ -195,6 +203,8 @@ class RunBar(QWidget):
             (c.nodeStateChanged, self._node_state),
             (c.nodeProgress, self._node_steps),
             (c.queueChanged, self._queue_changed),
+            (c.batchProgress, self._batch_progress),
+            (c.batchFinished, self._batch_finished),
         ]
 
     # ---- what the bar shows -----------------------------------------------------------------------
@@ -261,6 +271,18 @@ class RunBar(QWidget):
         if self._total > 1:
             text = f"run {self._index} of {self._total} · {text}"
         self.time_label.setText(text)
+
+    def _batch_progress(self, finished: int, total: int) -> None:
+        """A batch to a folder counts whole jobs: those done before (skipped) count from the start."""
+        if not self._active:
+            self._active = True
+            self._since = time.perf_counter()
+        fraction = finished / total if total else 1.0
+        self.progress.setValue(round(fraction * PROGRESS_RANGE))
+        self.time_label.setText(f"job {finished} of {total} · {time_text(time.perf_counter() - self._since, fraction)}")
+
+    def _batch_finished(self, _report: object) -> None:
+        self._clear()
 
     def _clear(self) -> None:
         self._active = self._going = False

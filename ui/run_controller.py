@@ -246,6 +246,9 @@ class RunController(QObject):
     # A finished (status "done") run the user started, with the images its output nodes wrote: for
     # the run history. Live re-runs (a slider being scrubbed) are not runs anyone wants to keep.
     runCompleted = Signal(object)  # CompletedRun
+    # A batch to a folder (`run_many_as_batch`): jobs finished (now or before, done or failed) of how many.
+    batchProgress = Signal(int, int)
+    batchFinished = Signal(object)  # BatchReport, or None when the batch could not start
 
     def __init__(
         self,
@@ -292,6 +295,8 @@ class RunController(QObject):
         self._live_nodes: set[int] = set()
         self._live_run = False  # the run in progress was started by a live change: no seed controls
         self._vary_seeds = False  # the run in progress steps "fixed" seeds too (Run ×N, vary the seed)
+        self._batch: tuple[Any, threading.Event] | None = None  # the batch going: its backend, its stop flag
+        self._batch_finished = 0
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
@@ -372,18 +377,24 @@ class RunController(QObject):
         return results
 
     async def run_many_as_batch(
-        self, count: int, output_dir: Path, *, vary_seeds: bool = False, backend: Any = None
+        self,
+        count: int,
+        output_dir: Path,
+        *,
+        vary_seeds: bool = False,
+        backend: Any = None,
+        advance_seeds: bool = True,
     ) -> Any:
         """Run ×N handed to the batch machinery (`app.batch`, as `sdgraph batch`): the N runs become jobs
         with the seeds the queue would give them, files named by job with a manifest in `output_dir`, so
         asking again skips what is done. By default the jobs run on this window's executor and worker
         thread (models loaded, cache warm); `backend` may be another, e.g. a started `RayBackend`. The
-        live seeds step N times, as after Run ×N. Returns the `BatchReport`; `JobSpecError` when the graph
-        has no seed to vary."""
-        from app.batch.dispatch import run_batch
+        live seeds step N times, as after Run ×N, unless `advance_seeds` is False (Run ▸ Batch to Folder:
+        asking again for the same folder then finishes what a cancel left and otherwise runs nothing).
+        While it goes, `running` is True, `batchProgress` counts jobs, a failed job is logged by name,
+        and `cancel_current`/`cancel_all` (Esc) stop it at the running job's next step, keeping what
+        finished. Returns the `BatchReport`; `JobSpecError` when the graph has no seed to vary."""
         from app.batch.jobs import run_many_jobs
-        from app.batch.local import LocalBackend
-        from app.batch.runner import JobRunner
 
         control = self._seed_control
         if control is None:
@@ -393,22 +404,71 @@ class RunController(QObject):
             self.graph, self.registry, count, lambda g, nid: control(g, nid, self.registry, fixed_as=fixed_as)
         )
         workflow = snapshot(self.graph)[1]
-        for _ in range(count):
-            for nid in list(self.graph.nodes):
-                control(self.graph, nid, self.registry, fixed_as=fixed_as)
-        self.seedsChanged.emit()
+        if advance_seeds:
+            for _ in range(count):
+                for nid in list(self.graph.nodes):
+                    control(self.graph, nid, self.registry, fixed_as=fixed_as)
+            self.seedsChanged.emit()
+        return await self.run_jobs_as_batch(jobs, workflow, output_dir, backend=backend)
+
+    async def run_jobs_as_batch(
+        self, jobs: list[Any], workflow: dict[str, Any], output_dir: Path, *, backend: Any = None
+    ) -> Any:
+        """Batch jobs of `workflow` (e.g. an XY Sweep's cells, `app.batch.jobs.xy_sweep_jobs`) into
+        `output_dir`, as `run_many_as_batch` runs its own: on this window's executor and worker thread
+        unless `backend` is given, with `batchProgress`, failed jobs logged, Esc stopping it, and the jobs
+        the folder's manifest shows as done skipped. Returns the `BatchReport`."""
+        from app.batch.dispatch import pending_jobs, run_batch
+        from app.batch.local import LocalBackend
+        from app.batch.runner import JobRunner
+
         async with self._lock:
+            todo, skipped = pending_jobs(jobs, output_dir)  # for the progress; run_batch skips the same ones
+            total = skipped + len(todo)
             runner = (
                 None if backend is not None else JobRunner(workflow, registry=self.registry, executor=self.executor)
             )
             chosen = backend or LocalBackend(runner)  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            stop = threading.Event()
+            self._batch, self._batch_finished = (chosen, stop), skipped
+            self._set_running(True)
+            self.batchProgress.emit(skipped, total)
+
+            def outcome(o: Any) -> None:  # on the worker thread: hand it to the Qt thread
+                loop.call_soon_threadsafe(self._batch_outcome, o, total)
+
+            report = None
             try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._pool, lambda: run_batch(jobs, chosen, output_dir)
+                report = await loop.run_in_executor(
+                    self._pool, lambda: run_batch(jobs, chosen, output_dir, stop=stop, on_outcome=outcome)
                 )
+                return report
             finally:
+                self._batch = None
                 if runner is not None:
                     runner.close()
+                self._set_running(False)
+                self.batchFinished.emit(report)
+
+    def _batch_outcome(self, outcome: Any, total: int) -> None:
+        """One job of the batch ended (on the Qt thread): count it, and name it in the log if it failed."""
+        if outcome.status == "cancelled":
+            return
+        self._batch_finished += 1
+        if outcome.status == "failed":
+            node = (outcome.error or {}).get("node")
+            self.logMessage.emit("error", outcome.describe_error(), node)
+        self.batchProgress.emit(self._batch_finished, total)
+
+    def _cancel_batch(self) -> bool:
+        """Stop the batch going, if one is: no new job starts and the running one stops at its next step."""
+        if self._batch is None or self._batch[1].is_set():
+            return False
+        backend, stop = self._batch
+        stop.set()
+        backend.cancel()
+        return True
 
     def queued_runs(self) -> list[str]:
         """What waits behind the current run, in order (labels such as "run 2 of 3")."""
@@ -605,7 +665,9 @@ class RunController(QObject):
 
         Returns what happened, in words, for the status bar; the same sentence goes to the log.
         """
-        if self._token is None or self._token.cancelled:
+        if self._cancel_batch():
+            text = "Cancelled the batch; the jobs that finished are kept in its folder"
+        elif self._token is None or self._token.cancelled:
             text = "No run is going" + (f"; {_runs(len(self._queue))} still pending" if self._queue else "")
         else:
             self._token.cancel()
@@ -642,7 +704,7 @@ class RunController(QObject):
         """Drop the queue, then cancel the current run: (whether one was going, how many were dropped)."""
         dropped = self._drop(list(self._queue))
         token = self._token
-        going = token is not None and not token.cancelled
+        going = self._cancel_batch() or (token is not None and not token.cancelled)
         if token is not None:
             token.cancel()
         return going, dropped

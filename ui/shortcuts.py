@@ -50,6 +50,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("edit.redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo", scope="window"),
     Shortcut("run.queue", ("Ctrl+Return",), "Run the graph", scope="window"),
     Shortcut("run.cancel", ("Ctrl+Alt+Return",), "Cancel the run", scope="window"),
+    Shortcut(
+        "run.batch", ("Ctrl+Shift+B",), "Batch to Folder: Run ×N into a folder, skip what is done", scope="window"
+    ),
     Shortcut("file.open", ("Ctrl+O",), "Open a workflow", scope="window"),
     Shortcut("file.save", ("Ctrl+S",), "Save the workflow", scope="window"),
     Shortcut("app.preferences", ("Ctrl+,",), "Preferences: device, precision, memory, model folders", scope="window"),

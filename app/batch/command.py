@@ -8,6 +8,10 @@ failed job gets one line (job, node, message) and the others go on; the written 
 stdout. Exit codes as `sdgraph run`: 0 every job done, 1 some failed, 130 interrupted (Ctrl+C: the
 running jobs stop at their next step, what finished is kept; a second Ctrl+C quits at once).
 
+`--xy-sweep NODE` takes the jobs from an XY Sweep node instead (`jobs.xy_sweep_jobs`): one job per
+cell, run on the workflow with that node replaced by a plain sampler, decode and save. Only when asked
+for: a workflow whose output is a grid may be meant to make grids.
+
 Importing this module costs nothing: `sdgraph --help` builds its parser.
 """
 
@@ -37,6 +41,12 @@ def add_parser(sub: Any) -> None:
         help="values for one input: a range A..B or A..B:STEP (ends included) or a list a,b,c; several "
         "--sweep give every combination. NODE is a node id or title",
     )
+    p.add_argument(
+        "--xy-sweep",
+        metavar="NODE",
+        help="run an XY Sweep node's cells as jobs (one image per cell, named by its values) instead of "
+        "one grid; NODE is its id or title",
+    )
     p.add_argument("--prompts", type=Path, metavar="FILE", help="one prompt per line, one job per line")
     p.add_argument("--prompt-input", metavar="NODE.INPUT", help="where --prompts lines go (e.g. 6.text)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE")
@@ -64,10 +74,20 @@ def add_parser(sub: Any) -> None:
 
 def build_jobs(args: argparse.Namespace, graph: Any, registry: Any) -> list[Any]:
     """The jobs the arguments ask for, every value checked; `UsageError` lists every problem."""
-    from app.batch.jobs import JobSpecError, check_axes, expand, parse_sweep, prompt_axis
+    from app.batch.jobs import JobSpecError, check_axes, expand, parse_sweep, prompt_axis, xy_sweep_jobs
     from app.cli import UsageError
     from graph_engine.serialization import graph_to_dict
 
+    if args.xy_sweep:
+        if args.sweeps or args.prompts is not None or args.prompt_input:
+            raise UsageError("--xy-sweep takes its values from the XY Sweep node; it cannot be combined with "
+                             "--sweep or --prompts")  # fmt: skip
+        try:
+            plain, jobs = xy_sweep_jobs(graph, registry, args.xy_sweep)
+        except JobSpecError as exc:
+            raise UsageError(*exc.messages) from None
+        graph.replace_with(plain)  # the jobs run on the graph with the sweep node replaced by its cell's nodes
+        return jobs
     axes, problems = [], []
     for text in args.sweeps:
         try:

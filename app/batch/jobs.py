@@ -323,3 +323,78 @@ def job_graph(workflow: Mapping[str, Any], job: Job) -> Graph:
     for o in job.overrides:
         graph.set_value(o.node_id, o.input, o.value)
     return graph
+
+
+XY_SWEEP = "XYSweep"
+SAMPLER_VALUES = ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise")  # what a KSampler shares with it
+CELL_PREFIX = "cell"
+
+
+def xy_sweep_jobs(graph: Graph, registry: NodeRegistry, key: str) -> tuple[Graph, list[Job]]:
+    """An XY Sweep node's cells as batch jobs: (the plain graph they run on, one job per cell, row by row).
+
+    The sweep node loops sampler + decode over its cells inside one node run, so its cells can only
+    run in one process, one after another, and a cancelled sweep keeps nothing. Here the node and
+    what hangs off it (the grid's SaveImage or preview) are replaced by what it does per cell: a
+    KSampler with the sweep's own values, a VAEDecode and a SaveImage, fed from the same wires. Its
+    axes become two sweeps of that KSampler, so each cell is an ordinary job of `sdgraph batch`: its
+    file is named after the cell (`cfg=7.5_seed=2-<hash>.png`, x before y), finished cells are kept
+    and skipped when asked again, and the cells may run on Ray workers. Everything upstream (the
+    checkpoint, the prompts) is unchanged and stays cached across jobs, as inside the node.
+    The jobs come in the grid's order (rows top to bottom, columns left to right).
+    """
+    from graph_engine import InputError
+    from nodes.sweep import parse_values as sweep_values  # torch-free: the node imports torch when it runs
+
+    try:
+        nid = find_node(graph, key)
+    except ValueError as exc:
+        raise JobSpecError(f"--xy-sweep {key!r}: {exc}") from None
+    sweep = graph.nodes[nid]
+    spec = registry.get(sweep.type)
+    if sweep.type != XY_SWEEP or spec is None:
+        raise JobSpecError(f"--xy-sweep {key!r}: node {nid} ({sweep.label}) is a {sweep.type}, not an XY Sweep")
+    values = {i.id: sweep.values.get(i.id, i.default) for i in spec.inputs if i.is_widget}
+    x_input, y_input = str(values["x_input"]), str(values["y_input"])
+    try:
+        xs = sweep_values("x", x_input, str(values["x_values"]))
+        ys = [] if y_input == "none" else sweep_values("y", y_input, str(values["y_values"]))
+    except InputError as exc:
+        raise JobSpecError(f"--xy-sweep {key!r}: node {nid} ({sweep.label}), input '{exc.input_id}': {exc}") from None
+    if y_input == x_input:
+        raise JobSpecError(f"--xy-sweep {key!r}: x and y both sweep {x_input}")
+    feeds = graph.inputs_of(nid)
+    for name in (x_input, y_input):
+        if name in feeds:
+            raise JobSpecError(f"--xy-sweep {key!r}: {name} is swept but fed by a wire; disconnect it")
+
+    work = graph_from_dict(json.loads(json.dumps(graph_to_dict(graph))))
+    downstream, frontier = {nid}, [nid]
+    while frontier:
+        current = frontier.pop()
+        for link in list(work.links.values()):
+            if link.src_node == current and link.dst_node not in downstream:
+                downstream.add(link.dst_node)
+                frontier.append(link.dst_node)
+    pos = sweep.pos
+    for gone in downstream:
+        work.remove_node(gone)
+    sampler = work.add_node("KSampler", {k: values[k] for k in SAMPLER_VALUES}, pos=pos).id
+    decode = work.add_node("VAEDecode", pos=(pos[0] + 320, pos[1])).id
+    save = work.add_node("SaveImage", {"filename_prefix": CELL_PREFIX}, pos=(pos[0] + 560, pos[1])).id
+    for name, link in feeds.items():
+        if name == "vae":
+            work.add_link(link.src_node, link.src_output, decode, "vae", link.type)
+        else:
+            work.add_link(link.src_node, link.src_output, sampler, name, link.type)
+    work.add_link(sampler, "LATENT", decode, "samples", "LATENT")
+    work.add_link(decode, "IMAGE", save, "images", "IMAGE")
+
+    source = f"XY Sweep node {nid}"
+    axes = [Axis(sampler, x_input, tuple(xs), f"{source} x")]
+    if ys:
+        axes.append(Axis(sampler, y_input, tuple(ys), f"{source} y"))
+    check_axes(work, registry, axes)
+    by_column = expand(axes, graph_to_dict(work))  # the last axis (y) varies fastest
+    rows = max(1, len(ys))
+    return work, [by_column[x * rows + y] for y in range(rows) for x in range(len(xs))]

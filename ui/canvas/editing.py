@@ -23,6 +23,9 @@ from ui.canvas.node_item import CHOOSE_FILE_TEXT, NodeItem, format_value
 from ui.canvas.seed import EXTRA_KEY, SEED_MODES, seed_mode
 from ui.input_images import is_image_input
 
+XY_SWEEP = "XYSweep"  # its cells can run as batch jobs (ui.batch_run), one image file per cell
+RUN_CELLS_TEXT = "Run Cells as Batch…"
+
 
 class EditingMixin:
     def _set_number(self, node_id: int, inp: Input, start: Any, steps: int, merge_key: object) -> None:
@@ -207,6 +210,13 @@ class EditingMixin:
             menu.addMenu(node_colour_menu(menu, self.graph, self.undo_stack, self.selected_node_ids()))
             if self.graph.nodes[item.node_id].type == mask_editor.LOAD_IMAGE:
                 mask_editor.add_menu_entry(menu, self, item.node_id)
+            if self.graph.nodes[item.node_id].type == XY_SWEEP:
+                nid = item.node_id
+                # after the menu has closed: the window answers with a modal dialog
+                menu.addAction(
+                    RUN_CELLS_TEXT,
+                    lambda: QTimer.singleShot(0, lambda: self.sweepBatchRequested.emit(nid)),  # type: ignore[attr-defined]
+                )
             menu.addSeparator()
             menu.addAction("Copy", self.copy_selected)
             menu.addAction("Duplicate", self.duplicate_selected)

@@ -90,6 +90,7 @@ class GraphView(WiringMixin, SearchMixin, EditingMixin, SelectionMixin, Navigati
     """The node canvas for one graph. See the module docstring for how it stays in sync."""
 
     nodeSelectionChanged = Signal(list)
+    sweepBatchRequested = Signal(int)  # an XY Sweep node's "Run Cells as Batch…" (the window runs it)
 
     def __init__(
         self, graph: Graph, registry: NodeRegistry, undo_stack: QUndoStack, parent: QWidget | None = None
