@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from nodes.diffusion.errors import ModelError
+from nodes.diffusion.stored_linear import StoredWeightLinear
 
 SUFFIXES = (".gguf",)
 _FLOAT_TYPES = {0: torch.float32, 1: torch.float16, 30: torch.bfloat16}  # GGMLQuantizationType F32, F16, BF16
@@ -60,6 +61,10 @@ class QuantizedWeight:
         self.raw = raw
         self.qtype = int(qtype)
         self.shape = torch.Size(shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.raw.device
 
     @property
     def type_name(self) -> str:
@@ -128,7 +133,7 @@ def _dequantize_torch(raw: Tensor, qtype: int, shape: torch.Size) -> Tensor:
     return (scale * q).reshape(shape)
 
 
-class GGUFLinear(torch.nn.Module):
+class GGUFLinear(StoredWeightLinear):
     """A linear layer whose weight stays quantized (``qweight``, uint8) and is dequantized for each call."""
 
     def __init__(self, weight: QuantizedWeight, bias: Tensor | None, dtype: torch.dtype = torch.float32) -> None:
@@ -144,15 +149,8 @@ class GGUFLinear(torch.nn.Module):
     def quantized(self) -> QuantizedWeight:
         return QuantizedWeight(self.qweight, self.qtype, (self.out_features, self.in_features))
 
-    @property
-    def weight(self) -> Tensor:
-        """The float weight, dequantized on each access (for code that reads it; nothing is kept)."""
-        return self.quantized.dequantize(self.dtype_hint.dtype, self.qweight.device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.quantized.dequantize(x.dtype, x.device)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return torch.nn.functional.linear(x, weight, bias)
+    def stored(self) -> QuantizedWeight:
+        return self.quantized
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.quantized.type_name}"

@@ -706,14 +706,12 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
 
 
 def _weight_meta(module: torch.nn.Module) -> tuple[torch.Size, torch.dtype, torch.device]:
-    """Shape, dtype and device of a layer's weight without reading it: a GGUF layer's ``weight`` is
-    dequantized on each access (:class:`nodes.diffusion.gguf.GGUFLinear`), its quantized bytes are not."""
-    from nodes.diffusion.gguf import GGUFLinear
+    """Shape, dtype and device of a layer's weight without reading it: a GGUF or fp8 layer's ``weight`` is
+    dequantized on each access (:class:`nodes.diffusion.stored_linear.StoredWeightLinear`)."""
+    from nodes.diffusion.stored_linear import StoredWeightLinear
 
-    if isinstance(module, GGUFLinear):
-        hint, qweight = module.dtype_hint, module.qweight
-        assert isinstance(hint, Tensor) and isinstance(qweight, Tensor)
-        return torch.Size((module.out_features, module.in_features)), hint.dtype, qweight.device
+    if isinstance(module, StoredWeightLinear):
+        return module.weight_meta()
     weight = module.weight
     assert isinstance(weight, Tensor)
     return weight.shape, weight.dtype, weight.device

@@ -70,10 +70,10 @@ def _layout_rules(network: Any) -> list[Any]:
 
 
 def _is_layer(module: torch.nn.Module) -> bool:
-    """A layer a LoRA can hook: Linear, Conv2d, or a GGUF file's quantized linear (same call, same sizes)."""
-    from nodes.diffusion.gguf import GGUFLinear
+    """A layer a LoRA can hook: Linear, Conv2d, or a GGUF/fp8 file's stored linear (same call, same sizes)."""
+    from nodes.diffusion.stored_linear import StoredWeightLinear
 
-    return isinstance(module, torch.nn.Linear | torch.nn.Conv2d | GGUFLinear)
+    return isinstance(module, torch.nn.Linear | torch.nn.Conv2d | StoredWeightLinear)
 
 
 def _rows(module: torch.nn.Module) -> int:

@@ -53,6 +53,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nodes.diffusion.stored_linear import StoredWeightLinear
+
 #: The marker tensor a scaled file has at the top level (also under an all-in-one file's model prefix).
 MARKER = "scaled_fp8"
 SCALE_WEIGHT = ".scale_weight"
@@ -80,6 +82,10 @@ class ScaledWeight:
         self.data = data
         self.scale = scale.detach().to(torch.float32).reshape(())
         self.shape = data.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
 
     def is_floating_point(self) -> bool:
         return False  # never cast by a loader's dtype handling: it stays as stored
@@ -121,7 +127,7 @@ class ScaledWeight:
         return f"ScaledWeight({self.data.dtype}, {list(self.shape)}, scale={float(self.scale):.3g})"
 
 
-class ScaledFp8Linear(torch.nn.Module):
+class ScaledFp8Linear(StoredWeightLinear):
     """A linear layer whose weight stays as stored (``fp8_weight``) and is scaled for each call.
 
     It manages its own dtypes (``own_dtypes``): the runtime's compute-dtype pass only calls
@@ -130,8 +136,6 @@ class ScaledFp8Linear(torch.nn.Module):
     own_dtypes = True
     fp8_weight: Tensor
     scale_weight: Tensor
-    dtype_hint: Tensor
-    bias: torch.nn.Parameter | None
 
     def __init__(self, weight: ScaledWeight, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -152,15 +156,8 @@ class ScaledFp8Linear(torch.nn.Module):
     def scaled(self) -> ScaledWeight:
         return ScaledWeight(self.fp8_weight, self.scale_weight)
 
-    @property
-    def weight(self) -> Tensor:
-        """The real weight, computed on each access (for code that reads it; nothing is kept)."""
-        return self.scaled.dequantize(self.dtype_hint.dtype, self.fp8_weight.device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.scaled.dequantize(x.dtype, x.device)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return torch.nn.functional.linear(x, weight, bias)
+    def stored(self) -> ScaledWeight:
+        return self.scaled
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.fp8_weight.dtype} scaled"

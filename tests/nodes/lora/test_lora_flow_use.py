@@ -246,6 +246,31 @@ def test_lora_on_a_gguf_flux_equals_lora_on_its_dequantized_weights(tmp_path: Pa
     assert fs.max_diff(outs[0][0], outs[0][1]) > 1e-2
 
 
+def test_lora_on_a_scaled_fp8_flux_equals_lora_on_its_dequantized_weights(tmp_path: Path) -> None:
+    """ComfyUI's ``*_fp8_scaled`` FLUX files are how many people run FLUX with LoRAs: their fp8 linears take
+    the same hooks as GGUF's (the weight stays fp8), and compute what the dequantized network with the LoRA
+    computes."""
+    from nodes.diffusion.dit.loading import load_transformer
+    from nodes.diffusion.scaled_fp8 import ScaledFp8Linear
+    from tests.support.scaled_fp8_files import to_scaled_fp8
+
+    reference = tf.tiny_flux(seed=4)
+    scaled, dequantized = to_scaled_fp8(tf.flux_to_original(reference))
+    stored = load_transformer(tf.write_file(tmp_path / "flux_fp8_scaled.safetensors", scaled), dtype=torch.float32)
+    exact = load_transformer(tf.write_file(tmp_path / "dequantized.safetensors", dequantized), dtype=torch.float32)
+    assert any(isinstance(m, ScaledFp8Linear) for m in stored.network.modules())
+    lora = fs.original_lora(reference, fs.flux_original(reference), seed=81, style="kohya")
+    file = load_lora(fs.save(tmp_path / "flux.safetensors", lora.tensors))
+    inputs = tf.example_inputs(reference, seed=10)
+    outs = []
+    for network in (stored.network, exact.network):
+        model, _ = apply_lora(fs.flow_model(network, "flux"), None, file, 0.5, 0.0)
+        outs.append((fs.output(model, inputs), tf.forward(network, inputs)))
+    print(f"scaled fp8 with LoRA vs dequantized with LoRA: max diff {fs.max_diff(outs[0][0], outs[1][0]):.2e}")
+    assert fs.max_diff(outs[0][0], outs[1][0]) <= 1e-5
+    assert fs.max_diff(outs[0][0], outs[0][1]) > 1e-2
+
+
 def test_z_image_qwen3_lora(tmp_path: Path) -> None:
     """Z-Image's Qwen3 text encoder under ComfyUI's ``text_encoders.qwen3_4b.transformer.model.`` names and
     diffusers' ``text_encoder.`` (the Qwen3Model's own names) equals merged weights."""
