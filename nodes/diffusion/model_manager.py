@@ -191,10 +191,12 @@ class ModelManager:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         weight_dtype: str = "default",
+        stream: bool = False,
     ) -> Any:
         """A flow transformer (SD3/3.5, FLUX.1, Z-Image) of a file, all-in-one checkpoint or folder,
-        computing in ``dtype`` with its weights as stored or in fp8 (see ``load_transformer``)."""
-        kwargs = dict(device=torch.device(device), dtype=dtype, weight_dtype=weight_dtype)
+        computing in ``dtype`` with its weights as stored or in fp8, or streamed block by block from the
+        file when it is larger than the budget (see ``load_transformer``)."""
+        kwargs = dict(device=torch.device(device), dtype=dtype, weight_dtype=weight_dtype, stream=stream)
         return self._get("diffusion_model", Path(path), kwargs)
 
     def vae16(self, path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
