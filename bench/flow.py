@@ -187,9 +187,13 @@ def write_variants(folder: Path) -> dict[str, Path]:
     state = {k: v.contiguous() for k, v in sd3_to_original(model, prefix="").items()}
     del model
     t0 = time.perf_counter()
-    save_file(state, str(paths["bf16"]))
+    if not paths["bf16"].is_file():
+        save_file(state, str(paths["bf16"]))
     for kind in ("Q8_0", "Q4_K"):
-        _write_gguf(paths[kind], state, kind)
+        if not paths[kind].is_file():
+            _write_gguf(paths[kind], state, kind)
+    if paths["fp8_scaled"].is_file():
+        return paths
     scaled: dict[str, object] = {"scaled_fp8": torch.zeros(2, dtype=torch.float8_e4m3fn)}
     for name, tensor in state.items():
         if name.endswith(".weight") and tensor.ndim == 2:
@@ -207,6 +211,7 @@ def write_variants(folder: Path) -> dict[str, Path]:
 def _write_gguf(path: Path, state: dict[str, object], kind: str) -> None:
     """As tests/support/gguf_files.write_gguf, without keeping a dequantized float copy of the model."""
     import gguf
+    import numpy as np
     import torch
     from gguf import GGMLQuantizationType, quants
 
@@ -218,7 +223,12 @@ def _write_gguf(path: Path, state: dict[str, object], kind: str) -> None:
         data = tensor.float().numpy()
         if data.ndim == 2 and data.shape[1] % BLOCK[kind] == 0:
             q = GGMLQuantizationType[kind]
-            raw = random_k_blocks(data.shape, kind, seed=i) if kind == "Q4_K" else quants.quantize(data, q)
+            if kind == "Q4_K":  # random blocks, their fp16 scales small enough for weights of ~0.01
+                raw = random_k_blocks(data.shape, kind, seed=i)
+                blocks = raw.reshape(data.shape[0], -1, 144)  # Q4_K: 144 bytes per 256 values
+                blocks[..., 0:4] = np.array([1e-5, 1e-5], np.float16).view(np.uint8)  # d and dmin
+            else:
+                raw = quants.quantize(data, q)
             writer.add_tensor(name, raw, raw_dtype=q)
         else:
             writer.add_tensor(name, data)

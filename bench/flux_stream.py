@@ -2,7 +2,7 @@
 sampled with its blocks streamed from the memory-mapped file.
 
     .venv/bin/python bench/flux_stream.py [--double 19] [--single 38] [--size 256] [--steps 2]
-                                          [--budget-mb 12288] [--json out.json]
+                                          [--budget-mb 12288] [--compare] [--json out.json]
 
 Writes the random-weight file once, tensor by tensor (never more than one tensor in memory), as
 ``.bench-cache/home/models/diffusion_models/flux1-dev-random-<d>x<s>-bf16.safetensors`` (FLUX's original
@@ -12,7 +12,9 @@ is streamed (and says so), and sdgraph's guider + euler sampler run ``--steps`` 
 with random prompt embeddings of the released shape (512 × 4096, pooled 768), guidance 3.5, cfg 1.
 Prints the load time, seconds per step, the peak RSS of the process over its baseline, and the load
 average. ``--double/--single`` below 19/38 make a shorter model of the same width, for machines
-where the full one is too slow.
+where the full one is too slow. ``--compare`` (for a model that fits) then loads the same file whole
+in the same process and samples again: seconds per step and peak RSS of both, and whether the
+latents are identical (they must be).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def write_model(path: Path, double: int, single: int) -> None:
     print(f"wrote {path.name} ({path.stat().st_size / GB:.1f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def measure(name: str, size: int, steps: int, budget_mb: int) -> dict[str, float]:
+def measure(name: str, size: int, steps: int, budget_mb: int, compare: bool = False) -> dict[str, object]:
     """In this fresh process: load through Load Diffusion Model over the budget, then sample."""
     import torch
 
@@ -124,13 +126,30 @@ def measure(name: str, size: int, steps: int, budget_mb: int) -> dict[str, float
     total = time.perf_counter() - t0
     streamer = getattr(model.unet, "_sdgraph_streamer", None)
     finite = bool(torch.isfinite(out["samples"]).all())
+    peak = _peak()  # before the --compare run, which has its own
+    whole: dict[str, object] = {}
+    if compare:  # the same file loaded whole (it must fit), sampled in this process after the streamed run
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # a new peak for this run
+        base_whole = _rss()
+        settings_whole = {"precision": "fast", "model_budget_mb": 16384}  # above the file: not streamed
+        loaded = load_diffusion_model(ExecutionContext(node_id=1, title="b", settings=settings_whole), name, "default")
+        guider_whole = Guider(loaded, cond, [], 1.0)
+        t1 = time.perf_counter()
+        out_whole, _ = sample(ExecutionContext(node_id=1, title="b"), guider_whole, latent, sigmas, "euler", Noise(42))
+        whole = {
+            "whole_s_per_step": (time.perf_counter() - t1) / steps,
+            "whole_peak_rss_growth_gb": (_peak() - base_whole) / GB,
+            "whole_equals_streamed": bool(torch.equal(out_whole["samples"], out["samples"])),
+        }
     return {
+        **whole,
         "load_s": load_s,
         "s_per_step": total / steps,
         "step_times": [b - a for a, b in zip([t0, *stamps], stamps, strict=False)],
         "peak_rss_growth_gb_after_load": after_load / GB,
-        "peak_rss_growth_gb": (_peak() - base) / GB,
-        "peak_rss_gb": _peak() / GB,
+        "peak_rss_growth_gb": (peak - base) / GB,
+        "peak_rss_gb": peak / GB,
         "released_gb": (streamer.released_bytes if streamer else 0) / GB,
         "streamed": streamer is not None,
         "finite": finite,
@@ -146,10 +165,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--budget-mb", type=int, default=12288)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--compare", action="store_true", help="also load the file whole (it must fit) and sample")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.size, args.steps, args.budget_mb)))
+        print(json.dumps(measure(args.measure, args.size, args.steps, args.budget_mb, args.compare)))
         return
     name = f"flux1-dev-random-{args.double}x{args.single}-bf16.safetensors"
     path = Path(os.environ["SDGRAPH_HOME"]) / "models" / "diffusion_models" / name
@@ -157,7 +177,7 @@ def main() -> None:
         write_model(path, args.double, args.single)
     print(f"load average before: {os.getloadavg()}", flush=True)
     cmd = [sys.executable, __file__, "--measure", name, "--size", str(args.size), "--steps", str(args.steps)]
-    cmd += ["--budget-mb", str(args.budget_mb)]
+    cmd += ["--budget-mb", str(args.budget_mb)] + (["--compare"] if args.compare else [])
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     sys.stderr.write(run.stderr[-3000:])
     run.check_returncode()
