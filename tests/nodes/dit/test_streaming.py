@@ -84,6 +84,31 @@ def test_a_streamed_transformer_computes_exactly_what_the_loaded_one_does(
     assert streamed.nbytes() < sum(t.numel() for t in tensors) * compute.itemsize
 
 
+@pytest.mark.parametrize("kind", ["gguf_q8_0", "scaled_fp8"])
+def test_quantized_files_stream_to_the_same_output(tmp_path: Path, kind: str) -> None:
+    """GGUF linears (uint8 blocks dequantized per call) and scaled fp8 linears (own dtypes) are moved,
+    never cast, by the streamer: the output equals the whole model's."""
+    from safetensors.torch import save_file
+
+    from tests.support.gguf_files import write_gguf
+    from tests.support.scaled_fp8_files import to_scaled_fp8
+
+    reference = tf.tiny_flux(5)
+    original = tf.flux_to_original(reference)
+    if kind == "gguf_q8_0":
+        path, _ = write_gguf(tmp_path / "flux-Q8_0.gguf", original, "Q8_0")
+    else:
+        scaled, _ = to_scaled_fp8({k: v.contiguous() for k, v in original.items()})
+        path = tmp_path / "flux_fp8_scaled.safetensors"
+        save_file(scaled, str(path))
+    inputs = _in_dtype(tf.example_inputs(reference, seed=2), torch.bfloat16)
+    whole = load_transformer(path, dtype=torch.bfloat16)
+    streamed = load_transformer(path, dtype=torch.bfloat16, stream=True)
+    want = tf.forward(whole.network, inputs)
+    assert torch.equal(tf.forward(streamed.network, inputs), want)
+    assert torch.equal(tf.forward(streamed.network, inputs), want)
+
+
 def test_a_model_over_the_budget_is_streamed_and_the_user_told_once(
     flow_models: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
