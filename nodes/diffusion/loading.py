@@ -276,8 +276,8 @@ _told_streaming: set[tuple[str, int]] = set()
 def _over_budget(name: str, needed: int) -> bool:
     """Whether a transformer's weights alone exceed the model budget (what the manager may keep in
     memory). Such a model is not refused: it is streamed block by block from its file
-    (``nodes.diffusion.dit.streaming``), and the user is told so once (a warning: stderr for
-    ``sdgraph run``, the log in the window)."""
+    (``nodes.diffusion.dit.streaming``), and the user is told so once (a logged warning: stderr for
+    ``sdgraph run``; the window has no view of the log yet, so there it reaches only the terminal)."""
     from nodes.diffusion.dit.streaming import over_budget_message
 
     budget = manager().budget_bytes
