@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from nodes.diffusion.runtime import (
 )
 from nodes.diffusion.sampling import ModelSampling
 from nodes.folders import model_folders
+
+log = logging.getLogger(__name__)
 
 
 def resolve(kind: str, name: str, input_id: str) -> Path:
@@ -141,10 +144,10 @@ def load_diffusion_model(ctx: ExecutionContext, name: str, weight_dtype: str) ->
     compute, _, _ = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
     size = _size(path)  # a folder is walked once
-    _check_budget("unet_name", name, size // (2 if weight_dtype.startswith("fp8") else 1), weight_dtype)
-    make_vram_room(device, size)
+    stream = _over_budget(name, size // (2 if weight_dtype.startswith("fp8") else 1))
+    make_vram_room(device, 0 if stream else size)
     try:
-        loaded = manager().diffusion_model(path, device=device, dtype=compute, weight_dtype=weight_dtype)
+        loaded = manager().diffusion_model(path, device=device, dtype=compute, weight_dtype=weight_dtype, stream=stream)
     except ModelError as exc:
         raise InputError("unet_name", str(exc)) from None
     return flow_model(loaded, name)
@@ -179,12 +182,12 @@ def _load_flow_checkpoint(
     compute, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
     size = _size(path)
-    _check_budget("ckpt_name", name, size, None)
-    make_vram_room(device, size)
+    stream = _over_budget(name, size)
+    make_vram_room(device, 0 if stream else size)
     clip_type = family.clip_type
     assert clip_type is not None
     try:
-        loaded = manager().diffusion_model(path, device=device, dtype=compute)
+        loaded = manager().diffusion_model(path, device=device, dtype=compute, stream=stream)
         vae = manager().vae16(path, device=device, dtype=vae_dtype)
         if not encoders:  # the official SD3.5 single files: MMDiT and VAE, text encoders separate
             return flow_model(loaded, name), NoTextEncoders(name, family), VAEModel(vae, name)
@@ -222,11 +225,11 @@ def _load_flow_folder(
     device = device_for(ctx.device)
     compute, vae_dtype, text_dtype = dtypes_for(device, ctx.settings)
     apply_memory_settings(ctx.settings)
-    _check_budget("ckpt_name", name, _size(path / "transformer"), None)
-    make_vram_room(device, _size(path))
+    stream = _over_budget(name, _size(path / "transformer"))
+    make_vram_room(device, _size(path) - (_size(path / "transformer") if stream else 0))
     modules: dict[str, Any] = {}
     try:
-        loaded = manager().diffusion_model(path, device=device, dtype=compute)
+        loaded = manager().diffusion_model(path, device=device, dtype=compute, stream=stream)
         vae = manager().vae16(path, device=device, dtype=vae_dtype)
         for slot in family.text_encoders:
             folder = path / slot.component
@@ -267,20 +270,23 @@ class NoTextEncoders:
         return f"NoTextEncoders({self.name!r})"
 
 
-def _check_budget(input_id: str, name: str, needed: int, weight_dtype: str | None) -> None:
-    """Refuse, before reading gigabytes, a model whose weights alone exceed the model budget (what the
-    manager may keep in memory): one message with the size, the budget and what to change."""
+_told_streaming: set[tuple[str, int]] = set()
+
+
+def _over_budget(name: str, needed: int) -> bool:
+    """Whether a transformer's weights alone exceed the model budget (what the manager may keep in
+    memory). Such a model is not refused: it is streamed block by block from its file
+    (``nodes.diffusion.dit.streaming``), and the user is told so once (a logged warning: stderr for
+    ``sdgraph run``; the window has no view of the log yet, so there it reaches only the terminal)."""
+    from nodes.diffusion.dit.streaming import over_budget_message
+
     budget = manager().budget_bytes
     if needed <= budget:
-        return
-    gb = 2**30
-    hint = "raise model_budget_mb in settings.json (Preferences), or free memory for a larger automatic budget"
-    if weight_dtype == "default":
-        hint += "; weight_dtype fp8_e4m3fn halves a bf16 or fp16 model"
-    raise InputError(
-        input_id,
-        f"{name} needs {needed / gb:.1f} GB for its weights but the model budget is {budget / gb:.1f} GB; {hint}",
-    )
+        return False
+    if (name, budget) not in _told_streaming:
+        _told_streaming.add((name, budget))
+        log.warning("%s", over_budget_message(name, needed, budget))
+    return True
 
 
 def _size(path: Path) -> int:

@@ -8,9 +8,11 @@ hands back the *same* object on later requests.
 Memory: cached models count against a byte budget (default: 70 % of physical RAM). When a new load
 would exceed it, least-recently-used models are dropped first; models marked in use
 (``with manager.using(obj):``) are never dropped. A dropped model that a caller still holds is
-adopted back instead of being loaded a second time. On a GPU, ``make_room`` first *moves* idle
-models to the CPU (they stay cached and move back on the next request), and ``oom_guard`` turns a
-device out-of-memory into one ``OutOfMemoryError`` after freeing everything it can, with a tip.
+adopted back instead of being loaded a second time. A transformer larger than the budget is
+streamed from its file (``nodes.diffusion.dit.streaming``) and counts only what stays resident. On a
+GPU, ``make_room`` first *moves* idle models to the CPU (they stay cached and move back on the next
+request), and ``oom_guard`` turns a device out-of-memory into one ``OutOfMemoryError`` after freeing
+everything it can, with a tip.
 
 Thread safety: the executor runs on a worker thread while the UI may ask what is loaded. One lock
 guards the table; each key has its own lock so two threads asking for the same model load it once,
@@ -191,10 +193,12 @@ class ModelManager:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         weight_dtype: str = "default",
+        stream: bool = False,
     ) -> Any:
         """A flow transformer (SD3/3.5, FLUX.1, Z-Image) of a file, all-in-one checkpoint or folder,
-        computing in ``dtype`` with its weights as stored or in fp8 (see ``load_transformer``)."""
-        kwargs = dict(device=torch.device(device), dtype=dtype, weight_dtype=weight_dtype)
+        computing in ``dtype`` with its weights as stored or in fp8, or streamed block by block from the
+        file when it is larger than the budget (see ``load_transformer``)."""
+        kwargs = dict(device=torch.device(device), dtype=dtype, weight_dtype=weight_dtype, stream=stream)
         return self._get("diffusion_model", Path(path), kwargs)
 
     def vae16(self, path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:

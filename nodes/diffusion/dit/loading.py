@@ -30,14 +30,20 @@ class LoadedTransformer:
     variant: str  # "flux1_dev" / "flux1_schnell" for FLUX (guidance-distilled or not), else the family
     compute_dtype: torch.dtype
     storage_dtype: torch.dtype
+    streamer: Any = None  # a LayerStreamer when the model is larger than the budget (see dit.streaming)
 
     def nbytes(self) -> int:
-        """What the model manager budgets: the weights as stored."""
+        """What the model manager budgets: the weights as stored (streamed: what stays resident)."""
+        if self.streamer is not None:
+            return int(self.streamer.resident_bytes())
         tensors = [*self.network.parameters(), *self.network.buffers()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: str | torch.device) -> LoadedTransformer:
         """Move in place (the manager offloads idle models off a GPU this way)."""
+        if self.streamer is not None:  # the blocks stay in the file and follow the streamer's device
+            self.streamer.move(device)
+            return self
         self.network.to(torch.device(device))
         return self
 
@@ -75,9 +81,12 @@ def load_transformer(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     weight_dtype: str = "default",
+    stream: bool = False,
 ) -> LoadedTransformer:
     """Build the transformer of ``path`` (its weights stay as stored unless ``weight_dtype`` is fp8),
-    computing in ``dtype`` on ``device``."""
+    computing in ``dtype`` on ``device``. ``stream``: the model is larger than the budget, so its blocks
+    stay in the memory-mapped file and are made ready one at a time (``nodes.diffusion.dit.streaming``;
+    ``weight_dtype`` fp8 is then not applied: each block is cast from the file to ``dtype``)."""
     path = Path(path)
     family = transformer_family(path)
     if family.denoiser_loader is None:
@@ -88,11 +97,18 @@ def load_transformer(
     network = family.resolve(family.denoiser_loader)(path)
     stored = stored_dtype(p.dtype for p in network.parameters())
     storage = storage_dtype(stored, weight_dtype)
-    network.to(torch.device(device))
-    set_compute_dtype(network, storage, dtype, getattr(module, "KEEP_IN_COMPUTE", ()))
+    streamer = None
+    if stream:
+        from nodes.diffusion.dit.streaming import stream_network
+
+        streamer = stream_network(network, path, torch.device(device), dtype)
+        storage = stored
+    else:
+        network.to(torch.device(device))
+        set_compute_dtype(network, storage, dtype, getattr(module, "KEEP_IN_COMPUTE", ()))
     variant_of = getattr(module, "variant_of", None)  # FLUX: dev (guidance-distilled) or schnell
     variant = variant_of(network) if variant_of is not None else family.name
-    return LoadedTransformer(network, family.name, variant, dtype, storage)
+    return LoadedTransformer(network, family.name, variant, dtype, storage, streamer)
 
 
 def load_vae16(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
