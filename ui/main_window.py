@@ -79,6 +79,7 @@ from nodes.shipped import workflows_dir
 from ui import file_dialogs, node_titles, run_bar
 from ui.autosave import Autosaver, AutosaveStore, Recovery
 from ui.commands import set_values_command
+from ui.log_bridge import LogBridge
 from ui.missing_models import MissingModelsBar
 from ui.panels import NODE_TYPE_MIME, ImagePanel, LogPanel, NodeLibraryPanel
 from ui.panels.history import HistoryPanel, record_run
@@ -205,6 +206,8 @@ class MainWindow(QMainWindow):
         self.library = NodeLibraryPanel(self.registry, self)
         self.images = ImagePanel(self)
         self.log = LogPanel(self)
+        self.log_bridge = LogBridge(self)  # the model code's warnings (logged on the worker) into the Log
+        self.log_bridge.record.connect(self.log.add)
         # The run history (<home>/history.sqlite3). A damaged or newer file leaves it off, never the window.
         self.history_store: HistoryStore | None = None
         unavailable = ""
@@ -1156,6 +1159,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """The clean-exit path: stop runs, and tell the autosave store this session ended normally."""
         self.save_window_state()
+        self.log_bridge.detach()
         if self.doc is not None:
             self.doc.controller.shutdown()
         if self.autosaver is not None:
