@@ -122,3 +122,27 @@ def test_bf16_has_fp32_range_where_fp16_overflows(cpu, caplog) -> None:
     image = vae_ops.decode(fast, z)
     assert "retrying" not in caplog.text
     assert psnr(image, reference) >= DECODE_PSNR_FLOOR_DB
+
+
+def test_a_cpu_allocation_failure_retries_the_decode_in_tiles(monkeypatch) -> None:
+    """The CPU allocator's own error (not CUDA's "out of memory") must also send decode to tiles."""
+    try:
+        torch.empty(2**60, dtype=torch.uint8)  # the real message of a host allocation failure
+    except RuntimeError as exc:
+        failure = exc
+    vae = tiny_vae()
+    z = latents(size=8)
+    whole = vae_ops.decode(vae, z, tile=False)
+    real_decode = type(vae).decode
+
+    def decode(self: AutoencoderKL, part: torch.Tensor, *a: object, **k: object) -> object:
+        if part.shape[-1] == 8:  # the whole image does not fit; its 4-cell tiles do
+            raise failure
+        return real_decode(self, part, *a, **k)
+
+    monkeypatch.setattr(type(vae), "decode", decode)
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        vae_ops.decode(vae, z, tile=False)  # tiling refused: the error goes to the caller
+    image = vae_ops.decode(vae, z, tile_cells=4, overlap_cells=2)
+    assert image.shape == whole.shape and torch.isfinite(image).all()
+    torch.testing.assert_close(image, vae_ops.decode(vae, z, tile=True, tile_cells=4, overlap_cells=2))
