@@ -65,9 +65,10 @@ DEFAULT_PNG_LEVEL = 4
 def png_level(ctx: ExecutionContext) -> int:
     """zlib level for saved PNGs, from the ``png_compress_level`` setting (0-9; anything else: 4).
 
-    4 is ComfyUI's choice and the default here: measured on a 1024² photo-like image (docs/benchmarks.md,
-    "Parts of the graph"), level 1 saves ~0.15 s per image but makes files ~10 % bigger, and 6-9 cost more
-    time for no smaller file. Saving runs on the executor's worker thread, never the UI's.
+    4 is ComfyUI's choice and the default here: measured on 1024² photo-like images (docs/benchmarks.md,
+    "Parts of the graph"), level 1 is about 2x faster (tenths of a second) but its files are 10-20 % bigger,
+    and 6 and 9 are slower without being smaller. Saving runs on the executor's worker thread, never the
+    UI's, so the level only delays the next queued run, never the window.
     """
     from nodes.diffusion.runtime import setting
 
