@@ -93,9 +93,9 @@ def prepare_vae(vae: torch.nn.Module, *, fast: bool) -> bool:
         return False
     channels_last = fast and param.dtype != torch.float32 and channels_last_helps(param.device, param.dtype)
     try:
-        vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     except RuntimeError:  # 5-D weights: channels_last is for 4-D tensors only
-        vae.to(memory_format=torch.contiguous_format)
+        vae.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return False
     return channels_last
 
