@@ -35,6 +35,7 @@ class Settings:
     cache_budget_mb: int = 2048
     model_budget_mb: int = 0  # 0: decided from the machine's memory
     vram_budget_mb: int = 0  # GPU: idle models move to the CPU beyond this; 0: whatever the card has
+    png_compress_level: int = 4  # Save Image's zlib level: 0 (fastest, biggest) .. 9 (slowest); ComfyUI uses 4
     upscale_tile_size: int = 0  # Upscale Image (using Model): tile pixels; 0: whole image, tiles on out-of-memory
     extra_model_roots: list[str] = field(default_factory=list)
     comfyui_extra_model_paths: str = ""  # a ComfyUI extra_model_paths.yaml to read

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graph_engine.previews import PreviewWorker, render
+
 
 class Cancelled(Exception):
     """The user stopped the run."""
@@ -59,8 +61,15 @@ class ExecutionContext:
             self.on_progress(i, n)
 
     def preview(self, image: Any) -> None:
-        if self.on_preview is not None:
-            self.on_preview(image)
+        """Show a picture of the node's progress. ``image`` may be a zero-argument function that makes
+        it: under the executor it then runs on the preview thread (`graph_engine.previews`), never
+        delaying the node; with a plain ``on_preview`` callback it is called here."""
+        if self.on_preview is None:
+            return
+        if isinstance(self.on_preview, PreviewWorker):
+            self.on_preview.submit(image)
+        else:
+            self.on_preview(render(image))
 
 
 class InputError(Exception):

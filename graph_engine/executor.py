@@ -34,6 +34,7 @@ from graph_engine.events import (
 from graph_engine.model import Graph
 from graph_engine.node_spec import NodeOutput, NodeRegistry
 from graph_engine.plan import Plan, PlannedNode, Ref, make_plan
+from graph_engine.previews import PreviewWorker
 from graph_engine.validation import Constant
 
 
@@ -167,6 +168,8 @@ class Executor:
                     input_id: results[src.node_id][src.index] if isinstance(src, Ref) else src.value
                     for input_id, src in p.inputs.items()
                 }
+                # Previews are rendered and emitted on their own thread, newest only (graph_engine.previews).
+                previews = PreviewWorker(partial(_preview, emit, p.id), name=f"preview-{p.id}")
                 ctx = ExecutionContext(
                     node_id=p.id,
                     title=p.title,
@@ -176,21 +179,24 @@ class Executor:
                     settings=self.settings,
                     cancel_token=token,
                     on_progress=partial(_progress, emit, p.id),
-                    on_preview=partial(_preview, emit, p.id),
+                    on_preview=previews,
                 )
                 emit(NodeStarted(p.id))
                 t0 = time.perf_counter()
                 try:
                     outputs, ui = self._call(p, ctx, kwargs)
                 except Cancelled:
+                    previews.close(deliver_pending=False)
                     result.status = "cancelled"
                     emit(NodeFailed(p.id, "cancelled"))
                     break
                 except Exception as exc:  # a node's failure is reported, never propagated
+                    previews.close(deliver_pending=False)
                     result.status = "failed"
                     result.error = self._error(p, kwargs, exc)
                     emit(NodeFailed(p.id, str(result.error)))
                     break
+                previews.close()  # the last step's preview arrives before the node's Finished event
                 results[p.id] = outputs
                 self.cache.put(sigs[p.id], outputs, ui)
                 if ui:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -70,7 +71,9 @@ def step_reporter(
         if timeline is not None and model_sampling is not None:
             timeline.append(make_frame(info.i + 1, info.sigma_next, info.x, info.denoised, model_sampling, family))
         if ctx.on_preview is not None:
-            ctx.preview(latent_to_rgb(info.denoised, family))
+            # Rendered on the preview thread (graph_engine.previews); a copy of the first item, because
+            # a sampler may reuse its buffers while the preview waits.
+            ctx.preview(partial(latent_to_rgb, info.denoised[:1].detach().clone(), family))
         ctx.progress(info.i + 1, n)
 
     return on_step

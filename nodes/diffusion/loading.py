@@ -21,6 +21,7 @@ from nodes.diffusion.runtime import (
     make_vram_room,
     manager,
     prepare_unet,
+    prepare_vae,
 )
 from nodes.diffusion.sampling import ModelSampling
 from nodes.folders import model_folders
@@ -67,7 +68,13 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, A
     clip = ClipModel(ckpt.family, ckpt.text_encoders)
     if ckpt.vae is None:
         raise InputError("ckpt_name", f"{name} has no VAE; add a Load VAE node")
-    return model, clip, VAEModel(ckpt.vae, name)
+    return model, clip, served_vae(ctx, ckpt.vae, name)
+
+
+def served_vae(ctx: ExecutionContext, vae: Any, name: str) -> VAEModel:
+    """The VAE socket's value, its memory layout set for this run's precision mode (`prepare_vae`)."""
+    prepare_vae(vae, fast=is_fast(ctx.settings))
+    return VAEModel(vae, name)
 
 
 def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
@@ -76,11 +83,11 @@ def load_vae(ctx: ExecutionContext, name: str) -> VAEModel:
     _, vae_dtype, _ = dtypes_for(device, ctx.settings)
     try:
         if _is_vae16(path):
-            return VAEModel(manager().vae16(path, device=device, dtype=vae_dtype), name)
+            return served_vae(ctx, manager().vae16(path, device=device, dtype=vae_dtype), name)
         loaded: Any = manager().vae(path, device=device, dtype=vae_dtype)
     except ModelError as exc:
         raise InputError("vae_name", str(exc)) from None
-    return VAEModel(getattr(loaded, "vae", loaded), name)
+    return served_vae(ctx, getattr(loaded, "vae", loaded), name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +197,7 @@ def _load_flow_checkpoint(
         loaded = manager().diffusion_model(path, device=device, dtype=compute, stream=stream)
         vae = manager().vae16(path, device=device, dtype=vae_dtype)
         if not encoders:  # the official SD3.5 single files: MMDiT and VAE, text encoders separate
-            return flow_model(loaded, name), NoTextEncoders(name, family), VAEModel(vae, name)
+            return flow_model(loaded, name), NoTextEncoders(name, family), served_vae(ctx, vae, name)
         roles = assign_roles(clip_type, "CheckpointLoaderSimple", [("ckpt_name", name, e) for e in encoders])
         requests = [
             (
@@ -209,7 +216,7 @@ def _load_flow_checkpoint(
     except (ModelError, ClipFileError) as exc:
         raise InputError("ckpt_name", str(exc)) from None
     clip = build_clip_value(clip_type, modules, fetch=lambda: fetch_encoders(requests))
-    return flow_model(loaded, name), clip, VAEModel(vae, name)
+    return flow_model(loaded, name), clip, served_vae(ctx, vae, name)
 
 
 def _load_flow_folder(
@@ -245,7 +252,7 @@ def _load_flow_folder(
         raise InputError("ckpt_name", f"{name}: {exc}") from None
     assert family.clip_type is not None
     clip = build_clip_value(family.clip_type, modules) if modules else NoTextEncoders(name, family)
-    return flow_model(loaded, name), clip, VAEModel(vae, name)
+    return flow_model(loaded, name), clip, served_vae(ctx, vae, name)
 
 
 class NoTextEncoders:

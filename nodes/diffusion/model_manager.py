@@ -109,9 +109,14 @@ def _file_identity(path: Path) -> tuple[str, int, int]:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """A device or host allocation failure. The CPU allocator says "can't allocate memory" (a plain
+    RuntimeError, no "out of memory" in it), which is what a too-large VAE decode on the CPU raises."""
     if isinstance(exc, torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "not enough memory" in text or "can't allocate memory" in text
+    )
 
 
 class ModelManager:
