@@ -1,11 +1,15 @@
 """Optional torch.compile of the UNet, reused per (model, input shape, dtype).
 
-Compiling is opt-in (the ``compile`` setting) because it costs about a minute per shape on a CPU
-and pays back only over many steps: on a 2-core AMX Xeon, channels_last + bf16 + inductor
-``freezing`` brought a full-size SD1.5 step from 0.52 s to 0.31 s, while plain ``torch.compile``
-(no freezing) was *slower* than eager (see docs/benchmarks.md and the shared notes §5). So on the
-CPU we always compile with freezing (weights become constants the compiler can prepack); on CUDA
-the default mode is used.
+Compiling is opt-in (the ``compile`` setting), also in fast mode, decided by measurement on a
+2-core Xeon with AMX (full-size SD1.5 UNet, bf16, channels_last, 256², inductor ``freezing``;
+docs/benchmarks.md): a compiled step took 0.48-0.53x the plain eager bf16 step (interleaved), while
+eager with oneDNN-prepacked weights (`nodes.diffusion.prepack`, what fast mode runs without
+compiling) takes 0.67x; so compiling saves about a quarter of a step, ~1 s on a 10-step image, and
+costs 165 s in the first process and still 87 s in the next (FX graph cache hit: dynamo's trace,
+AOTAutograd and the freezing passes run every time). It pays back only after ~80 images of one shape
+in one process, so it stays a setting for long batch runs. Plain ``torch.compile`` without freezing
+was *slower* than eager in earlier measurements, so on the CPU we always compile with freezing
+(weights become constants the compiler can prepack); on CUDA the default mode is used.
 
 Each (model, shape, dtype, layout) gets its own compiled callable, stored on the model itself (a
 compiled module refers to its original, so a table outside would keep every model alive and defeat
