@@ -8,8 +8,10 @@ too, but costs a minute of compile per shape; this gets the packing without comp
 
 How: `prepack(module)` gives each ``nn.Conv2d``/``nn.Linear`` a forward that calls
 ``torch.ops.mkldnn._convolution_pointwise``/``_linear_pointwise`` with a packed copy of its weight,
-made on first use for that input shape (oneDNN's packed layout depends on the problem size) and
-made again if the weight tensor is replaced or modified in place (``.to()``, a LoRA merge). The
+made on first use (packed for that first input shape; checked: the packed weight gives results
+identical to the plain op for other sizes and batches too, so one copy per layer serves every
+resolution) and made again if the weight tensor is replaced or modified in place (``.to()``, a
+LoRA merge). The
 plain path is used when compiling (inductor packs by itself), for grads, and for other dtypes or
 devices. LoRA hooks still apply: they act on the module's output.
 
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_ATTR = "_sdgraph_packed"  # per-module {input shape: (weight identity, packed weight)}
+_ATTR = "_sdgraph_packed"  # per-module (weight identity, packed weight)
 
 
 def available() -> bool:
@@ -52,8 +54,9 @@ def prepack(module: nn.Module) -> int:
 def packed_nbytes(module: nn.Module) -> int:
     total = 0
     for m in module.modules():
-        for _, packed in m.__dict__.get(_ATTR, {}).values():
-            total += packed.untyped_storage().nbytes() if not packed.is_mkldnn else _mkldnn_nbytes(packed)
+        entry = m.__dict__.get(_ATTR)
+        if entry is not None:
+            total += _mkldnn_nbytes(entry[1]) if entry[1].is_mkldnn else entry[1].untyped_storage().nbytes()
     return total
 
 
@@ -79,16 +82,15 @@ def _usable(m: nn.Module, x: Tensor) -> bool:
     )
 
 
-def _packed(m: nn.Module, shape: tuple[int, ...], make: Any) -> Tensor:
-    """The packed weight for ``shape``, remade when the weight was replaced or changed in place."""
+def _packed(m: nn.Module, make: Any) -> Tensor:
+    """The packed weight, remade when the weight was replaced or changed in place."""
     w: Tensor = m.weight  # type: ignore[assignment]
     ident = (id(w), w.data_ptr(), w._version)
-    table: dict[tuple[int, ...], tuple[Any, Tensor]] = m.__dict__.setdefault(_ATTR, {})
-    entry = table.get(shape)
+    entry: tuple[Any, Tensor] | None = m.__dict__.get(_ATTR)
     if entry is None or entry[0] != ident:
         with torch.no_grad():
             entry = (ident, make(w))
-        table[shape] = entry
+        m.__dict__[_ATTR] = entry
     return entry[1]
 
 
@@ -98,7 +100,6 @@ def _conv_forward(self: nn.Conv2d, x: Tensor) -> Tensor:
     padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)  # type: ignore[arg-type]
     packed = _packed(
         self,
-        tuple(x.shape),
         lambda w: torch.ops.mkldnn._reorder_convolution_weight(
             w.contiguous(memory_format=torch.channels_last)
             if x.is_contiguous(memory_format=torch.channels_last)
@@ -119,7 +120,7 @@ def _linear_forward(self: nn.Linear, x: Tensor) -> Tensor:
     if not _usable(self, x) or x.dim() < 2:
         return F.linear(x, self.weight, self.bias)
     rows = x.numel() // x.shape[-1]
-    packed = _packed(self, (rows, x.shape[-1]), lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows))
+    packed = _packed(self, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows))
     flat = x.reshape(rows, x.shape[-1])
     if not flat.is_contiguous():
         flat = flat.contiguous()

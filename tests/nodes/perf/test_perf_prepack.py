@@ -38,16 +38,16 @@ def test_packed_layers_match_the_plain_ones() -> None:
     assert packed_lin.shape == (2, 12, 12, 32)
 
 
-def test_one_packed_copy_per_shape_remade_when_the_weight_changes() -> None:
+def test_one_packed_copy_serves_every_size_and_is_remade_when_the_weight_changes() -> None:
     conv = torch.nn.Conv2d(8, 16, 3, padding=1).to(BF16)
     prepack.prepack(conv)
     a = torch.randn(1, 8, 8, 8, dtype=BF16)
     with torch.inference_mode():
         conv(a)
-        conv(a)
-        assert len(conv.__dict__[prepack._ATTR]) == 1
-        conv(torch.randn(1, 8, 4, 4, dtype=BF16))
-        assert len(conv.__dict__[prepack._ATTR]) == 2
+        size = prepack.packed_nbytes(conv)
+        other = torch.randn(3, 8, 5, 7, dtype=BF16)  # another batch and resolution
+        torch.testing.assert_close(conv(other), conv._conv_forward(other, conv.weight, conv.bias))
+        assert prepack.packed_nbytes(conv) == size  # still one copy: memory does not grow per size
     with torch.no_grad():
         conv.weight.mul_(0.0)  # in place: a stale packed copy would still give the old output
         conv.bias.fill_(1.0)
