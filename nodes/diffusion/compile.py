@@ -5,9 +5,9 @@ Compiling is opt-in (the ``compile`` setting), also in fast mode, decided by mea
 docs/benchmarks.md): a compiled step took 0.48-0.53x the plain eager bf16 step (interleaved), while
 eager with oneDNN-prepacked weights (`nodes.diffusion.prepack`, what fast mode runs without
 compiling) takes 0.67x; so compiling saves about a quarter of a step, ~1 s on a 10-step image, and
-costs 165 s in the first process and still 87 s in the next (FX graph cache hit: dynamo's trace,
-AOTAutograd and the freezing passes run every time). It pays back only after ~80 images of one shape
-in one process, so it stays a setting for long batch runs. Plain ``torch.compile`` without freezing
+costs 165-260 s in the first process and still 38-87 s in the next (FX graph cache hit: dynamo's
+trace, AOTAutograd and the freezing passes run every time; measured under load 4-7). It pays back
+only after ~40-250 images of one shape in one process, so it stays a setting for long batch runs. Plain ``torch.compile`` without freezing
 was *slower* than eager in earlier measurements, so on the CPU we always compile with freezing
 (weights become constants the compiler can prepack); on CUDA the default mode is used.
 
