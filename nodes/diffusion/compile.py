@@ -2,14 +2,14 @@
 
 Compiling is opt-in (the ``compile`` setting), also in fast mode, decided by measurement on a
 2-core Xeon with AMX (full-size SD1.5 UNet, bf16, channels_last, 256², inductor ``freezing``;
-docs/benchmarks.md): a compiled step took 0.48-0.53x the plain eager bf16 step (interleaved), while
-eager with oneDNN-prepacked weights (`nodes.diffusion.prepack`, what fast mode runs without
-compiling) takes 0.67x; so compiling saves about a quarter of a step, ~1 s on a 10-step image, and
-costs 165-260 s in the first process and still 38-87 s in the next (FX graph cache hit: dynamo's
-trace, AOTAutograd and the freezing passes run every time; measured under load 4-7). It pays back
-only after ~40-250 images of one shape in one process, so it stays a setting for long batch runs. Plain ``torch.compile`` without freezing
-was *slower* than eager in earlier measurements, so on the CPU we always compile with freezing
-(weights become constants the compiler can prepack); on CUDA the default mode is used.
+docs/benchmarks.md): measured quietly, each in its own process, a compiled step took 0.62-0.66 s
+against 0.47 s for the eager UNet with oneDNN-prepacked weights (`nodes.diffusion.prepack`, what
+fast mode runs without compiling), and the compile costs 165-260 s per shape in the first process
+and 23-38 s in the next (FX graph cache hit: dynamo's trace, AOTAutograd and the freezing passes run
+every time). So compiling does not pay back on such a CPU; it stays a setting for other machines
+(CUDA, CPUs without AMX) where it may. Plain ``torch.compile`` without freezing was *slower* than
+eager in earlier measurements, so on the CPU we always compile with freezing (weights become
+constants the compiler can prepack); on CUDA the default mode is used.
 
 Each (model, shape, dtype, layout) gets its own compiled callable, stored on the model itself (a
 compiled module refers to its original, so a table outside would keep every model alive and defeat
