@@ -1,5 +1,5 @@
 """`python -m app` does what the `sdgraph` command does."""
 
-from app.cli import main
+from app.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -1,10 +1,14 @@
 """GPU section of the benchmark suite: SD1.5 at 512² and SDXL at 1024², 20 euler steps, cfg 7, in exact
 and fast precision: iterations per second and peak VRAM, through sdgraph's own graph and nodes.
 
-    .venv/bin/python bench/gpu.py [--families sd1,sdxl] [--steps 20] [--json out.json]
+    .venv/bin/python bench/gpu.py [--quick] [--time-limit 480] [--families sd1,sdxl] [--steps 20]
+                                  [--json out.json]
 
-Runs on CUDA when a device is present and prints "no GPU" (exit 0) otherwise, so `bench/run_all.py`
-can call it anywhere. Weights are seeded random (full-size architectures, written once to
+One short command for a GPU loan (15 minutes of device time, all tries together): rows are printed
+(and written to ``--json``) as each finishes, and at ``--time-limit`` seconds the script prints what
+it has and exits 124, so a loan is never spent on a run that reports nothing. ``--quick``: 10
+steps. Runs on CUDA when a device is present and prints "no GPU" (exit 0) otherwise, so
+`bench/run_all.py` can call it anywhere. Weights are seeded random (full-size architectures, written once to
 .bench-cache/ in the real single-file layout, fp16), so no download is needed; speed does not depend
 on what the weights are. it/s is timed between the first and the last step callback (prompt
 encoding and VAE decode excluded); peak VRAM is torch.cuda.max_memory_allocated over the whole run
@@ -107,14 +111,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sd1,sdxl")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--json", type=Path, help="also write the rows here (after each row)")
+    parser.add_argument("--quick", action="store_true", help="10 steps instead of 20")
+    parser.add_argument("--time-limit", type=float, default=480.0, help="seconds; then print what is done, exit 124")
     args = parser.parse_args()
+    if args.quick:
+        args.steps = min(args.steps, 10)
+    started = time.perf_counter()
 
     import torch
 
     if not torch.cuda.is_available():
         print("no GPU: torch.cuda.is_available() is False; nothing measured")
         return
+    import threading
+
+    def out_of_time() -> None:
+        print(f"time limit ({args.time_limit:.0f} s) reached; rows above are all that was measured", flush=True)
+        os._exit(124)  # the GPU work in progress cannot be interrupted any other way
+
+    watchdog = threading.Timer(args.time_limit - (time.perf_counter() - started), out_of_time)
+    watchdog.daemon = True
+    watchdog.start()
     name = torch.cuda.get_device_name()
     print(f"GPU: {name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     rows = []
@@ -127,8 +145,10 @@ def main() -> None:
                 f"peak VRAM {row['peak_vram_gb']:.2f} GB, first run {row['first_run_s']:.1f} s",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps({"gpu": name, "torch": torch.__version__, "rows": rows}, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps({"gpu": name, "torch": torch.__version__, "rows": rows}, indent=2))
+    watchdog.cancel()
+    print(f"done in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

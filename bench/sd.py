@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--no-diffusers", action="store_true", help="skip the diffusers comparison")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--image", type=Path, help="save the seed-4242 image (torch.save) here")
+    parser.add_argument("--flops", action="store_true", help="count the UNet's FLOPs per step (cond+uncond)")
     args = parser.parse_args()
 
     import torch
@@ -120,28 +121,70 @@ def main() -> None:
             stamps.append(time.perf_counter())
         if isinstance(e, NodeStarted):
             ran.append(e.node_id)
+            if e.node_id == ks:
+                ks_started.append(time.perf_counter())
         if isinstance(e, NodeFinished) and g.nodes[e.node_id].type == "VAEDecode" and args.image:
             images.append(executor.cache.get(executor.signatures(make_plan(g, executor.registry))[e.node_id]))
 
     t0 = time.perf_counter()
     stamps: list[float] = []
+    ks_started: list[float] = []
     result = executor.run(g, on_event=on_event)
     assert result.status == "done", result.error
     first_run = time.perf_counter() - t0
+    # The first step of the process: one-off set-up (oneDNN primitives, and the compile when on).
+    first_step = stamps[0] - ks_started[0]
     if args.repeats == 0:  # one run only (slow modes): its steps are the figure (includes any compile)
         ours.append(per_step(stamps))
 
     # diffusers' pipeline on the very same modules (same weights, no second copy).
     pipe = None if args.no_diffusers else make_pipeline(executor, path)
     theirs: list[float] = []
+    gemm: list[float] = []
     for r in range(args.repeats):
+        gemm.append(gemm_rate(executor))
         g.set_value(ks, "seed", 100 + r)
         stamps = []
         executor.run(g, on_event=on_event)
         ours.append(per_step(stamps))
         if pipe is not None:
             theirs.append(time_pipeline(pipe, args, r))
-    report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs)
+    flops = count_unet_flops(args, path, executor) if args.flops else None
+    report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs, first_step, flops, gemm)
+
+
+def gemm_rate(executor, n: int = 4096) -> float:
+    """GFLOP/s of an n² matmul in the UNet's dtype, measured between the repeats: on a shared machine the
+    peak a step is compared with must be measured under the same load as the step."""
+    import torch
+
+    from nodes.diffusion.runtime import device_for, dtypes_for
+
+    dtype = dtypes_for(device_for(executor.device), executor.settings)[0]
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    t0 = time.perf_counter()
+    a @ b
+    return 2 * n**3 / (time.perf_counter() - t0) / 1e9
+
+
+def count_unet_flops(args, path: Path, executor) -> float:
+    """FLOPs of one UNet call on the job's batch (cond + uncond), counted by torch's FlopCounterMode
+    on the loaded model (convolutions, matmuls, attention: what the GEMM rate bounds)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nodes.diffusion.runtime import device_for, dtypes_for, manager
+
+    device = device_for(executor.device)
+    unet_dtype, vae_dtype, text_dtype = dtypes_for(device, executor.settings)
+    unet = manager().checkpoint(path, device=device, dtype=unet_dtype, vae_dtype=vae_dtype, text_dtype=text_dtype).unet
+    side = args.size // 8
+    x = torch.randn(2, 4, side, side, dtype=unet_dtype)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, dtype=unet_dtype)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        unet(x, torch.tensor([500.0, 500.0]), encoder_hidden_states=ctx, return_dict=False)
+    return float(counter.get_total_flops())
 
 
 def make_pipeline(executor, path: Path):
@@ -193,7 +236,7 @@ def time_pipeline(pipe, args, r: int) -> float:
     return per_step(dstamps)
 
 
-def report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs) -> None:
+def report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs, first_step, flops, gemm) -> None:
     import resource
 
     import torch
@@ -228,7 +271,16 @@ def report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs
         f"precision {args.precision}{' +compile' if args.compile else ''}{' (bf16 forced)' if args.cpu_bf16 else ''}, "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"first run (load + encode + sample + decode + save): {first_run:.1f} s")
+    from nodes.diffusion.compile import compile_log
+
+    print(f"first run (load + encode + sample + decode + save): {first_run:.1f} s; its first step {first_step:.2f} s")
+    for rec in compile_log:
+        print(
+            f"compile of {rec.module} {rec.key[0]}: first call {rec.seconds:.1f} s, "
+            f"{'ok' if rec.ok else 'FAILED (eager)'}, disk cache {'hit' if rec.disk_cache_hit else 'miss'}"
+        )
+    if flops:
+        print(f"UNet FLOPs per step (cond+uncond): {flops / 1e9:.1f} G")
     print(f"sdgraph   s/step: {ours_s:.3f}   (runs: {', '.join(f'{x:.3f}' for x in ours)})")
     if theirs:
         print(f"diffusers s/step: {theirs_s:.3f}   (runs: {', '.join(f'{x:.3f}' for x in theirs)})")
@@ -245,6 +297,12 @@ def report(args, g, ks, executor, on_event, ran, images, first_run, ours, theirs
                     "compile": args.compile,
                     "cpu_bf16": args.cpu_bf16,
                     "first_run_s": first_run,
+                    "first_step_s": first_step,
+                    "compiles": [
+                        {"seconds": r.seconds, "ok": r.ok, "disk_cache_hit": r.disk_cache_hit} for r in compile_log
+                    ],
+                    "unet_flops": flops,
+                    "gemm_gflops": gemm,
                     "ours_s_per_step": ours,
                     "diffusers_s_per_step": theirs,
                     "seed_change_s": seed_change,

@@ -1,14 +1,16 @@
 """One full-size SD1.5 UNet step on this CPU in each precision/layout variant, interleaved.
 
-    .venv/bin/python bench/unet_cpu.py [--repeats 4] [--size 32] [--variants fp32,fp32_cl,bf16,bf16_cl]
+    .venv/bin/python bench/unet_cpu.py [--repeats 4] [--size 32] [--variants fp32,fp32_cl,bf16,bf16_cl,bf16_cl_pk]
                                        [--compile]
 
 Batch 2 (cond + uncond, as the sampler runs it), latents ``size``×``size`` (32 = 256 px). The UNet is
 loaded from bench/sd.py's random checkpoint. Each repeat runs every variant once, so load from other
 processes hits them alike; the median and the fastest of the repeats are printed. ``--compile`` adds
 torch.compile with inductor freezing for each variant (one warm-up call, timed separately: that is
-the per-shape compile cost). This is what decides `nodes/diffusion/devices.py`'s CPU policy: fast mode
-picks bf16 only where it beats fp32, channels_last only where it helps.
+the per-shape compile cost). ``_pk`` variants pack the weights for oneDNN (`nodes.diffusion.prepack`,
+what fast mode does on AMX CPUs) on a second copy of the UNet. This is what decides
+`nodes/diffusion/devices.py`'s CPU policy: fast mode picks bf16 only where it beats fp32,
+channels_last only where it helps.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--variants", default="fp32,fp32_cl,bf16,bf16_cl")
+    parser.add_argument("--variants", default="fp32,fp32_cl,bf16,bf16_cl,bf16_cl_pk")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
 
@@ -43,10 +45,14 @@ def main() -> None:
     path = write_checkpoint("fp16")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     unets = {}
-    for name in sorted({v.split("_")[0] for v in args.variants.split(",")}):
+    from nodes.diffusion import prepack
+
+    for name in sorted({v.split("_")[0] + ("_pk" if v.endswith("_pk") else "") for v in args.variants.split(",")}):
         t0 = time.perf_counter()
-        ckpt = load_checkpoint(path, dtype=dtypes[name], require_vae=False)
+        ckpt = load_checkpoint(path, dtype=dtypes[name.split("_")[0]], require_vae=False)
         unets[name] = ckpt.unet
+        if name.endswith("_pk"):
+            prepack.prepack(ckpt.unet)
         print(f"loaded UNet {name} in {time.perf_counter() - t0:.1f} s")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, args.size, args.size, generator=g)
@@ -57,8 +63,8 @@ def main() -> None:
     for v in args.variants.split(","):
         base, _, layout = v.partition("_")
         dtype = dtypes[base]
-        unet = unets[base]
-        cl = layout == "cl"
+        unet = unets[base + ("_pk" if v.endswith("_pk") else "")]
+        cl = layout.startswith("cl")
         fmt = torch.channels_last if cl else torch.contiguous_format
 
         def call(unet=unet, dtype=dtype, fmt=fmt, cl=cl):

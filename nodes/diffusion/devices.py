@@ -134,6 +134,30 @@ def channels_last_helps(device: torch.device | str, dtype: torch.dtype) -> bool:
     return False
 
 
+def fast_mode_choice(device: torch.device | str = "cpu") -> str:
+    """What fast mode runs on ``device`` and why, in one sentence (benchmark reports, `sdgraph` logs).
+
+    Written for the person reading a benchmark from a machine they did not expect: on a CPU without
+    AMX/AVX512-BF16 fast mode is fp32, which is not a fault but the policy (emulated bf16 is slower).
+    """
+    device = torch.device(device)
+    unet, vae, text = precision_for(device, "fast")
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    layout = "channels_last" if channels_last_helps(device, unet) else "contiguous"
+    picked = f"UNet {names[unet]}, VAE {names[vae]}, text encoders {names[text]}, {layout}"
+    if device.type == "cpu":
+        flags = cpu_flags()
+        if cpu_has_native_bf16():
+            native = sorted(flags & _NATIVE_BF16_FLAGS) or ["AMX (oneDNN)"]
+            return f"fast mode: {picked}, because the CPU computes bf16 natively ({', '.join(native)})"
+        isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+        return (
+            f"fast mode: {picked}, because this CPU ({isa}) has neither AMX-BF16 nor AVX512-BF16: bf16 "
+            "would be emulated, several times slower than fp32 (docs/benchmarks.md)"
+        )
+    return f"fast mode on {device.type}: {picked}"
+
+
 def cuda_supports_bf16(device: torch.device) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 

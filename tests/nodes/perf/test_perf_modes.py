@@ -3,6 +3,8 @@ and one copy of each model however many loader nodes name it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,9 @@ import torch
 from graph_engine import Executor, Graph, ResultCache, make_plan
 from graph_engine.events import NodeFinished
 from nodes import builtin_registry
-from nodes.diffusion import runtime
+from nodes.diffusion import compile as sd_compile
+from nodes.diffusion import prepack, runtime
+from nodes.diffusion.devices import cpu_has_native_bf16
 from nodes.diffusion.model_manager import ModelManager
 from tests.support.graphs import txt2img_graph
 
@@ -33,6 +37,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def decoded_image(tmp_path, settings: dict, **ks) -> tuple[torch.Tensor, torch.dtype]:
+    image, model = decoded_image_and_model(tmp_path, settings, **ks)
+    return image, model.dtype
+
+
+def decoded_image_and_model(tmp_path, settings: dict, **ks) -> tuple[torch.Tensor, Any]:
     registry = builtin_registry()
     g, ids = txt2img_graph("tiny_sd1.safetensors", size=32, output="PreviewImage", seed=7, steps=4, cfg=5.0, **ks)
     executor = Executor(registry, output_dir=tmp_path, cache=ResultCache(), settings=settings)
@@ -45,18 +54,33 @@ def decoded_image(tmp_path, settings: dict, **ks) -> tuple[torch.Tensor, torch.d
 
     result = executor.execute(plan, on_event=grab)
     assert result.status == "done", result.error
-    model = got[ids["ckpt"]][0]
-    return got[ids["dec"]][0], model.dtype
+    return got[ids["dec"]][0], got[ids["ckpt"]][0]
 
 
 def test_exact_and_fast_agree_within_tolerance(tiny_models, tmp_path, fresh_manager) -> None:
     exact, exact_dtype = decoded_image(tmp_path, {"precision": "exact"})
-    fast, fast_dtype = decoded_image(tmp_path, {"precision": "fast", "cpu_bf16": True})
+    fast, model = decoded_image_and_model(tmp_path, {"precision": "fast", "cpu_bf16": True})
+    fast_dtype = model.dtype
     assert (exact_dtype, fast_dtype) == (torch.float32, torch.bfloat16)
+    if cpu_has_native_bf16():  # there fast mode runs oneDNN-prepacked weights: that path made this image
+        assert prepack.packed_nbytes(model.unet) > 0
     assert exact.shape == fast.shape == (1, 32, 32, 3)
     assert not torch.equal(exact, fast)  # the bf16 path really ran
     value = psnr(exact, fast)
     print(f"tiny sd1, 32x32, 4 steps: fp32 vs bf16 PSNR {value:.1f} dB")
+    assert value >= MIN_PSNR_DB
+
+
+@pytest.mark.slow
+def test_compiled_fast_mode_agrees_with_exact(tiny_models, tmp_path, fresh_manager) -> None:
+    """The real inductor compile (freezing) of the tiny UNet: a broken compiled path must not pass."""
+    exact, _ = decoded_image(tmp_path, {"precision": "exact"})
+    before = len(sd_compile.compile_log)
+    compiled, _ = decoded_image_and_model(tmp_path, {"precision": "fast", "cpu_bf16": True, "compile": True})
+    records = sd_compile.compile_log[before:]
+    assert records and all(r.ok for r in records), records  # compiled, not the eager fallback
+    value = psnr(exact, compiled)
+    print(f"tiny sd1, 32x32, 4 steps: fp32 vs compiled bf16 PSNR {value:.1f} dB")
     assert value >= MIN_PSNR_DB
 
 

@@ -137,3 +137,12 @@ def test_vram_budget_moves_idle_models_to_the_cpu(monkeypatch) -> None:
     assert runtime.make_vram_room(torch.device("cuda:0"), 3 * 2**30)
     assert old.moved_to == ["cpu"] and new.moved_to == []
     runtime.apply_memory_settings({})
+
+
+def test_fast_mode_says_what_it_picked_and_why(cpu) -> None:
+    cpu(AMX)
+    line = devices.fast_mode_choice("cpu")
+    assert "UNet bf16" in line and "channels_last" in line and "amx_bf16" in line
+    cpu(AVX2_ONLY)
+    line = devices.fast_mode_choice("cpu")
+    assert "UNet fp32" in line and "AVX2" in line and "neither AMX-BF16 nor AVX512-BF16" in line
