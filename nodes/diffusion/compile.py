@@ -107,7 +107,10 @@ def clear(module: Any) -> None:
 def _build(module: Any, *, channels_last: bool, backend_options: dict[str, Any] | None) -> Callable[..., Any]:
     import torch
 
+    from nodes.diffusion import prepack
+
     use_disk_caches()
+    prepack.unpack(module)  # real weight Parameters for inductor's freezing (which packs them itself)
     device = next(module.parameters()).device
     if channels_last:
         module.to(memory_format=torch.channels_last)

@@ -618,7 +618,9 @@ def _unet_modules(unet: torch.nn.Module) -> dict[str, tuple[str, _PatchableModul
         if config is None:
             continue
         try:
-            (ldm_key,) = unet_to_ldm({f"{name}.weight": module.weight}, config)
+            # Only the key is renamed: a meta tensor, so a prepacked layer's weight is not unpacked for it.
+            shape, dtype, _ = _weight_meta(module)
+            (ldm_key,) = unet_to_ldm({f"{name}.weight": torch.empty(shape, dtype=dtype, device="meta")}, config)
         except (ValueError, KeyError):
             continue  # a layer the LDM layout has no name for: reachable by its diffusers name only
         ldm_name = ldm_key.removeprefix(UNET_PREFIX).removesuffix(".weight")
@@ -707,11 +709,13 @@ def _patch(module: _PatchableModule, layer: AnyLayer, strength: float) -> Weight
 
 def _weight_meta(module: torch.nn.Module) -> tuple[torch.Size, torch.dtype, torch.device]:
     """Shape, dtype and device of a layer's weight without reading it: a GGUF or fp8 layer's ``weight`` is
-    dequantized on each access (:class:`nodes.diffusion.stored_linear.StoredWeightLinear`)."""
+    dequantized on each access (:class:`nodes.diffusion.stored_linear.StoredWeightLinear`), a prepacked
+    layer's is unpacked on each access (`nodes.diffusion.prepack`)."""
+    from nodes.diffusion import prepack
     from nodes.diffusion.stored_linear import StoredWeightLinear
 
-    if isinstance(module, StoredWeightLinear):
-        return module.weight_meta()
+    if isinstance(module, StoredWeightLinear) or prepack.is_packed(module):
+        return module.weight_meta()  # type: ignore[operator]
     weight = module.weight
     assert isinstance(weight, Tensor)
     return weight.shape, weight.dtype, weight.device

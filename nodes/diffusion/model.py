@@ -57,9 +57,9 @@ class WeightPatch:
     @property
     def dora_on_output(self) -> bool:
         """DoRA's norm runs per output channel (LyCORIS' default, PEFT's only form) or per input channel."""
-        weight = self.module.weight
-        assert isinstance(weight, Tensor)
-        return self.dora is not None and self.dora.shape[0] == weight.shape[0]
+        from nodes.diffusion.lora import _weight_meta  # not module.weight: a packed layer unpacks on access
+
+        return self.dora is not None and self.dora.shape[0] == _weight_meta(self.module)[0][0]
 
     def update(self, module: torch.nn.Module, x: Tensor) -> Tensor | None:
         """``scale · ΔW x`` (plus the bias diff) for this module's op, or ``None`` if the patch has no ΔW."""

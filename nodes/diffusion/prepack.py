@@ -15,8 +15,20 @@ LoRA merge). The
 plain path is used when compiling (inductor packs by itself), for grads, and for other dtypes or
 devices. LoRA hooks still apply: they act on the module's output.
 
-Cost: the packed copies live next to the plain weights (a bf16 SD1.5 UNet is 1.7 GB), so the
-model manager counts them (`packed_nbytes`).
+Memory: once a layer's weight is packed, the packed copy *replaces* the plain one (issue 15: keeping
+both took fast mode's peak RSS from 3.16 to 4.80 GB for SD1.5). The layer's class becomes a subclass
+(`_PackedConv2d`/`_PackedLinear`) whose ``weight`` is a property that unpacks the packed tensor on each
+access (``to_dense()``: a pure reorder, bit-exact, ~20 ms for a 29 MB weight) and whose ``weight_meta()``
+gives shape/dtype/device without unpacking (what LoRA's fitting reads). What else reads the weight:
+``state_dict()`` writes the unpacked weight; ``load_state_dict()``, assigning ``.weight`` and a ``.to()``
+that changes dtype or device first put the plain Parameter back (`unpack`), so ``.to(float32)`` gives the
+original weights exactly; a ``.to(memory_format=…)`` (what `prepare_unet` does on every request) keeps
+the packed copy. ``parameters()`` no longer lists the packed weights; `packed_nbytes` counts them.
+In-place edits of ``.weight`` on a packed layer are not seen (each access is a fresh copy): assign a new
+weight or call `unpack` first. `compile.py` calls `unpack` before compiling (inductor packs by itself).
+
+Cost: packing SD1.5's UNet (once, inside the first step that reaches each layer) takes about 1 s of the
+first step; see docs/benchmarks.md "Cold start".
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ def prepack(module: nn.Module) -> int:
 
 
 def packed_nbytes(module: nn.Module) -> int:
+    """Bytes held by the packed weights (which are not in ``parameters()`` once they replace the plain ones)."""
     total = 0
     for m in module.modules():
         entry = m.__dict__.get(_ATTR)
@@ -61,9 +74,104 @@ def packed_nbytes(module: nn.Module) -> int:
 
 
 def clear(module: nn.Module) -> None:
-    """Drop the packed copies (they are made again on the next call)."""
+    """Drop the packed copies, putting the plain weights back (packed again on the next call)."""
+    unpack(module)
+
+
+def unpack(module: nn.Module) -> int:
+    """Put the plain weight Parameter back in every packed layer of ``module`` and drop the packed copies;
+    returns how many layers were unpacked. The forward stays the packing one: the next call packs again."""
+    count = 0
     for m in module.modules():
-        m.__dict__.pop(_ATTR, None)
+        if isinstance(m, _PackedWeight):
+            m._unpack_in_place()
+            count += 1
+        else:
+            m.__dict__.pop(_ATTR, None)
+    return count
+
+
+def is_packed(module: nn.Module) -> bool:
+    """The layer's plain weight has been replaced by its packed copy."""
+    return isinstance(module, _PackedWeight)
+
+
+class _PackedWeight:
+    """Mixed into a packed layer's class: ``weight`` is unpacked from the packed copy on access.
+
+    Why a class and not a Parameter subclass or a lazy tensor: ``nn.Module`` finds ``weight`` through
+    ``_parameters``; removing it from there frees the plain storage, and a property on the class is then
+    what ``m.weight`` finds. The hooks below keep the module's other protocols (``.to()``, state dicts,
+    assignment) meaning what they mean for the plain layer.
+    """
+
+    __dict__: dict[str, Any]
+
+    @property
+    def weight(self) -> Tensor:
+        """The plain weight, unpacked (a new tensor on each access: ~the cost of a copy)."""
+        return self.__dict__[_ATTR][1].to_dense()  # type: ignore[no-any-return]
+
+    def weight_meta(self) -> tuple[torch.Size, torch.dtype, torch.device]:
+        packed: Tensor = self.__dict__[_ATTR][1]
+        return packed.shape, packed.dtype, packed.device
+
+    def _unpack_in_place(self) -> None:
+        entry = self.__dict__.pop(_ATTR)
+        base = type(self).__mro__[2]  # _PackedConv2d -> (_PackedWeight, nn.Conv2d)
+        dense = entry[1].to_dense()
+        layout = self.__dict__.pop(_LAYOUT, torch.contiguous_format)
+        object.__setattr__(self, "__class__", base)
+        self._parameters["weight"] = nn.Parameter(dense.contiguous(memory_format=layout), requires_grad=False)  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "weight":
+            self._unpack_in_place()
+            nn.Module.__setattr__(self, name, value)  # type: ignore[arg-type]  # now the plain class's
+        else:
+            super().__setattr__(name, value)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        packed: Tensor = self.__dict__[_ATTR][1]
+        probe = torch.zeros((1,) * packed.dim(), dtype=packed.dtype, device=packed.device)
+        moved = fn(probe)
+        if moved.dtype != probe.dtype or moved.device != probe.device:
+            self._unpack_in_place()  # a real conversion: do it on the plain weight
+            return self._apply(fn, recurse)  # now the plain class's
+        return super()._apply(fn, recurse)  # type: ignore[misc]
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        destination[prefix + "weight"] = self.weight
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._unpack_in_place()
+        self._load_from_state_dict(*args, **kwargs)  # now the plain class's
+
+
+class _PackedConv2d(_PackedWeight, nn.Conv2d):
+    pass
+
+
+class _PackedLinear(_PackedWeight, nn.Linear):
+    pass
+
+
+_LAYOUT = "_sdgraph_packed_layout"  # the memory format the plain weight had, restored by unpacking
+
+
+def _replace_plain(m: nn.Module) -> None:
+    """Free the plain weight of a just-packed layer (its packed copy now stands in for it)."""
+    weight = m._parameters.get("weight")
+    if weight is None or weight.requires_grad:
+        return  # a trainable weight keeps its Parameter: gradients and optimizers need it
+    m.__dict__[_LAYOUT] = (
+        torch.channels_last
+        if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        else torch.contiguous_format
+    )
+    object.__setattr__(m, "__class__", _PackedConv2d if type(m) is nn.Conv2d else _PackedLinear)
+    del m._parameters["weight"]
 
 
 def _mkldnn_nbytes(t: Tensor) -> int:
@@ -71,19 +179,27 @@ def _mkldnn_nbytes(t: Tensor) -> int:
 
 
 def _usable(m: nn.Module, x: Tensor) -> bool:
-    w = m.weight  # type: ignore[union-attr]
+    if isinstance(m, _PackedWeight):
+        _, dtype, device = m.weight_meta()
+        needs_grad = False
+    else:
+        w = m.weight  # type: ignore[union-attr]
+        dtype, device, needs_grad = w.dtype, w.device, w.requires_grad
     return (
         x.dtype == torch.bfloat16
-        and w.dtype == torch.bfloat16
+        and dtype == torch.bfloat16
         and x.device.type == "cpu"
-        and w.device.type == "cpu"
+        and device.type == "cpu"
         and not torch.compiler.is_compiling()
-        and not (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))
+        and not (torch.is_grad_enabled() and (needs_grad or x.requires_grad))
     )
 
 
 def _packed(m: nn.Module, make: Any) -> Tensor:
-    """The packed weight, remade when the weight was replaced or changed in place."""
+    """The packed weight, remade when the weight was replaced or changed in place; made, it replaces the
+    plain weight (`_replace_plain`)."""
+    if isinstance(m, _PackedWeight):
+        return m.__dict__[_ATTR][1]  # type: ignore[no-any-return]
     w: Tensor = m.weight  # type: ignore[assignment]
     ident = (id(w), w.data_ptr(), w._version)
     entry: tuple[Any, Tensor] | None = m.__dict__.get(_ATTR)
@@ -91,6 +207,8 @@ def _packed(m: nn.Module, make: Any) -> Tensor:
         with torch.no_grad():
             entry = (ident, make(w))
         m.__dict__[_ATTR] = entry
+        del w
+        _replace_plain(m)
     return entry[1]
 
 
