@@ -93,7 +93,10 @@ def size_of(obj: Any) -> int:
     if hasattr(obj, "nbytes") and callable(obj.nbytes):
         return int(obj.nbytes())
     if isinstance(obj, torch.nn.Module):
-        return sum(t.numel() * t.element_size() for t in [*obj.parameters(), *obj.buffers()])
+        from nodes.diffusion import prepack  # packed weights replace Parameters (not in parameters())
+
+        plain = sum(t.numel() * t.element_size() for t in [*obj.parameters(), *obj.buffers()])
+        return plain + prepack.packed_nbytes(obj)
     return 0
 
 

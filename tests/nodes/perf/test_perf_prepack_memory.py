@@ -12,6 +12,7 @@ import torch
 
 from nodes.diffusion import prepack
 from nodes.diffusion.lora import apply_lora, load_lora
+from nodes.diffusion.model_manager import size_of
 from tests.nodes.lora.lora_support import KOHYA_DIFFUSERS_NAMES, KOHYA_LDM_NAMES, LoraWriter, diffusion_model
 from tests.support.tiny_sd import build_tiny_models
 
@@ -40,8 +41,11 @@ def test_the_packed_copy_replaces_the_plain_weight_and_reads_back_exactly() -> N
     conv, lin = _layers()
     plain_conv, plain_lin = conv.weight.detach().clone(), lin.weight.detach().clone()
     prepack.prepack(conv), prepack.prepack(lin)
+    sizes = size_of(conv), size_of(lin)
     x = torch.randn(2, 8, 12, 12, dtype=BF16).contiguous(memory_format=CL)
     first = _run(conv, lin, x)
+    # The model manager's budget counts each weight once: now the packed copy, of the plain one's size.
+    assert (size_of(conv), size_of(lin)) == sizes
     for m, plain in ((conv, plain_conv), (lin, plain_lin)):
         assert prepack.is_packed(m) and "weight" not in m._parameters  # the plain storage is gone
         assert isinstance(m, type(m).__mro__[2])  # still an nn.Conv2d / nn.Linear to isinstance checks
