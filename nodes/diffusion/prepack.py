@@ -28,9 +28,10 @@ In-place edits of ``.weight`` on a packed layer are not seen (each access is a f
 weight or call `unpack` first. `compile.py` calls `unpack` before compiling (inductor packs by itself).
 
 Cost: packing SD1.5's UNet (282 layers, once, inside the first step that reaches each layer) takes
-2.2 s of the first step (load 3.6, measured apart). Memory: fast mode's peak RSS (`bench/sd.py`) is
-3.31 GB with the packed copies replacing the plain weights, 4.77 GB when both were kept; the step
-time is unchanged (interleaved, outputs bit-identical). See docs/benchmarks.md.
+0.25 s of the first step (load 2.1, measured apart; not worth moving to the loading thread). Memory:
+fast mode's peak RSS (`bench/sd.py`) is 3.31–3.52 GB with the packed copies replacing the plain
+weights, 4.77 GB when both were kept; the step time is unchanged (interleaved, outputs bit-identical).
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
