@@ -36,6 +36,7 @@ See docs/benchmarks.md.
 
 from __future__ import annotations
 
+import threading
 import types
 from typing import Any
 
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_packing = threading.Lock()
 _ATTR = "_sdgraph_packed"  # per-module (weight identity, packed weight)
 
 
@@ -203,16 +205,21 @@ def _packed(m: nn.Module, make: Any) -> Tensor:
     plain weight (`_replace_plain`)."""
     if isinstance(m, _PackedWeight):
         return m.__dict__[_ATTR][1]  # type: ignore[no-any-return]
-    w: Tensor = m.weight  # type: ignore[assignment]
-    ident = (id(w), w.data_ptr(), w._version)
-    entry: tuple[Any, Tensor] | None = m.__dict__.get(_ATTR)
-    if entry is None or entry[0] != ident:
-        with torch.no_grad():
-            entry = (ident, make(w))
-        m.__dict__[_ATTR] = entry
-        del w
-        _replace_plain(m)
-    return entry[1]
+    # Two graphs may sample one model at once: packing (which swaps the layer's class and frees its plain
+    # weight) happens once per layer, under a lock, and a thread that waited finds it done.
+    with _packing:
+        if isinstance(m, _PackedWeight):
+            return m.__dict__[_ATTR][1]  # type: ignore[no-any-return]
+        w: Tensor = m.weight  # type: ignore[assignment]
+        ident = (id(w), w.data_ptr(), w._version)
+        entry: tuple[Any, Tensor] | None = m.__dict__.get(_ATTR)
+        if entry is None or entry[0] != ident:
+            with torch.no_grad():
+                entry = (ident, make(w))
+            m.__dict__[_ATTR] = entry
+            del w
+            _replace_plain(m)
+        return entry[1]
 
 
 def _conv_forward(self: nn.Conv2d, x: Tensor) -> Tensor:

@@ -142,3 +142,43 @@ def test_lora_on_a_packed_unet_equals_lora_on_the_plain_one(tmp_path: Path) -> N
     # ... which is far below what the LoRA changes.
     assert float((got_plain - base_plain).abs().max()) > 0.1 * scale
     assert float((got_packed - base_packed).abs().max()) > 0.1 * scale
+
+
+def test_two_threads_taking_the_first_step_at_once_pack_each_layer_once() -> None:
+    """Two graphs may sample one model at the same time; the first call packs (swapping the layer's class
+    and freeing its plain weight) under a lock, so both threads get the single-threaded result and each
+    layer holds one packed copy."""
+    import threading
+
+    layers = [_layers() for _ in range(6)]
+    x = torch.randn(2, 8, 12, 12, dtype=BF16).contiguous(memory_format=CL)
+    want = [_run(copy.deepcopy(conv), copy.deepcopy(lin), x) for conv, lin in layers]
+    for conv, lin in layers:
+        prepack.prepack(conv), prepack.prepack(lin)
+    made: list[int] = []
+    original = torch.ops.mkldnn._reorder_convolution_weight
+
+    def counting(*args: object) -> torch.Tensor:
+        made.append(1)
+        return original(*args)  # type: ignore[no-any-return]
+
+    start = threading.Barrier(2)
+    got: dict[int, list[torch.Tensor]] = {}
+
+    def sample(slot: int) -> None:
+        start.wait()
+        got[slot] = [_run(conv, lin, x) for conv, lin in layers]
+
+    torch.ops.mkldnn._reorder_convolution_weight = counting  # type: ignore[assignment]
+    try:
+        threads = [threading.Thread(target=sample, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.ops.mkldnn._reorder_convolution_weight = original  # type: ignore[assignment]
+    assert len(made) == len(layers)  # each conv packed once, not once per thread
+    for slot in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(got[slot], want, strict=True))
+    assert all(prepack.is_packed(conv) and prepack.is_packed(lin) for conv, lin in layers)
