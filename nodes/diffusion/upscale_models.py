@@ -22,7 +22,6 @@ tile size can be set (the ``upscale_tile_size`` setting); 0 means this automatic
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +87,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CorruptCheckpointError(path, f"safetensors could not read it ({exc})") from None
     if suffix in WEIGHTS_ONLY_SUFFIXES:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ModelError(
-                f"{path.name} holds Python objects besides weights, which the safe loader (weights only) "
-                f"refuses: {str(exc).splitlines()[0]}. Convert it to .safetensors with a tool you trust."
-            ) from None
-        except Exception as exc:
-            raise CorruptCheckpointError(path, f"torch.load (weights only) failed: {exc}") from None
+        from nodes.diffusion.checkpoint.files import load_weights_only
+
+        obj = load_weights_only(path)
         if not isinstance(obj, dict):
             raise ModelError(f"{path.name} holds a {type(obj).__name__}, not a dict of weights.")
         return obj

@@ -100,7 +100,9 @@ def spandrel_reference(path, image: torch.Tensor) -> torch.Tensor:
         return descriptor(image.movedim(-1, 1)).movedim(1, -1)
 
 
-@pytest.mark.parametrize("layout", ["esrgan.safetensors", "realesrgan.safetensors", "RealESRGAN_x4plus.pth"])
+@pytest.mark.parametrize(
+    "layout", ["esrgan.safetensors", "realesrgan.safetensors", "RealESRGAN_x4plus.pth", "RRDB_ESRGAN_x4_legacy.pth"]
+)
 def test_esrgan_matches_spandrel(layout, esrgan, root, tmp_path):
     from tests.support.tiny_upscale import esrgan_state, realesrgan_state, save_pth, save_safetensors
 
@@ -109,6 +111,9 @@ def test_esrgan_matches_spandrel(layout, esrgan, root, tmp_path):
         save_safetensors(esrgan_state(esrgan), path)
     elif layout == "realesrgan.safetensors":
         save_safetensors(realesrgan_state(esrgan), path)
+    elif layout.endswith("_legacy.pth"):  # 2018-19 ESRGAN releases: torch's pre-zip format (cannot be mmapped)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(esrgan_state(esrgan), path, _use_new_zipfile_serialization=False)
     else:  # RealESRGAN's releases: torch.save({"params_ema": state_dict})
         save_pth({"params_ema": realesrgan_state(esrgan)}, path)
     image = picture()

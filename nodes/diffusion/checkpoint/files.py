@@ -301,6 +301,27 @@ def read_shapes(path: str | Path, *, allow_pickle: bool = False) -> dict[str, tu
     return read_safetensors_header(path).shapes()
 
 
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, its failures as one message: objects besides weights
+    are refused by the restricted unpickler, anything else is a damaged file. Tensors stay memory-mapped
+    where the format allows (torch's zip format; the legacy one, still common among ESRGAN files from
+    2018-19, cannot be mapped). Callers unwrap what they expect (``state_dict``, ``params_ema``)."""
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:
+        # Not damage: the file holds Python objects besides tensors (old training callbacks, or worse).
+        raise ModelError(
+            f"{path} contains Python objects other than weights, which the safe loader (weights only) "
+            f"refuses: {str(exc).splitlines()[0]}. Convert it to .safetensors with a tool you trust."
+        ) from exc
+    except Exception as exc:
+        raise CorruptCheckpointError(path, f"torch.load (weights only) failed: {exc}") from exc
+
+
 def load_pickle_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Load a ``.ckpt``/``.pt`` with the restricted unpickler, only when explicitly allowed.
 
@@ -312,16 +333,7 @@ def load_pickle_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> d
         raise PickleRefusedError(path)
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        # Not damage: the file holds Python objects besides tensors (old training callbacks, or worse).
-        raise ModelError(
-            f"{path} contains Python objects other than weights, which the safe loader (weights only) "
-            f"refuses: {str(exc).splitlines()[0]}. Convert it to .safetensors with a tool you trust."
-        ) from exc
-    except Exception as exc:
-        raise CorruptCheckpointError(path, f"torch.load (weights only) failed: {exc}") from exc
+    obj = load_weights_only(path)
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
