@@ -20,7 +20,7 @@ from graph_engine import ExecutionContext
 from nodes.diffusion.conditioning import CondEntry
 from nodes.diffusion.guidance import Guider, inpaint_concat
 from nodes.diffusion.model import DiffusionModel
-from nodes.diffusion.previews import latent_to_rgb
+from nodes.diffusion.previews import latent_to_rgb, preview_source
 from nodes.diffusion.sampling import (
     DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     AnyModelSampling,
@@ -71,9 +71,9 @@ def step_reporter(
         if timeline is not None and model_sampling is not None:
             timeline.append(make_frame(info.i + 1, info.sigma_next, info.x, info.denoised, model_sampling, family))
         if ctx.on_preview is not None:
-            # Rendered on the preview thread (graph_engine.previews); a copy of the first item, because
-            # a sampler may reuse its buffers while the preview waits.
-            ctx.preview(partial(latent_to_rgb, info.denoised[:1].detach().clone(), family))
+            # Rendered on the preview thread (graph_engine.previews) from a numpy copy of the first item,
+            # made here: see `preview_source` for why that thread must not run torch.
+            ctx.preview(partial(latent_to_rgb, preview_source(info.denoised), family))
         ctx.progress(info.i + 1, n)
 
     return on_step

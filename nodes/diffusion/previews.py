@@ -25,13 +25,27 @@ def preview_format(family: str) -> LatentFormat:
     return latent
 
 
-def latent_to_rgb(latent: torch.Tensor, family: str = "sd1") -> np.ndarray:
-    """First item of a [B, C, h, w] latent → uint8 [h, w, 3]."""
+def preview_source(latent: torch.Tensor) -> np.ndarray:
+    """The first item of a [B, C, h, w] latent as a float32 array of its own, for `latent_to_rgb`.
+
+    Taken on the sampling thread (a copy: the sampler may reuse its buffers while the preview waits),
+    so the preview thread runs no torch at all: a torch op there starts a second OpenMP team on the
+    sampler's cores, and its spinning threads slowed every SD1.5 step by ~15 % (bf16, 2 cores,
+    docs/benchmarks.md "Previews and the sampler's threads").
+    """
+    return latent[0].detach().to("cpu", torch.float32, copy=True).numpy()
+
+
+def latent_to_rgb(latent: torch.Tensor | np.ndarray, family: str = "sd1") -> np.ndarray:
+    """First item of a [B, C, h, w] latent (or a [C, h, w] array from `preview_source`) → uint8 [h, w, 3].
+
+    numpy only (no BLAS: ``einsum`` without ``optimize``), for the reason in `preview_source`.
+    """
     fmt = preview_format(family)
     assert fmt.rgb_factors is not None
-    factors = torch.tensor(fmt.rgb_factors, dtype=torch.float32)
-    z = latent[0, : factors.shape[0]].detach().float().cpu()
-    rgb = torch.einsum("chw,cr->hwr", z, factors)
+    factors = np.asarray(fmt.rgb_factors, dtype=np.float32)
+    z = latent if isinstance(latent, np.ndarray) else preview_source(latent)
+    rgb = np.einsum("chw,cr->hwr", z[: factors.shape[0]], factors)
     if any(fmt.rgb_bias):
-        rgb = rgb + torch.tensor(fmt.rgb_bias)
-    return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        rgb += np.asarray(fmt.rgb_bias, dtype=np.float32)
+    return np.rint((np.clip(rgb, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8)
