@@ -21,6 +21,7 @@ import json
 import math
 import pickle
 import struct
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,28 @@ def _check_coverage(path: Path, tensors: dict[str, TensorInfo], data_len: int) -
         raise CorruptCheckpointError(path, f"the file has {data_len - position} unexpected bytes after the last tensor")
 
 
+class _Staging:
+    """One read buffer reused for every tensor that is cast, grown to the largest one.
+
+    A fresh buffer per tensor would be a fresh set of pages each time: the page faults of a 2.1 GB
+    file read twice over (read, then cast) were a visible part of a load on a VM. The buffer lives
+    as long as the state dict (the load), and its size is one tensor's.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._buffer: torch.Tensor | None = None
+
+    def take(self, size: int) -> torch.Tensor:
+        import torch
+
+        if self._buffer is None or self._buffer.numel() < size:
+            # torch.empty, not bytearray: a bytearray is zero-filled first, a second pass over every
+            # byte of the file (≈1.4 s of a 12 s load of the 2.1 GB SD1.5 file, measured with cProfile).
+            self._buffer = torch.empty(size, dtype=torch.uint8)
+        return self._buffer[:size]
+
+
 class LazyStateDict(Mapping[str, "torch.Tensor"]):
     """A read-only state dict whose tensors are memory-mapped on first access and cast on the way out.
 
@@ -190,16 +213,21 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         self._dtype = dtype
         self._source = source
         self._header = header
+        self._staging = _Staging()
 
     def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
-        return LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source, header=self._header)
+        view = LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source, header=self._header)
+        view._staging = self._staging
+        return view
 
     def _read_for_cast(self, key: str) -> torch.Tensor | None:
-        """A tensor that must change dtype, read with `pread` into its own buffer and cast.
+        """A floating tensor read with `pread` and given the target dtype; None for the memory map's path.
 
         Going through the memory map instead would leave every page of the file it touched counted
         in the process's memory until the map closes: loading an fp16 file as fp32 would then peak at
-        file size + fp32 weights. This way the peak is the fp32 weights plus one tensor.
+        file size + fp32 weights. This way the peak is the fp32 weights plus one tensor. A tensor already
+        in the target dtype is read straight into its own memory; one that is cast is read into the
+        reused staging buffer first.
         """
         import torch
 
@@ -207,20 +235,26 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         if header is None or source is None or self._dtype is None:
             return None
         info = header.tensors[key]
-        stored = _TORCH_FLOATS.get(info.dtype)
-        if stored is None or stored == self._dtype:
+        stored_name = _TORCH_FLOATS.get(info.dtype)
+        if stored_name is None:
             return None
+        stored = getattr(torch, stored_name)
         size = info.end - info.start
         if size == 0:
             return torch.empty(info.shape, dtype=self._dtype)
-        # torch.empty, not bytearray: a bytearray is zero-filled first, a second pass over every
-        # byte of the file (≈1.4 s of a 12 s load of the 2.1 GB SD1.5 file, measured with cProfile).
-        raw = torch.empty(size, dtype=torch.uint8)
-        with source.open("rb", buffering=0) as f:
-            f.seek(header.data_offset + info.start)
-            if f.readinto(memoryview(raw.numpy())) != size:
-                raise CorruptCheckpointError(source, f"tensor {key!r} is cut off")
-        return raw.view(getattr(torch, stored)).reshape(info.shape).to(self._dtype)
+        if stored == self._dtype:  # the result is the buffer itself: never the shared staging one
+            return self._pread(key, info, torch.empty(size, dtype=torch.uint8)).view(stored).reshape(info.shape)
+        with self._staging.lock:
+            raw = self._pread(key, info, self._staging.take(size))
+            return raw.view(stored).reshape(info.shape).to(self._dtype)
+
+    def _pread(self, key: str, info: TensorInfo, into: torch.Tensor) -> torch.Tensor:
+        assert self._header is not None and self._source is not None
+        with self._source.open("rb", buffering=0) as f:
+            f.seek(self._header.data_offset + info.start)
+            if f.readinto(memoryview(into.numpy())) != into.numel():
+                raise CorruptCheckpointError(self._source, f"tensor {key!r} is cut off")
+        return into
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._key_set:

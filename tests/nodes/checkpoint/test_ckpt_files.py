@@ -148,3 +148,26 @@ def test_corrupt_weights_in_a_diffusers_folder(tmp_path: Path, tiny_sd1_folder: 
         f.truncate(weights.stat().st_size // 2)
     with pytest.raises(CorruptCheckpointError, match="unet"):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("target", [torch.float32, torch.bfloat16, torch.float16])
+def test_every_tensor_read_keeps_its_own_values(tmp_path: Path, target: torch.dtype) -> None:
+    """Cast tensors share one staging buffer while they are read: none may still point into it (a
+    same-dtype read that did was overwritten by the next one and broke exact-mode images)."""
+    from safetensors.torch import save_file
+
+    from nodes.diffusion.checkpoint.files import open_state_dict
+
+    g = torch.Generator().manual_seed(0)
+    stored = {  # mixed stored dtypes, so some reads cast and some do not, in every order
+        f"t{i}": torch.randn(n, 3, generator=g).to(dtype)
+        for i, (n, dtype) in enumerate(
+            [(700, torch.float16), (50, torch.float32), (900, torch.bfloat16), (20, torch.float16), (600, torch.float32)]
+        )
+    }
+    save_file(stored, tmp_path / "m.safetensors")
+    state = open_state_dict(tmp_path / "m.safetensors").with_dtype(target)
+    got = {k: state[k] for k in stored}  # all held at once, as a converter holds them
+    for k, original in stored.items():
+        assert got[k].dtype == target
+        assert torch.equal(got[k], original.to(target)), k
