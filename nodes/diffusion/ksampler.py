@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from graph_engine import ExecutionContext
+from nodes.diffusion import host_memory
 from nodes.diffusion.conditioning import CondEntry
 from nodes.diffusion.guidance import Guider, inpaint_concat
 from nodes.diffusion.model import DiffusionModel
@@ -130,6 +131,7 @@ def sample(
             model_sampling=model.model_sampling,
             batch_index=_batch_index(latent, samples.shape[0]),
         )
+    host_memory.trim()  # the steps' activations, before the decode allocates its own
     if not torch.isfinite(out).all():
         raise SamplingError(
             "sampling produced NaN or infinite values; try the exact precision mode, fewer steps or a lower cfg"

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from nodes.diffusion import host_memory
 from nodes.diffusion.errors import ModelError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,12 @@ class ModelManager:
             return value
 
     def _load(self, kind: str, path: Path, kwargs: dict[str, Any]) -> Any:
+        # Each weight in its own mapping, so what a later conversion frees leaves the process
+        # (nodes.diffusion.host_memory).
+        with host_memory.returning_freed_memory():
+            return self._load_once_more_on_oom(kind, path, kwargs)
+
+    def _load_once_more_on_oom(self, kind: str, path: Path, kwargs: dict[str, Any]) -> Any:
         loader = self._loader(kind)
         device: torch.device = kwargs["device"]
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from nodes.diffusion import host_memory
 from nodes.diffusion.devices import channels_last_helps, cpu_has_native_bf16, pick_device, precision_for
 from nodes.diffusion.model_manager import ModelManager
 
@@ -76,7 +77,8 @@ def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype
     time of the plain bf16 UNet, measured (docs/benchmarks.md).
     """
     channels_last = fast and channels_last_helps(device, dtype)
-    unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    with host_memory.returning_freed_memory():  # each weight is copied once here when the layout changes
+        unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if fast and device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_native_bf16():
         from nodes.diffusion import prepack
 
@@ -101,7 +103,8 @@ def prepare_vae(vae: torch.nn.Module, *, fast: bool) -> bool:
         return False
     channels_last = fast and param.dtype != torch.float32 and channels_last_helps(param.device, param.dtype)
     try:
-        vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
+        with host_memory.returning_freed_memory():
+            vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     except RuntimeError:  # 5-D weights: channels_last is for 4-D tensors only
         vae.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         return False
