@@ -159,12 +159,9 @@ def test_every_tensor_read_keeps_its_own_values(tmp_path: Path, target: torch.dt
     from nodes.diffusion.checkpoint.files import open_state_dict
 
     g = torch.Generator().manual_seed(0)
-    stored = {  # mixed stored dtypes, so some reads cast and some do not, in every order
-        f"t{i}": torch.randn(n, 3, generator=g).to(dtype)
-        for i, (n, dtype) in enumerate(
-            [(700, torch.float16), (50, torch.float32), (900, torch.bfloat16), (20, torch.float16), (600, torch.float32)]
-        )
-    }
+    f16, f32, b16 = torch.float16, torch.float32, torch.bfloat16
+    sizes = [(700, f16), (50, f32), (900, b16), (20, f16), (600, f32)]  # some reads cast, some do not
+    stored = {f"t{i}": torch.randn(n, 3, generator=g).to(dtype) for i, (n, dtype) in enumerate(sizes)}
     save_file(stored, tmp_path / "m.safetensors")
     state = open_state_dict(tmp_path / "m.safetensors").with_dtype(target)
     got = {k: state[k] for k in stored}  # all held at once, as a converter holds them
