@@ -10,6 +10,7 @@ from typing import Any
 from graph_engine import ExecutionContext, InputError
 from nodes import families
 from nodes.diffusion.clip import ClipModel
+from nodes.diffusion.devices import channels_last_helps
 from nodes.diffusion.errors import ModelError
 from nodes.diffusion.model import DiffusionModel, VAEModel
 from nodes.diffusion.runtime import (
@@ -47,7 +48,12 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, A
     make_vram_room(device, path.stat().st_size if path.is_file() else 0)
     try:
         ckpt: Any = manager().checkpoint(
-            path, device=device, dtype=unet_dtype, vae_dtype=vae_dtype, text_dtype=text_dtype
+            path,
+            device=device,
+            dtype=unet_dtype,
+            vae_dtype=vae_dtype,
+            text_dtype=text_dtype,
+            unet_channels_last=is_fast(ctx.settings) and channels_last_helps(device, unet_dtype),
         )
     except ModelError as exc:
         raise InputError("ckpt_name", str(exc)) from None

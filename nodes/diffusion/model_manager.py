@@ -41,6 +41,10 @@ from nodes.diffusion.errors import ModelError, OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
+# Loader arguments that do not make a different model: the device is keyed on its own, and a layout
+# hint only changes how the first copy is laid out (`runtime.prepare_unet` sets it on every request).
+_NOT_KEYS = frozenset({"device", "unet_channels_last"})
+
 Loader = Callable[..., Any]
 
 
@@ -154,8 +158,10 @@ class ModelManager:
         text_dtype: torch.dtype | None = None,
         overrides: dict[str, Any] | None = None,
         allow_pickle: bool = False,
+        unet_channels_last: bool = False,
     ) -> Any:
-        """The LoadedCheckpoint for these settings, loading it only if it is not cached."""
+        """The LoadedCheckpoint for these settings, loading it only if it is not cached
+        (``unet_channels_last``: see `load_checkpoint`; not part of what is cached)."""
         kwargs = dict(
             device=torch.device(device),
             dtype=dtype,
@@ -163,6 +169,7 @@ class ModelManager:
             text_dtype=text_dtype or dtype,
             overrides=overrides,
             allow_pickle=allow_pickle,
+            unet_channels_last=unet_channels_last,
         )
         return self._get("checkpoint", Path(path), kwargs)
 
@@ -227,7 +234,7 @@ class ModelManager:
         device = str(kwargs["device"])
         dtypes = tuple(str(v) for k, v in sorted(kwargs.items()) if "dtype" in k)
         options = json.dumps(
-            {k: v for k, v in kwargs.items() if k != "device" and "dtype" not in k}, sort_keys=True, default=str
+            {k: v for k, v in kwargs.items() if k not in _NOT_KEYS and "dtype" not in k}, sort_keys=True, default=str
         )
         return ModelKey(kind, resolved, mtime, size, device, dtypes, options)
 

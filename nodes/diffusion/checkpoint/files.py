@@ -214,20 +214,23 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         self._source = source
         self._header = header
         self._staging = _Staging()
+        self._channels_last = False
 
-    def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
+    def with_dtype(self, dtype: torch.dtype | None, *, channels_last: bool = False) -> LazyStateDict:
+        """The same tensors cast to ``dtype``; with ``channels_last``, 4-D tensors that are cast come out
+        in that memory format, written once by the cast instead of copied again by a later ``.to()``."""
         view = LazyStateDict(self._handle, self._keys, dtype=dtype, source=self._source, header=self._header)
         view._staging = self._staging
+        view._channels_last = channels_last
         return view
 
     def _read_for_cast(self, key: str) -> torch.Tensor | None:
-        """A floating tensor read with `pread` and given the target dtype; None for the memory map's path.
+        """A tensor that must change dtype, read with `pread` into the reused staging buffer and cast;
+        None for the memory map's path (no cast needed, or not a floating tensor).
 
         Going through the memory map instead would leave every page of the file it touched counted
         in the process's memory until the map closes: loading an fp16 file as fp32 would then peak at
-        file size + fp32 weights. This way the peak is the fp32 weights plus one tensor. A tensor already
-        in the target dtype is read straight into its own memory; one that is cast is read into the
-        reused staging buffer first.
+        file size + fp32 weights. This way the peak is the fp32 weights plus one tensor.
         """
         import torch
 
@@ -239,14 +242,17 @@ class LazyStateDict(Mapping[str, "torch.Tensor"]):
         if stored_name is None:
             return None
         stored = getattr(torch, stored_name)
+        if stored == self._dtype:  # no cast: the memory map's view, no copy (the module docstring)
+            return None
         size = info.end - info.start
         if size == 0:
             return torch.empty(info.shape, dtype=self._dtype)
-        if stored == self._dtype:  # the result is the buffer itself: never the shared staging one
-            return self._pread(key, info, torch.empty(size, dtype=torch.uint8)).view(stored).reshape(info.shape)
         with self._staging.lock:
             raw = self._pread(key, info, self._staging.take(size))
-            return raw.view(stored).reshape(info.shape).to(self._dtype)
+            source_tensor = raw.view(stored).reshape(info.shape)
+            if self._channels_last and source_tensor.dim() == 4:
+                return source_tensor.to(self._dtype, memory_format=torch.channels_last)
+            return source_tensor.to(self._dtype)
 
     def _pread(self, key: str, info: TensorInfo, into: torch.Tensor) -> torch.Tensor:
         assert self._header is not None and self._source is not None
@@ -291,8 +297,8 @@ class MappedStateDict(LazyStateDict):
         super().__init__(_DictHandle(tensors), list(tensors), dtype=dtype)
         self._tensors = tensors
 
-    def with_dtype(self, dtype: torch.dtype | None) -> LazyStateDict:
-        return MappedStateDict(self._tensors, dtype=dtype)
+    def with_dtype(self, dtype: torch.dtype | None, *, channels_last: bool = False) -> LazyStateDict:
+        return MappedStateDict(self._tensors, dtype=dtype)  # its tensors are not cast by `_read_for_cast`
 
 
 class _DictHandle:

@@ -133,12 +133,15 @@ def load_checkpoint(
     overrides: dict[str, Any] | None = None,
     allow_pickle: bool = False,
     require_vae: bool = True,
+    unet_channels_last: bool = False,
 ) -> LoadedCheckpoint:
     """Load a single-file checkpoint or a diffusers folder.
 
     ``overrides`` (and a ``<path>.sdgraph.json`` sidecar) can set ``prediction_type``,
     ``scaling_factor`` and config fields per component (``{"unet": {...}}``) for facts the weights
-    do not carry.
+    do not carry. ``unet_channels_last`` is a hint for the layout the first user runs the UNet in:
+    a single file's cast weights are then written channels_last by the cast itself, instead of being
+    copied once more by `runtime.prepare_unet` (which sets the layout on every request either way).
     """
     path = Path(path)
     if not path.exists():
@@ -167,6 +170,7 @@ def load_checkpoint(
         vae_dtype=vae_dtype,
         text_dtype=text_dtype,
         require_vae=require_vae,
+        unet_channels_last=unet_channels_last,
     )
 
 
@@ -215,6 +219,7 @@ def _load_single_file(
     vae_dtype: torch.dtype,
     text_dtype: torch.dtype,
     require_vae: bool,
+    unet_channels_last: bool = False,
 ) -> LoadedCheckpoint:
     path = detected.path
     present = {t.name for t in detected.text_encoders}
@@ -226,7 +231,7 @@ def _load_single_file(
 
     unet_cfg = detected.unet_config
     with _converting(path, "unet"):
-        unet_sd = convert_ldm_unet_checkpoint(state.with_dtype(dtype), unet_cfg)
+        unet_sd = convert_ldm_unet_checkpoint(state.with_dtype(dtype, channels_last=unet_channels_last), unet_cfg)
     unet = _build(UNet2DConditionModel, unet_cfg, unet_sd, path, "unet", device)
 
     vae = None
@@ -356,11 +361,18 @@ def _build(
     return _assign(model, state, path, component, device)
 
 
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """Contiguous, keeping a 4-D tensor that is already dense in channels_last (`unet_channels_last`)."""
+    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last):
+        return tensor
+    return tensor.contiguous()
+
+
 def _assign(
     model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, component: str, device: torch.device
 ) -> Any:
     """Make the given tensors the model's parameters, then prove nothing is left unloaded."""
-    state = {k: v.contiguous() for k, v in state.items()}
+    state = {k: _dense(v) for k, v in state.items()}
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:

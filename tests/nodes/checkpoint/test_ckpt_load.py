@@ -102,6 +102,15 @@ def test_fp16_file_loaded_as_fp16_shares_the_mapped_file(tiny_checkpoint) -> Non
     weight = ck.unet.conv_in.weight
     # A tensor made from the mmap is not resizable (its storage belongs to the file mapping).
     assert not weight.untyped_storage().resizable()
+    maps = Path("/proc/self/maps")
+    if maps.is_file():  # and its data lies inside the file's mapping (a numpy-shared heap buffer is
+        # not resizable either: that check alone passed while every tensor was being copied)
+        spans = [
+            [int(x, 16) for x in line.split()[0].split("-")]
+            for line in maps.read_text().splitlines()
+            if line.endswith(str(path.resolve()))
+        ]
+        assert any(start <= weight.data_ptr() < end for start, end in spans)
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
