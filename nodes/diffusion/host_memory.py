@@ -1,12 +1,14 @@
 """Giving the memory of replaced weights back to the OS while a model's weights are rewritten (glibc).
 
-Why: fast mode rewrites every UNet weight after loading it: into channels_last, then into oneDNN's
-packed layout (`nodes.diffusion.prepack`), each step allocating a new copy and freeing the old one.
+Why: fast mode rewrites weights after loading them: into channels_last (`runtime.prepare_unet`,
+`prepare_vae`; for a single-file UNet the load's cast already writes that layout) and into oneDNN's
+packed layout (`nodes.diffusion.prepack`), each allocating a new copy and freeing the old one.
 glibc serves blocks below its mmap threshold from its heap and keeps freed heap memory for reuse,
 and that threshold rises to 32 MB as large blocks are freed, so nearly every weight lands in the heap
 and the freed copies stay counted in the process: SD1.5 in bf16 peaked at 3.3–3.5 GB for 2.7 GB of
 live data (issue 15 asks ≤ 3 GB). Inside `returning_freed_memory()` every block of 1 MB or more is
-its own mapping, returned to the OS when freed (the same job then peaks at 2.7 GB). Outside it the
+its own mapping, returned to the OS when freed (loaded and rewritten, the weights then left 2.7 GB;
+the whole job peaks at 2.9 GB). Outside it the
 threshold stays at 32 MB, glibc's largest dynamic value, so a sampling step's activations are reused
 from the heap: a 1 MB threshold for the whole process also gave the low peak, but every step then
 paid page faults (KSampler 5.3–5.6 → 6.9–7.1 s for 10 steps, measured). docs/benchmarks.md has the
