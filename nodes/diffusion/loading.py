@@ -10,7 +10,6 @@ from typing import Any
 from graph_engine import ExecutionContext, InputError
 from nodes import families
 from nodes.diffusion.clip import ClipModel
-from nodes.diffusion.devices import channels_last_helps
 from nodes.diffusion.errors import ModelError
 from nodes.diffusion.model import DiffusionModel, VAEModel
 from nodes.diffusion.runtime import (
@@ -23,6 +22,7 @@ from nodes.diffusion.runtime import (
     manager,
     prepare_unet,
     prepare_vae,
+    unet_channels_last,
 )
 from nodes.diffusion.sampling import ModelSampling
 from nodes.folders import model_folders
@@ -53,7 +53,7 @@ def load_checkpoint(ctx: ExecutionContext, name: str) -> tuple[DiffusionModel, A
             dtype=unet_dtype,
             vae_dtype=vae_dtype,
             text_dtype=text_dtype,
-            unet_channels_last=is_fast(ctx.settings) and channels_last_helps(device, unet_dtype),
+            unet_channels_last=unet_channels_last(device, unet_dtype, fast=is_fast(ctx.settings)),
         )
     except ModelError as exc:
         raise InputError("ckpt_name", str(exc)) from None

@@ -63,6 +63,12 @@ def compile_enabled(settings: Mapping[str, Any]) -> bool:
     return bool(setting(settings, "compile", False))
 
 
+def unet_channels_last(device: torch.device, dtype: torch.dtype, *, fast: bool) -> bool:
+    """The UNet layout a request runs in: channels_last in fast mode where it was measured to help
+    (`channels_last_helps`); exact mode keeps the reference layout (see `prepare_unet`)."""
+    return fast and channels_last_helps(device, dtype)
+
+
 def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, *, fast: bool) -> bool:
     """Put a served UNet in the memory format its mode asks for; returns whether it runs channels_last.
 
@@ -76,7 +82,7 @@ def prepare_unet(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype
     weights for oneDNN once (`nodes.diffusion.prepack`) instead of on every call: 0.67× the step
     time of the plain bf16 UNet, measured (docs/benchmarks.md).
     """
-    channels_last = fast and channels_last_helps(device, dtype)
+    channels_last = unet_channels_last(device, dtype, fast=fast)
     with host_memory.returning_freed_memory():  # each weight is copied once here when the layout changes
         unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if fast and device.type == "cpu" and dtype == torch.bfloat16 and cpu_has_native_bf16():

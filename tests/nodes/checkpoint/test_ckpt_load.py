@@ -95,6 +95,20 @@ def test_loads_straight_into_the_target_dtype(tiny_checkpoint, file_dtype, load_
     assert ck.dtype == load_dtype and ck.vae_dtype == torch.float32
 
 
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_unet_channels_last_hint_writes_the_layout_in_the_cast(tiny_checkpoint, family: str) -> None:
+    """Fast mode's hint: the UNet's convolution weights arrive channels_last (no later copy), same values."""
+    path = tiny_checkpoint(family, dtype=torch.float16)
+    plain = load_checkpoint(path, dtype=torch.bfloat16)
+    hinted = load_checkpoint(path, dtype=torch.bfloat16, unet_channels_last=True)
+    convs = [(k, w) for k, w in hinted.unet.state_dict().items() if w.dim() == 4 and w.shape[-1] > 1]
+    assert convs
+    for key, weight in convs:
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous(), key
+    _assert_same_weights(plain.unet, hinted.unet, torch.bfloat16)
+    assert all(w.is_contiguous() for w in plain.unet.state_dict().values())  # without the hint: unchanged
+
+
 def test_fp16_file_loaded_as_fp16_shares_the_mapped_file(tiny_checkpoint) -> None:
     """No copy: the parameters are views of the memory-mapped file, not heap copies."""
     path = tiny_checkpoint("sd1", dtype=torch.float16)
