@@ -125,8 +125,9 @@ def main(path: str | None = None) -> int:
         QTimer.singleShot(0, probe)
     else:
         QTimer.singleShot(0, window.offer_recovery)  # type: ignore[attr-defined]
-        # Once the window has painted, import torch in the background so the first run starts
-        # sooner (torch only: see start_preloading). The window itself never imports it.
+        # Once the window has painted, import the model stack in the background so the first run
+        # starts sooner; the run workers wait for it (`wait_for_preloading`) before their first task.
+        # The window itself never imports it.
         from app.preload import start_preloading
 
         QTimer.singleShot(300, start_preloading)

@@ -13,9 +13,7 @@ from typing import Any
 
 NO_PRELOAD_ENV = "SDGRAPH_NO_PRELOAD"
 
-
-def import_torch() -> None:
-    import torch  # noqa: F401
+_preloading: threading.Thread | None = None  # the latest `start_preloading` thread, for `wait_for_preloading`
 
 
 def import_model_stack() -> None:
@@ -26,17 +24,17 @@ def import_model_stack() -> None:
     name 'AutoencoderKL' from 'diffusers'" when a node imported it while this thread was), so
     whoever runs this must be waited for (`Thread.join`) before anything else imports them.
     """
-    import_torch()
+    import torch  # noqa: F401
     from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
     from transformers import CLIPTextModel  # noqa: F401
 
 
-def start_preloading(target: Any = import_torch) -> threading.Thread | None:
+def start_preloading(target: Any = import_model_stack) -> threading.Thread | None:
     """Run ``target`` (imports) on a daemon thread, so the first run does not wait for them.
 
-    The default, torch alone, is safe to overlap with anything: it is a plain package, so a thread
-    that needs it early just waits on its import lock. Errors are ignored here; the real import
-    reports them. Set SDGRAPH_NO_PRELOAD=1 to turn it off.
+    Whatever else imports diffusers or transformers must wait for it first (`wait_for_preloading`,
+    or join the returned thread). Errors are ignored here; the real import reports them. Set
+    SDGRAPH_NO_PRELOAD=1 to turn it off.
     """
     if os.environ.get(NO_PRELOAD_ENV):
         return None
@@ -47,6 +45,20 @@ def start_preloading(target: Any = import_torch) -> threading.Thread | None:
         except Exception:  # reported by the import that needs it, with its own context
             return
 
+    global _preloading
     thread = threading.Thread(target=preload, name="sdgraph-preload", daemon=True)
+    _preloading = thread
     thread.start()
     return thread
+
+
+def wait_for_preloading() -> None:
+    """Return once the imports `start_preloading` began are done (at once if none were started).
+
+    Whatever imports diffusers or transformers on another thread calls this first: the window's run
+    workers do, as their thread's initializer, so a run pressed while the imports are still going
+    waits for them instead of entering the lazy modules beside them.
+    """
+    thread = _preloading
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()

@@ -53,6 +53,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from app.output_folder import output_folder_problem
+from app.preload import wait_for_preloading
 from graph_engine import (
     CancelToken,
     Executor,
@@ -271,7 +272,11 @@ class RunController(QObject):
         self.check_output_folder = settings is not None
         self._seed_control = seed_control
         self._before_run = before_run
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdgraph-run")
+        # Its thread starts by waiting for the model stack the window began importing (app.preload):
+        # two threads must not enter diffusers' lazy modules at once.
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sdgraph-run", initializer=wait_for_preloading
+        )
         self._lock = asyncio.Lock()
         self._token: CancelToken | None = None
         self._queue: list[QueuedRun] = []  # runs waiting for their turn, in the order they will run

@@ -269,3 +269,46 @@ def test_cancel_queued_drops_one_chosen_run_and_cancel_current_keeps_the_queue(
     assert first is not None and first.status == "cancelled"
     assert [r.status for r in rest] == ["done", "done"]
     assert controller.queued == 0 and not controller.running
+
+
+def test_the_first_run_waits_for_the_model_stack_preload(
+    qloop: asyncio.AbstractEventLoop, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window imports diffusers and transformers on a preload thread (app.preload) so the first
+    run does not; their lazy modules must not be entered from two threads at once, so a run pressed
+    while those imports are still going waits for them on its worker, never on the Qt thread."""
+    import threading
+
+    from app import preload
+
+    monkeypatch.delenv(preload.NO_PRELOAD_ENV, raising=False)
+    monkeypatch.setattr(preload, "_preloading", None)
+    release = threading.Event()
+    imported: list[str] = []
+
+    def slow_imports() -> None:
+        release.wait(10)
+        imported.append("model stack")
+
+    preload.start_preloading(slow_imports)
+    _graph, ids, _view, controller = make(tmp_path)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    QTimer.singleShot(300, release.set)
+
+    async def run_while_importing() -> tuple[list[str], Any]:
+        seen_by_worker = await controller.call_in_worker(lambda: list(imported))
+        return seen_by_worker, await controller.run()
+
+    started = time.perf_counter()
+    seen_by_worker, result = qloop.run_until_complete(run_while_importing())
+    timer.stop()
+
+    assert seen_by_worker == ["model stack"]  # the worker's first task ran after the imports
+    assert result is not None and result.status == "done"
+    assert RAN[-1] == ("SavePNG", ids["save"])
+    assert time.perf_counter() - started >= 0.3
+    waiting = [t for t in ticks if t < started + 0.3]
+    assert len(waiting) >= 10, "the Qt thread stopped while the worker waited for the imports"
