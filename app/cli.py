@@ -464,6 +464,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _command = args.command
+    # Before any thread starts, so that a run on a worker thread (the window's) gets the same
+    # allocator policy as one on the main thread (nodes.diffusion.host_memory).
+    from nodes.diffusion.host_memory import use_one_arena
+
+    use_one_arena()
     try:
         from app.settings import Settings
 

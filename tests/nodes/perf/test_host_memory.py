@@ -139,3 +139,48 @@ def test_the_sampler_steps_inside_the_reuse_scope(tiny_models, tmp_path, monkeyp
     decoded_image(tmp_path, {"precision": "exact"})
     assert seen == [False]
     assert host_memory.mapping_large_blocks()  # restored once the steps are done
+
+
+# argv: the repository, then "sdgraph" to go through the command's start first, or "plain".
+ARENA_PROBE = """
+import contextlib, io, resource, sys, threading
+import torch
+sys.path.insert(0, sys.argv[1])
+from nodes.diffusion import host_memory
+if sys.argv[2] == "sdgraph":
+    from app.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["nodes", "--json"]) == 0
+faults = []
+def work():  # a worker thread that samples, as the window's does: an fp32 layer reordering 118 MB per call
+    conv = torch.nn.Conv2d(2560, 1280, 3, padding=1).requires_grad_(False)
+    x = torch.randn(2, 2560, 8, 8)
+    with host_memory.reusing_freed_memory(), torch.inference_mode():
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            conv(x)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(max(faults[1:]))
+"""
+
+
+def test_sdgraph_keeps_a_worker_thread_in_the_main_arena(tmp_path: Path) -> None:
+    """A thread's own glibc arena maps blocks above 64 MB whatever the policy, so the window's worker
+    paid the faults `reusing_freed_memory` removes on the main thread; `sdgraph` starts with one arena."""
+    import os
+
+    pages = 1280 * 2560 * 9 * 4 // 4096
+    env = {**os.environ, "SDGRAPH_HOME": str(tmp_path)}
+
+    def later_faults(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", ARENA_PROBE, str(ROOT), mode], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    assert later_faults("plain") > pages // 2  # the check can fail: a thread arena maps it on every call
+    assert later_faults("sdgraph") < pages // 20
