@@ -656,13 +656,17 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open workflow", f"{path.name} could not be opened.\n\n{exc}")
             return False
         # A PNG is a picture, not the workflow's file: Save must not write JSON over it. A JSON file is
-        # saved back in the format it came in, so a ComfyUI workflow stays loadable by ComfyUI.
-        target = path if path.suffix.lower() == ".json" else None
+        # saved back in the format it came in, so a ComfyUI workflow stays loadable by ComfyUI. A shipped
+        # template (`sdgraph gui sdxl`, or a file opened from their folder) opens untitled, as from
+        # File > Templates: Save must not write over it.
+        is_template = path.resolve().parent == self.templates_dir.resolve()
+        target = path if path.suffix.lower() == ".json" and not is_template else None
         self.set_document(document.graph, target, fmt=document.save_format)
         for notice in document.notices:
             self.log.add("warning", notice)
         self.log.add("info", f"opened {path}")
-        self._remember(path)
+        if not is_template:  # nor would Save As start in the templates' folder
+            self._remember(path)
         return True
 
     def open_template(self, path: Path) -> bool:

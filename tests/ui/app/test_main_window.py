@@ -25,6 +25,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from app.settings import Settings
 from graph_engine import Graph
 from graph_engine.serialization import graph_to_dict, save
+from ui import file_dialogs
 from ui.autosave import AutosaveStore
 from ui.commands import connect_command
 from ui.main_window import MainWindow
@@ -451,3 +452,28 @@ def test_closing_with_unsaved_changes_asks_and_a_clean_exit_removes_the_session_
     assert window.close() is True
     assert not lock.exists()
     assert not list((sdgraph_home / "autosave").glob("*.json"))
+
+
+def test_a_template_opened_by_path_opens_untitled_and_save_never_writes_over_it(
+    window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sdgraph gui sdxl` resolves a shipped template to its file; the user's Save must ask for a new
+    place (as File > Templates does), not write the edited graph into the templates folder."""
+    window.templates_dir.mkdir()
+    graph = Graph()
+    chain(graph)
+    template = window.templates_dir / "chain.json"
+    save(graph, template)
+    before = template.read_bytes()
+    assert window.load_document(template)
+    assert window.doc is not None and window.doc.path is None
+    assert file_dialogs.start_folder().resolve() != window.templates_dir.resolve()  # Save As starts elsewhere
+    build_chain(window)  # an edit
+    asked: list[bool] = []
+    monkeypatch.setattr(window, "save_as", lambda *a, **k: asked.append(True) or False)
+    window.save()
+    assert asked == [True] and template.read_bytes() == before
+    elsewhere = tmp_path / "mine.json"  # the same file anywhere else is the user's own: saved in place
+    elsewhere.write_bytes(before)
+    assert window.load_document(elsewhere)
+    assert window.doc is not None and window.doc.path == elsewhere
