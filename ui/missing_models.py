@@ -42,6 +42,8 @@ class MissingModelRow(QWidget):
         self.use_here = QPushButton("Use here")
         self.use_everywhere = QPushButton(f"Use in all {len(missing.uses)}")
         if missing.candidates:
+            if missing.family and not missing.same_family:  # said in the message too: a combo box cuts names
+                self.label.setText(f"{self.label.text()} No {family}{kind} is installed; these are of other families:")
             for i, name in enumerate(missing.candidates):
                 same = i < missing.same_family
                 self.choices.addItem(name if same or not missing.family else f"{name}  (other family)", name)

@@ -107,6 +107,8 @@ def test_one_click_uses_the_closest_installed_file_of_the_right_family(
     refiner = rows["sd_xl_refiner_1.0.safetensors"]
     assert refiner.missing.same_family == 0  # no refiner installed: the others are offered, marked as such
     assert "other family" in refiner.choices.itemText(0)
+    assert "No SDXL refiner checkpoint is installed; these are of other families" in refiner.label.text()
+    assert "other families" not in base.label.text()
 
     QTest.mouseClick(base.use_here, Qt.MouseButton.LeftButton)
     assert TINY_NAMES["sdxl"] in loader_values(window)
