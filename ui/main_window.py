@@ -665,7 +665,9 @@ class MainWindow(QMainWindow):
         for notice in document.notices:
             self.log.add("warning", notice)
         self.log.add("info", f"opened {path}")
-        if not is_template:  # nor would Save As start in the templates' folder
+        if is_template:  # ready to run with the installed models, as from the menu
+            self.pick_sole_installed_models()
+        else:  # a template's folder is not where Save As should start
             self._remember(path)
         return True
 

@@ -78,6 +78,9 @@ def test_templates_pick_the_one_installed_file_of_their_family(
     assert window.open_template(WORKFLOWS / template)
     assert set(loader_values(window)) == {expected}
     assert not window.missing_models.isVisible()
+    assert window.load_document(WORKFLOWS / "txt2img.json")  # back to another, then by path (`sdgraph gui sdxl`)
+    assert window.load_document(WORKFLOWS / template)
+    assert set(loader_values(window)) == {expected} and window.doc is not None and window.doc.path is None
 
 
 def test_with_two_of_a_family_nothing_is_picked_and_the_bar_offers_both(
