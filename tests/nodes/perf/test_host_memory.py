@@ -82,16 +82,16 @@ def test_the_scope_nests_across_threads_and_restores_the_steady_threshold() -> N
     assert host_memory.mmap_threshold() == host_memory.STEADY_MMAP_THRESHOLD
 
 
-def _faults_per_call(calls: int = 4) -> list[int]:
-    """Minor page faults of each call of an fp32 1280-channel 3x3 convolution, as in SD1.5's UNet: oneDNN
-    reorders its 59 MB weight into a new buffer on every call, above glibc's largest mmap threshold."""
-    import resource
-
-    import torch
-
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(1280, 1280, 3, padding=1).requires_grad_(False)
-    x = torch.randn(2, 1280, 8, 8)
+# A fresh process, so that no other test's thread holds a scope open while this one measures.
+REUSE_PROBE = """
+import json, resource, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from nodes.diffusion import host_memory
+torch.manual_seed(0)
+conv = torch.nn.Conv2d(1280, 1280, 3, padding=1).requires_grad_(False)  # as in SD1.5: a 59 MB fp32 weight
+x = torch.randn(2, 1280, 8, 8)
+def faults_per_call(calls=4):  # oneDNN reorders the weight into a new buffer on every call
     out = []
     for _ in range(calls):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -99,27 +99,37 @@ def _faults_per_call(calls: int = 4) -> list[int]:
             conv(x)
         out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return out
+seen = {"outside": faults_per_call()}
+with host_memory.reusing_freed_memory():
+    seen["off_inside"] = not host_memory.mapping_large_blocks()
+    seen["inside"] = faults_per_call()
+    with host_memory.returning_freed_memory():  # a load inside the run: its scope wins while it lasts
+        seen["nested"] = [host_memory.mapping_large_blocks(), host_memory.mmap_threshold()]
+    seen["off_again"] = not host_memory.mapping_large_blocks()
+host_memory.trim()
+seen["after"] = [host_memory.mapping_large_blocks(), host_memory.mmap_threshold()]
+seen["outside_again"] = faults_per_call()
+print(json.dumps(seen))
+"""
 
 
 def test_buffers_freed_while_sampling_are_reused_without_page_faults() -> None:
     """A sampler's steps allocate and free the same blocks: inside `reusing_freed_memory` they come back
     from the heap (exact mode's SD1.5 step: ~0.46 M faults, 0.6-0.85 s of system time, to none); a model
     loaded meanwhile gets the rewrite scope's policy while it lasts; outside, the buffer is mapped anew."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", REUSE_PROBE, str(ROOT)], capture_output=True, text=True, timeout=300, check=True
+    )
+    seen = json.loads(out.stdout.split("\n")[-2])
     pages = (1280 * 1280 * 9 * 4) // 4096
-    outside = _faults_per_call()
-    assert min(outside) > pages // 2  # mapped and unmapped on every call: each page faulted in again
-    with host_memory.reusing_freed_memory():
-        assert not host_memory.mapping_large_blocks()
-        inside = _faults_per_call()
-        with host_memory.returning_freed_memory():  # a load inside the run: its scope wins while it lasts
-            assert host_memory.mapping_large_blocks()
-            assert host_memory.mmap_threshold() == host_memory.REWRITE_MMAP_THRESHOLD
-        assert not host_memory.mapping_large_blocks()
-    host_memory.trim()
-    assert host_memory.mapping_large_blocks()
-    assert host_memory.mmap_threshold() == host_memory.STEADY_MMAP_THRESHOLD
-    assert max(inside[1:]) < pages // 20, f"faults per call inside the scope: {inside}"
-    assert min(_faults_per_call()) > pages // 2  # the steady policy is back
+    assert min(seen["outside"]) > pages // 2  # mapped and unmapped on every call: each page faulted in again
+    assert seen["off_inside"] and seen["off_again"]
+    assert max(seen["inside"][1:]) < pages // 20, f"faults per call inside the scope: {seen['inside']}"
+    assert seen["nested"] == [True, host_memory.REWRITE_MMAP_THRESHOLD]
+    assert seen["after"] == [True, host_memory.STEADY_MMAP_THRESHOLD]
+    assert min(seen["outside_again"]) > pages // 2  # the steady policy is back
 
 
 def test_the_sampler_steps_inside_the_reuse_scope(tiny_models, tmp_path, monkeypatch) -> None:
