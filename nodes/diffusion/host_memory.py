@@ -59,7 +59,6 @@ _lock = threading.Lock()
 _rewriting = 0  # open `returning_freed_memory` scopes, all threads
 _reusing = 0  # open `reusing_freed_memory` scopes
 _last_set: int | None = None
-_mapping_off = False
 
 
 @cache
@@ -109,28 +108,27 @@ def mmap_threshold() -> int | None:
 
 def mapping_large_blocks() -> bool:
     """Whether glibc may currently map blocks of its own (False inside `reusing_freed_memory` alone)."""
-    return not _mapping_off
+    return not (available() and _reusing and not _rewriting)
 
 
 def _apply() -> None:
     """Set glibc's policy for the scopes now open (called with ``_lock`` held)."""
-    global _last_set, _mapping_off
+    global _last_set
     libc = _libc()
     if libc is None:
         return
     if _rewriting:
         libc.mallopt(_M_MMAP_MAX, GLIBC_MMAP_MAX)
         libc.mallopt(_M_MMAP_THRESHOLD, REWRITE_MMAP_THRESHOLD)
-        _last_set, _mapping_off = REWRITE_MMAP_THRESHOLD, False
+        _last_set = REWRITE_MMAP_THRESHOLD
     elif _reusing:
         libc.mallopt(_M_MMAP_MAX, 0)
         libc.mallopt(_M_TRIM_THRESHOLD, NEVER_TRIM)
-        _mapping_off = True
     else:
         libc.mallopt(_M_MMAP_MAX, GLIBC_MMAP_MAX)
         libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
-        _last_set, _mapping_off = STEADY_MMAP_THRESHOLD, False
+        _last_set = STEADY_MMAP_THRESHOLD
 
 
 @contextmanager

@@ -123,7 +123,7 @@ def test_buffers_freed_while_sampling_are_reused_without_page_faults() -> None:
     out = subprocess.run(
         [sys.executable, "-c", REUSE_PROBE, str(ROOT)], capture_output=True, text=True, timeout=300, check=True
     )
-    seen = json.loads(out.stdout.split("\n")[-2])
+    seen = json.loads(out.stdout.splitlines()[-1])
     pages = (1280 * 1280 * 9 * 4) // 4096
     assert min(seen["outside"]) > pages // 2  # mapped and unmapped on every call: each page faulted in again
     assert seen["off_inside"] and seen["off_again"]
