@@ -315,14 +315,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     # torch, diffusers and transformers load while the workflow is read and checked; joined below,
     # before any node can import them.
-    from app.preload import import_model_stack, start_preloading
+    from app.preload import start_preloading, wait_for_preloading
 
     check_device(args.device)
     if not args.dry_run:
         from app.settings import Settings
 
         check_output_dir(args.output_dir or Settings.load().output_path)
-    preloading = None if args.dry_run else start_preloading(import_model_stack)
+    if not args.dry_run:
+        start_preloading()
     from app.progress import ProgressReporter
     from app.settings import Settings
     from graph_engine import CancelToken, Executor, InvalidGraph, make_plan
@@ -360,8 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        if preloading is not None:  # Ctrl+C while waiting cancels the run before its first node
-            preloading.join()
+        wait_for_preloading()  # Ctrl+C while waiting cancels the run before its first node
         with ProgressReporter(graph, plan) as reporter:
             result = executor.execute(plan, on_event=reporter.on_event, cancel=token, workflow=graph_to_dict(graph))
     except KeyboardInterrupt:
@@ -430,10 +430,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             frontend_root(args.frontend or None)
         except ValueError as exc:
             raise UsageError(f"--frontend: {exc}") from None
-    from app.preload import import_model_stack, start_preloading
+    from app.preload import start_preloading, wait_for_preloading
     from graph_engine import Executor, ResultCache
 
-    preloading = start_preloading(import_model_stack)  # joined before any prompt can import them
+    start_preloading()  # waited for before any prompt can import the model stack
     executor = Executor(
         _registry(),
         cache=ResultCache(max(0, int(settings.cache_budget_mb)) * 1024**2),
@@ -450,8 +450,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         frontend=args.frontend,
     )
     server = Server(executor.registry, executor, config)
-    if preloading is not None:
-        preloading.join()
+    wait_for_preloading()
     try:
         server.run(on_ready=lambda s: _err(f"serving ComfyUI's API on {s.url} (Ctrl+C stops)"))
     except OSError as exc:
